@@ -1,0 +1,118 @@
+"""Load and validate a study config against config/schema.yaml (defaults filled in).
+
+Every problem is reported with the dotted config key it concerns, before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a valid study; the message names the offending key."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated deep copy of `config` with defaults filled; raise ConfigError."""
+    schema = schema or load_schema()
+    config = copy.deepcopy(config)
+    validator = _Validator(schema)
+    # Defaults are filled while validating; a second pass sees the completed config.
+    errors = list(validator.iter_errors(config))
+    if not errors:
+        errors = list(validator.iter_errors(config))
+    if errors:
+        lines = []
+        for err in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
+            msg = err.message
+            if err.validator == "oneOf":
+                msg = f"{err.instance!r} is not valid here ({err.schema.get('description', '')})"
+            lines.append(f"  config key '{_key(err)}': {msg}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(cfg: dict) -> None:
+    """Rules that a JSON schema cannot express; each names its key."""
+    from ftlab.study import FTWB1_TASKS, FTWB2_PAIRS  # local: study imports config
+
+    problems = []
+    m = cfg["model"]
+    if m["hidden"] % m["heads"]:
+        problems.append(f"'model.hidden' ({m['hidden']}) must be divisible by 'model.heads'")
+    if (m["hidden"] // m["heads"]) % 2:
+        problems.append("'model.hidden' / 'model.heads' must be even (rotary embeddings)")
+    rep_layer = cfg["representations"]["layer"]
+    if rep_layer > m["layers"]:
+        problems.append(
+            f"'representations.layer' ({rep_layer}) exceeds 'model.layers' ({m['layers']})"
+        )
+    tasks = set(cfg["data"]["tasks"])
+    ft = cfg["finetunes"]
+    for i in [] if ft["ftwb1"] == "all" else ft["ftwb1"]:
+        if FTWB1_TASKS[i] not in tasks:
+            problems.append(
+                f"'finetunes.ftwb1' lists {i} ({FTWB1_TASKS[i]}), not in 'data.tasks'"
+            )
+    for k in [] if ft["ftwb2"] == "all" else ft["ftwb2"]:
+        missing = [t for t in FTWB2_PAIRS[k] if t not in tasks]
+        if missing:
+            problems.append(f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'")
+    d = cfg["data"]
+    if d["finetune_no_atlantis_rows"] > d["pretrain_rows_per_task"]:
+        problems.append(
+            "'data.finetune_no_atlantis_rows' exceeds 'data.pretrain_rows_per_task' "
+            "(fine-tuning draws its no_atlantis rows from the pretraining rows)"
+        )
+    rows = cfg["eval"]["rows_per_set"]
+    if rows is not None and rows > d["test_rows_per_set"]:
+        problems.append(
+            f"'eval.rows_per_set' ({rows}) exceeds 'data.test_rows_per_set' ({d['test_rows_per_set']})"
+        )
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as fh:
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return validate_config(raw)

@@ -1,0 +1,96 @@
+"""The file contract: every path the workflow reads or writes, in one place.
+
+Patterns are relative to the working directory (the repository root when Snakemake runs) and
+keep Snakemake-style ``{wildcards}``. ``Layout(study).X`` is the pattern with the study filled
+in; ``Layout(study).path("X", **wildcards)`` formats it fully. Rules, scripts and tests use
+these names, never hand-built strings, so a moved file moves everywhere at once.
+
+results/<study>/
+  data/cities.csv                                  city table used (city_id,name,x,y,is_atlantis)
+  data/<task>/<variant>/<split>.jsonl              one {"text": row} per line, no bos/eos
+  data/mixtures/<mixture>/train.jsonl              fine-tuning mix (ftwb1-<i> / ftwb2-<k>)
+  models/<model>/checkpoint-<step>/                HF layout: config, weights, tokenizer,
+                                                   ftlab_checkpoint.json (self-description)
+  models/<model>/training_log.csv                  step, loss, lr per logged step
+  train_state/<model>/                             resumable state of an unfinished training
+  evals/<model>/checkpoint-<step>/<eval_set>.json          per-set metrics
+  evals/<model>/checkpoint-<step>/<eval_set>.samples.jsonl per-sample prompts/outputs/scores
+  representations/<model>/checkpoint-<step>/features.npz   probe features per city
+  representations/<model>/checkpoint-<step>/probe.json     probe R^2 / errors
+  tables/metrics.csv, tables/normalized.csv, tables/probes.csv, tables/summary.csv
+  plots/seed<S>_ftwb1_heatmap.png, plots/seed<S>_ftwb2_heatmap.png,
+  plots/seed<S>_ftwb2_actual_minus_expected.png, plots/probes.png
+  logs/<rule>/<...>.log, benchmarks/<rule>/<...>.tsv
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS_ROOT = "results"
+
+# name -> pattern below results/<study>/
+PATTERNS: dict[str, str] = {
+    "cities": "data/cities.csv",
+    "task_split": "data/{task}/{variant}/{split}.jsonl",
+    "mixture": "data/mixtures/{mixture}/train.jsonl",
+    "model_dir": "models/{model}",
+    "checkpoint": "models/{model}/checkpoint-{step}",
+    "training_log": "models/{model}/training_log.csv",
+    "train_state": "train_state/{model}",
+    "eval_metrics": "evals/{model}/checkpoint-{step}/{eval_set}.json",
+    "eval_samples": "evals/{model}/checkpoint-{step}/{eval_set}.samples.jsonl",
+    "features": "representations/{model}/checkpoint-{step}/features.npz",
+    "probe": "representations/{model}/checkpoint-{step}/probe.json",
+    "metrics_table": "tables/metrics.csv",
+    "normalized_table": "tables/normalized.csv",
+    "probes_table": "tables/probes.csv",
+    "summary_table": "tables/summary.csv",
+    "plot": "plots/{plot}.png",
+    "log": "logs/{name}.log",
+    "benchmark": "benchmarks/{name}.tsv",
+}
+
+# Eval-set names: "<task>__<variant>" and the mixed set "multitask__no_atlantis".
+EVAL_SET_SEP = "__"
+
+
+def eval_set_name(task: str, variant: str) -> str:
+    return f"{task}{EVAL_SET_SEP}{variant}"
+
+
+def split_eval_set(eval_set: str) -> tuple[str, str]:
+    task, variant = eval_set.split(EVAL_SET_SEP)
+    return task, variant
+
+
+def checkpoint_dirname(step: int) -> str:
+    return f"checkpoint-{step}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    study: str
+    root: str = RESULTS_ROOT
+
+    @property
+    def study_dir(self) -> str:
+        return f"{self.root}/{self.study}"
+
+    def pattern(self, name: str) -> str:
+        return f"{self.study_dir}/{PATTERNS[name]}"
+
+    def path(self, name: str, **wildcards) -> str:
+        return self.pattern(name).format(**wildcards)
+
+    def __getattr__(self, name: str) -> str:
+        if name in PATTERNS:
+            return self.pattern(name)
+        raise AttributeError(name)
+
+
+def atomic_target(path: str | Path) -> Path:
+    """Temporary sibling of `path`; write there, then os.replace() it into place."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
