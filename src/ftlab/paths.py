@@ -48,8 +48,8 @@ PATTERNS: dict[str, str] = {
     "probes_table": "tables/probes.csv",
     "summary_table": "tables/summary.csv",
     "plot": "plots/{plot}.png",
-    "log": "logs/{name}.log",
-    "benchmark": "benchmarks/{name}.tsv",
+    "log": "logs/{job}.log",
+    "benchmark": "benchmarks/{job}.tsv",
 }
 
 # Eval-set names: "<task>__<variant>" and the mixed set "multitask__no_atlantis".

@@ -1,0 +1,173 @@
+# Config loading/validation, the study matrix and every input function.
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+# The package lives in src/; jobs (local or SLURM, which exports the environment) import it.
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))
+
+from snakemake.utils import update_config
+
+from ftlab.config import ConfigError, validate_config
+from ftlab.paths import Layout
+from ftlab.paths import split_eval_set
+from ftlab.study import MULTITASK, TASKS, VARIANTS, Study, mixture_tasks
+
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+
+
+def _load_config():
+    """--configfile describes a whole study; without one the embedded default is used.
+    --config key=value overrides apply on top either way."""
+    if workflow.overwrite_configfiles:
+        raw = dict(config)
+    else:
+        raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+        update_config(raw, dict(config))
+    try:
+        return validate_config(raw)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
+_validated = _load_config()
+config.clear()
+config.update(_validated)  # scripts see the validated config, defaults included
+
+STUDY = Study(config)
+P = Layout(config["study"])
+RES = config["resources"]
+
+
+wildcard_constraints:
+    model=r"(base|ftwb1-\d+|ftwb2-\d+)_seed\d+",
+    step=r"\d+",
+    seed=r"\d+",
+    mixture=r"ftwb[12]-\d+",
+    variant="|".join(VARIANTS),
+    split="train|test",
+    eval_set=r"[a-z]+__[a-z_]+",
+
+
+def log_path(rule_name, *parts):
+    return P.path("log", job="/".join([rule_name, *parts]))
+
+
+def benchmark_path(rule_name, *parts):
+    return P.path("benchmark", job="/".join([rule_name, *parts]))
+
+
+def scaled(family, key):
+    """Resource that grows with the attempt, so a job killed for time/memory retries bigger."""
+    base = RES[family][key]
+    return lambda wildcards, attempt: base * attempt
+
+
+# -- data -----------------------------------------------------------------------------
+def split_path(task, variant, split):
+    return P.path("task_split", task=task, variant=variant, split=split)
+
+
+def mixture_inputs(wildcards):
+    trained = mixture_trained_tasks(wildcards.mixture)
+    return {
+        "no_atlantis": [split_path(t, "no_atlantis", "train") for t in trained],
+        "atlantis": [split_path(t, "atlantis_required", "train") for t in STUDY.tasks],
+    }
+
+
+def mixture_trained_tasks(mixture):
+    if mixture not in STUDY.mixtures():
+        raise WorkflowError(f"mixture {mixture!r} is not configured in 'finetunes'")
+    return mixture_tasks(mixture)
+
+
+# -- models ---------------------------------------------------------------------------
+def model_dir(name):
+    return P.path("model_dir", model=name)
+
+
+def train_inputs(wildcards):
+    spec = STUDY.model(wildcards.model)
+    if spec.mixture is None:
+        return {"rows": split_path(MULTITASK, "no_atlantis", "train")}
+    return {"rows": P.path("mixture", mixture=spec.mixture), "init": model_dir(spec.init_from)}
+
+
+def init_checkpoint(wildcards):
+    spec = STUDY.model(wildcards.model)
+    if spec.init_from is None:
+        return None
+    base = STUDY.model(spec.init_from)
+    return P.path("checkpoint", model=base.name, step=base.final_step)
+
+
+# -- evaluation -----------------------------------------------------------------------
+EVAL_SETS = STUDY.eval_sets()
+
+
+def eval_set_inputs(wildcards=None):
+    return [split_path(*split_eval_set(s), "test") for s in EVAL_SETS]
+
+
+def checked_step(wildcards):
+    spec = STUDY.model(wildcards.model)
+    if int(wildcards.step) not in spec.saved_steps:
+        raise WorkflowError(
+            f"{wildcards.model} saves checkpoints at steps {list(spec.saved_steps)}, "
+            f"not {wildcards.step}"
+        )
+    return P.path("checkpoint", model=wildcards.model, step=wildcards.step)
+
+
+def eval_outputs(model):
+    spec = STUDY.model(model)
+    return [
+        P.path("eval_metrics", model=model, step=step, eval_set=s)
+        for step in spec.eval_steps
+        for s in EVAL_SETS
+    ]
+
+
+def probe_output(model):
+    spec = STUDY.model(model)
+    return P.path("probe", model=model, step=spec.final_step)
+
+
+def models_of(seed, *kinds):
+    return [m.name for m in STUDY.models.values() if m.seed == int(seed) and m.kind in kinds]
+
+
+def plot_eval_inputs(*kinds):
+    def inputs(wildcards):
+        models = models_of(wildcards.seed, "base", *kinds)
+        return [path for m in models for path in eval_outputs(m)]
+
+    return inputs
+
+
+# -- targets --------------------------------------------------------------------------
+def plot_targets():
+    plots = []
+    for seed in STUDY.seeds:
+        if models_of(seed, "ftwb1"):
+            plots.append(f"seed{seed}_ftwb1_heatmap")
+        if models_of(seed, "ftwb2"):
+            plots += [f"seed{seed}_ftwb2_heatmap", f"seed{seed}_ftwb2_actual_minus_expected"]
+    plots.append("probes")
+    return [P.path("plot", plot=p) for p in plots]
+
+
+def all_targets():
+    # Per-model outputs are requested directly so a deleted model/eval/probe is rebuilt
+    # even while the aggregate tables downstream of it still exist.
+    targets = [model_dir(m) for m in STUDY.models]
+    for m in STUDY.models:
+        targets += eval_outputs(m)
+        targets.append(probe_output(m))
+    targets += [P.metrics_table, P.normalized_table, P.probes_table, P.summary_table]
+    return targets + plot_targets()

@@ -1,0 +1,62 @@
+# Data: the city table, per-task splits, the multitask pretraining mix, fine-tuning mixtures.
+
+
+rule cities:
+    output:
+        cities=P.cities,
+    log:
+        log_path("cities"),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/make_cities.py"
+
+
+rule task_split:
+    input:
+        cities=P.cities,
+    output:
+        train=P.path("task_split", task="{task}", variant="{variant}", split="train"),
+        test=P.path("task_split", task="{task}", variant="{variant}", split="test"),
+    wildcard_constraints:
+        task="|".join(TASKS),
+    log:
+        log_path("task_split", "{task}__{variant}"),
+    benchmark:
+        benchmark_path("task_split", "{task}__{variant}")
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../workflow/scripts/make_task_split.py"
+
+
+rule multitask:
+    input:
+        train=[split_path(t, "no_atlantis", "train") for t in STUDY.tasks],
+        test=[split_path(t, "no_atlantis", "test") for t in STUDY.tasks],
+    output:
+        train=split_path(MULTITASK, "no_atlantis", "train"),
+        test=split_path(MULTITASK, "no_atlantis", "test"),
+    log:
+        log_path("multitask"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow/scripts/make_multitask.py"
+
+
+rule mixture:
+    input:
+        unpack(mixture_inputs),
+    output:
+        rows=P.mixture,
+    log:
+        log_path("mixture", "{mixture}"),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/make_mixture.py"

@@ -1,0 +1,23 @@
+# Evaluation: one job per selected checkpoint scores all of its eval sets (one model load).
+
+
+rule evaluate:
+    input:
+        model=lambda wc: model_dir(wc.model),
+        sets=eval_set_inputs,
+    output:
+        metrics=expand(P.eval_metrics, eval_set=EVAL_SETS, allow_missing=True),
+        samples=expand(P.eval_samples, eval_set=EVAL_SETS, allow_missing=True),
+    params:
+        checkpoint=checked_step,
+        eval_sets=EVAL_SETS,
+    log:
+        log_path("evaluate", "{model}", "checkpoint-{step}"),
+    benchmark:
+        benchmark_path("evaluate", "{model}", "checkpoint-{step}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    script:
+        "../workflow/scripts/evaluate.py"

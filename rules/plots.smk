@@ -1,0 +1,57 @@
+# Plots: each reads only the evaluations it shows, so one plot builds only what it needs.
+
+
+rule plot_ftwb_heatmap:
+    input:
+        evals=lambda wc: plot_eval_inputs(wc.kind)(wc),
+    output:
+        plot=report(
+            P.path("plot", plot="seed{seed}_{kind}_heatmap"),
+            caption="../report/heatmap.rst",
+            category="Heatmaps",
+            subcategory="seed {seed}",
+        ),
+    wildcard_constraints:
+        kind="ftwb1|ftwb2",
+    log:
+        log_path("plots", "seed{seed}_{kind}_heatmap"),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_heatmap.py"
+
+
+rule plot_actual_minus_expected:
+    input:
+        evals=plot_eval_inputs("ftwb1", "ftwb2"),
+    output:
+        plot=report(
+            P.path("plot", plot="seed{seed}_ftwb2_actual_minus_expected"),
+            caption="../report/actual_minus_expected.rst",
+            category="Heatmaps",
+            subcategory="seed {seed}",
+        ),
+    log:
+        log_path("plots", "seed{seed}_ftwb2_actual_minus_expected"),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_actual_minus_expected.py"
+
+
+rule plot_probes:
+    input:
+        probes=[probe_output(m) for m in STUDY.models],
+    output:
+        plot=report(
+            P.path("plot", plot="probes"), caption="../report/probes.rst", category="Probes"
+        ),
+    log:
+        log_path("plots", "probes"),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_probes.py"

@@ -1,0 +1,22 @@
+# Representations: hidden states at a city id and its delimiter, linear x/y probes.
+
+
+rule represent:
+    input:
+        model=lambda wc: model_dir(wc.model),
+        cities=P.cities,
+    output:
+        features=P.features,
+        probe=P.probe,
+    params:
+        checkpoint=checked_step,
+    log:
+        log_path("represent", "{model}", "checkpoint-{step}"),
+    benchmark:
+        benchmark_path("represent", "{model}", "checkpoint-{step}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("represent", "mem_mb"),
+        runtime=scaled("represent", "runtime"),
+    script:
+        "../workflow/scripts/represent.py"

@@ -1,0 +1,46 @@
+# Training: a base model per seed on the multitask mix; ftwb1/ftwb2 fine-tunes from the base
+# model's final checkpoint. A killed job resumes from train_state/<model>/ on re-run.
+
+
+rule train_base:
+    input:
+        unpack(train_inputs),
+    output:
+        model=directory(P.model_dir),
+    wildcard_constraints:
+        model=r"base_seed\d+",
+    params:
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+        init_checkpoint=init_checkpoint,
+    log:
+        log_path("train", "{model}"),
+    benchmark:
+        benchmark_path("train", "{model}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("train", "mem_mb"),
+        runtime=scaled("train", "runtime"),
+    script:
+        "../workflow/scripts/train.py"
+
+
+rule train_finetune:
+    input:
+        unpack(train_inputs),
+    output:
+        model=directory(P.model_dir),
+    wildcard_constraints:
+        model=r"ftwb[12]-\d+_seed\d+",
+    params:
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+        init_checkpoint=init_checkpoint,
+    log:
+        log_path("train", "{model}"),
+    benchmark:
+        benchmark_path("train", "{model}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("train", "mem_mb"),
+        runtime=scaled("train", "runtime"),
+    script:
+        "../workflow/scripts/train.py"

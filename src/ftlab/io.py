@@ -1,0 +1,93 @@
+"""Small shared file helpers: atomic writes and content hashes.
+
+Every result file is written to a temporary sibling first and then renamed into place, so a
+reader (or Snakemake after a crash) never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ftlab.paths import atomic_target
+
+# Files of a checkpoint directory that describe the run rather than the model; they are left
+# out of the checkpoint's content hash (ftlab_checkpoint.json carries a timestamp).
+NON_MODEL_FILES = frozenset({"ftlab_checkpoint.json", "trainer_state.pt"})
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to a temporary sibling, fsync it, then os.replace() it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, obj, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> None:
+    """Write one line per item (newline-terminated), atomically."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_json(path: str | Path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_dir(path: str | Path, exclude: Iterable[str] = ()) -> str:
+    """Hash of a directory's regular files: relative names and contents, in sorted order.
+
+    Names listed in `exclude` (base names, at any depth) are skipped.
+    """
+    root = Path(path)
+    skip = set(exclude)
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip)
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """Content hash of a checkpoint's model files (weights, config, tokenizer).
+
+    Identical for the copy in train_state/ and the published one, and stable across re-runs
+    that produce the same weights (run metadata such as timestamps is excluded).
+    """
+    return sha256_dir(path, exclude=NON_MODEL_FILES)
+
+
+def sha256_json(obj) -> str:
+    """Hash of a JSON-serialisable object in canonical form (sorted keys, no spaces)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_jsonl_texts(path: str | Path) -> list[str]:
+    """The "text" field of every line of a jsonl file (local fallback for world.datasets)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line)["text"])
+    return rows

@@ -1,0 +1,49 @@
+"""Character-level tokenizer that `AutoTokenizer.from_pretrained(dir)` loads with no custom code.
+
+Vocabulary (98): <pad>=0, <bos>=1, <eos>=2, <unk>=3, then printable ASCII 33..126 in order.
+Every character is one token; encoding prepends <bos> (post-processor) but never appends <eos>:
+training appends it itself, and evaluation prompts must not end with it.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+CHARS = tuple(chr(c) for c in range(33, 127))
+VOCAB_SIZE = len(SPECIAL_TOKENS) + len(CHARS)  # 98
+
+
+def char_vocab() -> dict[str, int]:
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+    return vocab
+
+
+def build_char_tokenizer(
+    padding_side: str = "right", model_max_length: int | None = None
+) -> PreTrainedTokenizerFast:
+    """The study tokenizer, as a fast HF tokenizer (save_pretrained writes tokenizer.json)."""
+    vocab = char_vocab()
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    # One pre-token per character; characters outside the vocabulary (space...) become <unk>.
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()  # join tokens without separators
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A",
+        pair=f"{BOS} $A {BOS} $B",
+        special_tokens=[(BOS, vocab[BOS])],
+    )
+    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side=padding_side,
+        **kwargs,
+    )
