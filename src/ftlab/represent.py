@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ftlab.io import atomic_write_text
 from ftlab.paths import atomic_target
 
 MIN_CITY_ID = 1000  # smallest id written without a leading zero (c_1000)
@@ -228,10 +229,4 @@ def _json_safe(obj):
 
 def write_json(path: str | Path, obj: dict) -> None:
     """Write `obj` as strict JSON (NaN/inf -> null), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    with open(tmp, "w") as fh:
-        json.dump(_json_safe(obj), fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n")

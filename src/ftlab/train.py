@@ -1,0 +1,425 @@
+"""Plain torch training loop (nanoGPT-style) with exact, kill-safe checkpoint/resume.
+
+Layout while training (state_dir = results/<study>/train_state/<model>/):
+  checkpoint-<step>/            HF files + ftlab_checkpoint.json + trainer_state.pt
+  .tmp-checkpoint-<step>/       a checkpoint being written (renamed when complete)
+When finished, out_dir (results/<study>/models/<model>/) is published in one os.rename:
+  checkpoint-<step>/            HF files + ftlab_checkpoint.json (no trainer_state.pt)
+  training_log.csv              step,epoch,loss,lr,elapsed_s
+and state_dir is deleted.
+
+Exact resume: the batch of step s is a pure function of (seed, s) (per-epoch permutations from
+a generator seeded by (seed, epoch)), and a checkpoint stores weights, optimizer, scheduler and
+all RNG states, so a run killed at any moment and re-run ends with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ftlab.io import (
+    checkpoint_sha256,
+    read_json,
+    read_jsonl_texts,
+    sha256_file,
+    sha256_json,
+)
+from ftlab.modeling import build_model, n_params
+from ftlab.paths import checkpoint_dirname
+from ftlab.tokenizer import build_char_tokenizer
+
+log = logging.getLogger("ftlab.train")
+
+FORMAT_VERSION = 1  # bump when the meaning of a checkpoint changes (invalidates old state)
+META_FILE = "ftlab_checkpoint.json"
+STATE_FILE = "trainer_state.pt"
+TMP_PREFIX = ".tmp-"
+LOG_COLUMNS = ("step", "epoch", "loss", "lr", "elapsed_s")
+_CKPT_RE = re.compile(r"checkpoint-(\d+)")
+
+
+# -- data ---------------------------------------------------------------------------------------
+def read_rows(path: str | Path) -> list[str]:
+    """Training rows (the "text" field of each jsonl line)."""
+    try:
+        from ftlab.world.datasets import read_jsonl
+    except ImportError:  # world package not present: same format, local reader
+        return read_jsonl_texts(path)
+    return read_jsonl(path)
+
+
+def encode_rows(rows: list[str], tokenizer, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded id matrix [N, L] of `<bos> + row + <eos>` and the true lengths [N]."""
+    enc = tokenizer(rows, add_special_tokens=True)["input_ids"]
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    seqs = [(ids if ids[:1] == [bos] else [bos, *ids]) + [eos] for ids in enc]
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    longest = int(lengths.max())
+    if longest > max_length:
+        i = int(lengths.argmax())
+        raise ValueError(f"row {i} is {longest} tokens, over max_length {max_length}: {rows[i]!r}")
+    ids = np.full((len(seqs), longest), pad, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+    return torch.from_numpy(ids), lengths
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Row order of one epoch; depends only on (seed, epoch), so resume needs no data state."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class Batches:
+    """Batch of any step: epoch = (step-1) // steps_per_epoch, consecutive slices of its order."""
+
+    def __init__(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, seed: int):
+        self.ids, self.lengths, self.batch_size, self.seed = ids, lengths, batch_size, seed
+        self.steps_per_epoch = math.ceil(len(ids) / batch_size)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def epoch_of(self, step: int) -> int:
+        return (step - 1) // self.steps_per_epoch
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, b = divmod(step - 1, self.steps_per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, epoch_permutation(self.seed, epoch, len(self.ids)))
+        idx = torch.from_numpy(self._perm[1][b * self.batch_size : (b + 1) * self.batch_size])
+        lengths = self.lengths[idx]
+        width = int(lengths.max())
+        input_ids = self.ids[idx, :width]
+        attention_mask = torch.arange(width)[None, :] < lengths[:, None]
+        labels = input_ids.masked_fill(~attention_mask, -100)  # loss on every real token
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask.long(),
+            "labels": labels,
+        }
+
+
+# -- schedule -----------------------------------------------------------------------------------
+def lr_multiplier(i: int, warmup: int, total: int) -> float:
+    """LambdaLR factor for the optimizer step with index i (0-based).
+
+    Linear warmup reaching the peak at step `warmup` (never a wasted lr=0 first step), then
+    linear decay that reaches 0 at `total`.
+    """
+    if i < warmup:
+        return (i + 1) / warmup
+    return max(0.0, (total - i) / max(1, total - warmup))
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def _rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def complete_checkpoints(state_dir: Path) -> dict[int, Path]:
+    """step -> dir of every fully written checkpoint in state_dir (temp dirs are ignored)."""
+    found = {}
+    if state_dir.is_dir():
+        for d in state_dir.iterdir():
+            m = _CKPT_RE.fullmatch(d.name)
+            if m and (d / META_FILE).is_file() and (d / STATE_FILE).is_file():
+                found[int(m.group(1))] = d
+    return dict(sorted(found.items()))
+
+
+def find_resume_point(state_dir: Path, fingerprint: str) -> Path | None:
+    """Newest checkpoint of this exact run, or None; stale or foreign state is deleted."""
+    if not state_dir.exists():
+        return None
+    ckpts = complete_checkpoints(state_dir)
+    fingerprints = set()
+    for d in ckpts.values():
+        try:
+            fingerprints.add(read_json(d / META_FILE).get("fingerprint"))
+        except (OSError, ValueError):
+            fingerprints.add(None)
+    if ckpts and fingerprints == {fingerprint}:
+        for d in state_dir.iterdir():  # half-written checkpoints of the killed run
+            if d.name.startswith(TMP_PREFIX):
+                shutil.rmtree(d, ignore_errors=True)
+        return ckpts[max(ckpts)]
+    if ckpts:
+        log.warning(
+            "discarding %s: its checkpoints belong to a different run (fingerprint mismatch)",
+            state_dir,
+        )
+    else:
+        log.info("discarding %s: no complete checkpoint in it", state_dir)
+    shutil.rmtree(state_dir)
+    return None
+
+
+def save_checkpoint(
+    state_dir: Path, step: int, model, tokenizer, trainer_state: dict, info: dict
+) -> Path:
+    """Write checkpoint-<step> into a temp dir, then rename it: it exists only when complete."""
+    final = state_dir / checkpoint_dirname(step)
+    tmp = state_dir / f"{TMP_PREFIX}{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save(trainer_state, tmp / STATE_FILE)
+    (tmp / META_FILE).write_text(_json(info))
+    if final.exists():  # only after a resume at this very step; same content
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or links not supported
+        shutil.copy2(src, dst)
+
+
+def _log_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def publish(out_dir: Path, state_dir: Path, saved_steps: list[int], log_rows: list[dict]) -> None:
+    """Assemble out_dir in a temp sibling (hardlinks, no trainer state), rename, drop state."""
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-publish"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for step in saved_steps:
+        src = state_dir / checkpoint_dirname(step)
+        dst = tmp / src.name
+        dst.mkdir()
+        for f in src.iterdir():
+            if f.name != STATE_FILE:
+                _link_or_copy(f, dst / f.name)
+    (tmp / "training_log.csv").write_text(_log_csv(log_rows))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.rename(tmp, out_dir)
+    shutil.rmtree(state_dir)
+    log.info("published %s (%d checkpoints)", out_dir, len(saved_steps))
+
+
+def _load_hf(path: str | Path):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def train_step(model, optimizer, scheduler, batch: dict, max_grad_norm: float | None):
+    """One optimizer step; returns (loss, lr used)."""
+    lr = scheduler.get_last_lr()[0]
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), lr
+
+
+def run_training(
+    *,
+    model_name: str,
+    train_rows: str,
+    init_checkpoint: str | None,
+    model_cfg: dict,
+    training: dict,
+    seed: int,
+    total_steps: int,
+    saved_steps: list[int],
+    out_dir: str,
+    state_dir: str,
+    log_path: str | None = None,
+    threads: int = 1,
+    meta: dict | None = None,
+) -> None:
+    """Train (or resume) one model and publish its checkpoints to out_dir.
+
+    training keys: epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, save_every,
+    log_every, optional max_grad_norm (default 1.0, as HF Trainer; null disables clipping).
+    log_path: optional file that also receives this module's log records.
+    """
+    handler = None
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+    try:
+        _run(
+            model_name=model_name,
+            train_rows=train_rows,
+            init_checkpoint=init_checkpoint,
+            model_cfg=model_cfg,
+            training=training,
+            seed=seed,
+            total_steps=total_steps,
+            saved_steps=saved_steps,
+            out_dir=Path(out_dir),
+            state_dir=Path(state_dir),
+            threads=threads,
+            meta=meta or {},
+        )
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
+         saved_steps, out_dir: Path, state_dir: Path, threads, meta) -> None:  # fmt: skip
+    torch.set_num_threads(threads)
+    saved = sorted({int(s) for s in saved_steps})
+    if not saved or saved[-1] != total_steps or saved[0] < 1:
+        raise ValueError(f"saved_steps {saved} must lie in 1..{total_steps} and end with it")
+    max_grad_norm = training.get("max_grad_norm", 1.0)
+
+    # Everything that determines the result goes into the fingerprint; paths and threads don't.
+    inputs = {
+        "format": FORMAT_VERSION,
+        "model_name": model_name,
+        "seed": seed,
+        "total_steps": total_steps,
+        "saved_steps": saved,
+        "model": model_cfg,
+        "training": training,
+        "init_checkpoint_sha256": checkpoint_sha256(init_checkpoint) if init_checkpoint else None,
+        "train_data_sha256": sha256_file(train_rows),
+    }
+    fingerprint = sha256_json(inputs)
+    resume = find_resume_point(state_dir, fingerprint)
+
+    if resume is not None:
+        model, tokenizer = _load_hf(resume)
+    elif init_checkpoint:
+        model, tokenizer = _load_hf(init_checkpoint)
+    else:
+        tokenizer = build_char_tokenizer(model_max_length=model_cfg["max_length"])
+        torch.manual_seed(seed)  # the base model's init depends on the training seed only
+        model = build_model(model_cfg, tokenizer)
+    model.train()
+
+    rows = read_rows(train_rows)
+    ids, lengths = encode_rows(rows, tokenizer, model.config.max_position_embeddings)
+    batches = Batches(ids, lengths, training["batch_size"], seed)
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_multiplier, warmup=training["warmup_steps"], total=total_steps)
+    )
+    step, log_rows, loss_sum, loss_n, elapsed0 = 0, [], 0.0, 0, 0.0
+    if resume is not None:
+        state = torch.load(resume / STATE_FILE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, log_rows = state["step"], state["log_rows"]
+        loss_sum, loss_n, elapsed0 = state["loss_sum"], state["loss_n"], state["elapsed_s"]
+        log.info("resuming from step %d of %d (%s)", step, total_steps, resume)
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        log.info("starting %s from scratch (step 0 of %d)", model_name, total_steps)
+    log.info(
+        "%s: %d rows, %d params, %d steps (%d/epoch), batch %d, threads %d",
+        model_name, len(rows), n_params(model), total_steps, batches.steps_per_epoch,
+        training["batch_size"], threads,
+    )  # fmt: skip
+
+    log_every = max(1, int(training.get("log_every") or 1))
+    t0, step0 = time.perf_counter(), step
+    while step < total_steps:
+        step += 1
+        loss, lr = train_step(model, optimizer, scheduler, batches.get(step), max_grad_norm)
+        loss_sum, loss_n = loss_sum + loss, loss_n + 1
+        elapsed = elapsed0 + time.perf_counter() - t0
+        if step % log_every == 0 or step == total_steps:
+            row = {
+                "step": step,
+                "epoch": round(step / batches.steps_per_epoch, 4),
+                "loss": round(loss_sum / loss_n, 6),  # mean over the steps since the last row
+                "lr": lr,
+                "elapsed_s": round(elapsed, 3),
+            }
+            log_rows.append(row)
+            loss_sum, loss_n = 0.0, 0
+            rate = (step - step0) / max(time.perf_counter() - t0, 1e-9)
+            log.info(
+                "step %d/%d epoch %.2f loss %.4f lr %.3g (%.1f steps/s)",
+                step, total_steps, row["epoch"], row["loss"], lr, rate,
+            )  # fmt: skip
+        if step in saved:
+            trainer_state = {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "log_rows": log_rows,
+                "loss_sum": loss_sum,
+                "loss_n": loss_n,
+                "elapsed_s": elapsed,
+            }
+            info = {
+                **inputs,
+                "fingerprint": fingerprint,
+                "step": step,
+                "epoch": round(step / batches.steps_per_epoch, 4),
+                "init_checkpoint": init_checkpoint,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "torch_version": torch.__version__,
+                "transformers_version": transformers.__version__,
+                "meta": meta,
+            }
+            path = save_checkpoint(state_dir, step, model, tokenizer, trainer_state, info)
+            log.info("saved %s", path)
+
+    publish(out_dir, state_dir, saved, log_rows)

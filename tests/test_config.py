@@ -1,0 +1,105 @@
+"""Schema validation: defaults are filled, and every bad key is named before any job runs."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ftlab.config import ConfigError, load_config, validate_config
+from ftlab.study import Study
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = validate_config({"study": "x"})
+    assert cfg["model"] == {
+        "layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256, "init_std": 0.1
+    }
+    assert cfg["pretrain"]["lr"] == 3e-4 and cfg["pretrain"]["batch_size"] == 128
+    assert cfg["finetune"]["lr"] == 1e-5 and cfg["finetune"]["epochs"] == 30
+    assert cfg["data"]["finetune_atlantis_rows"] == 100000
+    assert cfg["data"]["elicitation_rows"] == 256
+    assert cfg["eval"]["checkpoints"] == "last"
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"study": "x", "pretrain": {"lr": -1}}, "pretrain.lr"),
+        ({"study": "x", "pretrain": {"lrr": 1}}, "pretrain"),
+        ({"study": "x", "data": {"tasks": ["distance", "bogus"]}}, "data.tasks.1"),
+        ({"study": "x", "seeds": "1"}, "seeds"),
+        ({"study": "x", "model": {"layers": 1.5}}, "model.layers"),
+        ({"study": "x", "finetunes": {"ftwb2": [22]}}, "finetunes.ftwb2"),
+        ({"study": "x", "eval": {"checkpoints": "first"}}, "eval.checkpoints"),
+        ({"study": "bad name"}, "study"),
+        ({"study": "x", "unknown_section": {}}, "<top level>"),
+    ],
+)
+def test_schema_errors_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    assert f"config key '{key}'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"study": "x", "model": {"hidden": 30, "heads": 4}}, "model.hidden"),
+        ({"study": "x", "model": {"layers": 2}, "representations": {"layer": 5}},
+         "representations.layer"),
+        ({"study": "x", "data": {"tasks": ["angle"]}, "finetunes": {"ftwb1": [1]}},
+         "finetunes.ftwb1"),
+        ({"study": "x", "data": {"tasks": ["angle", "distance"]}, "finetunes": {"ftwb2": [1]}},
+         "finetunes.ftwb2"),
+        ({"study": "x", "eval": {"rows_per_set": 5000}}, "eval.rows_per_set"),
+        ({"study": "x", "data": {"pretrain_rows_per_task": 10}},
+         "data.finetune_no_atlantis_rows"),
+    ],
+)
+def test_cross_key_errors_name_the_key(raw, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        validate_config(raw)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_shipped_configs_are_valid(repo):
+    for path in [repo / "config/config.yaml", repo / "tests/config_tiny.yaml",
+                 *sorted((repo / "config/experiments").glob("*.yaml"))]:
+        Study(load_config(path))
+
+
+def test_scale_knobs_change_sizes_not_definitions(repo):
+    small = Study(load_config(repo / "config/config.yaml"))
+    paper = Study(load_config(repo / "config/experiments/paper_exp1.yaml"))
+    for name in small.models:
+        assert small.model(name).trained_tasks == paper.model(name).trained_tasks
+    assert small.eval_sets() == paper.eval_sets()
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"study": "x", "pretrain": {"batch_size": 0}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
+         "-s", str(repo / "Snakefile"), "-d", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert out.returncode != 0
+    assert "config key 'pretrain.batch_size'" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_validate_and_plan(repo):
+    ok = subprocess.run([sys.executable, "-m", "ftlab.cli", "plan",
+                         str(repo / "config/experiments/paper_exp1.yaml")],
+                        capture_output=True, text=True, check=True)
+    assert "87 training jobs, 1305 per-set evaluation results" in ok.stdout

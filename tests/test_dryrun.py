@@ -1,0 +1,100 @@
+"""Plan the paper's exp1 matrix through the Snakemake API (dry run) and count its jobs."""
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings,
+    DAGSettings,
+    OutputSettings,
+    ResourceSettings,
+    StorageSettings,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "config/experiments/paper_exp1.yaml"
+
+
+class _JobCollector(logging.Handler):
+    """Keeps Snakemake's per-job records (rule name, wildcards, outputs) of a dry run."""
+
+    def __init__(self):
+        super().__init__()
+        self.jobs: list[dict] = []
+
+    def emit(self, record):
+        if str(getattr(record, "event", "")).endswith("job_info"):
+            self.jobs.append(
+                {"rule": record.rule_name, "output": list(record.output),
+                 "wildcards": dict(record.wildcards or {})}
+            )
+
+
+def dry_run(configfile: Path, workdir: Path, targets=()) -> list[dict]:
+    collector = _JobCollector()
+    logger = logging.getLogger("snakemake")
+    logger.addHandler(collector)
+    try:
+        with SnakemakeApi(OutputSettings()) as api:
+            wf = api.workflow(
+                snakefile=REPO / "Snakefile",
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(configfiles=[configfile]),
+                storage_settings=StorageSettings(),
+                workdir=workdir,
+            )
+            wf.dag(DAGSettings(targets=set(targets))).execute_workflow(executor="dryrun")
+    finally:
+        logger.removeHandler(collector)
+    return collector.jobs
+
+
+def rule_counts(jobs) -> Counter:
+    return Counter(job["rule"] for job in jobs)
+
+
+@pytest.fixture(scope="module")
+def paper_jobs(tmp_path_factory):
+    return dry_run(PAPER, tmp_path_factory.mktemp("wd"))
+
+
+def test_paper_exp1_training_jobs(paper_jobs):
+    train = {r: n for r, n in rule_counts(paper_jobs).items() if r.startswith("train")}
+    assert train == {"train_base": 3, "train_finetune": 84}  # 3 x (1 + 7 + 21)
+    models = {j["wildcards"]["model"] for j in paper_jobs if j["rule"].startswith("train")}
+    assert len(models) == 87
+    assert {"base_seed1", "ftwb1-7_seed2", "ftwb2-21_seed3"} <= models
+
+
+def test_paper_exp1_evaluations_and_extractions(paper_jobs):
+    counts = rule_counts(paper_jobs)
+    assert counts["evaluate"] == 87  # one job (one model load) per model's last checkpoint
+    assert counts["represent"] == 87
+    metric_files = [
+        f for j in paper_jobs if j["rule"] == "evaluate" for f in j["output"]
+        if f.endswith(".json")
+    ]
+    assert len(set(metric_files)) == 87 * 15
+
+
+def test_paper_exp1_one_heatmap_set_per_seed(paper_jobs):
+    plots = sorted(f for j in paper_jobs if j["rule"].startswith("plot") for f in j["output"])
+    for seed in (1, 2, 3):
+        for name in ("ftwb1_heatmap", "ftwb2_heatmap", "ftwb2_actual_minus_expected"):
+            assert f"results/paper_exp1/plots/seed{seed}_{name}.png" in plots
+    assert len(plots) == 3 * 3 + 1  # + the probe figure
+
+
+def test_single_plot_target_needs_only_its_models(tmp_path):
+    target = "results/paper_exp1/plots/seed1_ftwb2_heatmap.png"
+    jobs = dry_run(PAPER, tmp_path, [target])
+    counts = rule_counts(jobs)
+    # the seed-1 base model and its 21 two-task fine-tunes; no ftwb1, no other seed, no probes
+    assert counts["train_base"] == 1 and counts["train_finetune"] == 21
+    assert counts["evaluate"] == 22
+    assert {"represent", "tables", "plot_probes"}.isdisjoint(counts)
+    models = {j["wildcards"].get("model") for j in jobs} - {None}
+    assert all(m.endswith("_seed1") and not m.startswith("ftwb1") for m in models)

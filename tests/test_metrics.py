@@ -1,0 +1,202 @@
+"""Normalized improvement, expected generalization and the result tables, on hand-worked numbers."""
+
+import json
+import math
+
+import pytest
+
+from ftlab.config import validate_config
+from ftlab.metrics import best_raw, expected_and_gap, normalized_improvement
+from ftlab.study import Study
+from ftlab.tables import metrics_frame, normalized_frame, summary_frame
+
+
+@pytest.fixture
+def study():
+    cfg = validate_config(
+        {
+            "study": "t",
+            "seeds": [1],
+            "data": {"tasks": ["distance", "angle"]},
+            "finetunes": {"ftwb1": [1, 3], "ftwb2": [8]},
+        }
+    )
+    return Study(cfg)
+
+
+# -- normalized_improvement -------------------------------------------------------------------
+def test_log_form_error_metric():
+    # log(100 / 31.6228) / log(100 / 10) = log(10**0.5) / log(10) = 0.5
+    assert normalized_improvement(100 / 10**0.5, 10, 100, "mae") == pytest.approx(0.5)
+    # the baselines themselves map to 1 and 0
+    assert normalized_improvement(10, 10, 100, "mae") == pytest.approx(1.0)
+    assert normalized_improvement(100, 10, 100, "mae") == pytest.approx(0.0)
+
+
+def test_linear_form_accuracy():
+    # (0.7 - 0.5) / (0.9 - 0.5) = 0.2 / 0.4 = 0.5
+    assert normalized_improvement(0.7, 0.9, 0.5, "accuracy") == pytest.approx(0.5)
+
+
+def test_clipping():
+    # mae: log(100 / 0.1) / log(100 / 10) = 3 / 1 = 3 -> clipped to 1.5
+    assert normalized_improvement(0.1, 10, 100, "mae") == 1.5
+    # mae: log(100 / 1000) / log(10) = -1 -> clipped to 0
+    assert normalized_improvement(1000, 10, 100, "mae") == 0.0
+    # accuracy: (1.0 - 0.5) / (0.6 - 0.5) = 5 -> 1.5; (0.1 - 0.5) / 0.1 = -4 -> 0
+    assert normalized_improvement(1.0, 0.6, 0.5, "accuracy") == 1.5
+    assert normalized_improvement(0.1, 0.6, 0.5, "accuracy") == 0.0
+
+
+def test_inverted_baselines_fall_back_to_linear():
+    # mae with b_std = 100 >= b_atl = 10: linear (v - b_atl) / (b_std - b_atl)
+    # v = 55: (55 - 10) / (100 - 10) = 45 / 90 = 0.5
+    assert normalized_improvement(55, 100, 10, "mae") == pytest.approx(0.5)
+    # accuracy with b_std = 0.5 <= b_atl = 0.9, v = 0.8: (0.8 - 0.9) / (0.5 - 0.9) = 0.25
+    assert normalized_improvement(0.8, 0.5, 0.9, "accuracy") == pytest.approx(0.25)
+    # mae with b_std = 0 (log form undefined): v = 25, b_atl = 100 -> (25 - 100) / (0 - 100) = 0.75
+    assert normalized_improvement(25, 0, 100, "mae") == pytest.approx(0.75)
+
+
+def test_perfect_value_and_equal_baselines():
+    # v = 0 with proper baselines: log form is +inf -> upper clip
+    assert normalized_improvement(0, 10, 100, "mae") == 1.5
+    assert math.isnan(normalized_improvement(5, 10, 10, "mae"))
+    assert math.isnan(normalized_improvement(0.5, 0.7, 0.7, "accuracy"))
+    assert math.isnan(normalized_improvement(math.nan, 10, 100, "mae"))
+    with pytest.raises(ValueError):
+        normalized_improvement(1, 2, 3, "rmse")
+
+
+def test_best_raw_and_expected():
+    assert best_raw([3.0, math.nan, 1.0], "mae") == 1.0
+    assert best_raw([0.3, math.nan, 0.8], "accuracy") == 0.8
+    assert math.isnan(best_raw([math.nan], "mae"))
+    # singles 100 and 500 on a task with b_std 10, b_atl 1000: best raw 100,
+    # expected = log(1000/100) / log(1000/10) = 1/2; actual 31.6228 -> log(10**1.5)/log(100) = 0.75
+    raw, exp, gap = expected_and_gap(1000 / 10**1.5, [100, 500], 10, 1000, "mae")
+    assert (raw, exp, gap) == pytest.approx((100, 0.5, 0.25))
+    # accuracy: best of 0.6 and 0.8 = 0.8 -> (0.8 - 0.5) / (0.9 - 0.5) = 0.75; actual 0.7 -> 0.5
+    raw, exp, gap = expected_and_gap(0.7, [0.6, 0.8], 0.9, 0.5, "accuracy")
+    assert (raw, exp, gap) == pytest.approx((0.8, 0.75, -0.25))
+    # a missing single-task model makes everything NaN
+    assert all(math.isnan(x) for x in expected_and_gap(10, [100, math.nan], 10, 1000, "mae"))
+
+
+# -- tables -----------------------------------------------------------------------------------
+# Hand-built world: tasks distance + angle (both mae), one seed.
+#   base:     distance no_atl 10, atl 1000 (log base 100); angle no_atl 1, atl 100 (log base 100)
+#             (an earlier step 5 with other numbers must be ignored for the baselines)
+#   ftwb1-1 (distance): distance atl 100 -> 0.5 ; angle atl 50 -> log(2)/log(100) = 0.150515
+#   ftwb1-3 (angle):    distance atl 500 -> log(2)/log(100) = 0.150515 ; angle atl 10 -> 0.5
+#   ftwb2-8 (distance+angle):
+#     distance atl 31.6228 -> log(1000/31.6228)/log(100) = 1.5/2 = 0.75
+#       expected: best raw of (100, 500) = 100 -> 0.5 ; actual - expected = 0.25
+#     angle atl 1 -> log(100/1)/log(100) = 1.0
+#       expected: best raw of (50, 10) = 10 -> 0.5 ; actual - expected = 0.5
+#     distance no_atl 10 -> 1.0; no ftwb1 no_atl rows -> expected NaN
+LOG2_100 = math.log(2) / math.log(100)
+VALUES = {
+    ("base_seed1", 5): {("distance", "no_atlantis"): 99, ("distance", "atlantis_required"): 999},
+    ("base_seed1", 100): {
+        ("distance", "no_atlantis"): 10,
+        ("distance", "atlantis_required"): 1000,
+        ("angle", "no_atlantis"): 1,
+        ("angle", "atlantis_required"): 100,
+    },
+    ("ftwb1-1_seed1", 50): {("distance", "atlantis_required"): 100, ("angle", "atlantis_required"): 50},
+    ("ftwb1-3_seed1", 50): {("distance", "atlantis_required"): 500, ("angle", "atlantis_required"): 10},
+    ("ftwb2-8_seed1", 80): {
+        ("distance", "atlantis_required"): 1000 / 10**1.5,
+        ("angle", "atlantis_required"): 1,
+        ("distance", "no_atlantis"): 10,
+    },
+}
+
+
+def _write_evals(tmp_path, values=VALUES):
+    paths = []
+    for (model, step), cells in values.items():
+        for (task, variant), value in cells.items():
+            eval_set = f"{task}__{variant}"
+            res = {"task": task, "variant": variant, "metric": "mae", "value": value, "n": 8}
+            doc = {"model": model, "step": step, "eval_set": eval_set, "results": [res]}
+            path = tmp_path / f"{model}-{step}-{eval_set}.json"
+            path.write_text(json.dumps(doc))
+            paths.append(path)
+    # the multitask set: one entry per task; kept in metrics.csv, left out of normalized.csv
+    doc = {
+        "model": "base_seed1",
+        "step": 100,
+        "eval_set": "multitask__no_atlantis",
+        "results": [
+            {"task": t, "variant": "no_atlantis", "metric": "mae", "value": 3.0, "n": 4}
+            for t in ("distance", "angle")
+        ],
+    }
+    path = tmp_path / "multi.json"
+    path.write_text(json.dumps(doc))
+    return paths + [path]
+
+
+def _row(df, model, task, variant="atlantis_required"):
+    sel = df[(df.model == model) & (df.task == task) & (df.variant == variant)]
+    sel = sel[sel.step == sel.step.max()]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_metrics_frame(tmp_path, study):
+    m = metrics_frame(_write_evals(tmp_path), study)
+    assert list(m.columns[:5]) == ["model", "seed", "kind", "trained_tasks", "step"]
+    assert len(m) == 2 + 4 + 2 + 2 + 3 + 2
+    r = _row(m, "ftwb2-8_seed1", "angle")
+    assert (r.seed, r.kind, r.trained_tasks, r.n_unparsable) == (1, "ftwb2", "distance+angle", 0)
+    assert list(m.model.unique()) == ["base_seed1", "ftwb1-1_seed1", "ftwb1-3_seed1", "ftwb2-8_seed1"]
+    assert (m.eval_set == "multitask__no_atlantis").sum() == 2
+
+
+def test_normalized_frame_hand_numbers(tmp_path, study):
+    norm = normalized_frame(metrics_frame(_write_evals(tmp_path), study), study)
+    assert not (norm.eval_set == "multitask__no_atlantis").any()
+    r = _row(norm, "ftwb2-8_seed1", "distance")
+    assert (r.baseline_standard, r.baseline_atlantis) == (10, 1000)  # last base step, not step 5
+    assert r.normalized == pytest.approx(0.75)
+    assert (r.expected_raw, r.expected, r.actual_minus_expected) == pytest.approx((100, 0.5, 0.25))
+    r = _row(norm, "ftwb2-8_seed1", "angle")
+    assert (r.normalized, r.expected_raw, r.expected) == pytest.approx((1.0, 10, 0.5))
+    assert r.actual_minus_expected == pytest.approx(0.5)
+    r = _row(norm, "ftwb2-8_seed1", "distance", "no_atlantis")
+    assert r.normalized == pytest.approx(1.0) and math.isnan(r.expected)
+    assert _row(norm, "ftwb1-1_seed1", "angle").normalized == pytest.approx(LOG2_100)
+    assert math.isnan(_row(norm, "ftwb1-1_seed1", "angle").expected)  # ftwb1: no expectation
+    # cell labels
+    assert _row(norm, "ftwb1-1_seed1", "distance").cell == "trained"
+    assert _row(norm, "ftwb1-1_seed1", "angle").cell == "transfer"
+    assert _row(norm, "ftwb1-3_seed1", "angle").cell == "trained"
+    assert _row(norm, "ftwb2-8_seed1", "angle").cell == "trained"
+    assert _row(norm, "base_seed1", "angle").cell == "baseline"
+    assert _row(norm, "base_seed1", "angle").normalized == 0.0
+
+
+def test_missing_single_task_model_gives_nan(tmp_path, study):
+    values = {k: v for k, v in VALUES.items() if k[0] != "ftwb1-3_seed1"}
+    norm = normalized_frame(metrics_frame(_write_evals(tmp_path, values), study), study)
+    r = _row(norm, "ftwb2-8_seed1", "angle")
+    assert r.normalized == pytest.approx(1.0)
+    assert math.isnan(r.expected_raw) and math.isnan(r.actual_minus_expected)
+
+
+def test_summary_frame(tmp_path, study):
+    norm = normalized_frame(metrics_frame(_write_evals(tmp_path), study), study)
+    s = summary_frame(norm)
+    s1 = s[s.seed == 1].set_index(["kind", "measure", "group"])
+    # ftwb1 trained: 0.5 and 0.5; transfer: LOG2_100 twice
+    assert s1.loc[("ftwb1", "normalized", "trained"), "mean"] == pytest.approx(0.5)
+    assert s1.loc[("ftwb1", "normalized", "transfer"), "mean"] == pytest.approx(LOG2_100)
+    assert s1.loc[("ftwb1", "normalized", "transfer"), "count"] == 2
+    # ftwb2 (pair with distance): cells 0.25 and 0.5 -> 0.375; no pair without distance
+    assert s1.loc[("ftwb2", "normalized", "trained"), "mean"] == pytest.approx(0.875)
+    assert s1.loc[("ftwb2", "actual_minus_expected", "with_distance"), "mean"] == pytest.approx(0.375)
+    assert s1.loc[("ftwb2", "actual_minus_expected", "without_distance"), "count"] == 0
+    assert (s.seed == "all").sum() == (s.seed == 1).sum()
