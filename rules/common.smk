@@ -1,16 +1,18 @@
 # Config loading/validation, the study matrix and every input function.
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-# The package lives in src/; jobs (local or SLURM, which exports the environment) import it.
-_SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))
+# The package lives in src/; it is importable here even when not pip-installed, and jobs
+# (local, conda envs, SLURM with its exported environment) find it through PYTHONPATH.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.utils import update_config
+
+from ftlab.paths import export_package_path
+
+export_package_path()
 
 from ftlab.config import ConfigError, validate_config
 from ftlab.paths import Layout

@@ -6,6 +6,8 @@ rule cities:
         cities=P.cities,
     log:
         log_path("cities"),
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -19,12 +21,14 @@ rule task_split:
     output:
         train=P.path("task_split", task="{task}", variant="{variant}", split="train"),
         test=P.path("task_split", task="{task}", variant="{variant}", split="test"),
-    wildcard_constraints:
-        task="|".join(TASKS),
     log:
         log_path("task_split", "{task}__{variant}"),
     benchmark:
         benchmark_path("task_split", "{task}__{variant}")
+    wildcard_constraints:
+        task="|".join(TASKS),
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=2000,
         runtime=60,
@@ -41,6 +45,8 @@ rule multitask:
         test=split_path(MULTITASK, "no_atlantis", "test"),
     log:
         log_path("multitask"),
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
@@ -55,6 +61,8 @@ rule mixture:
         rows=P.mixture,
     log:
         log_path("mixture", "{mixture}"),
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=2000,
         runtime=30,

@@ -8,16 +8,18 @@ rule evaluate:
     output:
         metrics=expand(P.eval_metrics, eval_set=EVAL_SETS, allow_missing=True),
         samples=expand(P.eval_samples, eval_set=EVAL_SETS, allow_missing=True),
-    params:
-        checkpoint=checked_step,
-        eval_sets=EVAL_SETS,
     log:
         log_path("evaluate", "{model}", "checkpoint-{step}"),
     benchmark:
         benchmark_path("evaluate", "{model}", "checkpoint-{step}")
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
+    params:
+        checkpoint=checked_step,
+        eval_sets=EVAL_SETS,
     script:
         "../workflow/scripts/evaluate.py"

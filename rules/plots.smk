@@ -11,10 +11,12 @@ rule plot_ftwb_heatmap:
             category="Heatmaps",
             subcategory="seed {seed}",
         ),
-    wildcard_constraints:
-        kind="ftwb1|ftwb2",
     log:
         log_path("plots", "seed{seed}_{kind}_heatmap"),
+    wildcard_constraints:
+        kind="ftwb1|ftwb2",
+    conda:
+        "../envs/plots.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -34,6 +36,8 @@ rule plot_actual_minus_expected:
         ),
     log:
         log_path("plots", "seed{seed}_ftwb2_actual_minus_expected"),
+    conda:
+        "../envs/plots.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -50,6 +54,8 @@ rule plot_probes:
         ),
     log:
         log_path("plots", "probes"),
+    conda:
+        "../envs/plots.yaml"
     resources:
         mem_mb=1000,
         runtime=10,

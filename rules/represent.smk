@@ -8,15 +8,17 @@ rule represent:
     output:
         features=P.features,
         probe=P.probe,
-    params:
-        checkpoint=checked_step,
     log:
         log_path("represent", "{model}", "checkpoint-{step}"),
     benchmark:
         benchmark_path("represent", "{model}", "checkpoint-{step}")
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("represent", "mem_mb"),
         runtime=scaled("represent", "runtime"),
+    params:
+        checkpoint=checked_step,
     script:
         "../workflow/scripts/represent.py"

@@ -7,19 +7,21 @@ rule train_base:
         unpack(train_inputs),
     output:
         model=directory(P.model_dir),
-    wildcard_constraints:
-        model=r"base_seed\d+",
-    params:
-        state_dir=lambda wc: P.path("train_state", model=wc.model),
-        init_checkpoint=init_checkpoint,
     log:
         log_path("train", "{model}"),
     benchmark:
         benchmark_path("train", "{model}")
+    wildcard_constraints:
+        model=r"base_seed\d+",
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
+    params:
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+        init_checkpoint=init_checkpoint,
     script:
         "../workflow/scripts/train.py"
 
@@ -29,18 +31,20 @@ rule train_finetune:
         unpack(train_inputs),
     output:
         model=directory(P.model_dir),
-    wildcard_constraints:
-        model=r"ftwb[12]-\d+_seed\d+",
-    params:
-        state_dir=lambda wc: P.path("train_state", model=wc.model),
-        init_checkpoint=init_checkpoint,
     log:
         log_path("train", "{model}"),
     benchmark:
         benchmark_path("train", "{model}")
+    wildcard_constraints:
+        model=r"ftwb[12]-\d+_seed\d+",
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
+    params:
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+        init_checkpoint=init_checkpoint,
     script:
         "../workflow/scripts/train.py"

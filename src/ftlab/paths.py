@@ -25,6 +25,7 @@ results/<study>/
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,12 @@ def atomic_target(path: str | Path) -> Path:
     """Temporary sibling of `path`; write there, then os.replace() it into place."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp")
+
+
+def export_package_path() -> None:
+    """Put this package's src/ on PYTHONPATH so every job's Python (a conda env, a SLURM
+    node with the exported environment) imports the same ftlab as the Snakefile."""
+    src = str(Path(__file__).resolve().parents[1])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if src not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])

@@ -195,6 +195,7 @@ def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
         n_sc + 1,
         figsize=(4.5 * n_sc + max(5, 0.3 * n_models), 4.5),
         gridspec_kw={"width_ratios": [1] * n_sc + [max(1.2, 0.07 * n_models)]},
+        layout="constrained",
     )
     if not scatter:
         _note(axes[0], "no per-city probe predictions available")

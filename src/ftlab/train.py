@@ -315,6 +315,7 @@ def run_training(
 def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
          saved_steps, out_dir: Path, state_dir: Path, threads, meta) -> None:  # fmt: skip
     torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
     if not saved or saved[-1] != total_steps or saved[0] < 1:
         raise ValueError(f"saved_steps {saved} must lie in 1..{total_steps} and end with it")
