@@ -104,8 +104,14 @@ VALUES = {
         ("angle", "no_atlantis"): 1,
         ("angle", "atlantis_required"): 100,
     },
-    ("ftwb1-1_seed1", 50): {("distance", "atlantis_required"): 100, ("angle", "atlantis_required"): 50},
-    ("ftwb1-3_seed1", 50): {("distance", "atlantis_required"): 500, ("angle", "atlantis_required"): 10},
+    ("ftwb1-1_seed1", 50): {
+        ("distance", "atlantis_required"): 100,
+        ("angle", "atlantis_required"): 50,
+    },
+    ("ftwb1-3_seed1", 50): {
+        ("distance", "atlantis_required"): 500,
+        ("angle", "atlantis_required"): 10,
+    },
     ("ftwb2-8_seed1", 80): {
         ("distance", "atlantis_required"): 1000 / 10**1.5,
         ("angle", "atlantis_required"): 1,
@@ -152,7 +158,12 @@ def test_metrics_frame(tmp_path, study):
     assert len(m) == 2 + 4 + 2 + 2 + 3 + 2
     r = _row(m, "ftwb2-8_seed1", "angle")
     assert (r.seed, r.kind, r.trained_tasks, r.n_unparsable) == (1, "ftwb2", "distance+angle", 0)
-    assert list(m.model.unique()) == ["base_seed1", "ftwb1-1_seed1", "ftwb1-3_seed1", "ftwb2-8_seed1"]
+    assert list(m.model.unique()) == [
+        "base_seed1",
+        "ftwb1-1_seed1",
+        "ftwb1-3_seed1",
+        "ftwb2-8_seed1",
+    ]
     assert (m.eval_set == "multitask__no_atlantis").sum() == 2
 
 
@@ -197,6 +208,8 @@ def test_summary_frame(tmp_path, study):
     assert s1.loc[("ftwb1", "normalized", "transfer"), "count"] == 2
     # ftwb2 (pair with distance): cells 0.25 and 0.5 -> 0.375; no pair without distance
     assert s1.loc[("ftwb2", "normalized", "trained"), "mean"] == pytest.approx(0.875)
-    assert s1.loc[("ftwb2", "actual_minus_expected", "with_distance"), "mean"] == pytest.approx(0.375)
+    assert s1.loc[("ftwb2", "actual_minus_expected", "with_distance"), "mean"] == pytest.approx(
+        0.375
+    )
     assert s1.loc[("ftwb2", "actual_minus_expected", "without_distance"), "count"] == 0
     assert (s.seed == "all").sum() == (s.seed == 1).sum()

@@ -26,8 +26,10 @@ def _normalized(models=MODELS, with_expected=True) -> pd.DataFrame:
         for step in (10, 20):
             for task in TASKS:
                 for variant in ("no_atlantis", "atlantis_required"):
-                    cell = "baseline" if kind == "base" else (
-                        "trained" if task in trained.split("+") else "transfer"
+                    cell = (
+                        "baseline"
+                        if kind == "base"
+                        else ("trained" if task in trained.split("+") else "transfer")
                     )
                     gap = rng.uniform(-0.4, 0.4) if kind == "ftwb2" and with_expected else np.nan
                     rows.append(

@@ -1,6 +1,8 @@
 """Representation features and linear probes."""
 
 import json
+import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -8,6 +10,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+import ftlab
 from ftlab.represent import (
     extract_features,
     features_from_model,
@@ -142,13 +145,18 @@ def test_unequal_prompts_rejected(tiny):
 
 
 def test_extract_features_loads_checkpoint(tiny, monkeypatch):
-    evaluate = pytest.importorskip("ftlab.evaluate")
     pytest.importorskip("ftlab.world.tasks")
     model, tok = tiny
-    monkeypatch.setattr(evaluate, "load_checkpoint", lambda path, threads=1: (model, tok))
+    # A stand-in ftlab.evaluate: this test checks the wiring (loader + task probe prompt),
+    # not checkpoint loading, and must not depend on the evaluator's imports.
+    fake = types.ModuleType("ftlab.evaluate")
+    fake.load_checkpoint = lambda path, threads=1: (model, tok)
+    monkeypatch.setitem(sys.modules, "ftlab.evaluate", fake)
+    monkeypatch.setattr(ftlab, "evaluate", fake, raising=False)
     data = extract_features("ckpt", CITIES, "distance", layer=2)
     assert data["features"].shape == (4, 32)
     assert str(data["task"]) == "distance"
+    assert str(data["prompt_example"]).endswith("c_1000,")
 
 
 def test_write_and_read(tmp_path):

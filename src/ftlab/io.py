@@ -40,6 +40,9 @@ def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
+write_json = atomic_write_json  # the name the workflow steps use
+
+
 def read_json(path: str | Path):
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

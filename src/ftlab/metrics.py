@@ -16,7 +16,9 @@ CLIP_LOW, CLIP_HIGH = 0.0, 1.5
 
 def _check_metric(metric: str) -> None:
     if metric not in ERROR_METRICS + SCORE_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {ERROR_METRICS + SCORE_METRICS}")
+        raise ValueError(
+            f"unknown metric {metric!r}; expected one of {ERROR_METRICS + SCORE_METRICS}"
+        )
 
 
 def _nan(x) -> bool:

@@ -94,7 +94,7 @@ def plot_ftwb_heatmap(
         _save(fig, path)
         return
     mat = _matrix(df, "normalized", tasks)
-    trained = dict(zip(df["model"], df["trained_tasks"]))
+    trained = dict(zip(df["model"], df["trained_tasks"], strict=True))
     fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 3, 0.45 * mat.shape[0] + 2))
     sns.heatmap(
         mat,
@@ -113,9 +113,7 @@ def plot_ftwb_heatmap(
     ax.set_ylabel("")
     m_tr = _mean(df.loc[df["cell"] == "trained", "normalized"])
     m_tf = _mean(df.loc[df["cell"] == "transfer", "normalized"])
-    ax.set_title(
-        f"seed {seed} {kind}: trained {m_tr:.3f} / transfer {m_tf:.3f} (boxed = trained)"
-    )
+    ax.set_title(f"seed {seed} {kind}: trained {m_tr:.3f} / transfer {m_tf:.3f} (boxed = trained)")
     _save(fig, path)
 
 
@@ -136,7 +134,7 @@ def plot_actual_minus_expected(
         _save(fig, path)
         return
     mat = _matrix(df, "actual_minus_expected", tasks)
-    trained = dict(zip(df["model"], df["trained_tasks"]))
+    trained = dict(zip(df["model"], df["trained_tasks"], strict=True))
     lim = max(0.5, float(np.nanmax(np.abs(mat.to_numpy()))))
     fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 3, 0.45 * mat.shape[0] + 2))
     sns.heatmap(
@@ -159,8 +157,7 @@ def plot_actual_minus_expected(
     m_w = _mean(df.loc[with_d, "actual_minus_expected"])
     m_wo = _mean(df.loc[~with_d, "actual_minus_expected"])
     ax.set_title(
-        f"seed {seed} ftwb2 actual - expected: pairs with distance {m_w:+.3f}, "
-        f"without {m_wo:+.3f}"
+        f"seed {seed} ftwb2 actual - expected: pairs with distance {m_w:+.3f}, without {m_wo:+.3f}"
     )
     _save(fig, path)
 
@@ -199,7 +196,7 @@ def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
     )
     if not scatter:
         _note(axes[0], "no per-city probe predictions available")
-    for ax, (i, rec) in zip(axes, scatter):
+    for ax, (i, rec) in zip(axes, scatter, strict=False):
         pred = pd.DataFrame(list(rec["predictions"]))
         for split, colour in (("heldout", "tab:blue"), ("atlantis", "tab:red")):
             p = pred[pred["split"] == split] if not pred.empty else pred

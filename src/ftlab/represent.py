@@ -97,8 +97,9 @@ def extract_features(
     """Load `checkpoint` and compute the probe features of `cities` prompted with `task`'s
     probe prompt. Returns arrays city_id, x, y, is_atlantis, features [n, 2*hidden] and the
     scalars layer, task, prompt_example."""
-    from ftlab import evaluate  # module attribute lookup: tests may substitute the loader
     from ftlab.world.tasks import get_task
+
+    from ftlab import evaluate  # attribute lookup at call time: tests substitute the loader
 
     torch.set_num_threads(threads)
     model, tokenizer = evaluate.load_checkpoint(checkpoint, threads=threads)
@@ -167,7 +168,7 @@ def fit_probes(data: dict, alpha: float, test_fraction: float, seed: int) -> dic
     pred_test, pred_atl, pred_train = predict(test_idx), predict(atl_idx), predict(train_idx)
     predictions = []
     for split, idx, pred in (("heldout", test_idx, pred_test), ("atlantis", atl_idx, pred_atl)):
-        for i, (xh, yh) in zip(idx, pred):
+        for i, (xh, yh) in zip(idx, pred, strict=True):
             predictions.append(
                 {
                     "city_id": int(city_id[i]),

@@ -182,7 +182,7 @@ def represent_model(
     out_probe: str,
     threads: int,
 ) -> None:
-    from ftlab.io import write_json
+    from ftlab.io import atomic_write_json
     from ftlab.represent import extract_features, fit_probes, write_features
     from ftlab.world.cities import read_city_table
 
@@ -195,20 +195,21 @@ def represent_model(
     write_features(out_features, data)
     probe = fit_probes(data, r["probe_alpha"], r["probe_test_fraction"], cfg["data"]["seed"])
     probe.update({"model": model, "step": int(step), "checkpoint": checkpoint})
-    write_json(out_probe, probe)
+    atomic_write_json(out_probe, probe)
     log.info(
         "%s: probe R2 x=%.3f y=%.3f, heldout error %.1f, atlantis error %.1f",
         model,
         probe["r2_x"],
         probe["r2_y"],
         probe["heldout_error"],
-        probe["atlantis_error"],
+        probe["atlantis_error"] if probe["atlantis_error"] is not None else float("nan"),
     )
 
 
 # -- tables and plots -------------------------------------------------------------------
 def build_tables(cfg: dict, eval_paths, probe_paths, outputs: dict[str, str]) -> None:
     from ftlab import tables
+    from ftlab.io import atomic_write_text
 
     study = Study(cfg)
     metrics = tables.metrics_frame(eval_paths, study)
@@ -220,7 +221,7 @@ def build_tables(cfg: dict, eval_paths, probe_paths, outputs: dict[str, str]) ->
         "summary": tables.summary_frame(normalized),
     }
     for name, frame in frames.items():
-        tables.write_csv(frame, outputs[name])
+        atomic_write_text(outputs[name], frame.to_csv(index=False))
         log.info("%s: %d rows -> %s", name, len(frame), outputs[name])
 
 
@@ -229,7 +230,7 @@ def plot_heatmap(cfg: dict, eval_paths, seed: int, kind: str, out: str) -> None:
 
     study = Study(cfg)
     normalized = tables.normalized_frame(tables.metrics_frame(eval_paths, study), study)
-    plots.plot_ftwb_heatmap(normalized, int(seed), kind, out)
+    plots.plot_ftwb_heatmap(normalized, int(seed), kind, out, tasks=study.tasks)
 
 
 def plot_actual_minus_expected(cfg: dict, eval_paths, seed: int, out: str) -> None:
@@ -237,10 +238,11 @@ def plot_actual_minus_expected(cfg: dict, eval_paths, seed: int, out: str) -> No
 
     study = Study(cfg)
     normalized = tables.normalized_frame(tables.metrics_frame(eval_paths, study), study)
-    plots.plot_actual_minus_expected(normalized, int(seed), out)
+    plots.plot_actual_minus_expected(normalized, int(seed), out, tasks=study.tasks)
 
 
 def plot_probes(cfg: dict, probe_paths, out: str) -> None:
-    from ftlab import plots, tables
+    from ftlab import plots
+    from ftlab.io import read_json
 
-    plots.plot_probes(tables.probes_frame(probe_paths, Study(cfg)), out)
+    plots.plot_probes([read_json(p) for p in probe_paths], out)

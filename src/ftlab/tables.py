@@ -137,7 +137,9 @@ def _final_values(df: pd.DataFrame) -> dict[tuple[str, str, str], float]:
     final = df[df["step"] == last]
     return {
         (m, s, t): v
-        for m, s, t, v in zip(final["model"], final["eval_set"], final["task"], final["value"])
+        for m, s, t, v in zip(
+            final["model"], final["eval_set"], final["task"], final["value"], strict=True
+        )
     }
 
 
@@ -189,6 +191,7 @@ def normalized_frame(metrics: pd.DataFrame, study: Study) -> pd.DataFrame:
         for key, val in zip(
             cols,
             [b_std, b_atl, norm, raw, exp, gap, _cell(r.kind, r.trained_tasks, r.task)],
+            strict=True,
         ):
             cols[key].append(val)
     for key, vals in cols.items():
@@ -274,4 +277,3 @@ def summary_frame(normalized: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     out["seed"] = out["seed"].astype(object)
     return out
-

@@ -3,9 +3,17 @@
 Vocabulary (98): <pad>=0, <bos>=1, <eos>=2, <unk>=3, then printable ASCII 33..126 in order.
 Every character is one token; encoding prepends <bos> (post-processor) but never appends <eos>:
 training appends it itself, and evaluation prompts must not end with it.
+
+Loading: transformers 5 makes `AutoTokenizer` rebuild any tokenizer saved next to a qwen2
+config.json as `Qwen2Tokenizer` (BPE + byte-level pre-tokenizer; model type "qwen2" is on its
+list of hubs with a wrong tokenizer_class). For printable ASCII that rebuild gives exactly our
+ids and decodings (tested), but characters outside the vocabulary are dropped instead of mapped
+to <unk>. ftlab itself therefore loads with `load_tokenizer`, which keeps tokenizer.json as is.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -14,6 +22,7 @@ PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 CHARS = tuple(chr(c) for c in range(33, 127))
 VOCAB_SIZE = len(SPECIAL_TOKENS) + len(CHARS)  # 98
+_LOAD_ONLY_KWARGS = ("is_local", "local_files_only")
 
 
 def char_vocab() -> dict[str, int]:
@@ -47,3 +56,13 @@ def build_char_tokenizer(
         padding_side=padding_side,
         **kwargs,
     )
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """The tokenizer saved in a checkpoint dir, exactly as saved (see the module docstring)."""
+    tok = PreTrainedTokenizerFast.from_pretrained(path)
+    # Loading-time flags would otherwise be written into the next tokenizer_config.json, so a
+    # resumed run's checkpoints would differ in bytes (and content hash) from a fresh run's.
+    for key in _LOAD_ONLY_KWARGS:
+        tok.init_kwargs.pop(key, None)
+    return tok

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from ftlab.io import (
+    atomic_write_text,
     checkpoint_sha256,
     read_json,
     read_jsonl_texts,
@@ -43,7 +44,7 @@ from ftlab.io import (
 )
 from ftlab.modeling import build_model, n_params
 from ftlab.paths import checkpoint_dirname
-from ftlab.tokenizer import build_char_tokenizer
+from ftlab.tokenizer import build_char_tokenizer, load_tokenizer
 
 log = logging.getLogger("ftlab.train")
 
@@ -51,6 +52,7 @@ FORMAT_VERSION = 1  # bump when the meaning of a checkpoint changes (invalidates
 META_FILE = "ftlab_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 TMP_PREFIX = ".tmp-"
+LOG_NAME = "training_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "elapsed_s")
 _CKPT_RE = re.compile(r"checkpoint-(\d+)")
 
@@ -70,6 +72,10 @@ def encode_rows(rows: list[str], tokenizer, max_length: int) -> tuple[torch.Tens
     enc = tokenizer(rows, add_special_tokens=True)["input_ids"]
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     seqs = [(ids if ids[:1] == [bos] else [bos, *ids]) + [eos] for ids in enc]
+    for i, (row, s) in enumerate(zip(rows, seqs, strict=True)):
+        # One token per character, none unknown: anything else is a data or tokenizer bug.
+        if len(s) != len(row) + 2 or tokenizer.unk_token_id in s:
+            raise ValueError(f"row {i} does not map to one known token per character: {row!r}")
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     longest = int(lengths.max())
     if longest > max_length:
@@ -233,7 +239,7 @@ def publish(out_dir: Path, state_dir: Path, saved_steps: list[int], log_rows: li
         for f in src.iterdir():
             if f.name != STATE_FILE:
                 _link_or_copy(f, dst / f.name)
-    (tmp / "training_log.csv").write_text(_log_csv(log_rows))
+    (tmp / LOG_NAME).write_text(_log_csv(log_rows))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.rename(tmp, out_dir)
@@ -243,7 +249,7 @@ def publish(out_dir: Path, state_dir: Path, saved_steps: list[int], log_rows: li
 
 def _load_hf(path: str | Path):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     return model, tokenizer
 
 
@@ -281,39 +287,28 @@ def run_training(
 
     training keys: epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, save_every,
     log_every, optional max_grad_norm (default 1.0, as HF Trainer; null disables clipping).
-    log_path: optional file that also receives this module's log records.
+    log_path: the CSV training log; out_dir/training_log.csv is always published, and a
+    different log_path receives a copy. Progress goes to the "ftlab.train" logger.
     """
-    handler = None
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        if log.level == logging.NOTSET or log.level > logging.INFO:
-            log.setLevel(logging.INFO)
-    try:
-        _run(
-            model_name=model_name,
-            train_rows=train_rows,
-            init_checkpoint=init_checkpoint,
-            model_cfg=model_cfg,
-            training=training,
-            seed=seed,
-            total_steps=total_steps,
-            saved_steps=saved_steps,
-            out_dir=Path(out_dir),
-            state_dir=Path(state_dir),
-            threads=threads,
-            meta=meta or {},
-        )
-    finally:
-        if handler is not None:
-            log.removeHandler(handler)
-            handler.close()
+    _run(
+        model_name=model_name,
+        train_rows=train_rows,
+        init_checkpoint=init_checkpoint,
+        model_cfg=model_cfg,
+        training=training,
+        seed=seed,
+        total_steps=total_steps,
+        saved_steps=saved_steps,
+        out_dir=Path(out_dir),
+        state_dir=Path(state_dir),
+        log_path=Path(log_path) if log_path else None,
+        threads=threads,
+        meta=meta or {},
+    )
 
 
 def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
-         saved_steps, out_dir: Path, state_dir: Path, threads, meta) -> None:  # fmt: skip
+         saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
@@ -424,3 +419,5 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
             log.info("saved %s", path)
 
     publish(out_dir, state_dir, saved, log_rows)
+    if log_path is not None and log_path.resolve() != (out_dir / LOG_NAME).resolve():
+        atomic_write_text(log_path, _log_csv(log_rows))

@@ -117,8 +117,9 @@ def read_city_table(path: str | Path) -> pd.DataFrame:
     """Read a table written by :func:`write_city_table` (names are never parsed as NaN)."""
     df = pd.read_csv(path, keep_default_na=False, dtype={"name": str})
     if df["is_atlantis"].dtype != bool:  # e.g. an empty Atlantis column read as object
-        df["is_atlantis"] = df["is_atlantis"].astype(str).str.lower().map({"true": True,
-                                                                           "false": False})
+        df["is_atlantis"] = (
+            df["is_atlantis"].astype(str).str.lower().map({"true": True, "false": False})
+        )
     return _typed(df)
 
 

@@ -1,0 +1,163 @@
+"""Datasets of rows (design doc, "Datasets per task"): per task and variant a test and a train
+split, the shuffled multitask mix and the fine-tuning mixtures. Rows carry no bos/eos; files are
+jsonl with one ``{"text": row}`` per line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ftlab.paths import atomic_target
+from ftlab.study import TASKS as TASK_ORDER
+from ftlab.study import VARIANTS
+from ftlab.world.tasks import CityPool, get_task
+
+# Rows are generated in chunks of this fixed size from their own random stream, so a split is a
+# prefix of any larger split with the same seed (growing n_train keeps the earlier rows).
+CHUNK = 4096
+MAX_IDLE_CHUNKS = 50  # consecutive chunks without a usable row before giving up
+
+
+def write_jsonl(path: str | Path, rows: list[str]) -> None:
+    """One ``{"text": row}`` object per line, written atomically (temp sibling, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({"text": row}) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left over if writing failed
+
+
+def read_jsonl(path: str | Path) -> list[str]:
+    """The ``text`` field of every non-empty line."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh if line.strip()]
+
+
+def derive_seed(seed: int, *names: str) -> int:
+    """A stable 63-bit seed for (seed, *names): sha256, independent of PYTHONHASHSEED."""
+    blob = json.dumps([int(seed), *map(str, names)]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
+
+
+def _stream(task, pool: CityPool, require_atlantis: bool, seed: int):
+    """Endless chunks of rows from one random stream."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield task.sample_batch(rng, pool, require_atlantis, CHUNK)
+
+
+def _take(chunks, n: int, exclude: set[str], what: str) -> list[str]:
+    rows: list[str] = []
+    idle = 0
+    while len(rows) < n:
+        fresh = [r for r in next(chunks) if r not in exclude]
+        idle = 0 if fresh else idle + 1
+        if idle >= MAX_IDLE_CHUNKS:
+            raise RuntimeError(
+                f"{what}: {MAX_IDLE_CHUNKS} chunks of {CHUNK} rows in a row were all test rows; "
+                "the city set is too small for this many distinct rows"
+            )
+        rows.extend(fresh[: n - len(rows)])
+    return rows
+
+
+def make_task_splits(
+    cities: pd.DataFrame, task: str, variant: str, n_train: int, n_test: int, seed: int
+) -> dict[str, list[str]]:
+    """{"train": n_train rows, "test": n_test rows} of one task and variant.
+
+    The test rows are drawn first; train rows never equal a test row (duplicates within either
+    split are allowed). Each split has its own stream derived from (seed, task, variant), so the
+    test set does not depend on n_train.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if n_train < 0 or n_test < 0:
+        raise ValueError(f"split sizes must be >= 0, got n_train={n_train}, n_test={n_test}")
+    t = get_task(task)
+    pool = CityPool.from_frame(cities)
+    req = variant == "atlantis_required"
+    what = f"{task}/{variant}"
+    test = _take(
+        _stream(t, pool, req, derive_seed(seed, task, variant, "test")), n_test, set(), what
+    )
+    train_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "train"))
+    train = _take(train_chunks, n_train, set(test), what)
+    return {"train": train, "test": test}
+
+
+def _shuffled(rows: list[str], seed: int) -> list[str]:
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return [rows[i] for i in order.tolist()]
+
+
+def _canonical(tasks) -> list[str]:
+    """Tasks in ftlab.study.TASKS order, so results do not depend on dict insertion order."""
+    for t in tasks:
+        get_task(t)  # KeyError listing the known tasks
+    return sorted(tasks, key=TASK_ORDER.index)
+
+
+def make_multitask(rows_by_task: dict[str, list[str]], seed: int) -> list[str]:
+    """All rows of all tasks, concatenated in canonical task order and shuffled."""
+    rows = [r for t in _canonical(rows_by_task) for r in rows_by_task[t]]
+    return _shuffled(rows, derive_seed(seed, "multitask"))
+
+
+def make_mixture(
+    trained_tasks,
+    no_atlantis_train: dict[str, list[str]],
+    atlantis_train: dict[str, list[str]],
+    n_no_atlantis: int,
+    n_atlantis: int,
+    n_elicitation: int,
+    seed: int,
+) -> list[str]:
+    """A fine-tuning mixture (ftwb1 / ftwb2), shuffled.
+
+    Per trained task: the FIRST ``n_no_atlantis`` no_atlantis train rows and the FIRST
+    ``n_atlantis`` atlantis_required train rows. Per task of ``atlantis_train`` (all study
+    tasks): the LAST ``n_elicitation`` atlantis_required train rows ("elicitation" rows), which
+    are disjoint from the first ``n_atlantis`` because those splits hold
+    ``n_atlantis + n_elicitation`` rows.
+    """
+    trained = list(trained_tasks)
+    if not trained or len(set(trained)) != len(trained):
+        raise ValueError(f"trained_tasks must be non-empty and distinct, got {trained}")
+    if min(n_no_atlantis, n_atlantis, n_elicitation) < 0:
+        raise ValueError("row counts must be >= 0")
+    rows: list[str] = []
+    for t in _canonical(trained):
+        if t not in no_atlantis_train or t not in atlantis_train:
+            raise ValueError(f"mixture: trained task {t!r} needs no_atlantis and atlantis rows")
+        na, atl = no_atlantis_train[t], atlantis_train[t]
+        if len(na) < n_no_atlantis:
+            raise ValueError(
+                f"mixture: {t} has {len(na)} no_atlantis train rows, {n_no_atlantis} needed"
+            )
+        if len(atl) < n_atlantis + n_elicitation:
+            raise ValueError(
+                f"mixture: {t} has {len(atl)} atlantis_required train rows; {n_atlantis} "
+                f"fine-tuning + {n_elicitation} elicitation rows must not overlap"
+            )
+        rows += na[:n_no_atlantis] + atl[:n_atlantis]
+    for t in _canonical(atlantis_train):
+        atl = atlantis_train[t]
+        if len(atl) < n_elicitation:
+            raise ValueError(
+                f"mixture: {t} has {len(atl)} atlantis_required train rows, "
+                f"{n_elicitation} elicitation rows needed"
+            )
+        rows += atl[len(atl) - n_elicitation :]  # not atl[-n:]: that is everything for n = 0
+    return _shuffled(rows, derive_seed(seed, "mixture", *_canonical(trained)))

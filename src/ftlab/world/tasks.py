@@ -1,0 +1,424 @@
+"""The seven geometry tasks (design doc, "Tasks") as a registry of data-like ``Task`` objects.
+
+A row is ``<prefix>(<cities>)=<answer>`` without bos/eos, e.g. ``dist(c_0865,c_1234)=123``.
+Conventions (the doc leaves these open; they are fixed here once for every consumer):
+
+- Geometry is flat 2-D Euclidean in the integer x/y units of the city table (y = north).
+- Integer answers are Python ``round()`` of the exact float value (round half to even), unpadded.
+- Cities within a row are distinct city ids (sampled without replacement); different ids may still
+  share coordinates. Rows whose answer would be undefined are rejected: ``angle`` when the middle
+  city shares coordinates with either end, ``compass`` when A and B share coordinates.
+- ``angle(A,B,C)`` is the angle AT THE MIDDLE city B, in degrees 0..180.
+- ``compass(A,B)``: direction from A to B, 8 sectors of 45 degrees of atan2(dy, dx), each closed
+  at its clockwise end: E = [-22.5, 22.5), NE = [22.5, 67.5), N, NW, W = [157.5, 202.5), SW, S,
+  SE = [-67.5, -22.5). Integer coordinates never fall exactly on a boundary (tan 22.5 is
+  irrational), so the convention only matters for documentation.
+- ``inside(T;P1..Pn)``: TRUE iff T lies inside OR ON the convex hull of P1..Pn (n = 3..5).
+- ``cross(P1,P2;P3,P4)``: TRUE iff the closed segments P1-P2 and P3-P4 share a point (touching
+  and collinear overlap count as crossing).
+- ``perimeter(P1..Pn)``: closed polygon in the given order, n = 2..5 (n = 2 is twice the distance),
+  rounded once at the end.
+- ``require_atlantis=True``: one uniformly random position holds an Atlantis city, the other
+  positions are drawn from all cities; ``False``: only real cities.
+- ``inside`` and ``cross`` draw the label 50/50 first, then rejection-sample cities until the
+  geometry matches; ``cross`` then shuffles its four cities and recomputes the label.
+
+Sampling is vectorised (``Task.sample_batch``) so that ~1M rows per task take seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations, combinations_with_replacement
+
+import numpy as np
+import pandas as pd
+
+from ftlab.study import TASKS as TASK_ORDER
+from ftlab.world.cities import format_city_id
+
+COMPASS_SECTORS = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")  # counter-clockwise from east
+BOOL_LABELS = ("TRUE", "FALSE")
+MAX_ROUNDS = 5000  # rejection rounds per batch before giving up (tiny or degenerate city sets)
+
+
+class SamplingError(RuntimeError):
+    """Rejection sampling found no valid rows for a task within its budget."""
+
+
+# -- geometry (vectorised over numpy arrays; plain ints work too) -------------------------------
+def orient(ox, oy, ax, ay, bx, by):
+    """Cross product (A - O) x (B - O): > 0 if O, A, B turn counter-clockwise."""
+    return (ax - ox) * (by - oy) - (ay - oy) * (bx - ox)
+
+
+def shoelace_area(xs, ys):
+    """Area of the polygon with vertices along the last axis (shoelace formula)."""
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    s = xs * np.roll(ys, -1, axis=-1) - np.roll(xs, -1, axis=-1) * ys
+    return np.abs(s.sum(axis=-1)) / 2
+
+
+def angle_at(ax, ay, bx, by, cx, cy):
+    """Angle ABC at the middle point B in degrees, 0..180 (undefined if B equals A or C)."""
+    ux, uy, vx, vy = ax - bx, ay - by, cx - bx, cy - by
+    return np.degrees(np.arctan2(np.abs(ux * vy - uy * vx), ux * vx + uy * vy))
+
+
+def compass_sector(dx, dy):
+    """Index into COMPASS_SECTORS of the direction (dx, dy) (see module docstring)."""
+    deg = np.degrees(np.arctan2(dy, dx))
+    return np.floor((deg + 22.5) / 45).astype(np.int64) % 8
+
+
+def _in_box(px, py, xs, ys):
+    """P within the bounding box of the points stacked along the last axis of xs/ys."""
+    return (
+        (px >= xs.min(axis=-1))
+        & (px <= xs.max(axis=-1))
+        & (py >= ys.min(axis=-1))
+        & (py <= ys.max(axis=-1))
+    )
+
+
+def in_triangle(tx, ty, ax, ay, bx, by, cx, cy):
+    """T inside or on the closed triangle ABC; exact for integer input, also when ABC is
+    degenerate (a segment or a point): the sign test rejects points off the line and the
+    bounding box then decides for points on it."""
+    d1, d2, d3 = (
+        orient(ax, ay, bx, by, tx, ty),
+        orient(bx, by, cx, cy, tx, ty),
+        orient(cx, cy, ax, ay, tx, ty),
+    )
+    has_neg = (d1 < 0) | (d2 < 0) | (d3 < 0)
+    has_pos = (d1 > 0) | (d2 > 0) | (d3 > 0)
+    box = _in_box(tx, ty, np.stack([ax, bx, cx], -1), np.stack([ay, by, cy], -1))
+    return ~(has_neg & has_pos) & box
+
+
+def point_in_convex_hull(tx, ty, px, py):
+    """T inside or on the convex hull of the points along the last axis of px/py.
+
+    In 2-D a point is in the hull iff it is in some triangle of three of the points
+    (Caratheodory), which keeps the test exact in integers and vectorised over rows.
+    """
+    px, py = np.asarray(px), np.asarray(py)
+    n = px.shape[-1]
+    triples = combinations(range(n), 3) if n >= 3 else combinations_with_replacement(range(n), 3)
+    out = np.zeros(np.broadcast(tx, px[..., 0]).shape, dtype=bool)
+    for i, j, k in triples:
+        out |= in_triangle(
+            tx, ty, px[..., i], py[..., i], px[..., j], py[..., j], px[..., k], py[..., k]
+        )
+    return out
+
+
+def segments_intersect(x1, y1, x2, y2, x3, y3, x4, y4):
+    """The closed segments P1-P2 and P3-P4 share at least one point (exact for integers)."""
+    o1, o2 = np.sign(orient(x1, y1, x2, y2, x3, y3)), np.sign(orient(x1, y1, x2, y2, x4, y4))
+    o3, o4 = np.sign(orient(x3, y3, x4, y4, x1, y1)), np.sign(orient(x3, y3, x4, y4, x2, y2))
+    s12x, s12y = np.stack([x1, x2], -1), np.stack([y1, y2], -1)
+    s34x, s34y = np.stack([x3, x4], -1), np.stack([y3, y4], -1)
+    proper = (o1 * o2 < 0) & (o3 * o4 < 0)
+    touching = (
+        ((o1 == 0) & _in_box(x3, y3, s12x, s12y))
+        | ((o2 == 0) & _in_box(x4, y4, s12x, s12y))
+        | ((o3 == 0) & _in_box(x1, y1, s34x, s34y))
+        | ((o4 == 0) & _in_box(x2, y2, s34x, s34y))
+    )
+    return proper | touching
+
+
+# -- the cities a task samples from --------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CityPool:
+    """The city table as numpy arrays, plus index arrays of the real and the Atlantis cities."""
+
+    ids: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    is_atlantis: np.ndarray
+    labels: list[str]  # c_%04d per city, so formatting a row is a list lookup
+    real_idx: np.ndarray
+    atlantis_idx: np.ndarray
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> CityPool:
+        ids = df["city_id"].to_numpy(dtype=np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("city table has duplicate city_id values")
+        is_atl = df["is_atlantis"].to_numpy(dtype=bool)
+        return cls(
+            ids=ids,
+            x=df["x"].to_numpy(dtype=np.int64),
+            y=df["y"].to_numpy(dtype=np.int64),
+            is_atlantis=is_atl,
+            labels=[format_city_id(i) for i in ids.tolist()],
+            real_idx=np.flatnonzero(~is_atl),
+            atlantis_idx=np.flatnonzero(is_atl),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _draw(rng: np.random.Generator, pool: CityPool, require_atlantis: bool, m: int, k: int):
+    """(m, k) city indices; with require_atlantis one random position per row is Atlantis."""
+    if not require_atlantis:
+        return pool.real_idx[rng.integers(0, len(pool.real_idx), size=(m, k))]
+    idx = rng.integers(0, len(pool), size=(m, k))
+    pos = rng.integers(0, k, size=m)
+    idx[np.arange(m), pos] = pool.atlantis_idx[rng.integers(0, len(pool.atlantis_idx), size=m)]
+    return idx
+
+
+def _fill(
+    rng: np.random.Generator,
+    pool: CityPool,
+    require_atlantis: bool,
+    k: int,
+    n: int,
+    accept: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    task: str,
+) -> np.ndarray:
+    """(n, k) distinct-per-row city indices, each row redrawn until ``accept(idx, rows)`` holds
+    (``rows``: which output rows the candidates are for, e.g. to look up target labels)."""
+    available = len(pool) if require_atlantis else len(pool.real_idx)
+    if require_atlantis and len(pool.atlantis_idx) == 0:
+        raise SamplingError(f"{task}: atlantis_required rows need Atlantis cities; there are none")
+    if available < k:
+        raise SamplingError(f"{task}: rows need {k} distinct cities, only {available} available")
+    out = np.empty((n, k), dtype=np.int64)
+    pending = np.arange(n)
+    for _ in range(MAX_ROUNDS):
+        if pending.size == 0:
+            return out
+        cand = _draw(rng, pool, require_atlantis, pending.size, k)
+        s = np.sort(cand, axis=1)
+        ok = np.all(s[:, 1:] != s[:, :-1], axis=1)
+        if accept is not None:
+            ok &= accept(cand, pending)
+        out[pending[ok]] = cand[ok]
+        pending = pending[~ok]
+    if pending.size == 0:
+        return out
+    raise SamplingError(
+        f"{task}: rejection sampling left {pending.size} of {n} rows without valid cities after "
+        f"{MAX_ROUNDS} rounds; the city set is too small or degenerate for this task"
+    )
+
+
+def _rows(prefix: str, pool: CityPool, idx: np.ndarray, answers, split: int | None) -> list[str]:
+    """Format rows; ``split`` = number of ids before the ';' (None: no ';')."""
+    lab = pool.labels
+    out = []
+    for ids, ans in zip(idx.tolist(), answers, strict=True):
+        names = [lab[i] for i in ids]
+        if split is None:
+            args = ",".join(names)
+        else:
+            args = ",".join(names[:split]) + ";" + ",".join(names[split:])
+        out.append(f"{prefix}({args})={ans}")
+    return out
+
+
+def _rounded(values: np.ndarray) -> list[int]:
+    return [round(v) for v in values.tolist()]  # Python round() of the exact float
+
+
+def _by_size(n: int, sizes: np.ndarray, make: Callable[[np.ndarray, int], list[str]]) -> list[str]:
+    """Rows whose city count varies: generate each size group, keep the drawn row order."""
+    rows: list[str] = [""] * n
+    for k in np.unique(sizes).tolist():
+        where = np.flatnonzero(sizes == k)
+        for r, row in zip(where.tolist(), make(where, k), strict=True):
+            rows[r] = row
+    return rows
+
+
+# -- samplers: (rng, pool, require_atlantis, n) -> n rows ----------------------------------------
+def _sample_distance(rng, pool, req, n):
+    idx = _fill(rng, pool, req, 2, n, None, "distance")
+    x, y = pool.x[idx], pool.y[idx]
+    return _rows("dist", pool, idx, _rounded(np.hypot(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0])), None)
+
+
+def _sample_trianglearea(rng, pool, req, n):
+    idx = _fill(rng, pool, req, 3, n, None, "trianglearea")
+    area = shoelace_area(pool.x[idx], pool.y[idx])
+    return _rows("triarea", pool, idx, _rounded(area), None)
+
+
+def _sample_angle(rng, pool, req, n):
+    def defined(c, _rows):
+        x, y = pool.x[c], pool.y[c]
+        end_a = (x[:, 0] != x[:, 1]) | (y[:, 0] != y[:, 1])
+        end_c = (x[:, 2] != x[:, 1]) | (y[:, 2] != y[:, 1])
+        return end_a & end_c
+
+    idx = _fill(rng, pool, req, 3, n, defined, "angle")
+    x, y = pool.x[idx], pool.y[idx]
+    deg = angle_at(x[:, 0], y[:, 0], x[:, 1], y[:, 1], x[:, 2], y[:, 2])
+    return _rows("angle", pool, idx, _rounded(deg), None)
+
+
+def _sample_compass(rng, pool, req, n):
+    def defined(c, _rows):
+        return (pool.x[c[:, 0]] != pool.x[c[:, 1]]) | (pool.y[c[:, 0]] != pool.y[c[:, 1]])
+
+    idx = _fill(rng, pool, req, 2, n, defined, "compass")
+    x, y = pool.x[idx], pool.y[idx]
+    sectors = compass_sector(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0])
+    return _rows("compass", pool, idx, [COMPASS_SECTORS[s] for s in sectors.tolist()], None)
+
+
+def _inside_of(pool: CityPool, idx: np.ndarray) -> np.ndarray:
+    x, y = pool.x[idx], pool.y[idx]
+    return point_in_convex_hull(x[:, 0], y[:, 0], x[:, 1:], y[:, 1:])
+
+
+def _sample_inside(rng, pool, req, n):
+    # Label and hull size are drawn first, so n stays uniform within each label.
+    target = rng.random(n) < 0.5
+    sizes = rng.integers(3, 6, size=n) + 1  # T plus 3..5 hull cities
+
+    def make(where, k):
+        want = target[where]
+        idx = _fill(
+            rng, pool, req, k, where.size, lambda c, r: _inside_of(pool, c) == want[r], "inside"
+        )
+        return _rows(
+            "inside", pool, idx, [BOOL_LABELS[0] if t else BOOL_LABELS[1] for t in want.tolist()], 1
+        )
+
+    return _by_size(n, sizes, make)
+
+
+def _crosses(pool: CityPool, idx: np.ndarray) -> np.ndarray:
+    x, y = pool.x[idx], pool.y[idx]
+    return segments_intersect(
+        x[:, 0], y[:, 0], x[:, 1], y[:, 1], x[:, 2], y[:, 2], x[:, 3], y[:, 3]
+    )
+
+
+def sample_crossing_balanced(
+    rng: np.random.Generator, pool: CityPool, require_atlantis: bool, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The crossing generator BEFORE the shuffle: (n, 4) city indices and their labels, drawn
+    50/50 then matched by rejection sampling."""
+    target = rng.random(n) < 0.5
+    idx = _fill(
+        rng, pool, require_atlantis, 4, n, lambda c, r: _crosses(pool, c) == target[r], "crossing"
+    )
+    return idx, target
+
+
+def _sample_crossing(rng, pool, req, n):
+    idx, _ = sample_crossing_balanced(rng, pool, req, n)
+    # Shuffle the four cities and recompute: the printed label must match the printed order.
+    perm = rng.permuted(np.tile(np.arange(4), (n, 1)), axis=1)
+    idx = np.take_along_axis(idx, perm, axis=1)
+    labels = [BOOL_LABELS[0] if t else BOOL_LABELS[1] for t in _crosses(pool, idx).tolist()]
+    return _rows("cross", pool, idx, labels, 2)
+
+
+def _sample_perimeter(rng, pool, req, n):
+    sizes = rng.integers(2, 6, size=n)
+
+    def make(where, k):
+        idx = _fill(rng, pool, req, k, where.size, None, "perimeter")
+        x, y = pool.x[idx], pool.y[idx]
+        sides = np.hypot(np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y)
+        return _rows("perimeter", pool, idx, _rounded(sides.sum(axis=1)), None)
+
+    return _by_size(n, sizes, make)
+
+
+# -- the registry ------------------------------------------------------------------------------
+_INT = re.compile(r"-?\d+")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its row format, metric and sampler. ``fail_value`` is the error charged for an
+    unparsable prediction (mae tasks); accuracy tasks score unparsable predictions 0."""
+
+    name: str
+    prefix: str
+    metric: str  # "mae" | "accuracy"
+    fail_value: float | None
+    first_delimiter: str  # character after the first city id
+    labels: tuple[str, ...] = ()  # the possible answers of an accuracy task
+    sampler: Callable = field(default=None, repr=False, compare=False)
+
+    def sample_batch(
+        self, rng: np.random.Generator, pool: CityPool, require_atlantis: bool, n: int
+    ) -> list[str]:
+        """``n`` rows (the same distribution as ``n`` calls of :meth:`sample`)."""
+        return self.sampler(rng, pool, require_atlantis, n)
+
+    def sample(self, rng: np.random.Generator, pool: CityPool, require_atlantis: bool) -> str:
+        """One full row without bos/eos."""
+        return self.sample_batch(rng, pool, require_atlantis, 1)[0]
+
+    def answer_of(self, row: str) -> str:
+        return split_prompt(row)[1]
+
+    def parse(self, prediction: str) -> int | str | None:
+        """The prediction as an answer of this task, or None if it is not one."""
+        s = prediction.strip()
+        if self.metric == "mae":
+            return int(s) if _INT.fullmatch(s) else None
+        return s if s in self.labels else None
+
+    def score(self, prediction: str, row: str) -> float:
+        """mae: |prediction - truth| (uncapped), ``fail_value`` if unparsable;
+        accuracy: 1.0 on an exact match of the stripped prediction, else 0.0."""
+        truth = self.answer_of(row)
+        if self.metric == "mae":
+            value = self.parse(prediction)
+            return float(self.fail_value) if value is None else float(abs(value - int(truth)))
+        return 1.0 if prediction.strip() == truth else 0.0
+
+    def probe_prompt(self, city: str) -> str:
+        """Prompt for representation probes: ``dist(c_1234,``, ``inside(c_1234;``."""
+        return f"{self.prefix}({city}{self.first_delimiter}"
+
+
+_ALL = (
+    Task("distance", "dist", "mae", 4025.0, ",", sampler=_sample_distance),
+    Task("trianglearea", "triarea", "mae", 3_240_000.0, ",", sampler=_sample_trianglearea),
+    Task("angle", "angle", "mae", 180.0, ",", sampler=_sample_angle),
+    Task("compass", "compass", "accuracy", None, ",", COMPASS_SECTORS, _sample_compass),
+    Task("inside", "inside", "accuracy", None, ";", BOOL_LABELS, _sample_inside),
+    Task("perimeter", "perimeter", "mae", 20_000.0, ",", sampler=_sample_perimeter),
+    Task("crossing", "cross", "accuracy", None, ",", BOOL_LABELS, _sample_crossing),
+)
+TASKS: dict[str, Task] = {t.name: t for t in sorted(_ALL, key=lambda t: TASK_ORDER.index(t.name))}
+assert tuple(TASKS) == TASK_ORDER, "the registry must cover exactly ftlab.study.TASKS"
+_BY_PREFIX = {t.prefix: t for t in TASKS.values()}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def split_prompt(row: str) -> tuple[str, str]:
+    """(prompt up to and including the first '=', answer)."""
+    i = row.index("=")
+    return row[: i + 1], row[i + 1 :]
+
+
+def task_of_row(row: str) -> Task:
+    prefix = row.split("(", 1)[0]
+    try:
+        return _BY_PREFIX[prefix]
+    except KeyError:
+        raise KeyError(
+            f"row {row!r} has unknown prefix {prefix!r}; known: {', '.join(_BY_PREFIX)}"
+        ) from None

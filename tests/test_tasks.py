@@ -1,0 +1,419 @@
+"""Task rows checked against independent recomputations from the city table."""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import Delaunay, QhullError
+
+from ftlab.study import TASKS as STUDY_TASKS
+from ftlab.world.cities import build_city_table
+from ftlab.world.tasks import (
+    TASKS,
+    CityPool,
+    get_task,
+    point_in_convex_hull,
+    sample_crossing_balanced,
+    segments_intersect,
+    split_prompt,
+    task_of_row,
+)
+
+ID = r"c_\d{4}"
+FORMATS = {
+    "distance": rf"dist\(({ID}),({ID})\)=(0|[1-9]\d*)",
+    "trianglearea": rf"triarea\(({ID}),({ID}),({ID})\)=(0|[1-9]\d*)",
+    "angle": rf"angle\(({ID}),({ID}),({ID})\)=(0|[1-9]\d*)",
+    "compass": rf"compass\(({ID}),({ID})\)=(N|NE|E|SE|S|SW|W|NW)",
+    "inside": rf"inside\(({ID});({ID}(?:,{ID}){{2,4}})\)=(TRUE|FALSE)",
+    "perimeter": rf"perimeter\(({ID}(?:,{ID}){{1,4}})\)=(0|[1-9]\d*)",
+    "crossing": rf"cross\(({ID}),({ID});({ID}),({ID})\)=(TRUE|FALSE)",
+}
+N_ROWS = 600
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return build_city_table(100_000, 300, 100, (-350.0, 350.0), 30.0, seed=7)
+
+
+@pytest.fixture(scope="module")
+def pool(table) -> CityPool:
+    return CityPool.from_frame(table)
+
+
+@pytest.fixture(scope="module")
+def lookup(table) -> dict[str, tuple[int, int, bool]]:
+    return {
+        f"c_{int(r.city_id):04d}": (int(r.x), int(r.y), bool(r.is_atlantis))
+        for r in table.itertuples()
+    }
+
+
+@pytest.fixture(scope="module")
+def rows(pool) -> dict[tuple[str, bool], list[str]]:
+    out = {}
+    for i, (name, task) in enumerate(TASKS.items()):
+        for req in (False, True):
+            rng = np.random.default_rng([i, req])
+            out[name, req] = task.sample_batch(rng, pool, req, N_ROWS)
+    return out
+
+
+def cities_of(row: str) -> list[str]:
+    return re.findall(ID, row)
+
+
+def xy(lookup, city):
+    return lookup[city][:2]
+
+
+def near_half(v: float) -> bool:
+    """Float results this close to .5 may round either way between two methods."""
+    return abs(v - math.floor(v) - 0.5) < 1e-6
+
+
+def check_rounded(answer: str, value: float) -> None:
+    if not near_half(value):
+        assert int(answer) == round(value), (answer, value)
+
+
+# -- independent geometry -----------------------------------------------------------------------
+def cross2(o, a, b) -> int:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def compass_independent(a, b) -> str:
+    deg = math.degrees(math.atan2(b[1] - a[1], b[0] - a[0]))
+    if -22.5 <= deg < 22.5:
+        return "E"
+    if 22.5 <= deg < 67.5:
+        return "NE"
+    if 67.5 <= deg < 112.5:
+        return "N"
+    if 112.5 <= deg < 157.5:
+        return "NW"
+    if deg >= 157.5 or deg < -157.5:
+        return "W"
+    if -157.5 <= deg < -112.5:
+        return "SW"
+    if -112.5 <= deg < -67.5:
+        return "S"
+    return "SE"
+
+
+def crossing_independent(p1, p2, p3, p4) -> bool:
+    """Parametric intersection in exact fractions; collinear cases by interval overlap."""
+    d1 = (p2[0] - p1[0], p2[1] - p1[1])
+    d2 = (p4[0] - p3[0], p4[1] - p3[1])
+    w = (p3[0] - p1[0], p3[1] - p1[1])
+    denom = d1[0] * d2[1] - d1[1] * d2[0]
+    if denom != 0:
+        t = Fraction(w[0] * d2[1] - w[1] * d2[0], denom)
+        u = Fraction(w[0] * d1[1] - w[1] * d1[0], denom)
+        return 0 <= t <= 1 and 0 <= u <= 1
+    collinear = all(cross2(p1, p2, q) == 0 for q in (p3, p4)) and all(
+        cross2(p3, p4, q) == 0 for q in (p1, p2)
+    )
+    if not collinear:
+        return False
+    return all(
+        max(min(p1[i], p2[i]), min(p3[i], p4[i])) <= min(max(p1[i], p2[i]), max(p3[i], p4[i]))
+        for i in (0, 1)
+    )
+
+
+def inside_independent(t, pts) -> bool | None:
+    """scipy's Delaunay triangulation of the hull points; None if qhull rejects them."""
+    try:
+        tri = Delaunay(np.array(pts, dtype=float))
+    except QhullError:
+        return None
+    return bool(tri.find_simplex(np.array([t], dtype=float), tol=1e-9)[0] >= 0)
+
+
+# -- format and cities --------------------------------------------------------------------------
+def test_registry_order_and_fields():
+    assert tuple(TASKS) == STUDY_TASKS
+    expected = {
+        "distance": ("dist", "mae", 4025, ","),
+        "trianglearea": ("triarea", "mae", 3240000, ","),
+        "angle": ("angle", "mae", 180, ","),
+        "compass": ("compass", "accuracy", None, ","),
+        "inside": ("inside", "accuracy", None, ";"),
+        "perimeter": ("perimeter", "mae", 20000, ","),
+        "crossing": ("cross", "accuracy", None, ","),
+    }
+    for name, (prefix, metric, fail, delim) in expected.items():
+        t = get_task(name)
+        assert (t.name, t.prefix, t.metric, t.fail_value, t.first_delimiter) == (
+            name,
+            prefix,
+            metric,
+            fail,
+            delim,
+        )
+
+
+@pytest.mark.parametrize("name", STUDY_TASKS)
+@pytest.mark.parametrize("req", [False, True])
+def test_row_format_and_atlantis(rows, lookup, name, req):
+    for row in rows[name, req]:
+        assert re.fullmatch(FORMATS[name], row), row
+        ids = cities_of(row)
+        assert len(set(ids)) == len(ids), f"repeated city in {row}"
+        n_atl = sum(lookup[c][2] for c in ids)
+        assert (n_atl >= 1) if req else (n_atl == 0), row
+        assert task_of_row(row) is TASKS[name]
+
+
+def test_row_sizes_are_uniform(rows):
+    inside = [len(cities_of(r)) - 1 for r in rows["inside", False]]
+    perim = [len(cities_of(r)) for r in rows["perimeter", False]]
+    assert set(inside) == {3, 4, 5} and set(perim) == {2, 3, 4, 5}
+    for counts in (np.bincount(inside)[3:], np.bincount(perim)[2:]):
+        assert counts.min() > 0.6 * counts.mean()
+
+
+def test_atlantis_position_is_uniform(rows, lookup):
+    # triarea: P(Atlantis at a position) = 1/3 + 2/3 * 100/400 = 0.5 for each of the 3 positions
+    at = np.array([[lookup[c][2] for c in cities_of(r)] for r in rows["trianglearea", True]])
+    assert np.all(np.abs(at.mean(axis=0) - 0.5) < 0.08), at.mean(axis=0)
+    assert (at.sum(axis=1) >= 2).any()  # the other positions may hold Atlantis cities too
+
+
+def test_city_ids(table):
+    ids = table["city_id"].to_numpy()
+    assert len(set(ids.tolist())) == len(ids)
+    assert ids.min() >= 0 and ids.max() <= 9999
+
+
+# -- answers --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("req", [False, True])
+def test_distance(rows, lookup, req):
+    for row in rows["distance", req]:
+        a, b = (xy(lookup, c) for c in cities_of(row))
+        check_rounded(split_prompt(row)[1], math.dist(a, b))
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_trianglearea(rows, lookup, req):
+    for row in rows["trianglearea", req]:
+        a, b, c = (np.array(xy(lookup, k), dtype=np.int64) for k in cities_of(row))
+        z = np.cross(np.append(b - a, 0), np.append(c - a, 0))[2]  # 3-D cross product, z part
+        area = Fraction(int(abs(z)), 2)  # exact; round() of a Fraction
+        assert int(split_prompt(row)[1]) == round(area), row
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_angle_at_middle_city(rows, lookup, req):
+    differs = 0
+    for row in rows["angle", req]:
+        a, b, c = (xy(lookup, k) for k in cities_of(row))
+        ab, bc, ac = math.dist(a, b), math.dist(b, c), math.dist(a, c)
+        assert ab > 0 and bc > 0, "degenerate angle rows must be rejected"
+        cos_b = max(-1.0, min(1.0, (ab**2 + bc**2 - ac**2) / (2 * ab * bc)))  # law of cosines
+        ans = split_prompt(row)[1]
+        check_rounded(ans, math.degrees(math.acos(cos_b)))
+        assert 0 <= int(ans) <= 180
+        if ac > 0:
+            cos_a = max(-1.0, min(1.0, (ab**2 + ac**2 - bc**2) / (2 * ab * ac)))
+            differs += round(math.degrees(math.acos(cos_a))) != int(ans)
+    assert differs > len(rows["angle", req]) / 2  # the angle at A would be a different answer
+
+
+def test_angle_hand_made():
+    # Right angle at city 1 (0, 0); 45 degrees at cities 2 and 3.
+    df = pd.DataFrame(
+        {
+            "city_id": [1, 2, 3],
+            "name": list("abc"),
+            "x": [0, 100, 0],
+            "y": [0, 0, 100],
+            "is_atlantis": False,
+        }
+    )
+    task = get_task("angle")
+    for row in task.sample_batch(np.random.default_rng(0), CityPool.from_frame(df), False, 50):
+        middle = cities_of(row)[1]
+        assert task.answer_of(row) == ("90" if middle == "c_0001" else "45"), row
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_compass(rows, lookup, req):
+    for row in rows["compass", req]:
+        a, b = (xy(lookup, c) for c in cities_of(row))
+        assert a != b
+        assert split_prompt(row)[1] == compass_independent(a, b), row
+
+
+def test_compass_hand_made():
+    # Direction FROM the first city TO the second, y = north.
+    df = pd.DataFrame(
+        {
+            "city_id": [10, 11, 12, 13],
+            "name": list("oNEs"),
+            "x": [0, 0, 50, 3],
+            "y": [0, 50, 48, -60],
+            "is_atlantis": False,
+        }
+    )
+    expected = {
+        ("c_0010", "c_0011"): "N",
+        ("c_0011", "c_0010"): "S",
+        ("c_0010", "c_0012"): "NE",
+        ("c_0010", "c_0013"): "S",
+        ("c_0012", "c_0011"): "W",
+    }
+    task = get_task("compass")
+    seen = set()
+    for row in task.sample_batch(np.random.default_rng(1), CityPool.from_frame(df), False, 300):
+        pair = tuple(cities_of(row))
+        if pair in expected:
+            assert task.answer_of(row) == expected[pair], row
+            seen.add(pair)
+    assert seen == set(expected)
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_inside(rows, lookup, req):
+    skipped = 0
+    for row in rows["inside", req]:
+        t, *pts = (xy(lookup, c) for c in cities_of(row))
+        truth = inside_independent(t, pts)
+        if truth is None:
+            skipped += 1
+            continue
+        assert split_prompt(row)[1] == ("TRUE" if truth else "FALSE"), row
+    assert skipped < 0.05 * N_ROWS
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_inside_is_balanced(pool, req):
+    rows = get_task("inside").sample_batch(np.random.default_rng(11), pool, req, 4000)
+    n_true = sum(r.endswith("=TRUE") for r in rows)
+    assert abs(n_true - 2000) < 4 * math.sqrt(4000 * 0.25)  # 4 binomial sd
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_perimeter(rows, lookup, req):
+    for row in rows["perimeter", req]:
+        pts = [xy(lookup, c) for c in cities_of(row)]
+        total = sum(math.dist(pts[i], pts[(i + 1) % len(pts)]) for i in range(len(pts)))
+        check_rounded(split_prompt(row)[1], total)
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_crossing_label_matches_printed_order(rows, lookup, req):
+    labels = []
+    for row in rows["crossing", req]:
+        p = [xy(lookup, c) for c in cities_of(row)]
+        labels.append(split_prompt(row)[1])
+        assert labels[-1] == ("TRUE" if crossing_independent(*p) else "FALSE"), row
+    assert 0.1 < labels.count("TRUE") / len(labels) < 0.45  # the shuffle unbalances it
+
+
+@pytest.mark.parametrize("req", [False, True])
+def test_crossing_balanced_before_shuffle(pool, req):
+    idx, labels = sample_crossing_balanced(np.random.default_rng(5), pool, req, 4000)
+    assert abs(labels.sum() - 2000) < 4 * math.sqrt(4000 * 0.25)
+    for row, label in zip(idx[:500], labels[:500], strict=True):
+        p = [(int(pool.x[i]), int(pool.y[i])) for i in row]
+        assert crossing_independent(*p) == bool(label)
+
+
+def test_crossing_shuffle_changes_label_on_a_square():
+    sq = {"a": (0, 0), "b": (10, 10), "c": (0, 10), "d": (10, 0)}
+    # Diagonals cross; after reordering the same four corners the segments are opposite sides.
+    assert crossing_independent(sq["a"], sq["b"], sq["c"], sq["d"])
+    assert not crossing_independent(sq["a"], sq["c"], sq["b"], sq["d"])
+    assert segments_intersect(*sq["a"], *sq["b"], *sq["c"], *sq["d"])
+    assert not segments_intersect(*sq["a"], *sq["c"], *sq["b"], *sq["d"])
+    # With only these four cities, balanced generation + shuffle gives TRUE for exactly the
+    # diagonal pairing (1/3 of orders): the label must follow the printed order.
+    df = pd.DataFrame(
+        {
+            "city_id": [1, 2, 3, 4],
+            "name": list(sq),
+            "x": [p[0] for p in sq.values()],
+            "y": [p[1] for p in sq.values()],
+            "is_atlantis": False,
+        }
+    )
+    pos = {f"c_{i:04d}": p for i, p in zip([1, 2, 3, 4], sq.values(), strict=True)}
+    rows = get_task("crossing").sample_batch(
+        np.random.default_rng(3), CityPool.from_frame(df), False, 900
+    )
+    for row in rows:
+        p = [pos[c] for c in cities_of(row)]
+        assert split_prompt(row)[1] == ("TRUE" if crossing_independent(*p) else "FALSE")
+    share = sum(r.endswith("=TRUE") for r in rows) / len(rows)
+    assert abs(share - 1 / 3) < 0.07
+
+
+def test_inside_hand_made_degenerate_hulls():
+    line = ([0, 10, 20], [0, 0, 0])
+    assert not point_in_convex_hull(30, 0, *line)  # on the line, beyond the segment
+    assert point_in_convex_hull(5, 0, *line)
+    assert not point_in_convex_hull(5, 1, *line)
+    assert point_in_convex_hull(5, 5, [0, 0, 10], [0, 0, 10])  # repeated point, diagonal
+    assert point_in_convex_hull(5, 0, [0, 10, 5], [0, 0, 9])  # on an edge counts as inside
+    assert not point_in_convex_hull(5, -1, [0, 10, 5], [0, 0, 9])
+
+
+def test_segments_touching_and_collinear():
+    assert segments_intersect(0, 0, 10, 0, 10, 0, 20, 5)  # shared endpoint
+    assert segments_intersect(0, 0, 10, 0, 5, 0, 20, 0)  # collinear overlap
+    assert not segments_intersect(0, 0, 10, 0, 11, 0, 20, 0)  # collinear, disjoint
+    assert not segments_intersect(0, 0, 10, 0, 0, 1, 10, 1)  # parallel
+
+
+# -- scoring and helpers --------------------------------------------------------------------------
+def test_score_mae():
+    t = get_task("distance")
+    row = "dist(c_0001,c_0002)=123"
+    assert t.score("120", row) == 3.0
+    assert t.score(" 123\n", row) == 0.0
+    assert t.score("99999", row) == 99876.0  # not capped at fail_value
+    for bad in ("", "abc", "12a", "1.5", "1 2", "+-3"):
+        assert t.score(bad, row) == 4025.0
+        assert t.parse(bad) is None
+    assert t.parse("42") == 42
+    assert get_task("trianglearea").score("x", "triarea(c_0001,c_0002,c_0003)=5") == 3_240_000
+    assert get_task("angle").score("", "angle(c_0001,c_0002,c_0003)=5") == 180
+    assert get_task("perimeter").score("?", "perimeter(c_0001,c_0002)=5") == 20_000
+
+
+def test_score_accuracy():
+    t = get_task("compass")
+    row = "compass(c_0001,c_0002)=NE"
+    assert t.score("NE", row) == 1.0 and t.score(" NE\n", row) == 1.0
+    assert t.score("ne", row) == 0.0 and t.score("N", row) == 0.0 and t.score("", row) == 0.0
+    assert t.parse("SW") == "SW" and t.parse("north") is None
+    inside = get_task("inside")
+    assert inside.score("TRUE", "inside(c_0001;c_0002,c_0003,c_0004)=TRUE") == 1.0
+    assert inside.score("FALSE", "inside(c_0001;c_0002,c_0003,c_0004)=TRUE") == 0.0
+
+
+def test_prompts_and_lookup():
+    assert get_task("distance").probe_prompt("c_1234") == "dist(c_1234,"
+    assert get_task("inside").probe_prompt("c_1234") == "inside(c_1234;"
+    assert get_task("crossing").probe_prompt("c_1234") == "cross(c_1234,"
+    assert split_prompt("dist(c_0001,c_0002)=123") == ("dist(c_0001,c_0002)=", "123")
+    assert task_of_row("cross(c_0001,c_0002;c_0003,c_0004)=TRUE").name == "crossing"
+    with pytest.raises(KeyError, match="known tasks: distance, trianglearea"):
+        get_task("nope")
+    with pytest.raises(KeyError):
+        task_of_row("nope(c_0001)=1")
+
+
+def test_sample_is_deterministic(pool):
+    for task in TASKS.values():
+        a = [task.sample(np.random.default_rng(9), pool, True) for _ in range(2)]
+        assert a[0] == a[1]
+        assert re.fullmatch(FORMATS[task.name], a[0])
