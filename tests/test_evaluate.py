@@ -1,0 +1,146 @@
+"""Greedy evaluation: metrics/sample files, per-task multitask results, batching invariance."""
+
+import json
+import random
+
+import pytest
+import torch
+
+import ftlab.evaluate as ev
+from ftlab.io import checkpoint_sha256
+from ftlab.modeling import build_model
+from ftlab.tokenizer import build_char_tokenizer
+
+MODEL = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_length": 64, "init_std": 0.3}
+
+
+def _rows(n, seed):
+    """Rows of three tasks with answers of varying length (values need not be geometric)."""
+    rng = random.Random(seed)
+    cid = lambda: f"c_{rng.randrange(10000):04d}"  # noqa: E731
+    out = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            out.append(f"dist({cid()},{cid()})={rng.randrange(10 ** rng.randrange(1, 5))}")
+        elif kind == 1:
+            out.append(f"compass({cid()},{cid()})={rng.choice(['N', 'NE', 'SW', 'E'])}")
+        else:
+            ids = ",".join(cid() for _ in range(rng.randrange(3, 6)))
+            out.append(f"inside({cid()};{ids})={rng.choice(['TRUE', 'FALSE'])}")
+    return out
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint-7"
+    tok = build_char_tokenizer()
+    torch.manual_seed(3)
+    build_model(MODEL, tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _paths(root, names):
+    metrics = {n: str(root / "evals/m/checkpoint-7" / f"{n}.json") for n in names}
+    samples = {n: str(root / "evals/m/checkpoint-7" / f"{n}.samples.jsonl") for n in names}
+    return metrics, samples
+
+
+def test_evaluate_checkpoint_files(checkpoint, tmp_path):
+    dist_rows = [r for r in _rows(60, 1) if r.startswith("dist")]
+    sets = {
+        "distance__atlantis_required": _write(tmp_path / "d.jsonl", dist_rows),
+        "multitask__no_atlantis": _write(tmp_path / "m.jsonl", _rows(30, 2)),
+    }
+    metrics_p, samples_p = _paths(tmp_path, sets)
+    ev.evaluate_checkpoint(
+        checkpoint=str(checkpoint),
+        eval_sets=sets,
+        out_metrics=metrics_p,
+        out_samples=samples_p,
+        rows_per_set=12,
+        batch_size=5,
+        meta={"model": "m", "step": 7},
+    )
+    out_dir = tmp_path / "evals/m/checkpoint-7"
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        [f"{n}.json" for n in sets] + [f"{n}.samples.jsonl" for n in sets]
+    )  # nothing temporary left behind
+
+    for name in sets:
+        metrics = json.loads(open(metrics_p[name]).read())
+        samples = [json.loads(line) for line in open(samples_p[name])]
+        assert list(metrics) == [
+            "model", "step", "eval_set", "checkpoint", "checkpoint_sha256", "n_rows",
+            "results", "elapsed_s", "rows_per_s",
+        ]  # fmt: skip
+        assert (metrics["model"], metrics["step"], metrics["eval_set"]) == ("m", 7, name)
+        assert metrics["checkpoint"] == str(checkpoint)
+        assert metrics["checkpoint_sha256"] == checkpoint_sha256(checkpoint)
+        assert metrics["n_rows"] == len(samples) == 12
+        assert metrics["elapsed_s"] > 0 and metrics["rows_per_s"] > 0
+        for s in samples:
+            assert set(s) == {"prompt", "target", "output", "task", "score", "parsed"}
+            assert s["prompt"].endswith("=") and "<eos>" not in s["output"]
+        for r in metrics["results"]:
+            mine = [s for s in samples if s["task"] == r["task"]]
+            assert r["variant"] == name.split("__")[1]
+            assert r["n"] == len(mine)
+            assert r["n_unparsable"] == sum(not s["parsed"] for s in mine)
+            assert r["value"] == pytest.approx(sum(s["score"] for s in mine) / len(mine))
+
+    single = json.loads(open(metrics_p["distance__atlantis_required"]).read())["results"]
+    assert [(r["task"], r["metric"]) for r in single] == [("distance", "mae")]
+    multi = json.loads(open(metrics_p["multitask__no_atlantis"]).read())["results"]
+    assert [(r["task"], r["metric"], r["n"]) for r in multi] == [
+        ("distance", "mae", 4), ("compass", "accuracy", 4), ("inside", "accuracy", 4),
+    ]  # fmt: skip
+
+
+def test_scores_of_known_outputs(checkpoint, tmp_path, monkeypatch):
+    rows = _rows(9, 5)
+    calls = []
+
+    def fake(model, tokenizer, prompts, batch_size, max_new_tokens):
+        calls.append(max_new_tokens)  # right answers for even rows, junk for odd ones
+        return [r.split("=")[1] if i % 2 == 0 else "x?" for i, r in enumerate(rows)]
+
+    monkeypatch.setattr(ev, "greedy_decode", fake)
+    sets = {"multitask__no_atlantis": _write(tmp_path / "m.jsonl", rows)}
+    metrics_p, samples_p = _paths(tmp_path, sets)
+    ev.evaluate_checkpoint(
+        checkpoint=str(checkpoint), eval_sets=sets, out_metrics=metrics_p,
+        out_samples=samples_p, rows_per_set=None, batch_size=4, meta={"model": "m", "step": 7},
+    )  # fmt: skip
+    assert calls == [max(len(r.split("=")[1]) for r in rows) + 2]
+    res = {
+        r["task"]: r
+        for r in json.loads(open(metrics_p["multitask__no_atlantis"]).read())["results"]
+    }
+    # rows 0,3,6 distance (right, junk, right); 1,4,7 compass (junk, right, junk); 2,5,8 inside
+    assert res["distance"]["value"] == pytest.approx(4025 / 3)
+    assert res["distance"]["n_unparsable"] == 1
+    assert res["compass"]["value"] == pytest.approx(1 / 3) and res["compass"]["n_unparsable"] == 2
+    assert res["inside"]["value"] == pytest.approx(2 / 3) and res["inside"]["n_unparsable"] == 1
+
+
+def test_batching_does_not_change_greedy_outputs(checkpoint):
+    model, tok = ev.load_checkpoint(checkpoint)
+    assert tok.padding_side == "left" and not model.training
+    prompts = [r.split("=")[0] + "=" for r in _rows(40, 9)]
+    one = ev.greedy_decode(model, tok, prompts, batch_size=1, max_new_tokens=6)
+    assert len(set(one)) > 3  # a random model, but not a constant one
+    # At most 6 tokens each, cut before <eos>; other special tokens are kept as literal text.
+    assert all(len(tok(o, add_special_tokens=False)["input_ids"]) <= 6 for o in one)
+    assert all("<eos>" not in o for o in one)
+    assert ev.greedy_decode(model, tok, prompts, batch_size=16, max_new_tokens=6) == one
+    assert ev.greedy_decode(model, tok, prompts, batch_size=7, max_new_tokens=6) == one
+    via_generate = ev.greedy_decode(model, tok, prompts, 16, 6, method="generate")
+    assert via_generate == one
+    assert ev.greedy_decode(model, tok, [], 16, 6) == []
