@@ -41,20 +41,28 @@ def job_total(log: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("config", nargs="?", default=str(REPO / "config/experiments/paper_exp1.yaml"))
+    parser.add_argument(
+        "config", nargs="?", default=str(REPO / "config/experiments/paper_exp1.yaml")
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     smk = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        study_cmd = smk + ["-s", str(REPO / "Snakefile"), "-d", str(tmp / "study"),
-                           "--configfile", str(Path(args.config).resolve())]
-        study_times, log = zip(*(timed(study_cmd, REPO) for _ in range(args.repeat)))
+        study_cmd = smk + [
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp / "study"),
+            "--configfile",
+            str(Path(args.config).resolve()),
+        ]
+        study_times, log = zip(*(timed(study_cmd, REPO) for _ in range(args.repeat)), strict=True)
         n_jobs = job_total(log[0])
         bare_dir = tmp / "bare"
         bare_dir.mkdir()
         (bare_dir / "Snakefile").write_text(BARE.format(n=n_jobs - 1))  # + rule all
-        bare_times, bare_log = zip(*(timed(smk, bare_dir) for _ in range(args.repeat)))
+        bare_times, bare_log = zip(*(timed(smk, bare_dir) for _ in range(args.repeat)), strict=True)
         assert job_total(bare_log[0]) == n_jobs
     study_t, bare_t = statistics.median(study_times), statistics.median(bare_times)
     print(f"config: {args.config}")

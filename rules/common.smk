@@ -17,6 +17,7 @@ export_package_path()
 from ftlab.config import ConfigError, validate_config
 from ftlab.paths import Layout
 from ftlab.paths import split_eval_set
+from ftlab.steps import split_sizes
 from ftlab.study import MULTITASK, TASKS, VARIANTS, Study, mixture_tasks
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -53,6 +54,20 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     split="train|test",
     eval_set=r"[a-z]+__[a-z_]+",
+
+
+MIXTURE_SIZE_KEYS = ("finetune_no_atlantis_rows", "finetune_atlantis_rows", "elicitation_rows")
+
+
+def training_recipe(wildcards):
+    """Everything that determines a model's weights, recorded so that a change re-trains it."""
+    spec = STUDY.model(wildcards.model)
+    return {
+        "model": config["model"],
+        "training": spec.training,
+        "steps": list(spec.saved_steps),
+        "seed": spec.seed,
+    }
 
 
 def log_path(rule_name, *parts):

@@ -11,6 +11,9 @@ rule cities:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        # recorded by Snakemake: a changed setting re-runs the rule (rerun trigger "params")
+        settings={k: v for k, v in config["data"].items() if k not in ("tasks",)},
     script:
         "../workflow/scripts/make_cities.py"
 
@@ -32,6 +35,9 @@ rule task_split:
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        sizes=lambda wc: split_sizes(config, wc.variant),
+        seed=config["data"]["seed"],
     script:
         "../workflow/scripts/make_task_split.py"
 
@@ -66,5 +72,8 @@ rule mixture:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        sizes=[config["data"][k] for k in MIXTURE_SIZE_KEYS],
+        seed=config["data"]["seed"],
     script:
         "../workflow/scripts/make_mixture.py"

@@ -21,5 +21,6 @@ rule evaluate:
     params:
         checkpoint=checked_step,
         eval_sets=EVAL_SETS,
+        rows_per_set=config["eval"]["rows_per_set"],
     script:
         "../workflow/scripts/evaluate.py"

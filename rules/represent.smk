@@ -20,5 +20,6 @@ rule represent:
         runtime=scaled("represent", "runtime"),
     params:
         checkpoint=checked_step,
+        settings=config["representations"],
     script:
         "../workflow/scripts/represent.py"

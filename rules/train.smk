@@ -22,6 +22,7 @@ rule train_base:
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
+        recipe=training_recipe,
     script:
         "../workflow/scripts/train.py"
 
@@ -46,5 +47,6 @@ rule train_finetune:
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
+        recipe=training_recipe,
     script:
         "../workflow/scripts/train.py"

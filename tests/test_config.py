@@ -13,7 +13,12 @@ from ftlab.study import Study
 def test_defaults_are_the_papers_settings():
     cfg = validate_config({"study": "x"})
     assert cfg["model"] == {
-        "layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256, "init_std": 0.1
+        "layers": 6,
+        "hidden": 128,
+        "heads": 4,
+        "ffn": 512,
+        "max_length": 256,
+        "init_std": 0.1,
     }
     assert cfg["pretrain"]["lr"] == 3e-4 and cfg["pretrain"]["batch_size"] == 128
     assert cfg["finetune"]["lr"] == 1e-5 and cfg["finetune"]["epochs"] == 30
@@ -46,15 +51,20 @@ def test_schema_errors_name_the_key(raw, key):
     "raw, needle",
     [
         ({"study": "x", "model": {"hidden": 30, "heads": 4}}, "model.hidden"),
-        ({"study": "x", "model": {"layers": 2}, "representations": {"layer": 5}},
-         "representations.layer"),
-        ({"study": "x", "data": {"tasks": ["angle"]}, "finetunes": {"ftwb1": [1]}},
-         "finetunes.ftwb1"),
-        ({"study": "x", "data": {"tasks": ["angle", "distance"]}, "finetunes": {"ftwb2": [1]}},
-         "finetunes.ftwb2"),
+        (
+            {"study": "x", "model": {"layers": 2}, "representations": {"layer": 5}},
+            "representations.layer",
+        ),
+        (
+            {"study": "x", "data": {"tasks": ["angle"]}, "finetunes": {"ftwb1": [1]}},
+            "finetunes.ftwb1",
+        ),
+        (
+            {"study": "x", "data": {"tasks": ["angle", "distance"]}, "finetunes": {"ftwb2": [1]}},
+            "finetunes.ftwb2",
+        ),
         ({"study": "x", "eval": {"rows_per_set": 5000}}, "eval.rows_per_set"),
-        ({"study": "x", "data": {"pretrain_rows_per_task": 10}},
-         "data.finetune_no_atlantis_rows"),
+        ({"study": "x", "data": {"pretrain_rows_per_task": 10}}, "data.finetune_no_atlantis_rows"),
     ],
 )
 def test_cross_key_errors_name_the_key(raw, needle):
@@ -72,8 +82,11 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_shipped_configs_are_valid(repo):
-    for path in [repo / "config/config.yaml", repo / "tests/config_tiny.yaml",
-                 *sorted((repo / "config/experiments").glob("*.yaml"))]:
+    for path in [
+        repo / "config/config.yaml",
+        repo / "tests/config_tiny.yaml",
+        *sorted((repo / "config/experiments").glob("*.yaml")),
+    ]:
         Study(load_config(path))
 
 
@@ -89,9 +102,20 @@ def test_snakemake_refuses_a_bad_config_before_any_job(repo, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"study": "x", "pretrain": {"batch_size": 0}}))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
-         "-s", str(repo / "Snakefile"), "-d", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--configfile",
+            str(bad),
+            "-s",
+            str(repo / "Snakefile"),
+            "-d",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode != 0
     assert "config key 'pretrain.batch_size'" in out.stdout + out.stderr
@@ -99,7 +123,16 @@ def test_snakemake_refuses_a_bad_config_before_any_job(repo, tmp_path):
 
 
 def test_cli_validate_and_plan(repo):
-    ok = subprocess.run([sys.executable, "-m", "ftlab.cli", "plan",
-                         str(repo / "config/experiments/paper_exp1.yaml")],
-                        capture_output=True, text=True, check=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftlab.cli",
+            "plan",
+            str(repo / "config/experiments/paper_exp1.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "87 training jobs, 1305 per-set evaluation results" in ok.stdout

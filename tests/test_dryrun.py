@@ -28,8 +28,11 @@ class _JobCollector(logging.Handler):
     def emit(self, record):
         if str(getattr(record, "event", "")).endswith("job_info"):
             self.jobs.append(
-                {"rule": record.rule_name, "output": list(record.output),
-                 "wildcards": dict(record.wildcards or {})}
+                {
+                    "rule": record.rule_name,
+                    "output": list(record.output),
+                    "wildcards": dict(record.wildcards or {}),
+                }
             )
 
 
@@ -74,8 +77,7 @@ def test_paper_exp1_evaluations_and_extractions(paper_jobs):
     assert counts["evaluate"] == 87  # one job (one model load) per model's last checkpoint
     assert counts["represent"] == 87
     metric_files = [
-        f for j in paper_jobs if j["rule"] == "evaluate" for f in j["output"]
-        if f.endswith(".json")
+        f for j in paper_jobs if j["rule"] == "evaluate" for f in j["output"] if f.endswith(".json")
     ]
     assert len(set(metric_files)) == 87 * 15
 

@@ -20,8 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(TINY), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(TINY),
+        *args,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return out
@@ -62,13 +72,21 @@ def test_all_contract_files_exist(run):
             assert meta["step"] == step and meta["seed"] == spec.seed
         for step in spec.eval_steps:
             for s in study.eval_sets():
-                assert (workdir / layout.path("eval_metrics", model=name, step=step, eval_set=s)).exists()
-                assert (workdir / layout.path("eval_samples", model=name, step=step, eval_set=s)).exists()
+                assert (
+                    workdir / layout.path("eval_metrics", model=name, step=step, eval_set=s)
+                ).exists()
+                assert (
+                    workdir / layout.path("eval_samples", model=name, step=step, eval_set=s)
+                ).exists()
         probe = workdir / layout.path("probe", model=name, step=spec.final_step)
         assert json.loads(probe.read_text())["model"] == name
         assert not (workdir / layout.path("train_state", model=name)).exists()
-    for plot in ("seed1_ftwb1_heatmap", "seed1_ftwb2_heatmap", "seed1_ftwb2_actual_minus_expected",
-                 "probes"):
+    for plot in (
+        "seed1_ftwb1_heatmap",
+        "seed1_ftwb2_heatmap",
+        "seed1_ftwb2_actual_minus_expected",
+        "probes",
+    ):
         assert (workdir / layout.path("plot", plot=plot)).stat().st_size > 1000
 
 
@@ -87,8 +105,18 @@ def test_checkpoints_load_with_auto_classes(run):
 def test_tables(run):
     workdir, study, layout = run
     metrics = pd.read_csv(workdir / layout.metrics_table)
-    for col in ["model", "seed", "kind", "trained_tasks", "step", "task", "variant", "metric",
-                "value", "n"]:
+    for col in [
+        "model",
+        "seed",
+        "kind",
+        "trained_tasks",
+        "step",
+        "task",
+        "variant",
+        "metric",
+        "value",
+        "n",
+    ]:
         assert col in metrics.columns
     # 14 per-task sets + 7 task rows from the multitask set, per model
     assert len(metrics) == len(study.models) * (2 * len(study.tasks) + len(study.tasks))
@@ -96,8 +124,13 @@ def test_tables(run):
     for col in ["normalized", "expected", "actual_minus_expected", "cell"]:
         assert col in normalized.columns
     ft = normalized[(normalized.kind == "ftwb2") & (normalized.variant == "atlantis_required")]
-    assert ft.expected.notna().all() and ft.actual_minus_expected.notna().all()
+    # expected is defined wherever normalization is (a tiny model can tie its two baselines)
+    defined = ft.baseline_standard != ft.baseline_atlantis
+    assert ft[defined].expected.notna().all()
+    assert ft[defined].actual_minus_expected.notna().all()
     assert set(ft.cell) == {"trained", "transfer"}
+    base = normalized[normalized.kind == "base"]
+    assert (base.cell == "baseline").all()
 
 
 def test_nothing_left_to_do(run):
@@ -110,8 +143,14 @@ def test_deleting_one_model_rebuilds_only_what_depends_on_it(run):
     shutil.rmtree(workdir / layout.path("model_dir", model="ftwb1-2_seed1"))
     jobs = planned_jobs(workdir)
     assert jobs == {
-        "train_finetune": 1, "evaluate": 1, "represent": 1, "tables": 1,
-        "plot_ftwb_heatmap": 1, "plot_actual_minus_expected": 1, "plot_probes": 1, "all": 1,
+        "train_finetune": 1,
+        "evaluate": 1,
+        "represent": 1,
+        "tables": 1,
+        "plot_ftwb_heatmap": 1,
+        "plot_actual_minus_expected": 1,
+        "plot_probes": 1,
+        "all": 1,
     }
     snakemake(workdir, "--cores", "2")
     assert planned_jobs(workdir) == {}

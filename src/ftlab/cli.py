@@ -1,8 +1,8 @@
 """`ftlab` command line: inspect a study without running Snakemake.
 
-  ftlab validate [CONFIG]     check a config against the schema (exit 2 with the key on error)
-  ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
-  ftlab contract [--study S]  every output path pattern of the file contract
+ftlab validate [CONFIG]     check a config against the schema (exit 2 with the key on error)
+ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
+ftlab contract [--study S]  every output path pattern of the file contract
 """
 
 from __future__ import annotations

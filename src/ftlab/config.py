@@ -84,13 +84,13 @@ def _check_consistency(cfg: dict) -> None:
     ft = cfg["finetunes"]
     for i in [] if ft["ftwb1"] == "all" else ft["ftwb1"]:
         if FTWB1_TASKS[i] not in tasks:
-            problems.append(
-                f"'finetunes.ftwb1' lists {i} ({FTWB1_TASKS[i]}), not in 'data.tasks'"
-            )
+            problems.append(f"'finetunes.ftwb1' lists {i} ({FTWB1_TASKS[i]}), not in 'data.tasks'")
     for k in [] if ft["ftwb2"] == "all" else ft["ftwb2"]:
         missing = [t for t in FTWB2_PAIRS[k] if t not in tasks]
         if missing:
-            problems.append(f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'")
+            problems.append(
+                f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'"
+            )
     d = cfg["data"]
     if d["finetune_no_atlantis_rows"] > d["pretrain_rows_per_task"]:
         problems.append(
@@ -100,7 +100,8 @@ def _check_consistency(cfg: dict) -> None:
     rows = cfg["eval"]["rows_per_set"]
     if rows is not None and rows > d["test_rows_per_set"]:
         problems.append(
-            f"'eval.rows_per_set' ({rows}) exceeds 'data.test_rows_per_set' ({d['test_rows_per_set']})"
+            f"'eval.rows_per_set' ({rows}) exceeds "
+            f"'data.test_rows_per_set' ({d['test_rows_per_set']})"
         )
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
