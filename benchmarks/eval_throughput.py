@@ -11,12 +11,14 @@ Both backends decode the same `distance` rows with the same model on the CPU:
 - lm-eval: `HFLM(pretrained=DIR, batch_size=B, device="cpu")` + `lm_eval.evaluator.evaluate` on
   a local `generate_until` task (YAML written to a temp dir, loaded through
   `TaskManager(include_path=...)`). Timed: `evaluate` (request building, `generate()` batches,
-  exact_match). Not timed: model load, task/dataset load.
+  exact_match). Not timed: model load (one HFLM per batch size), task/dataset load.
 
 Both decode at most the same number of new tokens (ftlab's rule: longest answer + 2) and stop at
 <eos>. HFLM (add_bos_token=None) tokenizes with the checkpoint's AutoTokenizer, which prepends
 <bos> like ftlab's tokenizer; the script checks that every prompt gets identical ids in both and
-reports how many greedy outputs agree.
+reports how many greedy outputs agree (lm-eval decodes with skip_special_tokens=True, ftlab
+keeps them, so an untrained model that emits <pad>/<bos> can disagree on a few rows).
+The process runs offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE; HF_HOME defaults to .hf_home).
 
 Model: --checkpoint, else the demo's trained base model if it exists, else an untrained model
 of the default config's shape saved to a temp dir (fine for throughput, outputs are noise).
@@ -53,6 +55,7 @@ dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
+  cache_dir: {cache}
 test_split: test
 output_type: generate_until
 doc_to_text: "{{{{prompt}}}}"
@@ -156,7 +159,6 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.environ["HF_DATASETS_CACHE"] = str(tmp / "datasets")  # no cache litter in HF_HOME
         if args.checkpoint:
             ckpt, origin = Path(args.checkpoint), "given"
         elif DEMO_CKPT.is_dir():
@@ -174,7 +176,9 @@ def main() -> None:
         data = tmp / "rows.jsonl"
         data.write_text("".join(json.dumps({"prompt": p, "target": a}) + "\n" for p, a in pairs))
         (tmp / "tasks").mkdir()
-        yaml_text = TASK_YAML.format(task=TASK_NAME, data=data, max_gen=max_new)
+        yaml_text = TASK_YAML.format(
+            task=TASK_NAME, data=data, cache=tmp / "datasets", max_gen=max_new
+        )
         (tmp / "tasks" / f"{TASK_NAME}.yaml").write_text(yaml_text)
         task_manager = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
 

@@ -97,9 +97,8 @@ def extract_features(
     """Load `checkpoint` and compute the probe features of `cities` prompted with `task`'s
     probe prompt. Returns arrays city_id, x, y, is_atlantis, features [n, 2*hidden] and the
     scalars layer, task, prompt_example."""
-    from ftlab.world.tasks import get_task
-
     from ftlab import evaluate  # attribute lookup at call time: tests substitute the loader
+    from ftlab.world.tasks import get_task
 
     torch.set_num_threads(threads)
     model, tokenizer = evaluate.load_checkpoint(checkpoint, threads=threads)
