@@ -1,4 +1,5 @@
 # Config loading/validation, the study matrix and every input function.
+import shutil
 import sys
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def scaled(family, key):
     """Resource that grows with the attempt, so a job killed for time/memory retries bigger."""
     base = RES[family][key]
     return lambda wildcards, attempt: base * attempt
+
+
+def gpus(family):
+    """GPUs per job of a rule family (config resources.<family>.gpus; 0 = CPU only). The SLURM
+    plugin turns gpu > 0 into --gpus=N (--gpus=<model>:N with the profile's gpu_model)."""
+    return RES[family]["gpus"]
 
 
 # -- data -----------------------------------------------------------------------------
@@ -188,3 +195,20 @@ def all_targets():
         targets.append(probe_output(m))
     targets += [P.metrics_table, P.normalized_table, P.probes_table, P.summary_table]
     return targets + plot_targets()
+
+
+# -- executors ------------------------------------------------------------------------
+def check_slurm_available():
+    """With the SLURM executor, fail before any job when sbatch is missing (the plugin itself
+    would only fail per job, after the DAG is built and the first submission is tried)."""
+    plugin = workflow.executor_plugin
+    if plugin is not None and plugin.name == "slurm" and shutil.which("sbatch") is None:
+        raise WorkflowError(
+            "SLURM requested (--executor slurm, e.g. from --profile slurm) but sbatch not found "
+            "on PATH. Run on a SLURM login node, load your site's slurm module, or run "
+            "locally without the profile: snakemake --cores all"
+        )
+
+
+onstart:
+    check_slurm_available()

@@ -18,6 +18,7 @@ rule evaluate:
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
+        gpu=gpus("evaluate"),
     params:
         checkpoint=checked_step,
         eval_sets=EVAL_SETS,

@@ -18,6 +18,7 @@ rule represent:
     resources:
         mem_mb=scaled("represent", "mem_mb"),
         runtime=scaled("represent", "runtime"),
+        gpu=gpus("represent"),
     params:
         checkpoint=checked_step,
         settings=config["representations"],

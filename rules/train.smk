@@ -19,6 +19,7 @@ rule train_base:
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
+        gpu=gpus("train"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
@@ -44,6 +45,7 @@ rule train_finetune:
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
+        gpu=gpus("train"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,

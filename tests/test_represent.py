@@ -171,3 +171,26 @@ def test_write_and_read(tmp_path):
     write_json(tmp_path / "probe.json", {**res, "bad": float("nan")})
     doc = json.loads((tmp_path / "probe.json").read_text())
     assert doc["bad"] is None and doc["n_atlantis"] == 2
+
+
+def test_alpha_selection_by_cross_validation():
+    from ftlab.represent import select_alpha
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-1000, 1000, size=(80, 2))
+    # Clean linear signal in 4 of 60 dims: almost no penalty is best.
+    clean = np.concatenate([xy @ rng.normal(size=(2, 4)), rng.normal(size=(80, 56)) * 1e-3], 1)
+    assert select_alpha(clean, xy, [0.01, 1, 1000], seed=0) == 0.01
+    # Pure noise with more dims than fold rows: the strongest penalty (predict the mean) wins.
+    noise = rng.normal(size=(80, 120))
+    assert select_alpha(noise, xy, [0.01, 1, 1e6], seed=0) == 1e6
+    # A single candidate is used as is; the chosen value is reported by fit_probes.
+    assert select_alpha(noise, xy, [3.0], seed=0) == 3.0
+    data = {
+        "features": noise,
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        "is_atlantis": np.zeros(80, bool),
+        "city_id": np.arange(1000, 1080),
+    }
+    assert fit_probes(data, alpha=[0.01, 1e6], test_fraction=0.25, seed=0)["alpha"] == 1e6

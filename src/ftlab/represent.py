@@ -134,8 +134,34 @@ def _scalar(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def fit_probes(data: dict, alpha: float, test_fraction: float, seed: int) -> dict:
+def select_alpha(X: np.ndarray, Y: np.ndarray, alphas, seed: int, folds: int = 5) -> float:
+    """The ridge penalty with the lowest k-fold mean Euclidean error on (X, Y) — the probe's
+    TRAINING cities only, so the held-out and Atlantis scores stay untouched. Features are
+    standardized inside each fold with that fold's training statistics."""
+    alphas = [float(a) for a in alphas]
+    if len(alphas) == 1:
+        return alphas[0]
+    order = np.random.default_rng(seed).permutation(len(X))
+    chunks = np.array_split(order, min(folds, len(X)))
+    errors = []
+    for a in alphas:
+        err = []
+        for k, val in enumerate(chunks):
+            fit = np.concatenate([c for j, c in enumerate(chunks) if j != k])
+            mu, sd = X[fit].mean(axis=0), X[fit].std(axis=0)
+            sd[sd == 0] = 1.0
+            y_mu = Y[fit].mean(axis=0)
+            W = _ridge((X[fit] - mu) / sd, Y[fit] - y_mu, a)
+            err.append(np.linalg.norm((X[val] - mu) / sd @ W + y_mu - Y[val], axis=1).mean())
+        errors.append(float(np.mean(err)))
+    return alphas[int(np.argmin(errors))]
+
+
+def fit_probes(data: dict, alpha, test_fraction: float, seed: int) -> dict:
     """Linear probes for x and y trained on a seeded random subset of the real cities.
+
+    `alpha` is the ridge penalty, or a list of candidates chosen by cross-validation on the
+    training cities (see select_alpha); the chosen value is reported as "alpha".
 
     Held-out real cities give r2_x, r2_y and heldout_error (mean Euclidean error); the same
     real-trained probe applied to the Atlantis cities gives atlantis_error and, with >= 2
@@ -158,6 +184,7 @@ def fit_probes(data: dict, alpha: float, test_fraction: float, seed: int) -> dic
     mu = feats[train_idx].mean(axis=0)
     sd = feats[train_idx].std(axis=0)
     sd[sd == 0] = 1.0  # constant feature: leave it centred at zero instead of dividing by 0
+    alpha = select_alpha(feats[train_idx], xy[train_idx], np.atleast_1d(alpha), seed)
     target_mu = xy[train_idx].mean(axis=0)
     W = _ridge((feats[train_idx] - mu) / sd, xy[train_idx] - target_mu, alpha)
 
