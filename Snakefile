@@ -6,12 +6,24 @@
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/evaluate.smk"
-include: "rules/represent.smk"
-include: "rules/tables.smk"
-include: "rules/plots.smk"
+
+
+# The same stages for both study kinds: data -> train -> evaluate -> (represent) -> tables/plots.
+if IS_LLM:
+
+    include: "rules/llm_data.smk"
+    include: "rules/llm_train.smk"
+    include: "rules/llm_evaluate.smk"
+    include: "rules/llm_report.smk"
+
+else:
+
+    include: "rules/data.smk"
+    include: "rules/train.smk"
+    include: "rules/evaluate.smk"
+    include: "rules/represent.smk"
+    include: "rules/tables.smk"
+    include: "rules/plots.smk"
 
 
 report: "report/workflow.rst"

@@ -20,6 +20,7 @@ from ftlab.paths import Layout
 from ftlab.paths import split_eval_set
 from ftlab.steps import split_sizes
 from ftlab.study import MULTITASK, TASKS, VARIANTS, Study, mixture_tasks
+from ftlab.llm.study import BASE, LLMStudy
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 
@@ -42,13 +43,19 @@ _validated = _load_config()
 config.clear()
 config.update(_validated)  # scripts see the validated config, defaults included
 
-STUDY = Study(config)
+IS_LLM = config["kind"] == "llm"
+STUDY = LLMStudy(config) if IS_LLM else Study(config)
 P = Layout(config["study"])
+MODEL_PATTERN = (
+    r"base|(gt_sft|teacher_sft|grpo)-[A-Za-z0-9]+_seed\d+"
+    if IS_LLM
+    else r"(base|ftwb1-\d+|ftwb2-\d+)_seed\d+"
+)
 RES = config["resources"]
 
 
 wildcard_constraints:
-    model=r"(base|ftwb1-\d+|ftwb2-\d+)_seed\d+",
+    model=MODEL_PATTERN,
     step=r"\d+",
     seed=r"\d+",
     mixture=r"ftwb[12]-\d+",
@@ -131,7 +138,7 @@ def init_checkpoint(wildcards):
 
 
 # -- evaluation -----------------------------------------------------------------------
-EVAL_SETS = STUDY.eval_sets()
+EVAL_SETS = [] if IS_LLM else STUDY.eval_sets()
 
 
 def eval_set_inputs(wildcards=None):
@@ -187,6 +194,8 @@ def plot_targets():
 
 
 def all_targets():
+    if IS_LLM:
+        return llm_targets()
     # Per-model outputs are requested directly so a deleted model/eval/probe is rebuilt
     # even while the aggregate tables downstream of it still exist.
     targets = [model_dir(m) for m in STUDY.models]
@@ -212,3 +221,74 @@ def check_slurm_available():
 
 onstart:
     check_slurm_available()
+
+
+# -- LLM studies (kind: llm) ----------------------------------------------------------
+TINY_BASE_CHECKPOINT = P.path("checkpoint", model=BASE, step=0)
+
+
+def llm_base_inputs(wildcards=None):
+    """The tiny base model is built by the workflow; a hub id / path is used as it is."""
+    return [TINY_BASE_CHECKPOINT] if IS_LLM and STUDY.tiny_base else []
+
+
+def llm_teacher_inputs(wildcards=None):
+    return [TINY_BASE_CHECKPOINT] if config["llm"]["teacher"]["model"] == "tiny" else []
+
+
+def llm_train_data(wildcards):
+    run = STUDY.run(wildcards.model)
+    if run.method == "grpo":
+        return P.path("llm_rows", dataset=run.dataset, split="train")
+    source = "gt" if run.method == "gt_sft" else "teacher"
+    return P.path("sft_records", dataset=run.dataset, source=source)
+
+
+def llm_model_path(wildcards):
+    """What the evaluator loads: the base model, or a published checkpoint of a run."""
+    if wildcards.model == BASE:
+        if int(wildcards.step) != 0:
+            raise WorkflowError(f"the base model is evaluated at step 0, not {wildcards.step}")
+        return TINY_BASE_CHECKPOINT if STUDY.tiny_base else config["llm"]["base_model"]
+    run = STUDY.run(wildcards.model)
+    if int(wildcards.step) not in run.saved_steps:
+        raise WorkflowError(
+            f"{run.name} saves checkpoints at steps {list(run.saved_steps)}, not {wildcards.step}"
+        )
+    return P.path("checkpoint", model=run.name, step=wildcards.step)
+
+
+def llm_eval_model_input(wildcards):
+    if wildcards.model == BASE:
+        return llm_base_inputs()
+    return [model_dir(wildcards.model)]
+
+
+def llm_test_rows(wildcards=None):
+    return {d: P.path("llm_rows", dataset=d, split="test") for d in STUDY.datasets}
+
+
+def llm_eval_outputs(kind):
+    return [P.path(kind, model=m, step=s) for m, s in STUDY.eval_points()]
+
+
+LLM_TABLES = {
+    "forgetting": P.forgetting_table,
+    "summary": P.forgetting_summary,
+    "in_domain": P.in_domain_table,
+}
+
+
+def llm_plot_targets():
+    plots = ["forgetting_summary"]
+    for dataset in STUDY.datasets:
+        plots += [f"forgetting_{dataset}", f"in_domain_{dataset}"]
+    return [P.path("plot", plot=p) for p in plots]
+
+
+def llm_targets():
+    targets = [model_dir(run) for run in STUDY.runs]
+    targets += llm_eval_outputs("lm_eval_metrics") + llm_eval_outputs("in_domain_metrics")
+    if STUDY.needs_teacher():
+        targets += [P.path("teacher_report", dataset=d) for d in STUDY.datasets]
+    return targets + list(LLM_TABLES.values()) + llm_plot_targets()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ftlab import slurm
 from ftlab.config import ConfigError, load_config
+from ftlab.llm.study import LLMStudy
 from ftlab.paths import PATTERNS, Layout
 from ftlab.study import Study
 
@@ -27,13 +29,34 @@ def _load(path: str) -> dict:
 
 def cmd_validate(args) -> int:
     cfg = _load(args.config)
-    study = Study(cfg)
-    print(f"{args.config}: valid (study {cfg['study']!r}, {len(study.models)} models)")
+    if cfg["kind"] == "llm":
+        n = len(LLMStudy(cfg).runs)
+        print(f"{args.config}: valid (LLM study {cfg['study']!r}, {n} training runs)")
+    else:
+        n = len(Study(cfg).models)
+        print(f"{args.config}: valid (study {cfg['study']!r}, {n} models)")
+    return 0
+
+
+def _plan_llm(cfg: dict) -> int:
+    study = LLMStudy(cfg)
+    llm = cfg["llm"]
+    print(f"LLM study {cfg['study']}: base {llm['base_model']}, seeds {list(study.seeds)}")
+    print(f"{'run':<28} {'trainer':<7} {'steps':>6}  evaluated checkpoints")
+    for run in study.runs.values():
+        print(f"{run.name:<28} {run.trainer:<7} {run.total_steps:>6}  {list(run.eval_steps)}")
+    points = study.eval_points()
+    print(
+        f"\n{len(study.runs)} training jobs, {len(points)} evaluation jobs (base model included), "
+        f"each scoring {len(llm['benchmarks'])} benchmarks and {len(study.datasets)} in-domain sets"
+    )
     return 0
 
 
 def cmd_plan(args) -> int:
     cfg = _load(args.config)
+    if cfg["kind"] == "llm":
+        return _plan_llm(cfg)
     study = Study(cfg)
     sets = study.eval_sets()
     print(f"study {cfg['study']}: seeds {list(study.seeds)}, tasks {list(study.tasks)}")
@@ -74,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("contract", help="print the file contract")
     p.add_argument("--study", default="<study>")
     p.set_defaults(func=cmd_contract)
+    slurm.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -69,6 +69,9 @@ def _check_consistency(cfg: dict) -> None:
     """Rules that a JSON schema cannot express; each names its key."""
     from ftlab.study import FTWB1_TASKS, FTWB2_PAIRS  # local: study imports config
 
+    if cfg["kind"] == "llm":
+        _check_llm(cfg)
+        return
     problems = []
     m = cfg["model"]
     if m["hidden"] % m["heads"]:
@@ -117,3 +120,20 @@ def load_config(path: str | Path) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     return validate_config(raw)
+
+
+def _check_llm(cfg: dict) -> None:
+    llm = cfg["llm"]
+    problems = []
+    if not llm["datasets"]:
+        problems.append("'llm.datasets' is empty: name at least one training dataset")
+    for name, spec in llm["datasets"].items():
+        for split in ("train", "test"):
+            if split not in spec:
+                problems.append(f"'llm.datasets.{name}.{split}' is missing (a path or hub id)")
+    if not llm["methods"]:
+        problems.append("'llm.methods' is empty")
+    if not llm["benchmarks"]:
+        problems.append("'llm.benchmarks' is empty")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))

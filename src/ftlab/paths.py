@@ -21,6 +21,17 @@ results/<study>/
   plots/seed<S>_ftwb1_heatmap.png, plots/seed<S>_ftwb2_heatmap.png,
   plots/seed<S>_ftwb2_actual_minus_expected.png, plots/probes.png
   logs/<rule>/<...>.log, benchmarks/<rule>/<...>.tsv
+
+LLM studies (kind: llm) use the same models/, evals/, tables/, plots/ folders:
+  data/<dataset>/{train,test}.jsonl                normalized rows (question, answer, solution)
+  data/<dataset>/sft_{gt,teacher}.jsonl            SFT records (prompt, completion)
+  data/<dataset>/teacher_report.json               teacher pass rate
+  models/base/checkpoint-0/                        the tiny base model (base_model: tiny only)
+  models/<method>-<dataset>_seed<S>/checkpoint-<step>/
+  evals/<model>/checkpoint-<step>/lm_eval.json (+ .samples.jsonl), in_domain.json (+ samples)
+  eval_cache/<model>.sqlite                        per-sample cache keyed by checkpoint content
+  tables/forgetting.csv, tables/forgetting_summary.csv, tables/in_domain.csv
+  plots/forgetting_<dataset>.png, plots/forgetting_summary.png, plots/in_domain_<dataset>.png
 """
 
 from __future__ import annotations
@@ -49,6 +60,18 @@ PATTERNS: dict[str, str] = {
     "probes_table": "tables/probes.csv",
     "summary_table": "tables/summary.csv",
     "plot": "plots/{plot}.png",
+    # LLM studies (kind: llm)
+    "llm_rows": "data/{dataset}/{split}.jsonl",
+    "sft_records": "data/{dataset}/sft_{source}.jsonl",
+    "teacher_report": "data/{dataset}/teacher_report.json",
+    "lm_eval_metrics": "evals/{model}/checkpoint-{step}/lm_eval.json",
+    "lm_eval_samples": "evals/{model}/checkpoint-{step}/lm_eval.samples.jsonl",
+    "in_domain_metrics": "evals/{model}/checkpoint-{step}/in_domain.json",
+    "in_domain_samples": "evals/{model}/checkpoint-{step}/in_domain.samples.jsonl",
+    "eval_cache": "eval_cache/{model}.sqlite",
+    "forgetting_table": "tables/forgetting.csv",
+    "forgetting_summary": "tables/forgetting_summary.csv",
+    "in_domain_table": "tables/in_domain.csv",
     "log": "logs/{job}.log",
     "benchmark": "benchmarks/{job}.tsv",
 }

@@ -1,0 +1,48 @@
+# LLM tables and plots: forgetting per benchmark over steps, Key Results, in-domain curves.
+
+
+rule tables_llm:
+    input:
+        lm_eval=llm_eval_outputs("lm_eval_metrics"),
+        in_domain=llm_eval_outputs("in_domain_metrics"),
+    output:
+        forgetting=report(
+            LLM_TABLES["forgetting"], caption="../report/forgetting.rst", category="Tables"
+        ),
+        summary=report(
+            LLM_TABLES["summary"], caption="../report/forgetting_summary.rst", category="Tables"
+        ),
+        in_domain=report(
+            LLM_TABLES["in_domain"], caption="../report/in_domain.rst", category="Tables"
+        ),
+    log:
+        log_path("tables"),
+    conda:
+        "../envs/plots.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/llm_tables.py"
+
+
+rule plot_llm:
+    input:
+        **LLM_TABLES,
+    output:
+        plot=report(
+            P.path("plot", plot="{which}"),
+            caption="../report/llm_plot.rst",
+            category="Forgetting",
+        ),
+    log:
+        log_path("plots", "{which}"),
+    wildcard_constraints:
+        which=r"forgetting_summary|(forgetting|in_domain)_[A-Za-z0-9]+",
+    conda:
+        "../envs/plots.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/llm_plot.py"

@@ -1,0 +1,27 @@
+# LLM training through TRL: gt_sft / teacher_sft (SFTTrainer) and grpo (GRPOTrainer). A killed
+# job resumes from train_state/<run>/ on re-run; checkpoints are published when it finishes.
+
+
+rule train_llm:
+    input:
+        base=llm_base_inputs,
+        data=llm_train_data,
+    output:
+        model=directory(P.model_dir),
+    log:
+        log_path("train", "{model}"),
+    benchmark:
+        benchmark_path("train", "{model}")
+    conda:
+        "../envs/llm.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("train", "mem_mb"),
+        runtime=scaled("train", "runtime"),
+        gpu=gpus("train"),
+    params:
+        base=lambda wc: (TINY_BASE_CHECKPOINT if STUDY.tiny_base else config["llm"]["base_model"]),
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+        recipe=lambda wc: config["llm"][STUDY.run(wc.model).trainer],
+    script:
+        "../workflow/scripts/llm_train.py"

@@ -1,0 +1,514 @@
+"""SFT and GRPO training with TRL, with the same checkpoint contract as ftlab.train.
+
+While training (state_dir is the HF Trainer's output_dir):
+  checkpoint-<step>/    Trainer files (model, tokenizer, optimizer, scheduler, rng, trainer
+                        state) + ftlab_checkpoint.json, written LAST by a callback after the
+                        Trainer finished the folder: a checkpoint is complete iff it has both
+                        ftlab_checkpoint.json and trainer_state.json.
+A re-run resumes from the newest complete checkpoint when its fingerprint (everything that
+determines the result: method, base model + hash, data hash, seed, hyperparameters) matches,
+and otherwise starts over. When done, out_dir is assembled in a temp sibling and renamed:
+  checkpoint-<step>/    model + tokenizer files + ftlab_checkpoint.json (no optimizer state)
+  training_log.csv      the Trainer's log history (step, epoch, loss, lr, rewards, ...)
+and state_dir is deleted.
+
+Resume uses the Trainer's own mechanism (optimizer, scheduler, RNG and data position are
+restored), which continues the run but is not guaranteed bit-identical like ftlab.train.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import transformers
+
+from ftlab.io import atomic_write_text, checkpoint_sha256, read_json, sha256_file, sha256_json
+from ftlab.llm.data import prompt_for, read_jsonl
+from ftlab.llm.rewards import correctness_reward, format_reward
+
+log = logging.getLogger("ftlab.llm.train")
+
+FORMAT_VERSION = 1  # bump when the meaning of a checkpoint changes (invalidates old state)
+META_FILE = "ftlab_checkpoint.json"
+TRAINER_STATE = "trainer_state.json"
+LOG_NAME = "training_log.csv"
+# Trainer files that describe the optimisation, not the model: never published.
+STATE_FILES = frozenset(
+    {
+        "optimizer.pt",
+        "scheduler.pt",
+        "scaler.pt",
+        "rng_state.pth",
+        TRAINER_STATE,
+        "training_args.bin",
+        "entropy_ctrl_state.json",
+        "README.md",  # TRL's model card: carries dates, so it would break checkpoint hashes
+    }
+)
+_STATE_RE = re.compile(r"rng_state_\d+\.pth")  # per-process RNG files of multi-GPU runs
+_CKPT_RE = re.compile(r"checkpoint-(\d+)")
+
+
+# -- checkpoint bookkeeping ---------------------------------------------------------------------
+def _is_state_file(name: str) -> bool:
+    return name in STATE_FILES or _STATE_RE.fullmatch(name) is not None
+
+
+def complete_checkpoints(state_dir: Path) -> dict[int, Path]:
+    """step -> dir of every checkpoint the Trainer finished and we stamped."""
+    found = {}
+    if state_dir.is_dir():
+        for d in state_dir.iterdir():
+            m = _CKPT_RE.fullmatch(d.name)
+            if m and (d / META_FILE).is_file() and (d / TRAINER_STATE).is_file():
+                found[int(m.group(1))] = d
+    return dict(sorted(found.items()))
+
+
+def find_resume_point(state_dir: Path, fingerprint: str) -> Path | None:
+    """Newest checkpoint of this exact run, or None; stale, foreign or partial state is deleted."""
+    if not state_dir.exists():
+        return None
+    ckpts = complete_checkpoints(state_dir)
+    fingerprints = set()
+    for d in ckpts.values():
+        try:
+            fingerprints.add(read_json(d / META_FILE).get("fingerprint"))
+        except (OSError, ValueError):
+            fingerprints.add(None)
+    if ckpts and fingerprints == {fingerprint}:
+        complete = set(ckpts.values())
+        for d in state_dir.iterdir():  # checkpoints being written when the run was killed
+            if _CKPT_RE.fullmatch(d.name) and d not in complete:
+                log.info("removing incomplete %s", d)
+                shutil.rmtree(d, ignore_errors=True)
+        return ckpts[max(ckpts)]
+    if ckpts:
+        log.warning(
+            "discarding %s: its checkpoints belong to a different run (fingerprint mismatch)",
+            state_dir,
+        )
+    else:
+        log.info("discarding %s: no complete checkpoint in it", state_dir)
+    shutil.rmtree(state_dir)
+    return None
+
+
+def _fsync_files(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or links not supported
+        shutil.copy2(src, dst)
+
+
+def _log_csv(history: list[dict]) -> str:
+    """CSV of the Trainer's log history: step, epoch, then every other key in sorted order."""
+    rows = [{("step" if k == "global_step" else k): v for k, v in h.items()} for h in history]
+    keys = sorted({k for r in rows for k in r} - {"step", "epoch"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=["step", "epoch", *keys], lineterminator="\n", restval=""
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def publish(out_dir: Path, state_dir: Path) -> list[int]:
+    """Assemble out_dir from state_dir's complete checkpoints (hardlinks), rename, drop state."""
+    ckpts = complete_checkpoints(state_dir)
+    if not ckpts:
+        raise RuntimeError(f"nothing to publish: no complete checkpoint in {state_dir}")
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-publish"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src in ckpts.values():
+        dst = tmp / src.name
+        dst.mkdir()
+        for f in src.iterdir():
+            if f.is_file() and not _is_state_file(f.name):
+                _link_or_copy(f, dst / f.name)
+    history = read_json(ckpts[max(ckpts)] / TRAINER_STATE).get("log_history", [])
+    (tmp / LOG_NAME).write_text(_log_csv(history))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.rename(tmp, out_dir)
+    shutil.rmtree(state_dir)
+    log.info("published %s (checkpoints %s)", out_dir, list(ckpts))
+    return list(ckpts)
+
+
+class _StampCheckpoints(transformers.TrainerCallback):
+    """Writes ftlab_checkpoint.json into each checkpoint after the Trainer has finished it."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        _fsync_files(ckpt)  # the stamp must never vouch for data still in flight
+        info = {
+            **self.info,
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write_text(ckpt / META_FILE, json.dumps(info, indent=2) + "\n")
+        log.info("saved %s", ckpt)
+
+
+class _LogToLogger(transformers.TrainerCallback):
+    """Trainer metrics to the "ftlab.llm.train" logger (progress bars are off in job logs)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            items = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()
+            )
+            log.info("step %d/%d %s", state.global_step, state.max_steps, items)
+
+
+# -- shared setup -------------------------------------------------------------------------------
+def _base_model_identity(base_model: str) -> dict:
+    """The base model's name and, for a local checkpoint, a hash of its model files."""
+    path = Path(base_model)
+    return {
+        "base_model": base_model,
+        "base_model_sha256": checkpoint_sha256(path) if path.is_dir() else None,
+    }
+
+
+def _resolve_bf16(bf16: bool | None) -> bool:
+    if bf16 is None:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if bf16 and not torch.cuda.is_available():
+        log.warning("bf16 requested but no GPU: training in float32 on CPU")
+        return False
+    return bf16
+
+
+def _common_args(*, state_dir, lr, max_steps, save_steps, batch_size, grad_accum, seed, bf16,
+                 warmup_steps, lr_scheduler_type) -> dict:  # fmt: skip
+    """TrainingArguments shared by SFT and GRPO."""
+    on_gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(state_dir),
+        "learning_rate": lr,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "lr_scheduler_type": lr_scheduler_type,
+        "warmup_steps": warmup_steps,
+        "seed": seed,
+        "data_seed": seed,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": None,  # every checkpoint is published
+        "save_only_model": False,  # optimizer etc. are needed to resume
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not on_gpu,
+        "bf16": _resolve_bf16(bf16),
+        "fp16": False,
+        # Recompute activations only where memory matters; on CPU (tests, demo) it only costs.
+        "activation_checkpointing": on_gpu,
+        "dataloader_num_workers": 0,
+    }
+
+
+def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: dict | None,
+         callbacks: list | None) -> None:  # fmt: skip
+    """Resume-or-start, train, publish: the part SFT and GRPO share."""
+    import datasets
+
+    # No progress bars in job logs: metrics go to our logger (_LogToLogger) instead.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    state_path, out_path = Path(state_dir), Path(out_dir)
+    fingerprint = sha256_json(inputs)
+    resume = find_resume_point(state_path, fingerprint)
+    info = {
+        **inputs,
+        "fingerprint": fingerprint,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "trl_version": _trl_version(),
+        "meta": meta or {},
+    }
+    trainer = trainer_factory([_StampCheckpoints(info), _LogToLogger(), *(callbacks or [])])
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # prints raw dicts
+    if resume is not None:
+        log.info("resuming from step %s (%s)", resume.name.split("-")[-1], resume)
+    else:
+        log.info("starting %s from scratch (step 0 of %d)", inputs["method"], inputs["max_steps"])
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    publish(out_path, state_path)
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__
+
+
+def _load_tokenizer(base_model: str, padding_side: str):
+    tok = transformers.AutoTokenizer.from_pretrained(base_model, padding_side=padding_side)
+    if tok.pad_token is None:  # batching needs one; eos is the usual stand-in
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+# -- SFT ----------------------------------------------------------------------------------------
+def read_sft_records(path: str | Path) -> list[dict]:
+    records = read_jsonl(path)
+    if not records:
+        raise ValueError(f"{path}: no SFT records")
+    for i, r in enumerate(records):
+        for key in ("prompt", "completion"):
+            if not isinstance(r.get(key), str):
+                raise ValueError(f"{path}: record {i} has no string {key!r} field")
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+
+
+def run_sft(
+    *,
+    base_model: str,
+    records_path: str,
+    out_dir: str,
+    state_dir: str,
+    lr: float,
+    max_steps: int,
+    save_steps: int,
+    batch_size: int,
+    grad_accum: int = 1,
+    max_length: int = 512,
+    seed: int,
+    bf16: bool | None = None,
+    meta: dict | None = None,
+    warmup_steps: float = 0,
+    lr_scheduler_type: str = "linear",
+    callbacks: list | None = None,
+) -> None:
+    """Supervised fine-tuning on prompt/completion records (loss on the completion only).
+
+    GT-SFT and SF-SFT differ only in records_path. callbacks: extra TrainerCallbacks (tests).
+    """
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    records = read_sft_records(records_path)
+    hparams = {
+        "lr": lr,
+        "max_steps": max_steps,
+        "save_steps": save_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "max_length": max_length,
+        "warmup_steps": warmup_steps,
+        "lr_scheduler_type": lr_scheduler_type,
+        "bf16": _resolve_bf16(bf16),
+    }
+    inputs = {
+        "format": FORMAT_VERSION,
+        "method": "sft",
+        **_base_model_identity(base_model),
+        "data_sha256": sha256_file(records_path),
+        "n_records": len(records),
+        "seed": seed,
+        "max_steps": max_steps,
+        "hyperparameters": hparams,
+    }
+    config = SFTConfig(
+        **_common_args(
+            state_dir=state_dir, lr=lr, max_steps=max_steps, save_steps=save_steps,
+            batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
+            warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
+        ),  # fmt: skip
+        max_length=max_length,
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+
+    def factory(cbs):
+        return SFTTrainer(
+            model=base_model,
+            args=config,
+            train_dataset=Dataset.from_list(records),
+            processing_class=_load_tokenizer(base_model, padding_side="right"),
+            callbacks=cbs,
+        )
+
+    _run(
+        trainer_factory=factory,
+        inputs=inputs,
+        out_dir=out_dir,
+        state_dir=state_dir,
+        meta=meta,
+        callbacks=callbacks,
+    )
+
+
+# -- GRPO ---------------------------------------------------------------------------------------
+def grpo_dataset_rows(rows: list[dict], fmt: str, tokenizer, max_prompt_length: int) -> list[dict]:
+    """Rows with the reasoning prompt and the columns the rewards need; over-long prompts dropped.
+
+    TRL 1.16's GRPOConfig has no max_prompt_length; cutting a question short would make it
+    unanswerable, so such rows are left out (and counted in the log) instead.
+    """
+    out, dropped = [], 0
+    for row in rows:
+        prompt = prompt_for(row, "reasoning")
+        if len(tokenizer(prompt)["input_ids"]) > max_prompt_length:
+            dropped += 1
+            continue
+        out.append(
+            {
+                "prompt": prompt,
+                "answer": str(row["answer"]),
+                "aliases": [str(a) for a in row.get("aliases") or []],
+                "fmt": fmt,
+            }
+        )
+    if dropped:
+        log.warning("dropped %d of %d prompts over %d tokens", dropped, len(rows), max_prompt_length)
+    if not out:
+        raise ValueError(f"no prompt fits max_prompt_length={max_prompt_length}")
+    return out
+
+
+def _vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def run_grpo(
+    *,
+    base_model: str,
+    rows_path: str,
+    fmt: str,
+    out_dir: str,
+    state_dir: str,
+    lr: float,
+    max_steps: int,
+    save_steps: int,
+    batch_size: int,
+    num_generations: int,
+    max_prompt_length: int,
+    max_completion_length: int,
+    seed: int,
+    beta: float = 0.0,
+    use_vllm: bool = False,
+    meta: dict | None = None,
+    grad_accum: int = 1,
+    temperature: float = 1.0,
+    format_weight: float = 0.5,
+    bf16: bool | None = None,
+    warmup_steps: float = 0,
+    lr_scheduler_type: str = "linear",
+    callbacks: list | None = None,
+) -> None:
+    """GRPO with verifiable rewards on normalised rows (see ftlab.llm.data).
+
+    batch_size counts completions per device and step (TRL's convention), so batch_size *
+    grad_accum must be a multiple of num_generations. Reward = correctness (0/1) +
+    format_weight * format (0/1). vLLM (colocated) only if use_vllm and it is importable.
+    """
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    if (batch_size * grad_accum) % num_generations:
+        raise ValueError(
+            f"batch_size*grad_accum ({batch_size}*{grad_accum}) must be a multiple of "
+            f"num_generations ({num_generations})"
+        )
+    vllm = bool(use_vllm and _vllm_available())
+    if use_vllm and not vllm:
+        log.warning("use_vllm requested but vLLM or a GPU is unavailable: generating with HF")
+    tokenizer = _load_tokenizer(base_model, padding_side="left")
+    rows = grpo_dataset_rows(read_jsonl(rows_path), fmt, tokenizer, max_prompt_length)
+    hparams = {
+        "lr": lr,
+        "max_steps": max_steps,
+        "save_steps": save_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "num_generations": num_generations,
+        "max_prompt_length": max_prompt_length,
+        "max_completion_length": max_completion_length,
+        "beta": beta,
+        "temperature": temperature,
+        "format_weight": format_weight,
+        "warmup_steps": warmup_steps,
+        "lr_scheduler_type": lr_scheduler_type,
+        "bf16": _resolve_bf16(bf16),
+    }
+    inputs = {
+        "format": FORMAT_VERSION,
+        "method": "grpo",
+        **_base_model_identity(base_model),
+        "data_sha256": sha256_file(rows_path),
+        "data_format": fmt,
+        "n_prompts": len(rows),
+        "seed": seed,
+        "max_steps": max_steps,
+        "hyperparameters": hparams,
+    }  # use_vllm is left out: generation backend does not define the run
+    config = GRPOConfig(
+        **_common_args(
+            state_dir=state_dir, lr=lr, max_steps=max_steps, save_steps=save_steps,
+            batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
+            warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
+        ),  # fmt: skip
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        beta=beta,
+        reward_weights=[1.0, format_weight],
+        remove_unused_columns=False,  # the reward functions read answer/aliases/fmt
+        use_vllm=vllm,
+        vllm_mode="colocate",
+        log_completions=False,
+    )
+
+    def factory(cbs):
+        return GRPOTrainer(
+            model=base_model,
+            reward_funcs=[correctness_reward, format_reward],
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=cbs,
+        )
+
+    _run(
+        trainer_factory=factory,
+        inputs=inputs,
+        out_dir=out_dir,
+        state_dir=state_dir,
+        meta=meta,
+        callbacks=callbacks,
+    )

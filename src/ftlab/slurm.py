@@ -1,0 +1,195 @@
+"""`ftlab submit`: put the Snakemake head process itself on a SLURM cluster.
+
+Some clusters forbid long processes on login nodes; the head process only submits and polls,
+so it runs as one long, small job (1 CPU, ~1 GB) that runs `snakemake --profile slurm ARGS`
+from the repository root and submits the workflow's jobs from there.
+
+Before submitting, the site values of the profile (account, partitions, QOS) are checked
+against the cluster so a typo fails here, naming the value and the file to fix, rather than
+after the head job has waited in the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import io
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SubmitError(Exception):
+    """A preflight check failed; the message says what to change and where."""
+
+
+@dataclass
+class SiteValues:
+    """What the profile passes to sbatch for the cluster's bookkeeping."""
+
+    account: str | None = None
+    partition: str | None = None  # default partition of the workflow's jobs
+    partitions: set[str] = field(default_factory=set)  # every partition any rule asks for
+    qos: str | None = None
+
+
+def find_profile(name: str, cwd: Path) -> Path:
+    """Where Snakemake looks a profile up: a path, ./<name>, then the user's config dirs."""
+    candidates = [cwd / name]
+    if "/" not in name:
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+        candidates += [config_home / "snakemake" / name, Path("/etc/xdg/snakemake") / name]
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path
+    raise SubmitError(
+        f"profile {name!r} not found (looked for config.yaml in "
+        + ", ".join(str(p) for p in candidates)
+        + "); run from the repository root, where slurm/config.yaml is"
+    )
+
+
+def read_profile(profile: Path) -> dict:
+    """The profile as Snakemake sees it (it may be a YTE template, as slurm/config.yaml is)."""
+    import yte
+
+    text = (profile / "config.yaml").read_text()
+    return yte.process_yaml(io.StringIO(text), require_use_yte=True) or {}
+
+
+def _unquote(value):
+    """Profile resources are Python expressions: "'gpu'" and "gpu" both mean gpu."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def site_values(profile_cfg: dict) -> SiteValues:
+    defaults = profile_cfg.get("default-resources") or {}
+    site = SiteValues(
+        account=_unquote(defaults.get("slurm_account")),
+        partition=_unquote(defaults.get("slurm_partition")),
+        qos=profile_cfg.get("slurm-qos"),
+    )
+    if site.partition:
+        site.partitions.add(site.partition)
+    for resources in (profile_cfg.get("set-resources") or {}).values():
+        if resources and resources.get("slurm_partition"):
+            site.partitions.add(_unquote(resources["slurm_partition"]))
+    return site
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def preflight(site: SiteValues, profile: Path) -> None:
+    """sbatch present, partitions known to sinfo, account associated with this user."""
+    where = f"{profile / 'config.yaml'} (SITE SETTINGS block)"
+    if shutil.which("sbatch") is None:
+        raise SubmitError(
+            "SLURM requested but sbatch not found on PATH. Run this on a SLURM login node "
+            "(or load your site's slurm module); without SLURM run the workflow locally: "
+            "snakemake --cores all"
+        )
+    for partition in sorted(site.partitions):
+        out = _run(["sinfo", "-h", "-p", partition, "-o", "%P"])
+        if out.returncode != 0 or not out.stdout.strip():
+            known = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
+            raise SubmitError(
+                f"partition {partition!r} is not known to this cluster "
+                f"(sinfo lists: {', '.join(known) or 'nothing'}); set the partition in {where}"
+            )
+    if site.account and shutil.which("sacctmgr"):
+        user = getpass.getuser()
+        out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
+                    f"account={site.account}", "format=account"])  # fmt: skip
+        # A failing sacctmgr means no accounting database: nothing to check against.
+        if out.returncode == 0 and not out.stdout.strip():
+            raise SubmitError(
+                f"account {site.account!r} has no association with user {user!r} "
+                f"(sacctmgr -n show assoc user={user}); set the account in {where}"
+            )
+
+
+def sbatch_command(args, site: SiteValues, log_path: Path) -> list[str]:
+    snakemake = ["snakemake", "--profile", args.profile, *args.snakemake_args]
+    cmd = [
+        "sbatch", "--parsable", "--job-name", args.job_name,
+        "--ntasks=1", "--cpus-per-task=1", f"--mem={args.mem}", f"--time={args.time}",
+        f"--output={log_path}", f"--chdir={args.repo}", "--export=ALL",
+    ]  # fmt: skip
+    if site.account:
+        cmd.append(f"--account={site.account}")
+    if site.partition:
+        cmd.append(f"--partition={site.partition}")
+    if site.qos:
+        cmd.append(f"--qos={site.qos}")
+    return cmd + ["--wrap", "exec " + shlex.join(snakemake)]
+
+
+def submit(args) -> int:
+    repo = Path(args.repo).resolve()
+    args.repo = str(repo)
+    profile = find_profile(args.profile, repo)
+    site = site_values(read_profile(profile))
+    preflight(site, profile)
+    log_dir = Path(args.log_dir)
+    log_dir = (log_dir if log_dir.is_absolute() else repo / log_dir).resolve()
+    cmd = sbatch_command(args, site, log_dir / f"{args.job_name}-%j.log")
+    # The head job inherits this environment (--export=ALL): the venv's snakemake comes first.
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    log_dir.mkdir(parents=True, exist_ok=True)  # sbatch does not create it
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SubmitError(
+            f"sbatch rejected the head job: {out.stderr.strip() or out.stdout.strip()}\n"
+            f"  account={site.account!r} partition={site.partition!r} qos={site.qos!r} "
+            f"time={args.time!r}: account/partition/qos are set in "
+            f"{profile / 'config.yaml'} (SITE SETTINGS), the time limit with --time"
+        )
+    job_id = out.stdout.strip().split(";")[0]
+    print(f"submitted the Snakemake head process as SLURM job {job_id}")
+    print(f"log: {log_dir / f'{args.job_name}-{job_id}.log'}")
+    print(f"follow it with: tail -f {log_dir / f'{args.job_name}-{job_id}.log'}; "
+          f"stop it (and its jobs) with: scancel {job_id}")  # fmt: skip
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="run the Snakemake head process as a SLURM job",
+        description="sbatch `snakemake --profile PROFILE ARGS` from the repository root as one "
+        "long, 1-CPU job and print its job id and log path. Snakemake arguments go after --.",
+    )
+    p.add_argument("--profile", default="slurm", help="profile name or dir (default: slurm)")
+    p.add_argument("--log-dir", default=".snakemake/slurm_logs/head",
+                   help="where the head job's log goes (relative to the repo root; default: "
+                   "next to the plugin's per-job logs)")  # fmt: skip
+    p.add_argument("--time", default="7-00:00:00", help="head job time limit (sbatch --time)")
+    p.add_argument("--mem", default="1000M", help="head job memory (sbatch --mem)")
+    p.add_argument("--job-name", default="ftlab-head")
+    p.add_argument("--repo", default=str(REPO), help=argparse.SUPPRESS)
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch command only")
+    p.add_argument("snakemake_args", nargs="*", help="arguments for snakemake (after --)")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    try:
+        return submit(args)
+    except SubmitError as err:
+        print(f"ftlab submit: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,193 @@
+"""SLURM: the tiny study through `--profile slurm` on a real (local) cluster, a training job
+cancelled with scancel and resumed, and `ftlab submit`'s preflight error without sbatch.
+
+The cluster tests skip themselves when `sinfo -h` fails (no cluster: see .ci/run, which starts
+/work/shared/slurm/start-local-slurm.sh). Each SLURM run is paired with a local run of the same
+thing, started at the same time, as the reference its results must equal.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ftlab import cli
+from ftlab.io import checkpoint_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests/config_tiny.yaml"
+# The user-facing profile exactly as typed, plus the test's polling overrides.
+PROFILE = ["--profile", "slurm", "--workflow-profile", str(REPO / "tests/slurm_profile")]
+# A base training slow enough (~900 steps, ~30 s) to be cancelled after its first checkpoint;
+# a second --configfile is merged into the first (--config would pass nested values as strings).
+SLOW_BASE = "pretrain: {epochs: 20, save_every: 50, log_every: 50}\n"
+
+
+def _cluster_up() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+needs_cluster = pytest.mark.skipif(
+    not _cluster_up(), reason="no SLURM cluster (`sinfo -h` failed); .ci/run starts one"
+)
+
+
+def _env() -> dict:
+    # SLURM jobs inherit this environment (--export=ALL): the venv's snakemake/python first.
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def start(workdir: Path, *args: str, configfiles: tuple = (TINY,)) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", *map(str, configfiles), *args]  # fmt: skip
+    log = open(workdir.parent / f"{workdir.name}.log", "w")  # noqa: SIM115 (closed by finish)
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(60)
+    proc.stdout.close() if proc.stdout else None
+    text = Path(proc.args[proc.args.index("-d") + 1] + ".log").read_text()
+    assert proc.returncode == 0, text[-6000:]
+    return text
+
+
+def sacct(run_id: str, since: str) -> pd.DataFrame:
+    """One row per SLURM job (array tasks as N_i) whose job name is this run's id (the plugin
+    names jobs by run; the local cluster does not store job comments)."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-S", since, "--name", run_id,
+         "-o", "JobID,State,Timelimit"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = [line.split("|") for line in out.splitlines() if line]
+    return pd.DataFrame(rows, columns=["job", "state", "timelimit"])
+
+
+def run_ids(log: str) -> list[str]:
+    return re.findall(r"SLURM run ID: (\S+)", log)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny study under SLURM and locally, side by side."""
+    root = tmp_path_factory.mktemp("slurm")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    slurm = start(root / "slurm", *PROFILE)
+    local = start(root / "local", "--cores", "1")  # leaves the 2-CPU node to the SLURM jobs
+    slurm_log, _ = finish(slurm), finish(local)
+    return root, slurm_log, since
+
+
+@needs_cluster
+def test_tiny_study_runs_as_slurm_jobs(runs):
+    root, log, since = runs
+    [run_id] = run_ids(log)
+    jobs = sacct(run_id, since)
+    planned = int(re.search(r"^total\s+(\d+)$", log, re.M)[1]) - 1  # `all` runs in the head
+    assert len(jobs) == planned, jobs
+    assert (jobs.state == "COMPLETED").all(), jobs[jobs.state != "COMPLETED"]
+    # the 14 task_split jobs go out as one array job (profile: slurm-array-jobs)
+    assert jobs.job.str.contains("_").sum() == 14
+
+
+@needs_cluster
+def test_slurm_tables_equal_local(runs):
+    root, _, _ = runs
+    tables = sorted((root / "local/results/tiny/tables").glob("*.csv"))
+    assert len(tables) == 4
+    for local in tables:
+        remote = pd.read_csv(root / "slurm/results/tiny/tables" / local.name)
+        pd.testing.assert_frame_equal(remote, pd.read_csv(local), check_exact=True)
+
+
+@needs_cluster
+def test_cancelled_training_is_retried_and_resumes(runs):
+    """scancel a running base training: the retry (attempt 2, longer time limit) resumes from
+    its last checkpoint, and the published model equals an uninterrupted run's."""
+    root, _, _ = runs
+    target = "results/tiny/models/base_seed1"
+    slow = root / "slow_base.yaml"
+    slow.write_text(SLOW_BASE)
+    args = [target, "--forcerun", "train_base"]
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    slurm = start(root / "slurm", *PROFILE, *args, configfiles=(TINY, slow))
+    # the uninterrupted reference
+    local = start(root / "local", "--cores", "1", *args, configfiles=(TINY, slow))
+    state = root / "slurm/results/tiny/train_state/base_seed1"
+    job_id = None
+    deadline = time.time() + 240
+    while time.time() < deadline and slurm.poll() is None:
+        found = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%A %k"],
+                               capture_output=True, text=True).stdout  # fmt: skip
+        ids = [ln.split()[0] for ln in found.splitlines() if "rule_train_base" in ln]
+        if ids and glob.glob(str(state / "checkpoint-*")):
+            job_id = ids[0]
+            break
+        time.sleep(0.5)
+    assert job_id, "the training job never wrote a checkpoint while running"
+    subprocess.run(["scancel", job_id], check=True)
+    log = finish(slurm)
+    finish(local)
+
+    assert f"SLURM-job '{job_id}' failed" in log
+    [run_id] = run_ids(log)
+    jobs = sacct(run_id, since)
+    # attempt 1 was cancelled (sacct: "CANCELLED by <uid>"), attempt 2 completed
+    assert [s.split()[0] for s in jobs.state] == ["CANCELLED", "COMPLETED"], jobs
+    first, second = jobs.timelimit
+    assert second > first  # runtime grows with the attempt (lexical compare of HH:MM:SS)
+    train_log = (root / "slurm/results/tiny/logs/train/base_seed1.log").read_text()
+    step = int(re.search(r"resuming from step (\d+)", train_log)[1])
+    assert step > 0
+    # Nothing of the cancelled attempt was published: the model is complete, state is gone,
+    # and every checkpoint equals the uninterrupted run's, bit for bit.
+    assert not state.exists()
+    ckpts = sorted(p.name for p in (root / "slurm" / target).glob("checkpoint-*"))
+    assert ckpts == sorted(p.name for p in (root / "local" / target).glob("checkpoint-*"))
+    for name in ckpts:
+        assert checkpoint_sha256(root / "slurm" / target / name) == checkpoint_sha256(
+            root / "local" / target / name
+        )
+
+
+def test_submit_without_sbatch_says_so(tmp_path, monkeypatch, capsys):
+    """No cluster needed: PATH without sbatch gives the clear error, not a traceback."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sinfo", "sacctmgr"):  # other SLURM tools present makes no difference
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli.main(["submit", "--", "-n"]) == 2
+    err = capsys.readouterr().err
+    assert "SLURM requested but sbatch not found" in err
+
+
+def test_submit_names_a_rejected_partition(tmp_path, monkeypatch, capsys):
+    profile = tmp_path / "prof"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(
+        "executor: slurm\ndefault-resources:\n  slurm_partition: nosuchpartition\n"
+    )
+    if not _cluster_up():
+        pytest.skip("needs sinfo to reject the partition")
+    assert cli.main(["submit", "--profile", str(profile), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "partition 'nosuchpartition'" in err and "SITE SETTINGS" in err

@@ -1,0 +1,10 @@
+from ftlab.llm.steps import plot
+from ftlab.steps import setup_logging
+
+setup_logging(snakemake.log[0])
+plot(
+    snakemake.config,
+    snakemake.wildcards.which,
+    {k: snakemake.input[k] for k in ("forgetting", "summary", "in_domain")},
+    snakemake.output.plot,
+)

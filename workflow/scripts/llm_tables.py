@@ -1,0 +1,10 @@
+from ftlab.llm.steps import build_tables
+from ftlab.steps import setup_logging
+
+setup_logging(snakemake.log[0])
+build_tables(
+    snakemake.config,
+    list(snakemake.input.lm_eval),
+    list(snakemake.input.in_domain),
+    {k: snakemake.output[k] for k in ("forgetting", "summary", "in_domain")},
+)

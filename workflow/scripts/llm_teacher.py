@@ -1,0 +1,12 @@
+from ftlab.llm.steps import teacher_trajectories
+from ftlab.steps import setup_logging
+
+setup_logging(snakemake.log[0])
+teacher_trajectories(
+    snakemake.config,
+    snakemake.wildcards.dataset,
+    snakemake.params.teacher,
+    snakemake.input.rows,
+    snakemake.output.records,
+    snakemake.output.report,
+)
