@@ -100,3 +100,15 @@ def test_single_plot_target_needs_only_its_models(tmp_path):
     assert {"represent", "tables", "plot_probes"}.isdisjoint(counts)
     models = {j["wildcards"].get("model") for j in jobs} - {None}
     assert all(m.endswith("_seed1") and not m.startswith("ftwb1") for m in models)
+
+
+def test_forgetting_study_plans_every_checkpoint(tmp_path):
+    """Seed 003's matrix: 3 methods x 3 datasets, every checkpoint and the base evaluated."""
+    jobs = dry_run(REPO / "config/experiments/forgetting_qwen3_1.7b.yaml", tmp_path)
+    counts = rule_counts(jobs)
+    assert counts["train_llm"] == 9
+    assert counts["teacher_trajectories"] == 3
+    # base + 6 SFT runs x 14 checkpoints (every 100 of 1400) + 3 GRPO runs x 6 (every 200)
+    assert counts["evaluate_llm"] == 1 + 6 * 14 + 3 * 6
+    runs = {j["wildcards"]["model"] for j in jobs if j["rule"] == "train_llm"}
+    assert "teacher_sft-math_seed1" in runs and "grpo-triviaqa_seed1" in runs

@@ -108,7 +108,9 @@ class SampleCache:
             self._db.executemany("INSERT OR REPLACE INTO samples (key, value) VALUES (?, ?)", rows)
 
     def __contains__(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM samples WHERE key = ?", (key,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM samples WHERE key = ?", (key,)).fetchone() is not None
+        )
 
     def count(self, prefix: str = "") -> int:
         """Number of rows whose key starts with `prefix` (e.g. a checkpoint hash + "/")."""

@@ -187,9 +187,7 @@ def normalize_row(row: dict, fmt: str, origin: str, i: int, split: str = "train"
     return {"id": _row_id(row, fmt, split, i), **out}
 
 
-def load_rows(
-    source: str, fmt: str, split: str = "train", limit: int | None = None
-) -> list[dict]:
+def load_rows(source: str, fmt: str, split: str = "train", limit: int | None = None) -> list[dict]:
     """Normalised rows of a local file/dir or hub dataset (see the module docstring)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")

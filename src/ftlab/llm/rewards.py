@@ -60,7 +60,18 @@ def _strip_latex(s: str) -> str:
     s = s.strip().strip("$").strip()
     s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
     s = re.sub(r"\\mbox\{([^{}]*)\}", r"\1", s)
-    for token in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\$", "$", "^\\circ", "^{\\circ}"):
+    for token in (
+        "\\left",
+        "\\right",
+        "\\!",
+        "\\,",
+        "\\;",
+        "\\:",
+        "\\$",
+        "$",
+        "^\\circ",
+        "^{\\circ}",
+    ):
         s = s.replace(token, "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
     return s
@@ -166,7 +177,9 @@ def correctness_reward(completions, **kwargs) -> list[float]:
     n = len(completions)
     aliases = kwargs.get("aliases") or [[]] * n
     rewards = []
-    for c, answer, fmt, al in zip(completions, kwargs["answer"], kwargs["fmt"], aliases, strict=True):
+    for c, answer, fmt, al in zip(
+        completions, kwargs["answer"], kwargs["fmt"], aliases, strict=True
+    ):
         row = {"answer": answer, "aliases": al or []}
         rewards.append(float(is_correct(extract_answer(_completion_text(c), fmt), row, fmt)))
     return rewards

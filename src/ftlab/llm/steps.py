@@ -37,9 +37,9 @@ def build_tiny_base(cfg: dict, out_checkpoint: str) -> None:
 
 def prepare_dataset(cfg: dict, dataset: str, out_train: str, out_test: str) -> None:
     """Normalize a dataset's train/test rows ({"id","question","answer","aliases","solution"})."""
-    from ftlab.io import atomic_write_lines
     import json
 
+    from ftlab.io import atomic_write_lines
     from ftlab.llm.data import load_rows, write_fixtures
 
     spec = cfg["llm"]["datasets"][dataset]

@@ -342,9 +342,16 @@ def run_sft(
     }
     config = SFTConfig(
         **_common_args(
-            state_dir=state_dir, lr=lr, max_steps=max_steps, save_steps=save_steps,
-            batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
-            warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
+            state_dir=state_dir,
+            lr=lr,
+            max_steps=max_steps,
+            save_steps=save_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            seed=seed,
+            bf16=bf16,
+            warmup_steps=warmup_steps,
+            lr_scheduler_type=lr_scheduler_type,
         ),  # fmt: skip
         max_length=max_length,
         completion_only_loss=True,
@@ -393,7 +400,9 @@ def grpo_dataset_rows(rows: list[dict], fmt: str, tokenizer, max_prompt_length: 
             }
         )
     if dropped:
-        log.warning("dropped %d of %d prompts over %d tokens", dropped, len(rows), max_prompt_length)
+        log.warning(
+            "dropped %d of %d prompts over %d tokens", dropped, len(rows), max_prompt_length
+        )
     if not out:
         raise ValueError(f"no prompt fits max_prompt_length={max_prompt_length}")
     return out
@@ -479,9 +488,16 @@ def run_grpo(
     }  # use_vllm is left out: generation backend does not define the run
     config = GRPOConfig(
         **_common_args(
-            state_dir=state_dir, lr=lr, max_steps=max_steps, save_steps=save_steps,
-            batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
-            warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
+            state_dir=state_dir,
+            lr=lr,
+            max_steps=max_steps,
+            save_steps=save_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            seed=seed,
+            bf16=bf16,
+            warmup_steps=warmup_steps,
+            lr_scheduler_type=lr_scheduler_type,
         ),  # fmt: skip
         num_generations=num_generations,
         max_completion_length=max_completion_length,
