@@ -208,15 +208,22 @@ def all_targets():
 
 # -- executors ------------------------------------------------------------------------
 def check_slurm_available():
-    """With the SLURM executor, fail before any job when sbatch is missing (the plugin itself
-    would only fail per job, after the DAG is built and the first submission is tried)."""
+    """With the SLURM executor, fail before any job is submitted when sbatch is missing or a
+    partition/account of the jobs is unknown (the plugin would fail job by job, and retry)."""
     plugin = workflow.executor_plugin
-    if plugin is not None and plugin.name == "slurm" and shutil.which("sbatch") is None:
-        raise WorkflowError(
-            "SLURM requested (--executor slurm, e.g. from --profile slurm) but sbatch not found "
-            "on PATH. Run on a SLURM login node, load your site's slurm module, or run "
-            "locally without the profile: snakemake --cores all"
-        )
+    if plugin is None or plugin.name != "slurm":
+        return
+    from ftlab.slurm import SiteValues, SubmitError, preflight
+
+    site = SiteValues()
+    for job in workflow.dag.needrun_jobs():
+        if job.resources.get("slurm_partition"):
+            site.partitions.add(job.resources["slurm_partition"])
+        site.account = job.resources.get("slurm_account") or site.account
+    try:
+        preflight(site)
+    except SubmitError as err:
+        raise WorkflowError(str(err)) from None
 
 
 onstart:

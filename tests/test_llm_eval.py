@@ -1,6 +1,6 @@
 """ftlab.llm.evaluate / ftlab.llm.cache: resumable, per-sample cached LLM evaluation.
 
-Everything runs on two tiny random Qwen2 models (byte-level tokenizer, 2 layers) and the two
+Everything runs on two tiny random models (ftlab.llm.tiny, different seeds) and the two
 local lm-eval tasks in tests/fixtures/lm_eval_tasks (12 generate_until + 8x4 loglikelihood
 requests), so the file stays well under a few minutes on a busy CPU.
 """
@@ -21,38 +21,12 @@ pytest.importorskip("lm_eval")
 from ftlab.io import checkpoint_sha256  # noqa: E402
 from ftlab.llm import evaluate as ev  # noqa: E402
 from ftlab.llm.cache import SampleCache, request_key  # noqa: E402
+from ftlab.llm.data import prompt_for  # noqa: E402
+from ftlab.llm.tiny import build_tiny_causal_lm  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval_tasks"
 BENCH = {"ftlab_tiny_arith": "exact_match", "ftlab_tiny_mc": "acc_norm"}
 N_REQUESTS = 12 + 8 * 4  # arith generations + 4 choices per mc question
-
-
-def build_tiny_lm(out: Path, seed: int) -> Path:
-    """A random 2-layer Qwen2 + byte-level BPE tokenizer (no merges), loadable by HFLM."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
-
-    vocab = {"<|endoftext|>": 0}
-    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    special = "<|endoftext|>"
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=special, bos_token=special, pad_token=special,
-        unk_token=special, model_max_length=512,
-    )  # fmt: skip
-    cfg = Qwen2Config(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        tie_word_embeddings=True, eos_token_id=0, bos_token_id=0, pad_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
-    fast.save_pretrained(out)
-    return out
 
 
 def local_tasks(dest: Path) -> Path:
@@ -74,8 +48,8 @@ def local_tasks(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("llm_eval")
-    m0 = build_tiny_lm(root / "m0", seed=0)
-    m1 = build_tiny_lm(root / "m1", seed=1)
+    m0 = Path(build_tiny_causal_lm(root / "m0", seed=0))
+    m1 = Path(build_tiny_causal_lm(root / "m1", seed=1))
     tasks = local_tasks(root / "tasks")
     return {"root": root, "m0": m0, "m1": m1, "tasks": tasks}
 
@@ -93,6 +67,17 @@ def run(env, model, name, cache, **kw):
 def samples(env, name):
     lines = (env["root"] / f"{name}.samples.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
+
+
+def assert_same_samples(got, want):
+    """Equal, up to float noise in log-likelihoods (other batch sizes pad differently)."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        if g["task"] == "ftlab_tiny_mc":
+            assert [ll for ll, _ in g.pop("response")] == pytest.approx(
+                [ll for ll, _ in w.pop("response")], rel=1e-5
+            )
+        assert g == w
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +206,7 @@ def test_kill_and_resume(env, base, monkeypatch):
     assert len(keys) == len(set(keys)) == N_REQUESTS - 12
     assert not set(keys) & before
     assert resumed["benchmarks"] == base["benchmarks"]
-    assert samples(env, "killed") == samples(env, "base")
+    assert_same_samples(samples(env, "killed"), samples(env, "base"))
 
 
 def test_unknown_benchmark_or_metric_named(env):
@@ -235,24 +220,13 @@ def test_unknown_benchmark_or_metric_named(env):
         ev.run_lm_eval(benchmarks={"ftlab_tiny_mc": "accnorm"}, **common)
 
 
-ROWS = [
-    {"id": "r0", "question": "What is 2+3?", "answer": "5", "aliases": [], "solution": "2+3=5"},
-    {
-        "id": "r1",
-        "question": "Capital of France?",
-        "answer": "Paris",
-        "aliases": ["paris"],
-        "solution": "",
-    },  # fmt: skip
-    {"id": "r2", "question": "What is 10-4?", "answer": "6", "aliases": [], "solution": ""},
-    {
-        "id": "r3",
-        "question": "Largest planet?",
-        "answer": "Jupiter",
-        "aliases": [],
-        "solution": "",
-    },  # fmt: skip
-]
+ROWS = [  # normalized gsm8k-style rows
+    {"id": f"r{i}", "question": q, "answer": a, "aliases": [], "solution": f"#### {a}"}
+    for i, (q, a) in enumerate(
+        [("What is 2+3?", "5"), ("What is 10-4?", "6"), ("What is 50*2?", "100"),
+         ("What is 3*4?", "12")]
+    )
+]  # fmt: skip
 
 
 def write_rows(path: Path) -> Path:
@@ -262,13 +236,12 @@ def write_rows(path: Path) -> Path:
 
 def test_evaluate_in_domain_stub_generator(tmp_path):
     rows = write_rows(tmp_path / "rows.jsonl")
-    prompt_for = ev._prompt_fn()
-    canned = {  # right answer in tags, right answer untagged, wrong, wrong
-        prompt_for(ROWS[0], "reasoning"): "<think>2+3</think><answer>5</answer>",
-        prompt_for(ROWS[1], "reasoning"): "Paris",
-        prompt_for(ROWS[2], "reasoning"): "<answer>7</answer>",
-        prompt_for(ROWS[3], "reasoning"): "no idea",
-    }
+    canned = dict(zip([prompt_for(r, "reasoning") for r in ROWS], [
+        "<reasoning>2+3</reasoning><answer>5</answer>",  # correct, partial, format
+        "The answer is 6",  # correct, partial (last number), no format
+        "<reasoning>x</reasoning><answer>95</answer>",  # wrong but within 10%, format
+        "no idea",  # nothing
+    ], strict=True))  # fmt: skip
     calls = []
 
     def generate(prompts, max_new_tokens):
@@ -277,31 +250,36 @@ def test_evaluate_in_domain_stub_generator(tmp_path):
 
     common = dict(
         model="stub-model", rows_path=str(rows), fmt="gsm8k", cache_path=str(tmp_path / "c.db"),
-        batch_size=3, generate_fn=generate,
+        batch_size=3, generate_fn=generate, meta={"model": "base", "step": 0},
     )  # fmt: skip
     out = ev.evaluate_in_domain(
-        out_json=str(tmp_path / "a.json"), samples_path=str(tmp_path / "a.jsonl"),
-        score_fn=ev._fallback_score, **common,
-    )  # fmt: skip
+        out_json=str(tmp_path / "a.json"), samples_path=str(tmp_path / "a.jsonl"), **common
+    )
     assert calls == [3, 1] and (out["n"], out["n_computed"], out["n_cached"]) == (4, 4, 0)
-    assert (out["accuracy"], out["partial_accuracy"], out["format_accuracy"]) == (0.5, 0.5, 0.5)
+    assert (out["accuracy"], out["partial_accuracy"], out["format_accuracy"]) == (0.5, 0.75, 0.5)
+    assert (out["model"], out["step"]) == ("base", 0)
+    assert json.loads((tmp_path / "a.json").read_text()) == out
     got = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert [(s["id"], s["correct"]) for s in got] == [("r0", 1), ("r1", 1), ("r2", 0), ("r3", 0)]
+    assert [(s["id"], s["correct"], s["format"]) for s in got] == [
+        ("r0", 1, 1), ("r1", 1, 0), ("r2", 0, 1), ("r3", 0, 0)]  # fmt: skip
+    assert [s["completion"] for s in got] == list(canned.values())
 
-    # Default scorer (ftlab.llm.rewards when present), everything from the cache now.
+    # A re-run generates nothing; another model name shares no completions.
     again = ev.evaluate_in_domain(
         out_json=str(tmp_path / "b.json"), samples_path=str(tmp_path / "b.jsonl"), **common
     )
     assert calls == [3, 1] and (again["n_cached"], again["n_computed"]) == (4, 0)
-    score = ev._score_fn()
-    expect = [float(score(canned[prompt_for(r, "reasoning")], r, "gsm8k")["correct"]) for r in ROWS]
-    assert again["accuracy"] == pytest.approx(sum(expect) / 4)
-    assert json.loads((tmp_path / "b.json").read_text()) == again
+    assert again["accuracy"] == out["accuracy"]
+    other = ev.evaluate_in_domain(
+        out_json=str(tmp_path / "c.json"), samples_path=str(tmp_path / "c.jsonl"),
+        **{**common, "model": "other-stub"},
+    )  # fmt: skip
+    assert calls == [3, 1, 3, 1] and other["n_cached"] == 0
 
 
 def test_evaluate_in_domain_tiny_model(env, tmp_path):
     rows = write_rows(tmp_path / "rows.jsonl")
-    common = dict(model=str(env["m0"]), rows_path=str(rows), fmt="triviaqa", max_new_tokens=5,
+    common = dict(model=str(env["m0"]), rows_path=str(rows), fmt="gsm8k", max_new_tokens=5,
                   prompt_style="plain", device="cpu")  # fmt: skip
 
     def go(name, cache, batch_size):
@@ -315,11 +293,8 @@ def test_evaluate_in_domain_tiny_model(env, tmp_path):
         return [json.loads(x)["completion"] for x in lines]
 
     out = go("batched", "c.db", 3)  # left-padded batches of different prompt lengths
-    assert (out["n"], out["n_computed"], out["model_sha256"]) == (
-        4,
-        4,
-        checkpoint_sha256(env["m0"]),
-    )
+    assert (out["n"], out["n_computed"]) == (4, 4)
+    assert out["model_sha256"] == checkpoint_sha256(env["m0"])
     assert all(isinstance(c, str) for c in completions("batched"))
     one = go("single", "c1.db", 1)  # no padding at all
     assert completions("single") == completions("batched")

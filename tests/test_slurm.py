@@ -180,6 +180,23 @@ def test_submit_without_sbatch_says_so(tmp_path, monkeypatch, capsys):
     assert "SLURM requested but sbatch not found" in err
 
 
+def test_workflow_without_sbatch_fails_before_any_job(tmp_path):
+    """`snakemake --profile slurm` where sbatch is missing stops at onstart, naming the cause."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("which", "bash", "sh"):  # the SLURM plugin runs `which` when imported
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), str(bin_dir)])}
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+         "-d", str(tmp_path / "w"), "--configfile", str(TINY), "--profile", "slurm"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "SLURM requested but sbatch not found" in out.stdout + out.stderr
+    assert not (tmp_path / "w/results").exists()
+
+
 def test_submit_names_a_rejected_partition(tmp_path, monkeypatch, capsys):
     profile = tmp_path / "prof"
     profile.mkdir()

@@ -89,9 +89,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def preflight(site: SiteValues, profile: Path) -> None:
-    """sbatch present, partitions known to sinfo, account associated with this user."""
-    where = f"{profile / 'config.yaml'} (SITE SETTINGS block)"
+PROFILE_HINT = "slurm/config.yaml (SITE SETTINGS block)"
+
+
+def preflight(site: SiteValues, where: str = PROFILE_HINT) -> None:
+    """sbatch present, partitions known to sinfo, account associated with this user.
+    `where` tells the user where these values are set. Also called by the workflow's onstart."""
     if shutil.which("sbatch") is None:
         raise SubmitError(
             "SLURM requested but sbatch not found on PATH. Run this on a SLURM login node "
@@ -131,7 +134,14 @@ def sbatch_command(args, site: SiteValues, log_path: Path) -> list[str]:
         cmd.append(f"--partition={site.partition}")
     if site.qos:
         cmd.append(f"--qos={site.qos}")
-    return cmd + ["--wrap", "exec " + shlex.join(snakemake)]
+    # scancel (or the time limit) sends SIGTERM, on which Snakemake only stops submitting and
+    # waits for its running jobs (hours); on SIGINT it scancels them. The batch shell forwards
+    # TERM as INT; `exec-default-sigint` undoes the SIGINT-ignore of background jobs in sh.
+    head = [sys.executable, "-m", "ftlab.slurm", "exec-default-sigint", *snakemake]
+    script = (
+        f"{shlex.join(head)} & pid=$!; trap 'kill -INT $pid 2>/dev/null; wait $pid' TERM; wait $pid"
+    )
+    return cmd + ["--wrap", script]
 
 
 def submit(args) -> int:
@@ -139,7 +149,7 @@ def submit(args) -> int:
     args.repo = str(repo)
     profile = find_profile(args.profile, repo)
     site = site_values(read_profile(profile))
-    preflight(site, profile)
+    preflight(site, f"{profile / 'config.yaml'} (SITE SETTINGS block)")
     log_dir = Path(args.log_dir)
     log_dir = (log_dir if log_dir.is_absolute() else repo / log_dir).resolve()
     cmd = sbatch_command(args, site, log_dir / f"{args.job_name}-%j.log")
@@ -193,3 +203,10 @@ def _cmd(args) -> int:
     except SubmitError as err:
         print(f"ftlab submit: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["exec-default-sigint"]:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # survives exec; SIG_IGN would too
+    os.execvp(sys.argv[2], sys.argv[2:])

@@ -19,8 +19,7 @@ import inspect
 import json
 import logging
 import os
-import re
-import string
+import tempfile
 import time
 from collections.abc import Callable
 from importlib.metadata import version
@@ -31,6 +30,8 @@ from lm_eval.api.model import LM
 
 from ftlab.io import atomic_write_json, atomic_write_lines, checkpoint_sha256
 from ftlab.llm.cache import SampleCache, request_key
+from ftlab.llm.data import prompt_for
+from ftlab.llm.rewards import score_completion
 
 log = logging.getLogger("ftlab.llm.evaluate")
 
@@ -211,7 +212,7 @@ class CachedLM(LM):
                     self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
                 # JSON round trip: fresh answers look exactly like cached ones
                 out = [json.loads(json.dumps(v)) for v in out]
-                self.cache.put_many((k, v) for (k, _), v in zip(chunk, out) if k is not None)
+                self.cache.put_many((k, v) for (k, _), v in zip(chunk, out, strict=True) if k)
                 for (_, ix), v in zip(chunk, out, strict=True):
                     for i in ix:
                         results[i] = _restore(reqtype, v)
@@ -228,6 +229,40 @@ class CachedLM(LM):
 
 
 # ---------------------------------------------------------------------------- lm-eval runs
+
+
+def portable_tasks(include_path: str, dest: str | Path) -> str:
+    """Copy of a folder of local task YAMLs whose relative `data_files` point at files beside
+    the YAML. lm-eval hands data_files to datasets.load_dataset unchanged, which resolves them
+    against the working directory, so a task folder would otherwise only work from one cwd."""
+    import yaml
+
+    src, dest = Path(include_path).resolve(), Path(dest)
+    if not src.is_dir():
+        raise FileNotFoundError(f"lm-eval include_path {include_path!r} is not a folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in src.rglob("*.yaml"):
+        text = path.read_text()
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError:  # e.g. !function tags: leave such files as they are
+            cfg = None
+        files = (
+            (cfg or {}).get("dataset_kwargs", {}).get("data_files")
+            if isinstance(cfg, dict)
+            else None
+        )
+        if isinstance(files, dict):
+            cfg["dataset_kwargs"]["data_files"] = {
+                k: str(path.parent / v) if not Path(v).is_absolute() else v
+                for k, v in files.items()
+            }
+            cfg["dataset_kwargs"].setdefault("cache_dir", str(dest / ".datasets_cache"))
+            text = yaml.safe_dump(cfg, sort_keys=False)
+        out = dest / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return str(dest)
 
 
 def _task_manager(names: list[str], include_path: str | None):
@@ -345,7 +380,7 @@ def run_lm_eval(
     limit: int | None = None,
     include_path: str | None = None,
     num_fewshot: int = 0,
-    device: str = "cpu",
+    device: str | None = None,
     backend: str = "hf",
     meta: dict | None = None,
     chunk_size: int = DEFAULT_CHUNK,
@@ -359,16 +394,24 @@ def run_lm_eval(
     cached per request in `cache_path`; `n_cached`/`n_computed` in the result say how many
     came from there. Writes `samples_path` (jsonl, one line per doc and filter) and then
     `out_json`; returns the `out_json` object. `bootstrap_iters` only matters for metrics
-    without a closed-form stderr (means, i.e. all accuracies, have one).
+    without a closed-form stderr (means, i.e. all accuracies, have one). `device` None:
+    "cuda" when a GPU is visible, else "cpu".
     """
     import lm_eval.evaluator
 
     t0 = time.perf_counter()
     if not benchmarks:
         raise ValueError("no benchmarks given")
+    tmp = tempfile.TemporaryDirectory()
+    if include_path:
+        include_path = portable_tasks(include_path, tmp.name)
     tm = _task_manager(list(benchmarks), include_path)
     objs = _load_benchmarks(tm, benchmarks)
     model_hash = model_fingerprint(model)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = _make_lm(model, backend, batch_size, device, model_args)
     # The backend is part of the cache identity: hf and vllm logprobs differ in the last bits.
     cache_id = model_hash if backend == "hf" else f"{model_hash}-{backend}"
@@ -386,7 +429,8 @@ def run_lm_eval(
     rows = [_metric_row(res, n, m, objs[n]) for n, m in benchmarks.items()]
     meta = dict(meta or {})
     out = {
-        "model": model,
+        "model": meta.get("model", model),  # the study's name for it when given
+        "model_path": model,
         "model_sha256": model_hash,
         "step": meta.get("step"),
         "benchmarks": rows,
@@ -407,56 +451,6 @@ def run_lm_eval(
 
 
 # ---------------------------------------------------------------------------- in-domain
-
-REASONING_INSTRUCTION = (
-    "Solve the problem. Think step by step inside <think></think>, then give only the final "
-    "answer inside <answer></answer>."
-)
-
-
-def _fallback_prompt(row: dict, style: str) -> str:
-    if style == "reasoning":
-        return f"{REASONING_INSTRUCTION}\n\nQuestion: {row['question']}\n"
-    return f"Question: {row['question']}\nAnswer:"
-
-
-def _norm(text: str) -> str:
-    text = str(text).lower().replace(",", "").replace("$", "").strip()
-    text = "".join(ch for ch in text if ch not in string.punctuation or ch in ".-/")
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split()).rstrip(".")
-
-
-def _fallback_score(text: str, row: dict, fmt: str) -> dict:
-    """Stand-in for ftlab.llm.rewards.score_completion: tagged or last-line answer vs aliases."""
-    tag = re.search(r"<answer>(.*?)</answer>", text, re.S)
-    if tag:
-        pred = tag.group(1)
-    elif "####" in text:
-        pred = text.rsplit("####", 1)[1]
-    else:
-        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-        pred = lines[-1] if lines else ""
-    golds = {_norm(a) for a in [row.get("answer"), *(row.get("aliases") or [])] if a}
-    correct = _norm(pred) in golds
-    partial = correct or any(g and g in _norm(text) for g in golds)
-    return {"correct": float(correct), "partial": float(partial), "format": float(bool(tag))}
-
-
-def _prompt_fn() -> Callable[[dict, str], str]:
-    try:
-        from ftlab.llm.data import prompt_for
-    except ImportError:
-        return _fallback_prompt
-    return prompt_for
-
-
-def _score_fn() -> Callable[[str, dict, str], dict]:
-    try:
-        from ftlab.llm.rewards import score_completion
-    except ImportError:
-        return _fallback_score
-    return score_completion
 
 
 class HFGenerator:
@@ -523,21 +517,18 @@ def evaluate_in_domain(
     device: str | None = None,
     chat_template: bool = False,
     generate_fn: Callable[[list[str], int], list[str]] | None = None,
-    score_fn: Callable[[str, dict, str], dict] | None = None,
 ) -> dict:
     """Greedy accuracy of `model` on the normalized rows of `rows_path` (jsonl).
 
-    Prompts come from ``ftlab.llm.data.prompt_for(row, prompt_style)`` (fallback: a plain
-    "Question: ...\\nAnswer:" or a reasoning-tag instruction); completions are scored with
-    ``ftlab.llm.rewards.score_completion(text, row, fmt)`` (fallback: tagged/last-line answer
-    against answer + aliases). Completions are cached per prompt (key: model fingerprint,
+    Prompts are ``ftlab.llm.data.prompt_for(row, prompt_style)``; completions are scored with
+    ``ftlab.llm.rewards.score_completion(text, row, fmt)`` (correct, partial, format), whose
+    means are the result. Completions are cached per prompt (key: model fingerprint,
     "in_domain:<fmt>", prompt + generation settings) one committed batch at a time, so a
-    resumed run generates only what is missing. `generate_fn(prompts, max_new_tokens)`
-    replaces the model (tests, other backends); `score_fn` replaces the scorer.
+    resumed run generates only what is missing; scores are recomputed from the completions.
+    `generate_fn(prompts, max_new_tokens)` replaces the HF model (tests, other backends).
     """
     t0 = time.perf_counter()
     rows = _read_rows(rows_path, limit)
-    prompt_for, score = _prompt_fn(), score_fn or _score_fn()
     prompts = [prompt_for(r, prompt_style) for r in rows]
     model_hash = model_fingerprint(model)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "chat": chat_template}
@@ -564,7 +555,7 @@ def evaluate_in_domain(
     samples, sums = [], {"correct": 0.0, "partial": 0.0, "format": 0.0}
     for row, prompt, key in zip(rows, prompts, keys, strict=True):
         completion = done[key]
-        s = score(completion, row, fmt)
+        s = score_completion(completion, row, fmt)
         for k in sums:
             sums[k] += float(s[k])
         samples.append({"id": row.get("id"), "prompt": prompt, "completion": completion,
@@ -572,7 +563,8 @@ def evaluate_in_domain(
     n = len(rows)
     meta = dict(meta or {})
     out = {
-        "model": model,
+        "model": meta.get("model", model),  # the study's name for it when given
+        "model_path": model,
         "model_sha256": model_hash,
         "step": meta.get("step"),
         "fmt": fmt,

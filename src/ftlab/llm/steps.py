@@ -101,6 +101,15 @@ def train_run(cfg: dict, run_name: str, base: str, data_path: str, out_dir: str,
     from ftlab.llm import train
 
     run = LLMStudy(cfg).run(run_name)
+    if not any(line.strip() for line in Path(data_path).read_text().splitlines()):
+        raise ValueError(
+            f"{data_path} holds no training rows for {run_name}"
+            + (
+                " (the teacher kept no trajectory: see teacher_report.json)"
+                if run.method == "teacher_sft"
+                else ""
+            )
+        )
     meta = {"study": cfg["study"], "method": run.method, "dataset": run.dataset}
     if run.trainer == "sft":
         hp = cfg["llm"]["sft"]

@@ -80,7 +80,10 @@ def hf_generator(
 
 def vllm_generator(model_path: str, *, max_new_tokens: int, temperature: float) -> GenerateFn:
     """vLLM offline generation (imported lazily: vLLM is optional)."""
-    from vllm import LLM, SamplingParams
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as e:
+        raise RuntimeError("backend 'vllm' needs the vllm package (pip install ftlab[vllm])") from e
 
     llm = LLM(model=model_path)
 

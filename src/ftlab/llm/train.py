@@ -257,13 +257,17 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
         "trl_version": _trl_version(),
         "meta": meta or {},
     }
-    trainer = trainer_factory([_StampCheckpoints(info), _LogToLogger(), *(callbacks or [])])
-    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # prints raw dicts
+    resume_step = int(_CKPT_RE.fullmatch(resume.name).group(1)) if resume is not None else 0
     if resume is not None:
-        log.info("resuming from step %s (%s)", resume.name.split("-")[-1], resume)
+        log.info("resuming from step %d (%s)", resume_step, resume)
     else:
         log.info("starting %s from scratch (step 0 of %d)", inputs["method"], inputs["max_steps"])
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    # Killed after the last checkpoint: only publishing is left. (The Trainer, resumed at
+    # max_steps, would run one extra step and save checkpoint-<max_steps + 1>.)
+    if resume_step < inputs["max_steps"]:
+        trainer = trainer_factory([_StampCheckpoints(info), _LogToLogger(), *(callbacks or [])])
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # raw dicts
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     publish(out_path, state_path)
 
 

@@ -1,0 +1,426 @@
+"""LLM study: data loading, rewards, tiny model, SFT/GRPO training + resume, teacher data."""
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ftlab.io import checkpoint_sha256
+from ftlab.llm import data, rewards, teacher, tiny
+from ftlab.llm import train as llm_train
+
+MATH_ROW = {
+    "problem": "What is $\\frac{2}{4}$ in lowest terms?",
+    "solution": "Divide both by 2: $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$.",
+    "level": "Level 1",
+}
+OPTIMIZER_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    return data.write_fixtures(tmp_path_factory.mktemp("fixtures"), n_train=16, n_test=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    return tiny.build_tiny_causal_lm(out, seed=0, layers=2, hidden=32, heads=2, max_length=512)
+
+
+@pytest.fixture(scope="module")
+def sft_records_path(fixtures, tmp_path_factory):
+    rows = data.load_rows(fixtures["gsm8k"], "gsm8k")
+    path = tmp_path_factory.mktemp("sft") / "records.jsonl"
+    data.write_jsonl(path, data.sft_records(rows, "gt"))
+    return str(path)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def test_fixtures_round_trip(fixtures, tmp_path):
+    gsm = data.load_rows(fixtures["gsm8k"], "gsm8k")
+    assert len(gsm) == 16 and len(data.load_rows(fixtures["gsm8k"], "gsm8k", split="test")) == 8
+    for row in gsm:
+        assert set(row) == {"id", "question", "answer", "aliases", "solution"}
+        assert row["solution"].endswith(f"#### {row['answer']}") and "<<" not in row["solution"]
+        assert rewards.extract_answer(row["solution"], "gsm8k") == row["answer"]
+    trivia = data.load_rows(fixtures["triviaqa"], "triviaqa", limit=5)
+    assert len(trivia) == 5
+    for row in trivia:
+        assert row["aliases"][0] == row["answer"] == row["solution"]
+        assert row["id"].startswith("tqa_fixture_")
+    # Deterministic, and the same rows come back from parquet and .json files.
+    again = data.write_fixtures(tmp_path / "again", n_train=16, n_test=8)
+    for name in ("gsm8k", "triviaqa"):
+        for split in ("train", "test"):
+            a = open(os.path.join(fixtures[name], f"{split}.jsonl")).read()
+            assert a == open(os.path.join(again[name], f"{split}.jsonl")).read()
+    raw = data.read_jsonl(os.path.join(fixtures["gsm8k"], "train.jsonl"))
+    pd.DataFrame(raw).to_parquet(tmp_path / "train.parquet")
+    (tmp_path / "rows.json").write_text(json.dumps(raw))
+    for src in (tmp_path / "train.parquet", tmp_path / "rows.json"):
+        assert data.load_rows(str(src), "gsm8k") == gsm
+
+
+def test_math_rows_and_nested_boxed(tmp_path):
+    path = tmp_path / "math.jsonl"
+    data.write_jsonl(path, [MATH_ROW])
+    (row,) = data.load_rows(str(path), "math")
+    assert row["answer"] == "\\frac{1}{2}" and row["id"] == "math-train-0"
+    assert (
+        data.last_boxed("a \\boxed{1} then \\boxed{x^{2}+\\frac{1}{2}} end") == "x^{2}+\\frac{1}{2}"
+    )
+    assert rewards.is_correct("\\dfrac{1}{2}", row, "math") and rewards.is_correct(
+        "0.5", row, "math"
+    )
+    completion = data.sft_records([row], "gt")[0]["completion"]
+    assert rewards.score_completion(completion, row, "math") == dict.fromkeys(
+        ("correct", "partial", "format"), True
+    )
+
+
+def test_malformed_rows_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "What is 1+1?"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl.*'answer'"):
+        data.load_rows(str(bad), "gsm8k")
+    bad.write_text(json.dumps({"question": "q", "answer": "no final line"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl.*####"):
+        data.load_rows(str(bad), "gsm8k")
+    bad.write_text(json.dumps({"problem": "p", "solution": "no box"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl.*boxed"):
+        data.load_rows(str(bad), "math")
+    bad.write_text(json.dumps({"question": "q", "answer": {"aliases": ["x"]}}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl.*answer\.value"):
+        data.load_rows(str(bad), "triviaqa")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        data.load_rows("openai/gsm8k:main", "gsm8k")  # conftest sets the hub offline
+    with pytest.raises(ValueError, match="unknown format"):
+        data.load_rows(str(bad), "mmlu")
+
+
+def test_prompts_and_records():
+    row = {"question": "What is 2+3?", "answer": "5", "aliases": [], "solution": "2+3=5\n#### 5"}
+    assert data.prompt_for(row, "plain") == "Question: What is 2+3?\nAnswer:"
+    assert "<answer>" in data.prompt_for(row, "reasoning")
+    (gt,) = data.sft_records([row], "gt")
+    assert gt["completion"] == "<reasoning>2+3=5</reasoning>\n<answer>5</answer>"
+    assert data.sft_records([row], "gt", style="plain")[0]["completion"] == " 2+3=5\n#### 5"
+    (rec,) = data.sft_records([{**row, "teacher_completion": "T"}], "teacher")
+    assert rec == {"prompt": data.prompt_for(row, "reasoning"), "completion": "T"}
+    with pytest.raises(ValueError, match="teacher_completion"):
+        data.sft_records([row], "teacher")
+
+
+# -- rewards ------------------------------------------------------------------------------------
+def test_extraction_order():
+    ex = rewards.extract_answer
+    assert ex("<reasoning>7 #### 8</reasoning><answer> 9 </answer>", "gsm8k") == "9"
+    assert ex("so 3 + 4\n#### 7\nbye 10", "gsm8k") == "7"
+    assert ex("so \\boxed{\\frac{3}{4}} or 5", "math") == "\\frac{3}{4}"
+    assert ex("<answer>so \\boxed{12}</answer>", "math") == "12"
+    assert ex("first 12, then 1,500 apples", "gsm8k") == "1500"
+    assert ex("no digits here", "gsm8k") is None
+    assert ex("\n  Paris \nmore", "triviaqa") == "Paris"
+    assert ex("x <answer>Rome</answer>", "triviaqa") == "Rome"
+
+
+def test_normalization_partial_and_aliases():
+    row = {"answer": "1000", "aliases": []}
+    assert rewards.normalize("1,000", "gsm8k") == rewards.normalize("1000.0", "gsm8k")
+    for pred in ("1,000", "1000.0", "$1,000", "1000 dollars", "1000."):
+        assert rewards.is_correct(pred, row, "gsm8k"), pred
+    assert not rewards.is_correct("1001", row, "gsm8k")
+    assert not rewards.is_correct(None, row, "gsm8k")
+    hundred = {"answer": "100", "aliases": []}
+    assert rewards.is_partial("110", hundred, "gsm8k") and rewards.is_partial(
+        "90", hundred, "gsm8k"
+    )
+    assert not rewards.is_partial("111", hundred, "gsm8k")
+    assert not rewards.is_partial("89", hundred, "gsm8k")
+    assert not rewards.is_correct("110", hundred, "gsm8k")
+    dc = {"answer": "Washington, D.C.", "aliases": ["Washington, D.C.", "Washington DC"]}
+    assert rewards.is_correct("washington dc", dc, "triviaqa")
+    assert rewards.is_correct("The Washington D.C.", dc, "triviaqa")
+    assert rewards.is_partial("Washington DC", dc, "triviaqa")
+    assert not rewards.is_correct("Paris", dc, "triviaqa")
+    assert not rewards.is_correct("2x", {"answer": "2"}, "math")
+
+
+def test_format_and_reward_functions():
+    good = "<reasoning>3 + 4 = 7</reasoning>\n<answer>7</answer>"
+    assert rewards.has_format(good) and rewards.has_format("  " + good + "\n")
+    for bad in (
+        "<answer>7</answer>",
+        "7",
+        good + " extra",
+        "<reasoning></reasoning><answer>7</answer>",
+    ):
+        assert not rewards.has_format(bad), bad
+    row = {"answer": "7", "aliases": []}
+    assert rewards.score_completion(good, row, "gsm8k") == {
+        "correct": True,
+        "partial": True,
+        "format": True,
+    }
+    completions = [good, "#### 7", "<reasoning>x</reasoning><answer>8</answer>"]
+    kwargs = {"answer": ["7"] * 3, "aliases": [[]] * 3, "fmt": ["gsm8k"] * 3, "prompts": [""] * 3}
+    assert rewards.correctness_reward(completions, **kwargs) == [1.0, 1.0, 0.0]
+    assert rewards.format_reward(completions, **kwargs) == [1.0, 0.0, 1.0]
+    conversational = [[{"role": "assistant", "content": good}]]
+    assert rewards.correctness_reward(conversational, answer=["7"], fmt=["gsm8k"]) == [1.0]
+
+
+# -- tiny model ---------------------------------------------------------------------------------
+def test_tiny_model_loads_and_tokenizer_round_trips(tiny_model, fixtures):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert model.config.model_type == "qwen3" and model.config.num_hidden_layers == 2
+    assert len(tok) == 100 and (tok.bos_token, tok.eos_token, tok.pad_token) == (
+        tiny.BOS,
+        tiny.EOS,
+        tiny.PAD,
+    )
+    rows = data.load_rows(fixtures["gsm8k"], "gsm8k") + data.load_rows(
+        fixtures["triviaqa"], "triviaqa"
+    )
+    for rec in data.sft_records(rows, "gt") + data.sft_records(rows, "gt", style="plain"):
+        text = rec["prompt"] + rec["completion"]
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id and len(ids) == len(text) + 1  # one token per char
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.convert_ids_to_tokens(tok("a b\nc")["input_ids"]) == [
+        "<bos>",
+        "a",
+        " ",
+        "b",
+        "\n",
+        "c",
+    ]
+
+
+def test_lm_eval_hflm_loads_tiny_model(tiny_model):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=tiny_model, batch_size=2, device="cpu")
+    req = Instance("loglikelihood", doc={}, arguments=("Question: 2+3?\nAnswer:", " 5"), idx=0)
+    ((logprob, _),) = lm.loglikelihood([req])
+    assert logprob < 0
+
+
+# -- SFT ----------------------------------------------------------------------------------------
+def sft_kwargs(tiny_model, records, root, **over):
+    kw = dict(
+        base_model=tiny_model,
+        records_path=records,
+        out_dir=str(root / "models" / "sft"),
+        state_dir=str(root / "train_state" / "sft"),
+        lr=1e-3,
+        max_steps=4,
+        save_steps=2,
+        batch_size=4,
+        max_length=512,
+        seed=0,
+    )
+    kw.update(over)
+    return kw
+
+
+def assert_published(out, steps, method):
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"checkpoint-{s}" for s in steps] + ["training_log.csv"]
+    )
+    for step in steps:
+        ckpt = out / f"checkpoint-{step}"
+        names = {p.name for p in ckpt.iterdir()}
+        assert "model.safetensors" in names and "tokenizer.json" in names
+        assert not names & OPTIMIZER_FILES and "training_args.bin" not in names
+        info = json.loads((ckpt / "ftlab_checkpoint.json").read_text())
+        assert info["method"] == method and info["step"] == step and info["seed"] == 0
+        assert len(info["data_sha256"]) == 64 and info["hyperparameters"]["lr"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out / f"checkpoint-{steps[-1]}")
+    assert model.config.model_type == "qwen3"
+
+
+def test_sft_publishes_checkpoints(tiny_model, sft_records_path, tmp_path):
+    kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, meta={"study": "t"})
+    llm_train.run_sft(**kw)
+    out = tmp_path / "models" / "sft"
+    assert_published(out, [2, 4], "sft")
+    assert not (tmp_path / "train_state" / "sft").exists()
+    assert not any(p.name.startswith(".") for p in (tmp_path / "models").iterdir())
+    info = json.loads((out / "checkpoint-4" / "ftlab_checkpoint.json").read_text())
+    assert info["meta"] == {"study": "t"} and info["base_model"] == tiny_model
+    assert info["base_model_sha256"] == checkpoint_sha256(tiny_model)
+    log = pd.read_csv(out / "training_log.csv")
+    assert list(log["step"]) == [1, 2, 3, 4] and "loss" in log
+    assert checkpoint_sha256(out / "checkpoint-4") != checkpoint_sha256(tiny_model)  # it trained
+
+
+def test_sft_crash_before_publish_resumes_or_starts_over(
+    tiny_model, sft_records_path, tmp_path, monkeypatch, caplog
+):
+    state = tmp_path / "train_state" / "sft"
+
+    def crashed_run(**over):
+        def crash(*a, **k):
+            raise RuntimeError("killed before publishing")
+
+        monkeypatch.setattr(llm_train, "publish", crash)
+        with pytest.raises(RuntimeError):
+            llm_train.run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
+        monkeypatch.undo()
+        assert (state / "checkpoint-2" / "ftlab_checkpoint.json").is_file()
+
+    def messages_of(**over):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ftlab.llm.train"):
+            llm_train.run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
+        assert not state.exists()
+        return [r.getMessage() for r in caplog.records if r.name == "ftlab.llm.train"]
+
+    # Same run: resumes at its last step, trains nothing more, publishes.
+    crashed_run(max_steps=2)
+    messages = messages_of(max_steps=2)
+    assert any(m.startswith("resuming from step 2") for m in messages), messages
+    assert_published(tmp_path / "models" / "sft", [2], "sft")
+    # Another seed: the stale checkpoints belong to a different run and are thrown away.
+    crashed_run(max_steps=2)
+    messages = messages_of(max_steps=2, seed=1)
+    assert any("fingerprint mismatch" in m for m in messages), messages
+    assert any("from scratch" in m for m in messages)
+    info = json.loads((tmp_path / "models/sft/checkpoint-2/ftlab_checkpoint.json").read_text())
+    assert info["seed"] == 1
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import transformers
+    from ftlab.llm.train import run_sft
+
+    class Slow(transformers.TrainerCallback):  # so the parent can kill it mid-training
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.5)
+
+    run_sft(**json.loads(sys.argv[1]), callbacks=[Slow()])
+    """
+)
+
+
+@pytest.mark.slow
+def test_sft_resumes_after_sigkill(tiny_model, sft_records_path, tmp_path, caplog):
+    kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, max_steps=6)
+    state = tmp_path / "train_state" / "sft"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(kw)], stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (state / "checkpoint-2" / "ftlab_checkpoint.json").is_file():
+        if proc.poll() is not None:
+            pytest.fail(proc.stderr.read().decode()[-3000:])
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "models" / "sft").exists()
+    # A checkpoint the Trainer was writing when the kill came (no stamp) must be discarded.
+    (state / "checkpoint-99").mkdir(exist_ok=True)
+    (state / "checkpoint-99" / "model.safetensors").write_bytes(b"partial")
+
+    with caplog.at_level(logging.INFO, logger="ftlab.llm.train"):
+        llm_train.run_sft(**kw)
+    messages = [r.getMessage() for r in caplog.records if r.name == "ftlab.llm.train"]
+    resumed = [m for m in messages if m.startswith("resuming from step")]
+    assert resumed and int(resumed[0].split()[3]) >= 2, messages
+    assert not any("from scratch" in m for m in messages)
+    assert_published(tmp_path / "models" / "sft", [2, 4, 6], "sft")
+    assert not state.exists()
+
+
+# -- GRPO ---------------------------------------------------------------------------------------
+def test_grpo_runs_and_publishes(tiny_model, fixtures, tmp_path):
+    rows_path = tmp_path / "rows.jsonl"
+    data.write_jsonl(rows_path, data.load_rows(fixtures["gsm8k"], "gsm8k"))
+    llm_train.run_grpo(
+        base_model=tiny_model, rows_path=str(rows_path), fmt="gsm8k",
+        out_dir=str(tmp_path / "models" / "grpo"), state_dir=str(tmp_path / "state" / "grpo"),
+        lr=1e-4, max_steps=2, save_steps=1, batch_size=4, num_generations=2,
+        max_prompt_length=400, max_completion_length=12, seed=0,
+    )  # fmt: skip
+    out = tmp_path / "models" / "grpo"
+    assert_published(out, [1, 2], "grpo")
+    assert not (tmp_path / "state" / "grpo").exists()
+    info = json.loads((out / "checkpoint-2" / "ftlab_checkpoint.json").read_text())
+    assert info["data_format"] == "gsm8k" and info["hyperparameters"]["num_generations"] == 2
+    log = pd.read_csv(out / "training_log.csv")
+    assert "reward" in log and list(log["step"]) == [1, 2]
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        llm_train.run_grpo(
+            base_model=tiny_model, rows_path=str(rows_path), fmt="gsm8k", out_dir="x",
+            state_dir="y", lr=1e-4, max_steps=1, save_steps=1, batch_size=3,
+            num_generations=2, max_prompt_length=400, max_completion_length=8, seed=0,
+        )  # fmt: skip
+
+
+# -- teacher ------------------------------------------------------------------------------------
+def test_verify_and_keep_with_stub_generator(fixtures, tmp_path):
+    rows = data.load_rows(fixtures["gsm8k"], "gsm8k", limit=4)
+    rows_path = tmp_path / "rows.jsonl"
+    data.write_jsonl(rows_path, rows)
+    seen = []
+
+    def stub(prompts, n):  # 1st sample right (with format), 2nd wrong; question 3 all wrong
+        seen.append((prompts, n))
+        out = []
+        for i, row in enumerate(rows):
+            right = f"<reasoning>r</reasoning><answer>{row['answer']}</answer>"
+            out.append([right if i != 3 else "#### -1", "<answer>-1</answer>"])
+        return out
+
+    report = teacher.generate_trajectories(
+        teacher_model="stub", rows_path=str(rows_path), fmt="gsm8k",
+        out_path=str(tmp_path / "kept.jsonl"), report_path=str(tmp_path / "report.json"),
+        max_new_tokens=8, batch_size=2, samples_per_question=2, generate=stub,
+    )  # fmt: skip
+    assert seen[0][1] == 2 and seen[0][0] == [data.prompt_for(r, "reasoning") for r in rows]
+    assert report["n_questions"] == 4 and report["n_generated"] == 8 and report["n_kept"] == 3
+    assert report["pass_rate"] == pytest.approx(3 / 8) and report["n_questions_solved"] == 3
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    kept = data.read_jsonl(tmp_path / "kept.jsonl")
+    assert [k["prompt"] for k in kept] == [data.prompt_for(r, "reasoning") for r in rows[:3]]
+    assert all(k["completion"].startswith("<reasoning>") for k in kept)
+    with pytest.raises(ValueError, match="generation lists"):
+        teacher.verify_and_keep(rows, [["x"]], "gsm8k")
+
+
+def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path):
+    rows_path = tmp_path / "rows.jsonl"
+    data.write_jsonl(rows_path, data.load_rows(fixtures["triviaqa"], "triviaqa"))
+    report = teacher.generate_trajectories(
+        teacher_model=tiny_model, rows_path=str(rows_path), fmt="triviaqa",
+        out_path=str(tmp_path / "kept.jsonl"), report_path=str(tmp_path / "report.json"),
+        backend="hf", max_new_tokens=6, batch_size=3, samples_per_question=2,
+        temperature=1.0, limit=5,
+    )  # fmt: skip
+    assert report["backend"] == "hf" and report["teacher_model"] == tiny_model
+    assert report["n_questions"] == 5 and report["n_generated"] == 10
+    assert 0 <= report["n_kept"] <= report["n_generated"]
+    assert report["pass_rate"] == pytest.approx(report["n_kept"] / report["n_generated"])
+    assert len(data.read_jsonl(tmp_path / "kept.jsonl")) == report["n_kept"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        teacher.choose_backend("tgi")
+    if importlib.util.find_spec("vllm") is None:  # the lazy import fails with a clear message
+        assert teacher.choose_backend("auto") == "hf"
+        with pytest.raises(RuntimeError, match="vllm package"):
+            teacher.vllm_generator(tiny_model, max_new_tokens=4, temperature=0.0)

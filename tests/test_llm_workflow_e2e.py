@@ -1,0 +1,106 @@
+"""The LLM study kind end to end through Snakemake on CPU: a tiny causal LM, project-written
+GSM8K/TriviaQA-format data, local lm-eval tasks (generate_until + multiple_choice)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "kind": "llm",
+    "study": "llm_tiny",
+    "seeds": [1],
+    "llm": {
+        "base_model": "tiny",
+        "datasets": {
+            "gsm8k": {"format": "gsm8k", "train": "builtin:gsm8k", "test": "builtin:gsm8k",
+                      "limit_train": 16, "limit_test": 6},
+            "triviaqa": {"format": "triviaqa", "train": "builtin:triviaqa",
+                         "test": "builtin:triviaqa", "limit_train": 16, "limit_test": 6},
+        },
+        "methods": ["gt_sft", "grpo"],
+        "teacher": {"model": "tiny", "backend": "hf", "max_new_tokens": 8, "batch_size": 8},
+        "sft": {"lr": 0.001, "max_steps": 4, "save_steps": 2, "batch_size": 4, "grad_accum": 1,
+                "max_length": 256},
+        "grpo": {"lr": 0.0001, "max_steps": 2, "save_steps": 1, "batch_size": 4,
+                 "num_generations": 2, "max_prompt_length": 256, "max_completion_length": 8},
+        "benchmarks": {"ftlab_tiny_arith": "exact_match", "ftlab_tiny_mc": "acc_norm"},
+        "lm_eval": {"batch_size": 4,
+                    "include_path": str(REPO / "tests/fixtures/lm_eval_tasks")},
+        "in_domain": {"limit": 4, "max_new_tokens": 8, "batch_size": 4},
+        "checkpoints": "all",
+    },
+}
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           *args, "--configfile", str(configfile)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("llm")
+    configfile = workdir / "llm_tiny.yaml"
+    configfile.write_text(yaml.safe_dump(CONFIG))
+    report = "results/llm_tiny/data/gsm8k/teacher_report.json"
+    snakemake(workdir, configfile, "--cores", "2", "all", report)
+    return workdir, configfile
+
+
+def test_every_checkpoint_and_the_base_are_evaluated(run):
+    workdir, _ = run
+    res = workdir / "results/llm_tiny"
+    points = [("base", 0)] + [
+        (f"{m}-{d}_seed1", s)
+        for d in ("gsm8k", "triviaqa")
+        for m, steps in (("gt_sft", (2, 4)), ("grpo", (1, 2)))
+        for s in steps
+    ]
+    for model, step in points:
+        metrics = json.loads((res / f"evals/{model}/checkpoint-{step}/lm_eval.json").read_text())
+        assert {b["task"] for b in metrics["benchmarks"]} == {"ftlab_tiny_arith", "ftlab_tiny_mc"}
+        assert (res / f"evals/{model}/checkpoint-{step}/lm_eval.samples.jsonl").stat().st_size
+        in_domain = json.loads((res / f"evals/{model}/checkpoint-{step}/in_domain.json").read_text())
+        assert set(in_domain["datasets"]) == {"gsm8k", "triviaqa"}
+    ckpt = res / "models/gt_sft-gsm8k_seed1/checkpoint-4"
+    assert json.loads((ckpt / "ftlab_checkpoint.json").read_text())["step"] == 4
+    assert not (res / "train_state/gt_sft-gsm8k_seed1").exists()
+
+
+def test_forgetting_tables_and_plots(run):
+    workdir, _ = run
+    res = workdir / "results/llm_tiny"
+    forgetting = pd.read_csv(res / "tables/forgetting.csv")
+    # forgetting is recomputed here independently: score minus the base model's score
+    base = forgetting[forgetting.step == 0].groupby("benchmark").value.first()
+    expected = forgetting.value - forgetting.benchmark.map(base)
+    assert (forgetting.forgetting - expected).abs().max() < 1e-12
+    summary = pd.read_csv(res / "tables/forgetting_summary.csv")
+    assert len(summary) == 4 and set(summary.method) == {"gt_sft", "grpo"}
+    in_domain = pd.read_csv(res / "tables/in_domain.csv")
+    assert {"accuracy", "partial_accuracy", "format_accuracy"} <= set(in_domain.columns)
+    for plot in ("forgetting_summary", "forgetting_gsm8k", "in_domain_triviaqa"):
+        assert (res / f"plots/{plot}.png").stat().st_size > 1000
+    report = json.loads((res / "data/gsm8k/teacher_report.json").read_text())
+    assert report["n_kept"] <= report["n_generated"]
+
+
+def test_rerun_is_a_no_op_and_evals_come_from_the_cache(run):
+    workdir, configfile = run
+    assert "Nothing to be done" in snakemake(workdir, configfile, "-n")
+    # forcing one evaluation again recomputes nothing: every request is in the sample cache
+    target = "results/llm_tiny/evals/grpo-gsm8k_seed1/checkpoint-2/lm_eval.json"
+    snakemake(workdir, configfile, "--cores", "1", "--forcerun", "evaluate_llm", target)
+    again = json.loads((workdir / target).read_text())
+    assert again["n_computed"] == 0 and again["n_cached"] > 0
