@@ -94,7 +94,12 @@ def test_llm_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="llm.datasets"):
         validate_config({"kind": "llm", "study": "t"})
     with pytest.raises(ConfigError, match="llm.datasets.gsm8k.test"):
-        validate_config({"kind": "llm", "study": "t",
-                         "llm": {"datasets": {"gsm8k": {"format": "gsm8k", "train": "x"}}}})
+        validate_config(
+            {
+                "kind": "llm",
+                "study": "t",
+                "llm": {"datasets": {"gsm8k": {"format": "gsm8k", "train": "x"}}},
+            }
+        )
     with pytest.raises(ConfigError, match="llm.methods"):
         validate_config({"kind": "llm", "study": "t", "llm": {"methods": ["dpo"]}})

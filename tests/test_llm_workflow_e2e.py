@@ -20,20 +20,42 @@ CONFIG = {
     "llm": {
         "base_model": "tiny",
         "datasets": {
-            "gsm8k": {"format": "gsm8k", "train": "builtin:gsm8k", "test": "builtin:gsm8k",
-                      "limit_train": 16, "limit_test": 6},
-            "triviaqa": {"format": "triviaqa", "train": "builtin:triviaqa",
-                         "test": "builtin:triviaqa", "limit_train": 16, "limit_test": 6},
+            "gsm8k": {
+                "format": "gsm8k",
+                "train": "builtin:gsm8k",
+                "test": "builtin:gsm8k",
+                "limit_train": 16,
+                "limit_test": 6,
+            },
+            "triviaqa": {
+                "format": "triviaqa",
+                "train": "builtin:triviaqa",
+                "test": "builtin:triviaqa",
+                "limit_train": 16,
+                "limit_test": 6,
+            },
         },
         "methods": ["gt_sft", "grpo"],
         "teacher": {"model": "tiny", "backend": "hf", "max_new_tokens": 8, "batch_size": 8},
-        "sft": {"lr": 0.001, "max_steps": 4, "save_steps": 2, "batch_size": 4, "grad_accum": 1,
-                "max_length": 256},
-        "grpo": {"lr": 0.0001, "max_steps": 2, "save_steps": 1, "batch_size": 4,
-                 "num_generations": 2, "max_prompt_length": 256, "max_completion_length": 8},
+        "sft": {
+            "lr": 0.001,
+            "max_steps": 4,
+            "save_steps": 2,
+            "batch_size": 4,
+            "grad_accum": 1,
+            "max_length": 256,
+        },
+        "grpo": {
+            "lr": 0.0001,
+            "max_steps": 2,
+            "save_steps": 1,
+            "batch_size": 4,
+            "num_generations": 2,
+            "max_prompt_length": 256,
+            "max_completion_length": 8,
+        },
         "benchmarks": {"ftlab_tiny_arith": "exact_match", "ftlab_tiny_mc": "acc_norm"},
-        "lm_eval": {"batch_size": 4,
-                    "include_path": str(REPO / "tests/fixtures/lm_eval_tasks")},
+        "lm_eval": {"batch_size": 4, "include_path": str(REPO / "tests/fixtures/lm_eval_tasks")},
         "in_domain": {"limit": 4, "max_new_tokens": 8, "batch_size": 4},
         "checkpoints": "all",
     },
@@ -41,8 +63,18 @@ CONFIG = {
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           *args, "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return out.stdout + out.stderr
@@ -68,10 +100,11 @@ def test_every_checkpoint_and_the_base_are_evaluated(run):
         for s in steps
     ]
     for model, step in points:
-        metrics = json.loads((res / f"evals/{model}/checkpoint-{step}/lm_eval.json").read_text())
+        evals = res / f"evals/{model}/checkpoint-{step}"
+        metrics = json.loads((evals / "lm_eval.json").read_text())
         assert {b["task"] for b in metrics["benchmarks"]} == {"ftlab_tiny_arith", "ftlab_tiny_mc"}
-        assert (res / f"evals/{model}/checkpoint-{step}/lm_eval.samples.jsonl").stat().st_size
-        in_domain = json.loads((res / f"evals/{model}/checkpoint-{step}/in_domain.json").read_text())
+        assert (evals / "lm_eval.samples.jsonl").stat().st_size
+        in_domain = json.loads((evals / "in_domain.json").read_text())
         assert set(in_domain["datasets"]) == {"gsm8k", "triviaqa"}
     ckpt = res / "models/gt_sft-gsm8k_seed1/checkpoint-4"
     assert json.loads((ckpt / "ftlab_checkpoint.json").read_text())["step"] == 4
