@@ -1,4 +1,4 @@
-"""`ftlab` command line: inspect a study without running Snakemake.
+"""`ftlab` command line: inspect a study without running Snakemake, or submit it to SLURM.
 
 ftlab validate [CONFIG]     check a config against the schema (exit 2 with the key on error)
 ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
