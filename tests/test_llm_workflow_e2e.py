@@ -137,3 +137,11 @@ def test_rerun_is_a_no_op_and_evals_come_from_the_cache(run):
     snakemake(workdir, configfile, "--cores", "1", "--forcerun", "evaluate_llm", target)
     again = json.loads((workdir / target).read_text())
     assert again["n_computed"] == 0 and again["n_cached"] > 0
+
+
+def test_report_shows_forgetting(run):
+    workdir, configfile = run
+    report = workdir / "report.html"
+    snakemake(workdir, configfile, "--report", str(report))
+    html = report.read_text(errors="ignore")
+    assert "forgetting_summary.png" in html and "in_domain_gsm8k.png" in html

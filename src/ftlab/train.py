@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -34,14 +33,9 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-from ftlab.io import (
-    atomic_write_text,
-    checkpoint_sha256,
-    read_json,
-    read_jsonl_texts,
-    sha256_file,
-    sha256_json,
-)
+from ftlab import checkpointing
+from ftlab.checkpointing import META_FILE, fsync_files
+from ftlab.io import atomic_write_text, checkpoint_sha256, read_jsonl_texts, sha256_file, sha256_json
 from ftlab.modeling import build_model, n_params
 from ftlab.paths import checkpoint_dirname
 from ftlab.tokenizer import build_char_tokenizer, load_tokenizer
@@ -49,12 +43,10 @@ from ftlab.tokenizer import build_char_tokenizer, load_tokenizer
 log = logging.getLogger("ftlab.train")
 
 FORMAT_VERSION = 1  # bump when the meaning of a checkpoint changes (invalidates old state)
-META_FILE = "ftlab_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 TMP_PREFIX = ".tmp-"
 LOG_NAME = "training_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "elapsed_s")
-_CKPT_RE = re.compile(r"checkpoint-(\d+)")
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -179,40 +171,18 @@ def _set_rng_state(state: dict) -> None:
 
 def complete_checkpoints(state_dir: Path) -> dict[int, Path]:
     """step -> dir of every fully written checkpoint in state_dir (temp dirs are ignored)."""
-    found = {}
-    if state_dir.is_dir():
-        for d in state_dir.iterdir():
-            m = _CKPT_RE.fullmatch(d.name)
-            if m and (d / META_FILE).is_file() and (d / STATE_FILE).is_file():
-                found[int(m.group(1))] = d
-    return dict(sorted(found.items()))
+    return checkpointing.complete_checkpoints(state_dir, (META_FILE, STATE_FILE))
 
 
 def find_resume_point(state_dir: Path, fingerprint: str) -> Path | None:
     """Newest checkpoint of this exact run, or None; stale or foreign state is deleted."""
-    if not state_dir.exists():
-        return None
-    ckpts = complete_checkpoints(state_dir)
-    fingerprints = set()
-    for d in ckpts.values():
-        try:
-            fingerprints.add(read_json(d / META_FILE).get("fingerprint"))
-        except (OSError, ValueError):
-            fingerprints.add(None)
-    if ckpts and fingerprints == {fingerprint}:
-        for d in state_dir.iterdir():  # half-written checkpoints of the killed run
-            if d.name.startswith(TMP_PREFIX):
-                shutil.rmtree(d, ignore_errors=True)
-        return ckpts[max(ckpts)]
-    if ckpts:
-        log.warning(
-            "discarding %s: its checkpoints belong to a different run (fingerprint mismatch)",
-            state_dir,
-        )
-    else:
-        log.info("discarding %s: no complete checkpoint in it", state_dir)
-    shutil.rmtree(state_dir)
-    return None
+    return checkpointing.find_resume_point(
+        state_dir,
+        fingerprint,
+        markers=(META_FILE, STATE_FILE),
+        is_partial=lambda d, complete: d.name.startswith(TMP_PREFIX),
+        log=log,
+    )
 
 
 def save_checkpoint(
@@ -227,32 +197,15 @@ def save_checkpoint(
     tokenizer.save_pretrained(tmp)
     torch.save(trainer_state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(_json(info))
-    _fsync_files(tmp)  # the rename below must never publish data still in flight
+    fsync_files(tmp)  # the rename below must never publish data still in flight
     if final.exists():  # only after a resume at this very step; same content
         shutil.rmtree(final)
     os.rename(tmp, final)
     return final
 
 
-def _fsync_files(folder: Path) -> None:
-    for f in folder.iterdir():
-        if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
 def _json(obj) -> str:
     return json.dumps(obj, indent=2) + "\n"
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # other filesystem, or links not supported
-        shutil.copy2(src, dst)
 
 
 def _log_csv(rows: list[dict]) -> str:
@@ -265,21 +218,13 @@ def _log_csv(rows: list[dict]) -> str:
 
 def publish(out_dir: Path, state_dir: Path, saved_steps: list[int], log_rows: list[dict]) -> None:
     """Assemble out_dir in a temp sibling (hardlinks, no trainer state), rename, drop state."""
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-publish"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for step in saved_steps:
-        src = state_dir / checkpoint_dirname(step)
-        dst = tmp / src.name
-        dst.mkdir()
-        for f in src.iterdir():
-            if f.name != STATE_FILE:
-                _link_or_copy(f, dst / f.name)
-    (tmp / LOG_NAME).write_text(_log_csv(log_rows))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.rename(tmp, out_dir)
-    shutil.rmtree(state_dir)
+    checkpointing.publish_checkpoints(
+        out_dir,
+        state_dir,
+        [state_dir / checkpoint_dirname(step) for step in saved_steps],
+        is_state_file=lambda name: name == STATE_FILE,
+        extra_files={LOG_NAME: _log_csv(log_rows)},
+    )
     log.info("published %s (%d checkpoints)", out_dir, len(saved_steps))
 
 
