@@ -78,19 +78,11 @@ def default_config() -> dict:
 
 
 def make_rows(cfg: dict, n: int) -> list[str]:
-    from ftlab.world.cities import build_city_table
+    from ftlab.steps import city_table
     from ftlab.world.datasets import make_task_splits
 
-    d = cfg["data"]
-    cities = build_city_table(
-        min_population=d["min_population"],
-        max_cities=d["max_cities"],
-        n_atlantis=d["n_atlantis"],
-        atlantis_center=tuple(d["atlantis_center"]),
-        atlantis_sigma=d["atlantis_sigma"],
-        seed=d["seed"],
-    )
-    return make_task_splits(cities, "distance", "no_atlantis", 0, n, d["seed"])["test"]
+    cities = city_table(cfg)
+    return make_task_splits(cities, "distance", "no_atlantis", 0, n, cfg["data"]["seed"])["test"]
 
 
 def untrained_checkpoint(cfg: dict, out: Path) -> Path:

@@ -32,11 +32,12 @@ def setup_logging(log_path: str | None) -> None:
 
 
 # -- data -------------------------------------------------------------------------------
-def make_cities(cfg: dict, out: str) -> None:
-    from ftlab.world.cities import build_city_table, write_city_table
+def city_table(cfg: dict):
+    """The city table (a DataFrame) that cfg's data section defines."""
+    from ftlab.world.cities import build_city_table
 
     d = cfg["data"]
-    table = build_city_table(
+    return build_city_table(
         min_population=d["min_population"],
         max_cities=d["max_cities"],
         n_atlantis=d["n_atlantis"],
@@ -44,6 +45,12 @@ def make_cities(cfg: dict, out: str) -> None:
         atlantis_sigma=d["atlantis_sigma"],
         seed=d["seed"],
     )
+
+
+def make_cities(cfg: dict, out: str) -> None:
+    from ftlab.world.cities import write_city_table
+
+    table = city_table(cfg)
     write_city_table(table, out)
     log.info("wrote %d cities (%d Atlantis) to %s", len(table), table.is_atlantis.sum(), out)
 

@@ -25,37 +25,39 @@ VOCAB_SIZE = len(SPECIAL_TOKENS) + len(CHARS)  # 98
 _LOAD_ONLY_KWARGS = ("is_local", "local_files_only")
 
 
-def char_vocab() -> dict[str, int]:
+def char_vocab(chars: tuple[str, ...] = CHARS) -> dict[str, int]:
+    """The special tokens, then one id per character of chars, in order."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for c in CHARS:
+    for c in chars:
         vocab[c] = len(vocab)
     return vocab
 
 
-def build_char_tokenizer(
-    padding_side: str = "right", model_max_length: int | None = None
-) -> PreTrainedTokenizerFast:
-    """The study tokenizer, as a fast HF tokenizer (save_pretrained writes tokenizer.json)."""
-    vocab = char_vocab()
+def char_level_tokenizer(vocab: dict[str, int], split: str, **kwargs) -> PreTrainedTokenizerFast:
+    """A fast HF tokenizer with one token per match of the regex split; <bos> prepended.
+
+    kwargs go to PreTrainedTokenizerFast (saved in tokenizer_config.json).
+    """
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    # One pre-token per character; characters outside the vocabulary (space...) become <unk>.
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(split), behavior="isolated")
     tok.decoder = decoders.Fuse()  # join tokens without separators
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A",
         pair=f"{BOS} $A {BOS} $B",
         special_tokens=[(BOS, vocab[BOS])],
     )
-    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        padding_side=padding_side,
-        **kwargs,
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK, **kwargs
     )
+
+
+def build_char_tokenizer(
+    padding_side: str = "right", model_max_length: int | None = None
+) -> PreTrainedTokenizerFast:
+    """The study tokenizer, as a fast HF tokenizer (save_pretrained writes tokenizer.json)."""
+    # One pre-token per character; characters outside the vocabulary (space...) become <unk>.
+    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
+    return char_level_tokenizer(char_vocab(), ".", padding_side=padding_side, **kwargs)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

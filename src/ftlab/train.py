@@ -35,7 +35,13 @@ from transformers import AutoModelForCausalLM
 
 from ftlab import checkpointing
 from ftlab.checkpointing import META_FILE, fsync_files
-from ftlab.io import atomic_write_text, checkpoint_sha256, read_jsonl_texts, sha256_file, sha256_json
+from ftlab.io import (
+    atomic_write_text,
+    checkpoint_sha256,
+    read_jsonl_texts,
+    sha256_file,
+    sha256_json,
+)
 from ftlab.modeling import build_model, n_params
 from ftlab.paths import checkpoint_dirname
 from ftlab.tokenizer import build_char_tokenizer, load_tokenizer

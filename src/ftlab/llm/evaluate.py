@@ -58,6 +58,16 @@ def model_fingerprint(model: str) -> str:
     return hashlib.sha256(f"hub:{model}@{commit or ''}".encode()).hexdigest()
 
 
+def _model_identity(model: str, model_hash: str, meta: dict) -> dict:
+    """The leading fields of a result file: which model (and step) it describes."""
+    return {
+        "model": meta.get("model", model),  # the study's name for it when given
+        "model_path": model,
+        "model_sha256": model_hash,
+        "step": meta.get("step"),
+    }
+
+
 def _hub_commit(repo_id: str) -> str | None:
     try:
         from huggingface_hub import snapshot_download
@@ -429,10 +439,7 @@ def run_lm_eval(
     rows = [_metric_row(res, n, m, objs[n]) for n, m in benchmarks.items()]
     meta = dict(meta or {})
     out = {
-        "model": meta.get("model", model),  # the study's name for it when given
-        "model_path": model,
-        "model_sha256": model_hash,
-        "step": meta.get("step"),
+        **_model_identity(model, model_hash, meta),
         "benchmarks": rows,
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "n_cached": clm.n_cached,
@@ -563,10 +570,7 @@ def evaluate_in_domain(
     n = len(rows)
     meta = dict(meta or {})
     out = {
-        "model": meta.get("model", model),  # the study's name for it when given
-        "model_path": model,
-        "model_sha256": model_hash,
-        "step": meta.get("step"),
+        **_model_identity(model, model_hash, meta),
         "fmt": fmt,
         "prompt_style": prompt_style,
         "accuracy": sums["correct"] / n if n else None,

@@ -20,40 +20,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from ftlab.tokenizer import BOS, CHARS, EOS, PAD, SPECIAL_TOKENS, UNK
+from ftlab.tokenizer import (  # noqa: F401 (re-exported)
+    BOS,
+    CHARS,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    char_level_tokenizer,
+    char_vocab,
+)
 
 EXTRA_CHARS = (" ", "\n")
 TINY_CHARS = CHARS + EXTRA_CHARS
 
 
 def tiny_vocab() -> dict[str, int]:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for c in TINY_CHARS:
-        vocab[c] = len(vocab)
-    return vocab
+    return char_vocab(TINY_CHARS)
 
 
 def build_tiny_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerFast:
     """One token per character (printable ASCII, space, newline); <bos> prepended, no <eos>."""
-    vocab = tiny_vocab()
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     # "[\s\S]" rather than ".": Oniguruma's "." does not match newline.
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A",
-        pair=f"{BOS} $A {BOS} $B",
-        special_tokens=[(BOS, vocab[BOS])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
+    return char_level_tokenizer(
+        tiny_vocab(),
+        r"[\s\S]",
         model_max_length=model_max_length,
         # The default cleanup would turn "7 ," into "7," when decoding.
         clean_up_tokenization_spaces=False,

@@ -22,15 +22,15 @@ import csv
 import io
 import json
 import logging
-import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 import transformers
 
+from ftlab import checkpointing
+from ftlab.checkpointing import CKPT_RE, META_FILE, checkpoint_step, fsync_files
 from ftlab.io import atomic_write_text, checkpoint_sha256, read_json, sha256_file, sha256_json
 from ftlab.llm.data import prompt_for, read_jsonl
 from ftlab.llm.rewards import correctness_reward, format_reward
@@ -38,7 +38,6 @@ from ftlab.llm.rewards import correctness_reward, format_reward
 log = logging.getLogger("ftlab.llm.train")
 
 FORMAT_VERSION = 1  # bump when the meaning of a checkpoint changes (invalidates old state)
-META_FILE = "ftlab_checkpoint.json"
 TRAINER_STATE = "trainer_state.json"
 LOG_NAME = "training_log.csv"
 # Trainer files that describe the optimisation, not the model: never published.
@@ -55,7 +54,6 @@ STATE_FILES = frozenset(
     }
 )
 _STATE_RE = re.compile(r"rng_state_\d+\.pth")  # per-process RNG files of multi-GPU runs
-_CKPT_RE = re.compile(r"checkpoint-(\d+)")
 
 
 # -- checkpoint bookkeeping ---------------------------------------------------------------------
@@ -65,59 +63,18 @@ def _is_state_file(name: str) -> bool:
 
 def complete_checkpoints(state_dir: Path) -> dict[int, Path]:
     """step -> dir of every checkpoint the Trainer finished and we stamped."""
-    found = {}
-    if state_dir.is_dir():
-        for d in state_dir.iterdir():
-            m = _CKPT_RE.fullmatch(d.name)
-            if m and (d / META_FILE).is_file() and (d / TRAINER_STATE).is_file():
-                found[int(m.group(1))] = d
-    return dict(sorted(found.items()))
+    return checkpointing.complete_checkpoints(state_dir, (META_FILE, TRAINER_STATE))
 
 
 def find_resume_point(state_dir: Path, fingerprint: str) -> Path | None:
     """Newest checkpoint of this exact run, or None; stale, foreign or partial state is deleted."""
-    if not state_dir.exists():
-        return None
-    ckpts = complete_checkpoints(state_dir)
-    fingerprints = set()
-    for d in ckpts.values():
-        try:
-            fingerprints.add(read_json(d / META_FILE).get("fingerprint"))
-        except (OSError, ValueError):
-            fingerprints.add(None)
-    if ckpts and fingerprints == {fingerprint}:
-        complete = set(ckpts.values())
-        for d in state_dir.iterdir():  # checkpoints being written when the run was killed
-            if _CKPT_RE.fullmatch(d.name) and d not in complete:
-                log.info("removing incomplete %s", d)
-                shutil.rmtree(d, ignore_errors=True)
-        return ckpts[max(ckpts)]
-    if ckpts:
-        log.warning(
-            "discarding %s: its checkpoints belong to a different run (fingerprint mismatch)",
-            state_dir,
-        )
-    else:
-        log.info("discarding %s: no complete checkpoint in it", state_dir)
-    shutil.rmtree(state_dir)
-    return None
-
-
-def _fsync_files(folder: Path) -> None:
-    for f in folder.iterdir():
-        if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # other filesystem, or links not supported
-        shutil.copy2(src, dst)
+    return checkpointing.find_resume_point(
+        state_dir,
+        fingerprint,
+        markers=(META_FILE, TRAINER_STATE),
+        is_partial=lambda d, complete: CKPT_RE.fullmatch(d.name) is not None and d not in complete,
+        log=log,
+    )
 
 
 def _log_csv(history: list[dict]) -> str:
@@ -138,21 +95,14 @@ def publish(out_dir: Path, state_dir: Path) -> list[int]:
     ckpts = complete_checkpoints(state_dir)
     if not ckpts:
         raise RuntimeError(f"nothing to publish: no complete checkpoint in {state_dir}")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-publish"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for src in ckpts.values():
-        dst = tmp / src.name
-        dst.mkdir()
-        for f in src.iterdir():
-            if f.is_file() and not _is_state_file(f.name):
-                _link_or_copy(f, dst / f.name)
     history = read_json(ckpts[max(ckpts)] / TRAINER_STATE).get("log_history", [])
-    (tmp / LOG_NAME).write_text(_log_csv(history))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.rename(tmp, out_dir)
-    shutil.rmtree(state_dir)
+    checkpointing.publish_checkpoints(
+        out_dir,
+        state_dir,
+        ckpts.values(),
+        is_state_file=_is_state_file,
+        extra_files={LOG_NAME: _log_csv(history)},
+    )
     log.info("published %s (checkpoints %s)", out_dir, list(ckpts))
     return list(ckpts)
 
@@ -167,7 +117,7 @@ class _StampCheckpoints(transformers.TrainerCallback):
         if not state.is_world_process_zero:
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        _fsync_files(ckpt)  # the stamp must never vouch for data still in flight
+        fsync_files(ckpt)  # the stamp must never vouch for data still in flight
         info = {
             **self.info,
             "step": state.global_step,
@@ -257,7 +207,7 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
         "trl_version": _trl_version(),
         "meta": meta or {},
     }
-    resume_step = int(_CKPT_RE.fullmatch(resume.name).group(1)) if resume is not None else 0
+    resume_step = checkpoint_step(resume) if resume is not None else 0
     if resume is not None:
         log.info("resuming from step %d (%s)", resume_step, resume)
     else:
