@@ -77,6 +77,20 @@ def _mean(values: pd.Series) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
+def _model_task_heatmap(df: pd.DataFrame, column: str, tasks, **style):
+    """Annotated models x tasks heatmap of `column` with the trained cells outlined."""
+    mat = _matrix(df, column, tasks)
+    trained = dict(zip(df["model"], df["trained_tasks"], strict=True))
+    fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 3, 0.45 * mat.shape[0] + 2))
+    sns.heatmap(mat, ax=ax, annot=True, fmt=".2f", **style)
+    _outline_trained(ax, mat, trained)
+    ax.set_yticks(np.arange(len(mat)) + 0.5, [_row_label(m, trained) for m in mat.index])
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_xlabel("evaluated task (atlantis_required)")
+    ax.set_ylabel("")
+    return ax
+
+
 def plot_ftwb_heatmap(
     normalized: pd.DataFrame,
     seed: int,
@@ -93,28 +107,14 @@ def plot_ftwb_heatmap(
         ax.set_title(f"seed {seed} {kind}: normalized improvement (Atlantis)")
         _save(fig, path)
         return
-    mat = _matrix(df, "normalized", tasks)
-    trained = dict(zip(df["model"], df["trained_tasks"], strict=True))
-    fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 3, 0.45 * mat.shape[0] + 2))
-    sns.heatmap(
-        mat,
-        ax=ax,
-        vmin=0,
-        vmax=1.5,
-        cmap="viridis",
-        annot=True,
-        fmt=".2f",
+    ax = _model_task_heatmap(
+        df, "normalized", tasks, vmin=0, vmax=1.5, cmap="viridis",
         cbar_kws={"label": "normalized improvement"},
-    )
-    _outline_trained(ax, mat, trained)
-    ax.set_yticks(np.arange(len(mat)) + 0.5, [_row_label(m, trained) for m in mat.index])
-    ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("evaluated task (atlantis_required)")
-    ax.set_ylabel("")
+    )  # fmt: skip
     m_tr = _mean(df.loc[df["cell"] == "trained", "normalized"])
     m_tf = _mean(df.loc[df["cell"] == "transfer", "normalized"])
     ax.set_title(f"seed {seed} {kind}: trained {m_tr:.3f} / transfer {m_tf:.3f} (boxed = trained)")
-    _save(fig, path)
+    _save(ax.figure, path)
 
 
 def plot_actual_minus_expected(
@@ -133,33 +133,18 @@ def plot_actual_minus_expected(
         ax.set_title(f"seed {seed} ftwb2: actual - expected")
         _save(fig, path)
         return
-    mat = _matrix(df, "actual_minus_expected", tasks)
-    trained = dict(zip(df["model"], df["trained_tasks"], strict=True))
-    lim = max(0.5, float(np.nanmax(np.abs(mat.to_numpy()))))
-    fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 3, 0.45 * mat.shape[0] + 2))
-    sns.heatmap(
-        mat,
-        ax=ax,
-        cmap="RdBu",
-        center=0,
-        vmin=-lim,
-        vmax=lim,
-        annot=True,
-        fmt=".2f",
+    lim = max(0.5, float(np.nanmax(np.abs(df["actual_minus_expected"].to_numpy()))))
+    ax = _model_task_heatmap(
+        df, "actual_minus_expected", tasks, cmap="RdBu", center=0, vmin=-lim, vmax=lim,
         cbar_kws={"label": "actual - expected"},
-    )
-    _outline_trained(ax, mat, trained)
-    ax.set_yticks(np.arange(len(mat)) + 0.5, [_row_label(m, trained) for m in mat.index])
-    ax.tick_params(axis="y", rotation=0)
-    ax.set_xlabel("evaluated task (atlantis_required)")
-    ax.set_ylabel("")
+    )  # fmt: skip
     with_d = df["trained_tasks"].str.split("+").apply(lambda ts: "distance" in ts)
     m_w = _mean(df.loc[with_d, "actual_minus_expected"])
     m_wo = _mean(df.loc[~with_d, "actual_minus_expected"])
     ax.set_title(
         f"seed {seed} ftwb2 actual - expected: pairs with distance {m_w:+.3f}, without {m_wo:+.3f}"
     )
-    _save(fig, path)
+    _save(ax.figure, path)
 
 
 def _probe_records(probes) -> list[dict]:

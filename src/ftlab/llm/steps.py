@@ -111,41 +111,36 @@ def train_run(cfg: dict, run_name: str, base: str, data_path: str, out_dir: str,
             )
         )
     meta = {"study": cfg["study"], "method": run.method, "dataset": run.dataset}
+    hp = cfg["llm"][run.trainer]
+    # What both trainers take; the method-specific hyperparameters follow.
+    common = dict(
+        base_model=base,
+        out_dir=out_dir,
+        state_dir=state_dir,
+        lr=hp["lr"],
+        max_steps=hp["max_steps"],
+        save_steps=hp["save_steps"],
+        batch_size=hp["batch_size"],
+        seed=run.seed,
+        meta=meta,
+    )
     if run.trainer == "sft":
-        hp = cfg["llm"]["sft"]
         train.run_sft(
-            base_model=base,
+            **common,
             records_path=data_path,
-            out_dir=out_dir,
-            state_dir=state_dir,
-            lr=hp["lr"],
-            max_steps=hp["max_steps"],
-            save_steps=hp["save_steps"],
-            batch_size=hp["batch_size"],
             grad_accum=hp["grad_accum"],
             max_length=hp["max_length"],
-            seed=run.seed,
-            meta=meta,
         )
     else:
-        hp = cfg["llm"]["grpo"]
         train.run_grpo(
-            base_model=base,
+            **common,
             rows_path=data_path,
             fmt=run.fmt,
-            out_dir=out_dir,
-            state_dir=state_dir,
-            lr=hp["lr"],
-            max_steps=hp["max_steps"],
-            save_steps=hp["save_steps"],
-            batch_size=hp["batch_size"],
             num_generations=hp["num_generations"],
             max_prompt_length=hp["max_prompt_length"],
             max_completion_length=hp["max_completion_length"],
-            seed=run.seed,
             beta=hp["beta"],
             use_vllm=hp["use_vllm"],
-            meta=meta,
         )
 
 
