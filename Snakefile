@@ -8,22 +8,10 @@
 include: "rules/common.smk"
 
 
-# The same stages for both study kinds: data -> train -> evaluate -> (represent) -> tables/plots.
-if IS_LLM:
+# The study's kind (config `kind:`) names its rules files in the registry, src/ftlab/kinds.py.
+for rules_file in KIND.rule_files:
 
-    include: "rules/llm_data.smk"
-    include: "rules/llm_train.smk"
-    include: "rules/llm_evaluate.smk"
-    include: "rules/llm_report.smk"
-
-else:
-
-    include: "rules/data.smk"
-    include: "rules/train.smk"
-    include: "rules/evaluate.smk"
-    include: "rules/represent.smk"
-    include: "rules/tables.smk"
-    include: "rules/plots.smk"
+    include: f"rules/{rules_file}"
 
 
 report: "report/workflow.rst"
@@ -32,4 +20,4 @@ report: "report/workflow.rst"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        STUDY.targets(P),

@@ -20,7 +20,7 @@ rule evaluate:
         runtime=scaled("evaluate", "runtime"),
         gpu=gpus("evaluate"),
     params:
-        checkpoint=checked_step,
+        checkpoint=saved_checkpoint,
         eval_sets=EVAL_SETS,
         rows_per_set=config["eval"]["rows_per_set"],
     script:

@@ -20,7 +20,7 @@ rule represent:
         runtime=scaled("represent", "runtime"),
         gpu=gpus("represent"),
     params:
-        checkpoint=checked_step,
+        checkpoint=saved_checkpoint,
         settings=config["representations"],
     script:
         "../workflow/scripts/represent.py"

@@ -12,9 +12,8 @@ import sys
 
 from ftlab import slurm
 from ftlab.config import ConfigError, load_config
-from ftlab.llm.study import LLMStudy
+from ftlab.kinds import matrix_of
 from ftlab.paths import PATTERNS, Layout
-from ftlab.study import Study
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -29,52 +28,12 @@ def _load(path: str) -> dict:
 
 def cmd_validate(args) -> int:
     cfg = _load(args.config)
-    if cfg["kind"] == "llm":
-        n = len(LLMStudy(cfg).runs)
-        print(f"{args.config}: valid (LLM study {cfg['study']!r}, {n} training runs)")
-    else:
-        n = len(Study(cfg).models)
-        print(f"{args.config}: valid (study {cfg['study']!r}, {n} models)")
-    return 0
-
-
-def _plan_llm(cfg: dict) -> int:
-    study = LLMStudy(cfg)
-    llm = cfg["llm"]
-    print(f"LLM study {cfg['study']}: base {llm['base_model']}, seeds {list(study.seeds)}")
-    print(f"{'run':<28} {'trainer':<7} {'steps':>6}  evaluated checkpoints")
-    for run in study.runs.values():
-        print(f"{run.name:<28} {run.trainer:<7} {run.total_steps:>6}  {list(run.eval_steps)}")
-    points = study.eval_points()
-    print(
-        f"\n{len(study.runs)} training jobs, {len(points)} evaluation jobs (base model included), "
-        f"each scoring {len(llm['benchmarks'])} benchmarks and {len(study.datasets)} in-domain sets"
-    )
+    print(f"{args.config}: valid ({matrix_of(cfg).summary()})")
     return 0
 
 
 def cmd_plan(args) -> int:
-    cfg = _load(args.config)
-    if cfg["kind"] == "llm":
-        return _plan_llm(cfg)
-    study = Study(cfg)
-    sets = study.eval_sets()
-    print(f"study {cfg['study']}: seeds {list(study.seeds)}, tasks {list(study.tasks)}")
-    header = f"{'model':<18} {'kind':<6} {'trained tasks':<26} {'rows':>9} {'steps':>7}  eval steps"
-    print(header)
-    print("-" * len(header))
-    n_evals = 0
-    for m in study.models.values():
-        n_evals += len(m.eval_steps) * len(sets)
-        trained = "+".join(m.trained_tasks) if m.kind != "base" else "multitask"
-        print(
-            f"{m.name:<18} {m.kind:<6} {trained:<26} {m.n_rows:>9} {m.total_steps:>7}  "
-            f"{list(m.eval_steps)}"
-        )
-    print(
-        f"\n{len(study.models)} training jobs, {n_evals} per-set evaluation results "
-        f"({len(sets)} sets per checkpoint), {len(study.models)} representation extractions"
-    )
+    print(matrix_of(_load(args.config)).plan())
     return 0
 
 

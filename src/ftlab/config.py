@@ -11,6 +11,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from ftlab.kinds import get_kind
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
@@ -66,46 +68,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
 
 def _check_consistency(cfg: dict) -> None:
-    """Rules that a JSON schema cannot express; each names its key."""
-    from ftlab.study import FTWB1_TASKS, FTWB2_PAIRS  # local: study imports config
-
-    if cfg["kind"] == "llm":
-        _check_llm(cfg)
-        return
-    problems = []
-    m = cfg["model"]
-    if m["hidden"] % m["heads"]:
-        problems.append(f"'model.hidden' ({m['hidden']}) must be divisible by 'model.heads'")
-    if (m["hidden"] // m["heads"]) % 2:
-        problems.append("'model.hidden' / 'model.heads' must be even (rotary embeddings)")
-    rep_layer = cfg["representations"]["layer"]
-    if rep_layer > m["layers"]:
-        problems.append(
-            f"'representations.layer' ({rep_layer}) exceeds 'model.layers' ({m['layers']})"
-        )
-    tasks = set(cfg["data"]["tasks"])
-    ft = cfg["finetunes"]
-    for i in [] if ft["ftwb1"] == "all" else ft["ftwb1"]:
-        if FTWB1_TASKS[i] not in tasks:
-            problems.append(f"'finetunes.ftwb1' lists {i} ({FTWB1_TASKS[i]}), not in 'data.tasks'")
-    for k in [] if ft["ftwb2"] == "all" else ft["ftwb2"]:
-        missing = [t for t in FTWB2_PAIRS[k] if t not in tasks]
-        if missing:
-            problems.append(
-                f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'"
-            )
-    d = cfg["data"]
-    if d["finetune_no_atlantis_rows"] > d["pretrain_rows_per_task"]:
-        problems.append(
-            "'data.finetune_no_atlantis_rows' exceeds 'data.pretrain_rows_per_task' "
-            "(fine-tuning draws its no_atlantis rows from the pretraining rows)"
-        )
-    rows = cfg["eval"]["rows_per_set"]
-    if rows is not None and rows > d["test_rows_per_set"]:
-        problems.append(
-            f"'eval.rows_per_set' ({rows}) exceeds "
-            f"'data.test_rows_per_set' ({d['test_rows_per_set']})"
-        )
+    """Rules that a JSON schema cannot express (the kind's own check); each names its key."""
+    problems = get_kind(cfg["kind"]).check(cfg)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -120,20 +84,3 @@ def load_config(path: str | Path) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     return validate_config(raw)
-
-
-def _check_llm(cfg: dict) -> None:
-    llm = cfg["llm"]
-    problems = []
-    if not llm["datasets"]:
-        problems.append("'llm.datasets' is empty: name at least one training dataset")
-    for name, spec in llm["datasets"].items():
-        for split in ("train", "test"):
-            if split not in spec:
-                problems.append(f"'llm.datasets.{name}.{split}' is missing (a path or hub id)")
-    if not llm["methods"]:
-        problems.append("'llm.methods' is empty")
-    if not llm["benchmarks"]:
-        problems.append("'llm.benchmarks' is empty")
-    if problems:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))

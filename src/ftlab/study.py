@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ftlab.kinds import StudyKind
+
 TASKS = ("distance", "trianglearea", "angle", "compass", "inside", "perimeter", "crossing")
 VARIANTS = ("no_atlantis", "atlantis_required")
 MULTITASK = "multitask"
@@ -172,3 +174,135 @@ class Study:
             for m in self.models.values()
             if (seed is None or m.seed == seed) and (kind is None or m.kind == kind)
         ]
+
+    # -- the StudyKind interface (ftlab.kinds) ----------------------------------------------
+    @property
+    def units(self) -> dict[str, ModelSpec]:
+        return self.models
+
+    unit = model
+
+    def eval_outputs(self, layout, name: str) -> list[str]:
+        spec = self.model(name)
+        return [
+            layout.path("eval_metrics", model=name, step=step, eval_set=s)
+            for step in spec.eval_steps
+            for s in self.eval_sets()
+        ]
+
+    def probe_output(self, layout, name: str) -> str:
+        return layout.path("probe", model=name, step=self.model(name).final_step)
+
+    def plot_names(self) -> list[str]:
+        plots = []
+        for seed in self.seeds:
+            if self.models_of(seed, "ftwb1"):
+                plots.append(f"seed{seed}_ftwb1_heatmap")
+            if self.models_of(seed, "ftwb2"):
+                plots += [f"seed{seed}_ftwb2_heatmap", f"seed{seed}_ftwb2_actual_minus_expected"]
+        return plots + ["probes"]
+
+    def targets(self, layout) -> list[str]:
+        # Per-model outputs are requested directly so a deleted model/eval/probe is rebuilt
+        # even while the aggregate tables downstream of it still exist.
+        targets = [layout.path("model_dir", model=m) for m in self.models]
+        for m in self.models:
+            targets += self.eval_outputs(layout, m)
+            targets.append(self.probe_output(layout, m))
+        targets += [
+            layout.metrics_table,
+            layout.normalized_table,
+            layout.probes_table,
+            layout.summary_table,
+        ]
+        return targets + [layout.path("plot", plot=p) for p in self.plot_names()]
+
+    def summary(self) -> str:
+        return f"world-model study {self.cfg['study']!r}, {len(self.models)} models"
+
+    def plan(self) -> str:
+        sets = self.eval_sets()
+        lines = [f"study {self.cfg['study']}: seeds {list(self.seeds)}, tasks {list(self.tasks)}"]
+        header = (
+            f"{'model':<18} {'kind':<6} {'trained tasks':<26} {'rows':>9} {'steps':>7}  eval steps"
+        )
+        lines += [header, "-" * len(header)]
+        n_evals = 0
+        for m in self.models.values():
+            n_evals += len(m.eval_steps) * len(sets)
+            trained = "+".join(m.trained_tasks) if m.kind != "base" else "multitask"
+            lines.append(
+                f"{m.name:<18} {m.kind:<6} {trained:<26} {m.n_rows:>9} {m.total_steps:>7}  "
+                f"{list(m.eval_steps)}"
+            )
+        lines.append(
+            f"\n{len(self.models)} training jobs, {n_evals} per-set evaluation results "
+            f"({len(sets)} sets per checkpoint), {len(self.models)} representation extractions"
+        )
+        return "\n".join(lines)
+
+
+def check_config(cfg: dict) -> list[str]:
+    """Cross-key rules of a world-model config that a JSON schema cannot express."""
+    problems = []
+    m = cfg["model"]
+    if m["hidden"] % m["heads"]:
+        problems.append(f"'model.hidden' ({m['hidden']}) must be divisible by 'model.heads'")
+    if (m["hidden"] // m["heads"]) % 2:
+        problems.append("'model.hidden' / 'model.heads' must be even (rotary embeddings)")
+    rep_layer = cfg["representations"]["layer"]
+    if rep_layer > m["layers"]:
+        problems.append(
+            f"'representations.layer' ({rep_layer}) exceeds 'model.layers' ({m['layers']})"
+        )
+    tasks = set(cfg["data"]["tasks"])
+    ft = cfg["finetunes"]
+    for i in [] if ft["ftwb1"] == "all" else ft["ftwb1"]:
+        if FTWB1_TASKS[i] not in tasks:
+            problems.append(f"'finetunes.ftwb1' lists {i} ({FTWB1_TASKS[i]}), not in 'data.tasks'")
+    for k in [] if ft["ftwb2"] == "all" else ft["ftwb2"]:
+        missing = [t for t in FTWB2_PAIRS[k] if t not in tasks]
+        if missing:
+            problems.append(
+                f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'"
+            )
+    d = cfg["data"]
+    if d["finetune_no_atlantis_rows"] > d["pretrain_rows_per_task"]:
+        problems.append(
+            "'data.finetune_no_atlantis_rows' exceeds 'data.pretrain_rows_per_task' "
+            "(fine-tuning draws its no_atlantis rows from the pretraining rows)"
+        )
+    rows = cfg["eval"]["rows_per_set"]
+    if rows is not None and rows > d["test_rows_per_set"]:
+        problems.append(
+            f"'eval.rows_per_set' ({rows}) exceeds "
+            f"'data.test_rows_per_set' ({d['test_rows_per_set']})"
+        )
+    return problems
+
+
+KIND = StudyKind(
+    name="worldmodel",
+    description="the seed-004 world-model study (C. F. Park, Convergent World Representations)",
+    sections=(
+        "data",
+        "model",
+        "pretrain",
+        "finetune",
+        "finetunes",
+        "eval",
+        "representations",
+    ),
+    rule_files=(
+        "worldmodel.smk",
+        "data.smk",
+        "train.smk",
+        "evaluate.smk",
+        "represent.smk",
+        "tables.smk",
+        "plots.smk",
+    ),
+    model_pattern=r"(base|ftwb1-\d+|ftwb2-\d+)_seed\d+",
+    matrix=Study,
+    check=check_config,
+)

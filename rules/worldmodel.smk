@@ -1,0 +1,82 @@
+# World-model study (kind: worldmodel): wildcards and input functions of its rules.
+from ftlab.paths import split_eval_set
+from ftlab.steps import split_sizes
+from ftlab.study import MULTITASK, TASKS, VARIANTS, mixture_tasks
+
+
+wildcard_constraints:
+    mixture=r"ftwb[12]-\d+",
+    variant="|".join(VARIANTS),
+    split="train|test",
+    eval_set=r"[a-z]+__[a-z_]+",
+
+
+MIXTURE_SIZE_KEYS = ("finetune_no_atlantis_rows", "finetune_atlantis_rows", "elicitation_rows")
+EVAL_SETS = STUDY.eval_sets()
+
+
+def training_recipe(wildcards):
+    """Everything that determines a model's weights, recorded so that a change re-trains it."""
+    spec = STUDY.model(wildcards.model)
+    return {
+        "model": config["model"],
+        "training": spec.training,
+        "steps": list(spec.saved_steps),
+        "seed": spec.seed,
+    }
+
+
+# -- data -----------------------------------------------------------------------------
+def split_path(task, variant, split):
+    return P.path("task_split", task=task, variant=variant, split=split)
+
+
+def mixture_inputs(wildcards):
+    trained = mixture_trained_tasks(wildcards.mixture)
+    return {
+        "no_atlantis": [split_path(t, "no_atlantis", "train") for t in trained],
+        "atlantis": [split_path(t, "atlantis_required", "train") for t in STUDY.tasks],
+    }
+
+
+def mixture_trained_tasks(mixture):
+    if mixture not in STUDY.mixtures():
+        raise WorkflowError(f"mixture {mixture!r} is not configured in 'finetunes'")
+    return mixture_tasks(mixture)
+
+
+# -- models ---------------------------------------------------------------------------
+def train_inputs(wildcards):
+    spec = STUDY.model(wildcards.model)
+    if spec.mixture is None:
+        return {"rows": split_path(MULTITASK, "no_atlantis", "train")}
+    return {"rows": P.path("mixture", mixture=spec.mixture), "init": model_dir(spec.init_from)}
+
+
+def init_checkpoint(wildcards):
+    spec = STUDY.model(wildcards.model)
+    if spec.init_from is None:
+        return None
+    base = STUDY.model(spec.init_from)
+    return P.path("checkpoint", model=base.name, step=base.final_step)
+
+
+# -- evaluation -----------------------------------------------------------------------
+def eval_set_inputs(wildcards=None):
+    return [split_path(*split_eval_set(s), "test") for s in EVAL_SETS]
+
+
+def eval_outputs(model):
+    return STUDY.eval_outputs(P, model)
+
+
+def probe_output(model):
+    return STUDY.probe_output(P, model)
+
+
+def plot_eval_inputs(*kinds):
+    def inputs(wildcards):
+        models = STUDY.models_of(int(wildcards.seed))
+        return [path for m in models if m.kind in ("base", *kinds) for path in eval_outputs(m.name)]
+
+    return inputs
