@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ftlab.paths import atomic_target
@@ -31,6 +32,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling for writers that take a path (plots, archives): it is renamed onto
+    `path` when the block succeeds and removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
@@ -38,6 +53,24 @@ def atomic_write_json(path: str | Path, obj, indent: int | None = 2) -> None:
 def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> None:
     """Write one line per item (newline-terminated), atomically."""
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def write_jsonl(path: str | Path, rows: Iterable, **dumps_kwargs) -> None:
+    """One JSON value per line (UTF-8, not ASCII-escaped), atomically."""
+    atomic_write_lines(path, (json.dumps(r, ensure_ascii=False, **dumps_kwargs) for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list:
+    """Every non-blank line of a jsonl file, parsed; a bad line is named by file and number."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n} is not valid JSON: {e}") from e
+    return rows
 
 
 write_json = atomic_write_json  # the name the workflow steps use
