@@ -8,27 +8,12 @@ building the DAG (and a dry run) never imports torch.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
+from ftlab.runlog import setup_logging  # noqa: F401  (the scripts' import path)
 from ftlab.study import Study, mixture_tasks
 
 log = logging.getLogger("ftlab")
-
-
-def setup_logging(log_path: str | None) -> None:
-    """Send ftlab's log records (and warnings) to the rule's log file and to stderr."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-    logging.captureWarnings(True)
 
 
 # -- data -------------------------------------------------------------------------------
