@@ -6,6 +6,8 @@ rule cities:
         cities=P.cities,
     log:
         log_path("cities"),
+    benchmark:
+        benchmark_path("cities")
     conda:
         "../envs/data.yaml"
     resources:
@@ -51,6 +53,8 @@ rule multitask:
         test=split_path(MULTITASK, "no_atlantis", "test"),
     log:
         log_path("multitask"),
+    benchmark:
+        benchmark_path("multitask")
     conda:
         "../envs/data.yaml"
     resources:
@@ -67,6 +71,8 @@ rule mixture:
         rows=P.mixture,
     log:
         log_path("mixture", "{mixture}"),
+    benchmark:
+        benchmark_path("mixture", "{mixture}")
     conda:
         "../envs/data.yaml"
     resources:

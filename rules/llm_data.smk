@@ -6,6 +6,8 @@ rule llm_tiny_base:
         checkpoint=directory(TINY_BASE_CHECKPOINT),
     log:
         log_path("llm_tiny_base"),
+    benchmark:
+        benchmark_path("llm_tiny_base")
     conda:
         "../envs/llm.yaml"
     resources:
@@ -21,6 +23,8 @@ rule llm_dataset:
         test=P.path("llm_rows", dataset="{dataset}", split="test"),
     log:
         log_path("llm_dataset", "{dataset}"),
+    benchmark:
+        benchmark_path("llm_dataset", "{dataset}")
     conda:
         "../envs/llm.yaml"
     resources:
@@ -39,6 +43,8 @@ rule sft_records_gt:
         records=P.path("sft_records", dataset="{dataset}", source="gt"),
     log:
         log_path("sft_records_gt", "{dataset}"),
+    benchmark:
+        benchmark_path("sft_records_gt", "{dataset}")
     conda:
         "../envs/llm.yaml"
     resources:

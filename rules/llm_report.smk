@@ -17,6 +17,8 @@ rule tables_llm:
         ),
     log:
         log_path("tables"),
+    benchmark:
+        benchmark_path("tables")
     conda:
         "../envs/plots.yaml"
     resources:
@@ -37,6 +39,8 @@ rule plot_llm:
         ),
     log:
         log_path("plots", "{which}"),
+    benchmark:
+        benchmark_path("plots", "{which}")
     wildcard_constraints:
         which=r"forgetting_summary|(forgetting|in_domain)_[A-Za-z0-9]+",
     conda:

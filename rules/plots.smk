@@ -13,6 +13,8 @@ rule plot_ftwb_heatmap:
         ),
     log:
         log_path("plots", "seed{seed}_{kind}_heatmap"),
+    benchmark:
+        benchmark_path("plots", "seed{seed}_{kind}_heatmap")
     wildcard_constraints:
         kind="ftwb1|ftwb2",
     conda:
@@ -36,6 +38,8 @@ rule plot_actual_minus_expected:
         ),
     log:
         log_path("plots", "seed{seed}_ftwb2_actual_minus_expected"),
+    benchmark:
+        benchmark_path("plots", "seed{seed}_ftwb2_actual_minus_expected")
     conda:
         "../envs/plots.yaml"
     resources:
@@ -54,6 +58,8 @@ rule plot_probes:
         ),
     log:
         log_path("plots", "probes"),
+    benchmark:
+        benchmark_path("plots", "probes")
     conda:
         "../envs/plots.yaml"
     resources:

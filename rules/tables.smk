@@ -12,6 +12,8 @@ rule tables:
         summary=report(P.summary_table, caption="../report/summary.rst", category="Tables"),
     log:
         log_path("tables"),
+    benchmark:
+        benchmark_path("tables")
     conda:
         "../envs/plots.yaml"
     resources:

@@ -38,6 +38,9 @@ def test_defaults_are_the_papers_settings():
         ({"study": "x", "finetunes": {"ftwb2": [22]}}, "finetunes.ftwb2"),
         ({"study": "x", "eval": {"checkpoints": "first"}}, "eval.checkpoints"),
         ({"study": "bad name"}, "study"),
+        ({"study": ".."}, "study"),
+        ({"study": "a/b"}, "study"),
+        ({"study": ".hidden"}, "study"),
         ({"study": "x", "unknown_section": {}}, "<top level>"),
     ],
 )
