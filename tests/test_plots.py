@@ -1,5 +1,6 @@
 """Plot functions write non-empty PNGs, also when data are missing."""
 
+import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,23 +60,51 @@ def _png_ok(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 
 
+def _coloured_share(path) -> float:
+    """Share of pixels that are neither near-white nor grey: heatmap cells, not a note."""
+    rgb = mpimg.imread(path)[..., :3]
+    spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+    return float((spread > 0.15).mean())
+
+
+def _expected_matrix(norm: pd.DataFrame, kind: str, column: str) -> pd.DataFrame:
+    """Independent pivot: the kind's models at their last step, atlantis_required sets."""
+    rows = norm[(norm.kind == kind) & (norm.variant == "atlantis_required")]
+    rows = rows[rows.step == rows.groupby("model").step.transform("max")]
+    return rows.pivot_table(index="model", columns="task", values=column, aggfunc="mean")
+
+
 @pytest.mark.parametrize("kind", ["ftwb1", "ftwb2"])
 def test_heatmaps(tmp_path, kind):
     path = tmp_path / "plots" / f"{kind}.png"
-    plot_ftwb_heatmap(_normalized(), 1, kind, path, tasks=TASKS)
+    norm = _normalized()
+    drawn = plot_ftwb_heatmap(norm, 1, kind, path, tasks=TASKS)
     _png_ok(path)
+    expected = _expected_matrix(norm, kind, "normalized")
+    n_models = sum(k == kind for k, _ in MODELS.values())
+    assert drawn.shape == (n_models, len(TASKS)) and not drawn.isna().any().any()
+    pd.testing.assert_frame_equal(
+        drawn.sort_index(), expected.reindex(columns=TASKS).sort_index(), check_names=False
+    )
+    assert _coloured_share(path) > 0.1  # the cells are drawn, not an empty panel
 
 
 def test_actual_minus_expected(tmp_path):
     path = tmp_path / "ame.png"
-    plot_actual_minus_expected(_normalized(), 1, path)
+    norm = _normalized()
+    drawn = plot_actual_minus_expected(norm, 1, path)
     _png_ok(path)
+    expected = _expected_matrix(norm, "ftwb2", "actual_minus_expected")
+    pd.testing.assert_frame_equal(
+        drawn.sort_index(), expected.reindex(columns=drawn.columns).sort_index(), check_names=False
+    )
+    assert _coloured_share(path) > 0.1
 
 
 def test_missing_data(tmp_path):
     only_base = {"base_seed1": MODELS["base_seed1"], "ftwb2-8_seed1": MODELS["ftwb2-8_seed1"]}
     norm = _normalized(only_base, with_expected=False)
-    plot_ftwb_heatmap(norm, 1, "ftwb1", tmp_path / "a.png")  # no ftwb1 models
+    assert plot_ftwb_heatmap(norm, 1, "ftwb1", tmp_path / "a.png") is None  # no ftwb1 models
     plot_ftwb_heatmap(norm, 2, "ftwb2", tmp_path / "b.png")  # no such seed
     plot_actual_minus_expected(norm, 1, tmp_path / "c.png")  # no expectation (NaN)
     empty = pd.DataFrame(columns=NORMALIZED_COLUMNS)

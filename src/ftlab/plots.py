@@ -88,7 +88,7 @@ def _model_task_heatmap(df: pd.DataFrame, column: str, tasks, **style):
     ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel("evaluated task (atlantis_required)")
     ax.set_ylabel("")
-    return ax
+    return ax, mat
 
 
 def plot_ftwb_heatmap(
@@ -97,17 +97,18 @@ def plot_ftwb_heatmap(
     kind: str,
     path: str | Path,
     tasks: Sequence[str] | None = None,
-) -> None:
+) -> pd.DataFrame | None:
     """Normalized improvement on the atlantis_required sets: rows = the seed's `kind` models
-    (ftwb1 / ftwb2) by index, columns = tasks; trained cells outlined; colour scale 0..1.5."""
+    (ftwb1 / ftwb2) by index, columns = tasks; trained cells outlined; colour scale 0..1.5.
+    Returns the models x tasks matrix drawn (None when there was nothing to draw)."""
     df = _final_atlantis(normalized, seed, kind)
     if df.empty:
         fig, ax = plt.subplots(figsize=(6, 3))
         _note(ax, f"no {kind} models evaluated for seed {seed}")
         ax.set_title(f"seed {seed} {kind}: normalized improvement (Atlantis)")
         _save(fig, path)
-        return
-    ax = _model_task_heatmap(
+        return None
+    ax, mat = _model_task_heatmap(
         df, "normalized", tasks, vmin=0, vmax=1.5, cmap="viridis",
         cbar_kws={"label": "normalized improvement"},
     )  # fmt: skip
@@ -115,6 +116,7 @@ def plot_ftwb_heatmap(
     m_tf = _mean(df.loc[df["cell"] == "transfer", "normalized"])
     ax.set_title(f"seed {seed} {kind}: trained {m_tr:.3f} / transfer {m_tf:.3f} (boxed = trained)")
     _save(ax.figure, path)
+    return mat
 
 
 def plot_actual_minus_expected(
@@ -122,9 +124,9 @@ def plot_actual_minus_expected(
     seed: int,
     path: str | Path,
     tasks: Sequence[str] | None = None,
-) -> None:
+) -> pd.DataFrame | None:
     """ftwb2 models x tasks: actual - expected normalized improvement (atlantis_required),
-    diverging colormap centred at 0; trained cells outlined."""
+    diverging colormap centred at 0; trained cells outlined. Returns the matrix drawn."""
     df = _final_atlantis(normalized, seed, "ftwb2")
     if df.empty or df["actual_minus_expected"].isna().all():
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -132,9 +134,9 @@ def plot_actual_minus_expected(
         _note(ax, f"{why} evaluated for seed {seed}")
         ax.set_title(f"seed {seed} ftwb2: actual - expected")
         _save(fig, path)
-        return
+        return None
     lim = max(0.5, float(np.nanmax(np.abs(df["actual_minus_expected"].to_numpy()))))
-    ax = _model_task_heatmap(
+    ax, mat = _model_task_heatmap(
         df, "actual_minus_expected", tasks, cmap="RdBu", center=0, vmin=-lim, vmax=lim,
         cbar_kws={"label": "actual - expected"},
     )  # fmt: skip
@@ -145,6 +147,7 @@ def plot_actual_minus_expected(
         f"seed {seed} ftwb2 actual - expected: pairs with distance {m_w:+.3f}, without {m_wo:+.3f}"
     )
     _save(ax.figure, path)
+    return mat
 
 
 def _probe_records(probes) -> list[dict]:
