@@ -2,6 +2,10 @@
 
 Per eval set it writes <set>.samples.jsonl (one object per row) and then <set>.json (metrics),
 both atomically and the metrics last, so an existing metrics file implies its samples file.
+
+Device: `device` auto | cpu | cuda (ftlab.device); weights stay float32 on every device (decoding
+a 1.6 M-parameter model is launch-bound, and fp32 keeps greedy answers comparable across
+devices). `batch_size="auto"` sizes batches from the GPU's free memory (64 on the CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from ftlab.device import auto_eval_batch_size, resolve_device
 from ftlab.io import atomic_write_json, atomic_write_lines, checkpoint_sha256, read_json
 from ftlab.paths import EVAL_SET_SEP
 from ftlab.study import TASKS
@@ -23,14 +28,15 @@ from ftlab.train import META_FILE, read_rows
 log = logging.getLogger("ftlab.evaluate")
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device(name: str = "auto") -> torch.device:
+    return resolve_device(name)
 
 
-def load_checkpoint(path: str | Path, threads: int = 1):
-    """(model, tokenizer) of an HF checkpoint dir: eval mode, float32, left padding."""
+def load_checkpoint(path: str | Path, threads: int = 1, device: str = "auto"):
+    """(model, tokenizer) of an HF checkpoint dir on `device`: eval mode, float32, left padding."""
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device()).eval()
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev).eval()
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     return model, tokenizer
@@ -135,8 +141,15 @@ def _task_order(name: str) -> tuple[int, str]:
     return (TASKS.index(name) if name in TASKS else len(TASKS), name)
 
 
+def resolve_batch_size(batch_size: int | str, model, n_rows: int, seq_len: int) -> int:
+    """An integer batch size as given; "auto": from the device's free memory (ftlab.device)."""
+    if batch_size == "auto":
+        return auto_eval_batch_size(model, model.device, n_rows, seq_len)
+    return int(batch_size)
+
+
 def evaluate_set(
-    model, tokenizer, name: str, rows: list[str], batch_size: int
+    model, tokenizer, name: str, rows: list[str], batch_size: int | str
 ) -> tuple[list[dict], dict]:
     """Decode and score one eval set: (per-sample records, partial metrics dict)."""
     from ftlab.world.tasks import split_prompt, task_of_row
@@ -150,6 +163,7 @@ def evaluate_set(
         longest_prompt = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
         room = model.config.max_position_embeddings - longest_prompt
         max_new = max(1, min(max(len(a) for _, a in pairs) + 2, room))
+        batch_size = resolve_batch_size(batch_size, model, len(rows), longest_prompt + max_new)
         outputs = greedy_decode(model, tokenizer, prompts, batch_size, max_new)
     samples, per_task = [], {}
     for row, (prompt, target), output in zip(rows, pairs, outputs, strict=True):
@@ -187,6 +201,8 @@ def evaluate_set(
         "results": results,
         "elapsed_s": round(elapsed, 4),
         "rows_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
+        "batch_size": batch_size if rows else None,
+        "device": model.device.type,
     }
     return samples, metrics
 
@@ -198,18 +214,21 @@ def evaluate_checkpoint(
     out_metrics: dict[str, str],
     out_samples: dict[str, str],
     rows_per_set: int | None,
-    batch_size: int,
+    batch_size: int | str,
     threads: int = 1,
     meta: dict | None = None,
+    device: str = "auto",
 ) -> None:
-    """Evaluate one checkpoint on every eval set (name -> jsonl path) with one model load."""
+    """Evaluate one checkpoint on every eval set (name -> jsonl path) with one model load.
+
+    batch_size: an integer or "auto" (from free GPU memory); device: auto | cpu | cuda."""
     meta = dict(meta or {})
     info_path = Path(checkpoint) / META_FILE
     if info_path.is_file():  # fall back to the checkpoint's self-description
         info = read_json(info_path)
         meta.setdefault("model", info.get("model_name"))
         meta.setdefault("step", info.get("step"))
-    model, tokenizer = load_checkpoint(checkpoint, threads)
+    model, tokenizer = load_checkpoint(checkpoint, threads, device)
     ckpt_sha = checkpoint_sha256(checkpoint)
     for name, path in eval_sets.items():
         rows = read_rows(path)

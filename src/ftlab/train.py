@@ -11,6 +11,16 @@ and state_dir is deleted.
 Exact resume: the batch of step s is a pure function of (seed, s) (per-epoch permutations from
 a generator seeded by (seed, epoch)), and a checkpoint stores weights, optimizer, scheduler and
 all RNG states, so a run killed at any moment and re-run ends with bit-identical weights.
+
+Devices (see ftlab.device): on the CPU (and on a GPU with cuda_graphs off) each step is the
+plain eager step above. On a CUDA GPU with cuda_graphs on, the same optimizer steps run through
+`CapturedStep`: every training row resident on the GPU at one static width, the batch of step s
+gathered on the GPU from the same per-epoch permutation into fixed-shape buffers, fused and
+capturable AdamW with the learning rate as a GPU tensor (the same linear warmup/decay values as
+the eager LambdaLR), and forward, backward, clipping and the optimizer step captured once as
+one CUDA graph and replayed (gpu-notes.md: 4-5x the eager GPU loop for the paper model).
+GPU resume is exact up to the GPU's own run-to-run nondeterminism (atomic adds in backward):
+same data order, schedule and optimizer state, final metrics equal within float tolerance.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -35,6 +46,13 @@ from transformers import AutoModelForCausalLM
 
 from ftlab import checkpointing
 from ftlab.checkpointing import META_FILE, fsync_files
+from ftlab.device import (
+    autocast,
+    check_precision,
+    device_info,
+    grad_scaler,
+    resolve_device,
+)
 from ftlab.io import (
     atomic_write_text,
     checkpoint_sha256,
@@ -143,6 +161,57 @@ class Batches:
         }
 
 
+class StaticBatches:
+    """The batches of `Batches` in fixed-shape buffers on `device` (the fast GPU path).
+
+    All rows and lengths live on the device; `load(step)` copies the row indices of step s
+    (the same per-epoch permutation as Batches, so the same rows) into a static index buffer,
+    and `tensors()` gathers them at the full static width. A short last batch of an epoch is
+    filled up to batch_size with row 0 marked invalid: its labels are all -100, so the loss
+    (a mean over real tokens) and the gradients are those of the short batch. Right padding
+    carries label -100 too and, the model being causal, no real token attends to it, so no
+    attention mask is needed. Runs on any device; only the graph capture needs CUDA.
+    """
+
+    def __init__(self, ids, lengths, batch_size: int, seed: int, device):
+        self.device = torch.device(device)
+        self.ids = ids.to(self.device)  # uint8 [N, W]: ids.long() happens per batch
+        self.lengths = lengths.to(self.device)
+        self.width = int(ids.shape[1])
+        self.batch_size, self.seed = batch_size, seed
+        self.steps_per_epoch = math.ceil(len(ids) / batch_size)
+        self.positions = torch.arange(self.width, device=self.device)
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.valid = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+        self._n_valid = batch_size
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def epoch_of(self, step: int) -> int:
+        return (step - 1) // self.steps_per_epoch
+
+    def load(self, step: int) -> None:
+        """Fill the static buffers with the batch of `step` (device copies, no host sync)."""
+        epoch, b = divmod(step - 1, self.steps_per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            perm = epoch_permutation(self.seed, epoch, len(self.ids))
+            self._perm = (epoch, torch.from_numpy(perm).to(self.device))
+        part = self._perm[1][b * self.batch_size : (b + 1) * self.batch_size]
+        n = len(part)
+        self.idx[:n].copy_(part, non_blocking=True)
+        if n != self._n_valid:
+            self.idx[n:].zero_()
+            self.valid[:n].fill_(True)
+            self.valid[n:].fill_(False)
+            self._n_valid = n
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, labels) [batch_size, width] of the loaded batch, from the buffers."""
+        input_ids = self.ids[self.idx].long()
+        real = self.positions[None, :] < self.lengths[self.idx][:, None]
+        labels = input_ids.masked_fill(~(real & self.valid[:, None]), -100)
+        return input_ids, labels
+
+
 # -- schedule -----------------------------------------------------------------------------------
 def lr_multiplier(i: int, warmup: int, total: int) -> float:
     """LambdaLR factor for the optimizer step with index i (0-based).
@@ -241,17 +310,160 @@ def _load_hf(path: str | Path):
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def train_step(model, optimizer, scheduler, batch: dict, max_grad_norm: float | None):
-    """One optimizer step; returns (loss, lr used)."""
+def train_step(
+    model, optimizer, scheduler, batch: dict, max_grad_norm: float | None,
+    *, amp=nullcontext, scaler=None,
+):  # fmt: skip
+    """One eager optimizer step; returns (loss, lr used).
+
+    amp: a factory of the forward pass's autocast context; scaler: the fp16 GradScaler.
+    With the defaults (fp32) this is exactly the CPU step the exact-resume guarantee is about.
+    """
     lr = scheduler.get_last_lr()[0]
-    loss = model(**batch, use_cache=False).loss
-    loss.backward()
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    with amp():
+        loss = model(**batch, use_cache=False).loss
+    if scaler is None:
+        loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        if max_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item(), lr
+
+
+class CapturedStep:
+    """The whole optimizer step on static buffers, captured as one CUDA graph (gpu-notes.md).
+
+    Forward (attention_mask=None, use_cache=False), backward, gradient clipping
+    (foreach, no host sync), optional fp16 loss scaling and the fused capturable AdamW step
+    are recorded once and replayed per step; between replays only the batch indices
+    (`data.load`) and the learning rate tensor change. Warm-up iterations on a side stream
+    precede the capture; they run with lr 0, and the parameters, optimizer state and loss
+    scaler are restored afterwards, so they leave no trace in the training.
+
+    `graph=False` (or a capture that fails) runs the same body eagerly each step: same
+    static shapes and arithmetic, no graph (this path also runs on the CPU, which the tests
+    use to check it against the plain eager step).
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model, optimizer, data: StaticBatches, max_grad_norm, *, lr: torch.Tensor,
+                 precision: str = "fp32", scaler=None, graph: bool = True):  # fmt: skip
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.max_grad_norm, self.lr, self.scaler = max_grad_norm, lr, scaler
+        self.precision, self.device = precision, data.device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.graph = None
+        self.loss = None  # the last step's loss (a device tensor)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        if graph:
+            self._capture()
+
+    def _body(self) -> torch.Tensor:
+        opt, scaler = self.optimizer, self.scaler
+        opt.zero_grad(set_to_none=False)  # gradient buffers keep their addresses
+        input_ids, labels = self.data.tensors()
+        with autocast(self.device, self.precision, graph_safe=self.graph is not None):
+            loss = self.model(input_ids=input_ids, labels=labels, use_cache=False).loss
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            if self.max_grad_norm:
+                scaler.unscale_(opt)
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+        return loss.detach()
+
+    def _snapshot(self) -> dict:
+        state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+                 for p, s in self.optimizer.state.items()}  # fmt: skip
+        scaler = None
+        if self.scaler is not None and self.scaler._scale is not None:
+            scaler = (self.scaler._scale.clone(), self.scaler._growth_tracker.clone())
+        return {
+            "params": [p.detach().clone() for p in self.params],
+            "state": state,
+            "scaler": scaler,
+            "lr": self.lr.clone(),
+        }
+
+    @torch.no_grad()
+    def _restore(self, snap: dict) -> None:
+        for p, saved in zip(self.params, snap["params"], strict=True):
+            p.copy_(saved)
+        for p, s in self.optimizer.state.items():  # created by the warm-up: back to fresh
+            saved = snap["state"].get(id(p), {})
+            for k, v in s.items():
+                if not torch.is_tensor(v):
+                    continue
+                if k in saved:
+                    v.copy_(saved[k])
+                else:
+                    v.zero_()
+        if self.scaler is not None and self.scaler._scale is not None:
+            if snap["scaler"] is None:  # not used before: its initial (or loaded) state
+                self.scaler._scale.fill_(self.scaler._init_scale)
+                self.scaler._growth_tracker.fill_(self.scaler._init_growth_tracker)
+            else:
+                self.scaler._scale.copy_(snap["scaler"][0])
+                self.scaler._growth_tracker.copy_(snap["scaler"][1])
+        self.lr.copy_(snap["lr"])
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    def _capture(self) -> None:
+        snap = self._snapshot()
+        self.lr.zero_()  # warm-up steps must not move the weights
+        self.data.load(1)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    self._body()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.graph = graph  # _body sees it: autocast without its cast cache
+            with torch.cuda.graph(graph):
+                self.loss = self._body()
+        except Exception as err:  # noqa: BLE001 - any capture failure: run the same step eagerly
+            self.graph = None
+            log.warning("CUDA graph capture failed (%s: %s); running the step eagerly",
+                        type(err).__name__, err)  # fmt: skip
+        torch.cuda.synchronize(self.device)
+        self._restore(snap)
+
+    def run(self, step: int, lr: float) -> None:
+        """Optimizer step `step` at learning rate lr; its loss is added to loss_sum."""
+        self.data.load(step)
+        self.lr.fill_(lr)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.loss = self._body()
+        self.loss_sum += self.loss
+
+    def take_loss_sum(self) -> float:
+        """Sum of the losses since the last call (one host sync), then reset."""
+        value = self.loss_sum.item()
+        self.loss_sum.zero_()
+        return value
 
 
 def run_training(
@@ -269,6 +481,9 @@ def run_training(
     log_path: str | None = None,
     threads: int = 1,
     meta: dict | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    cuda_graphs: bool = True,
 ) -> None:
     """Train (or resume) one model and publish its checkpoints to out_dir.
 
@@ -276,6 +491,9 @@ def run_training(
     log_every, optional max_grad_norm (default 1.0, as HF Trainer; null disables clipping).
     log_path: the CSV training log; out_dir/training_log.csv is always published, and a
     different log_path receives a copy. Progress goes to the "ftlab.train" logger.
+    device: auto | cpu | cuda[:N]; precision: fp32 | bf16 | fp16 (mixed precision, see
+    ftlab.device); cuda_graphs: on a CUDA device, run the captured fast step (CapturedStep).
+    All three are recorded in ftlab_checkpoint.json with the GPU's name.
     """
     _run(
         model_name=model_name,
@@ -291,12 +509,19 @@ def run_training(
         log_path=Path(log_path) if log_path else None,
         threads=threads,
         meta=meta or {},
+        device=device,
+        precision=precision,
+        cuda_graphs=cuda_graphs,
     )
 
 
 def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
-         saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta) -> None:  # fmt: skip
+         saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta, device,
+         precision, cuda_graphs) -> None:  # fmt: skip
     torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    precision = check_precision(precision)
+    fast = bool(cuda_graphs) and dev.type == "cuda"
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
     if not saved or saved[-1] != total_steps or saved[0] < 1:
@@ -316,6 +541,9 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         "init_checkpoint_sha256": checkpoint_sha256(init_checkpoint) if init_checkpoint else None,
         "train_data_sha256": sha256_file(train_rows),
     }
+    runtime = {"device": dev.type, "precision": precision, "cuda_graphs": fast}
+    if runtime != {"device": "cpu", "precision": "fp32", "cuda_graphs": False}:
+        inputs["runtime"] = runtime  # CPU fp32 keeps the fingerprint it always had
     fingerprint = sha256_json(inputs)
     resume = find_resume_point(state_dir, fingerprint)
 
@@ -327,25 +555,44 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         tokenizer = build_char_tokenizer(model_max_length=model_cfg["max_length"])
         torch.manual_seed(seed)  # the base model's init depends on the training seed only
         model = build_model(model_cfg, tokenizer)
-    model.train()
+    model.to(dev).train()
 
     rows = read_rows(train_rows)
     if not rows:
         raise ValueError(f"no training rows in {train_rows}")
     ids, lengths = encode_rows(rows, tokenizer, model.config.max_position_embeddings)
     batches = Batches(ids, lengths, training["batch_size"], seed)
+    multiplier = partial(lr_multiplier, warmup=training["warmup_steps"], total=total_steps)
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"]
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_multiplier, warmup=training["warmup_steps"], total=total_steps)
-    )
+    lr_tensor = None
+    if fast:  # fused + capturable AdamW; lr a device tensor the captured step reads
+        lr_tensor = torch.tensor(float(training["lr"]), dtype=torch.float32, device=dev)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr_tensor, weight_decay=training["weight_decay"],
+            fused=True, capturable=True,
+        )  # fmt: skip
+        scheduler = None
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"],
+            **({"fused": True} if dev.type == "cuda" else {}),
+        )  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    scaler = grad_scaler(dev, precision)
     step, log_rows, loss_sum, loss_n, elapsed0 = 0, [], 0.0, 0, 0.0
     if resume is not None:
-        state = torch.load(resume / STATE_FILE, weights_only=False)
+        # CPU: loaded as saved; GPU: via the CPU, so a resume on another GPU index works
+        # (load_state_dict moves the optimizer state onto the parameters' device).
+        where = None if dev.type == "cpu" else "cpu"
+        state = torch.load(resume / STATE_FILE, weights_only=False, map_location=where)
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if lr_tensor is not None:  # the saved group holds a copy of the lr tensor: use ours
+            for group in optimizer.param_groups:
+                group["lr"] = lr_tensor
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         step, log_rows = state["step"], state["log_rows"]
         loss_sum, loss_n, elapsed0 = state["loss_sum"], state["loss_n"], state["elapsed_s"]
@@ -355,20 +602,50 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         np.random.seed(seed % 2**32)
         random.seed(seed)
         log.info("starting %s from scratch (step 0 of %d)", model_name, total_steps)
+    where_info = device_info(dev, precision)
     log.info(
-        "%s: %d rows, %d params, %d steps (%d/epoch), batch %d, threads %d",
+        "%s: %d rows, %d params, %d steps (%d/epoch), batch %d, threads %d, on %s %s, %s",
         model_name, len(rows), n_params(model), total_steps, batches.steps_per_epoch,
-        training["batch_size"], threads,
+        training["batch_size"], threads, dev, where_info["gpu_name"] or "", precision,
     )  # fmt: skip
+
+    captured = None
+    if fast:
+        static = StaticBatches(ids, lengths, training["batch_size"], seed, dev)
+        captured = CapturedStep(
+            model, optimizer, static, max_grad_norm, lr=lr_tensor, precision=precision,
+            scaler=scaler, graph=True,
+        )  # fmt: skip
+        captured.loss_sum.fill_(loss_sum)  # carried over from the checkpoint (0 when fresh)
+        where_info["cuda_graphs"] = captured.graph is not None
+    else:
+        where_info["cuda_graphs"] = False
+        amp = partial(autocast, dev, precision)
+
+    def host_loss_sum() -> float:  # the fast path sums losses on the device
+        return loss_sum if captured is None else float(captured.loss_sum.item())
 
     log_every = max(1, int(training.get("log_every") or 1))
     t0, step0 = time.perf_counter(), step
     while step < total_steps:
         step += 1
-        loss, lr = train_step(model, optimizer, scheduler, batches.get(step), max_grad_norm)
-        loss_sum, loss_n = loss_sum + loss, loss_n + 1
+        if captured is None:
+            batch = batches.get(step)
+            if dev.type != "cpu":
+                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            loss, lr = train_step(
+                model, optimizer, scheduler, batch, max_grad_norm,
+                **({} if precision == "fp32" else {"amp": amp, "scaler": scaler}),
+            )  # fmt: skip
+            loss_sum = loss_sum + loss
+        else:
+            lr = training["lr"] * multiplier(step - 1)  # what LambdaLR gives the eager path
+            captured.run(step, lr)
+        loss_n = loss_n + 1
         elapsed = elapsed0 + time.perf_counter() - t0
         if step % log_every == 0 or step == total_steps:
+            if captured is not None:
+                loss_sum = captured.take_loss_sum()
             row = {
                 "step": step,
                 "epoch": round(step / batches.steps_per_epoch, 4),
@@ -387,13 +664,15 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
             trainer_state = {
                 "step": step,
                 "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": _rng_state(),
                 "log_rows": log_rows,
-                "loss_sum": loss_sum,
+                "loss_sum": host_loss_sum(),
                 "loss_n": loss_n,
                 "elapsed_s": elapsed,
             }
+            if scaler is not None:
+                trainer_state["scaler"] = scaler.state_dict()
             info = {
                 **inputs,
                 "fingerprint": fingerprint,
@@ -403,11 +682,16 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "torch_version": torch.__version__,
                 "transformers_version": transformers.__version__,
+                **where_info,
                 "meta": meta,
             }
             path = save_checkpoint(state_dir, step, model, tokenizer, trainer_state, info)
             log.info("saved %s", path)
 
+    if dev.type == "cuda":
+        log.info("%s: peak GPU memory %.1f MiB (%s steps/s over this run)", model_name,
+                 torch.cuda.max_memory_allocated(dev) / 2**20,
+                 f"{(step - step0) / max(time.perf_counter() - t0, 1e-9):.1f}")  # fmt: skip
     publish(out_dir, state_dir, saved, log_rows)
     if log_path is not None and log_path.resolve() != (out_dir / LOG_NAME).resolve():
         atomic_write_text(log_path, _log_csv(log_rows))
