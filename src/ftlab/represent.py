@@ -93,15 +93,18 @@ def extract_features(
     layer: int,
     threads: int = 1,
     batch_size: int = 256,
+    device: str | None = None,
 ) -> dict:
     """Load `checkpoint` and compute the probe features of `cities` prompted with `task`'s
     probe prompt. Returns arrays city_id, x, y, is_atlantis, features [n, 2*hidden] and the
-    scalars layer, task, prompt_example."""
+    scalars layer, task, prompt_example. device: auto | cpu | cuda (None: the loader's
+    default, auto); features are float32 on every device."""
     from ftlab import evaluate  # attribute lookup at call time: tests substitute the loader
     from ftlab.world.tasks import get_task
 
     torch.set_num_threads(threads)
-    model, tokenizer = evaluate.load_checkpoint(checkpoint, threads=threads)
+    where = {} if device is None else {"device": device}
+    model, tokenizer = evaluate.load_checkpoint(checkpoint, threads=threads, **where)
     data = features_from_model(
         model, tokenizer, cities, get_task(task).probe_prompt, layer, batch_size
     )
