@@ -129,6 +129,9 @@ def train_model(
         state_dir=state_dir,
         log_path=str(Path(out_dir) / "training_log.csv"),
         threads=threads,
+        device=cfg.get("device", "auto"),
+        precision=cfg.get("precision", "fp32"),
+        cuda_graphs=cfg.get("cuda_graphs", True),
         meta={
             "study": cfg["study"],
             "kind": spec.kind,
@@ -161,6 +164,7 @@ def evaluate_model(
         batch_size=cfg["eval"]["batch_size"],
         threads=threads,
         meta={"model": model, "step": int(step), "study": cfg["study"]},
+        device=cfg.get("device", "auto"),
     )
 
 
@@ -182,7 +186,12 @@ def represent_model(
     r = cfg["representations"]
     layer = min(r["layer"], cfg["model"]["layers"])
     data = extract_features(
-        checkpoint, read_city_table(cities_path), spec.probe_task, layer, threads=threads
+        checkpoint,
+        read_city_table(cities_path),
+        spec.probe_task,
+        layer,
+        threads=threads,
+        device=cfg.get("device", "auto"),
     )
     write_features(out_features, data)
     probe = fit_probes(data, r["probe_alpha"], r["probe_test_fraction"], cfg["data"]["seed"])
