@@ -9,14 +9,16 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.spatial import Delaunay, QhullError
+from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from ftlab.study import TASKS as STUDY_TASKS
 from ftlab.world.cities import build_city_table
 from ftlab.world.tasks import (
     TASKS,
     CityPool,
+    SamplingError,
     get_task,
+    hull_has_area,
     point_in_convex_hull,
     sample_crossing_balanced,
     segments_intersect,
@@ -128,6 +130,44 @@ def crossing_independent(p1, p2, p3, p4) -> bool:
     )
 
 
+def inside_paper(t, pts) -> bool:
+    """The paper's point_in_convex_hull (data_generation_v1/tasks/inside.py), re-implemented:
+    collinear 3-point hull -> False; qhull error (degenerate hull) -> False; else Delaunay of
+    the hull vertices, find_simplex >= 0."""
+    hull_points = np.array(pts, dtype=float)
+    if len(hull_points) == 3:
+        p1, p2, p3 = hull_points
+        if abs((p2[0] - p1[0]) * (p3[1] - p1[1]) - (p2[1] - p1[1]) * (p3[0] - p1[0])) < 1e-10:
+            return False
+    try:
+        hull = ConvexHull(hull_points)
+        delaunay = Delaunay(hull_points[hull.vertices])
+    except QhullError:
+        return False
+    return bool(delaunay.find_simplex(np.array(t, dtype=float)) >= 0)
+
+
+def simulate_paper_inside(xs, ys, n_samples, seed) -> list[tuple[int, bool]]:
+    """The paper's generate_inside_samples loop (all_pairs strategy), one attempt at a time
+    with the legacy global-state RNG: (hull size, label) of every kept sample."""
+    rs = np.random.RandomState(seed)
+    n_true = int(n_samples * 0.5)
+    n_false = n_samples - n_true
+    true_s, false_s = [], []
+    attempts = 0
+    while (len(true_s) < n_true or len(false_s) < n_false) and attempts < n_samples * 100:
+        attempts += 1
+        n_hull = rs.randint(3, 5 + 1)
+        idx = rs.choice(len(xs), size=n_hull + 1, replace=False)
+        pts = [(xs[i], ys[i]) for i in idx]
+        inside = inside_paper(pts[0], pts[1:])
+        if inside and len(true_s) < n_true:
+            true_s.append((n_hull, True))
+        elif not inside and len(false_s) < n_false:
+            false_s.append((n_hull, False))
+    return true_s + false_s
+
+
 def inside_independent(t, pts) -> bool | None:
     """scipy's Delaunay triangulation of the hull points; None if qhull rejects them."""
     try:
@@ -172,11 +212,16 @@ def test_row_format_and_atlantis(rows, lookup, name, req):
         assert task_of_row(row) is TASKS[name]
 
 
-def test_row_sizes_are_uniform(rows):
+def test_row_sizes_are_uniform(rows, pool):
     inside = [len(cities_of(r)) - 1 for r in rows["inside", False]]
     perim = [len(cities_of(r)) for r in rows["perimeter", False]]
     assert set(inside) == {3, 4, 5} and set(perim) == {2, 3, 4, 5}
-    for counts in (np.bincount(inside)[3:], np.bincount(perim)[2:]):
+    # inside's hull size is only uniform with the "stratified" option (the paper's is not).
+    strat = get_task("inside").sample_batch(
+        np.random.default_rng(4), pool, False, N_ROWS, inside_sampler="stratified"
+    )
+    strat = [len(cities_of(r)) - 1 for r in strat]
+    for counts in (np.bincount(strat)[3:], np.bincount(perim)[2:]):
         assert counts.min() > 0.6 * counts.mean()
 
 
@@ -282,30 +327,97 @@ def test_compass_hand_made():
 
 @pytest.mark.parametrize("req", [False, True])
 def test_inside(rows, lookup, req):
-    skipped = 0
     for row in rows["inside", req]:
         t, *pts = (xy(lookup, c) for c in cities_of(row))
-        truth = inside_independent(t, pts)
-        if truth is None:
-            skipped += 1
-            continue
+        truth = inside_paper(t, pts)
         assert split_prompt(row)[1] == ("TRUE" if truth else "FALSE"), row
-    assert skipped < 0.05 * N_ROWS
 
 
 @pytest.mark.parametrize("req", [False, True])
-def test_inside_is_balanced(pool, req):
-    rows = get_task("inside").sample_batch(np.random.default_rng(11), pool, req, 4000)
-    n_true = sum(r.endswith("=TRUE") for r in rows)
-    assert abs(n_true - 2000) < 4 * math.sqrt(4000 * 0.25)  # 4 binomial sd
+def test_inside_quotas_are_exact(pool, req):
+    # The paper fills int(n * 0.5) TRUE and n - int(n * 0.5) FALSE rows exactly.
+    for n in (4000, 1001):
+        rows = get_task("inside").sample_batch(np.random.default_rng(11), pool, req, n)
+        assert sum(r.endswith("=TRUE") for r in rows) == n // 2
+    strat = get_task("inside").sample_batch(
+        np.random.default_rng(11), pool, req, 4000, inside_sampler="stratified"
+    )
+    assert abs(sum(r.endswith("=TRUE") for r in strat) - 2000) < 4 * math.sqrt(4000 * 0.25)
+
+
+def _size_by_label(pairs) -> dict[bool, np.ndarray]:
+    """P(hull size = 3, 4, 5 | label) and the label counts."""
+    out = {}
+    for label in (True, False):
+        sizes = np.array([k for k, lab in pairs if lab == label])
+        out[label] = (np.bincount(sizes, minlength=6)[3:] / len(sizes), len(sizes))
+    return out
+
+
+def test_inside_hull_size_by_label_matches_a_simulation_of_the_paper(table, pool):
+    """Hull size correlates with the label as in the paper: the distribution of n within TRUE
+    and within FALSE rows matches the paper's loop re-run independently (scipy geometry,
+    legacy RNG, one attempt at a time) on the same real cities."""
+    real = table[~table["is_atlantis"]]
+    sim = _size_by_label(
+        simulate_paper_inside(real["x"].tolist(), real["y"].tolist(), 6000, seed=42)
+    )
+    rows = get_task("inside").sample_batch(np.random.default_rng(3), pool, False, 20000)
+    ours = _size_by_label([(len(cities_of(r)) - 1, r.endswith("=TRUE")) for r in rows])
+    strat_rows = get_task("inside").sample_batch(
+        np.random.default_rng(3), pool, False, 20000, inside_sampler="stratified"
+    )
+    strat = _size_by_label([(len(cities_of(r)) - 1, r.endswith("=TRUE")) for r in strat_rows])
+    for label in (True, False):
+        (p_sim, n_sim), (p_ours, n_ours) = sim[label], ours[label]
+        p = (p_sim * n_sim + p_ours * n_ours) / (n_sim + n_ours)
+        se = np.sqrt(p * (1 - p) * (1 / n_sim + 1 / n_ours))
+        assert np.all(np.abs(p_ours - p_sim) < 4.5 * se), (label, p_ours, p_sim)
+    # The stratified option is uniform in n within TRUE rows, which the paper's sampler is not:
+    # the comparison above would catch a sampler that draws n independently of the label.
+    assert np.max(np.abs(strat[True][0] - sim[True][0])) > 0.1, strat[True]
+    assert sim[True][0][2] > 0.4 and sim[True][0][0] < 0.25  # TRUE rows are mostly n = 5
+
+
+def test_inside_degenerate_hull_is_false():
+    # Six collinear cities: every hull is a segment, so the paper labels every row FALSE (even
+    # a test city lying on the segment) and no TRUE quota can be filled.
+    line = tiny_table([(0, 0), (10, 0), (20, 0), (30, 0), (40, 0), (50, 0)])
+    with pytest.raises(SamplingError, match="inside"):
+        get_task("inside").sample_batch(np.random.default_rng(0), line_pool(line), False, 2)
+    assert not hull_has_area([0, 10, 20], [0, 0, 0])
+    assert not hull_has_area([0, 0, 10, 10], [0, 0, 10, 10])  # repeated points on a diagonal
+    assert hull_has_area([0, 10, 5], [0, 0, 9])
+    assert hull_has_area([0, 10, 20, 5], [0, 0, 0, 1])
+    assert not inside_paper((5, 0), [(0, 0), (10, 0), (20, 0)])  # the independent rule agrees
 
 
 @pytest.mark.parametrize("req", [False, True])
 def test_perimeter(rows, lookup, req):
     for row in rows["perimeter", req]:
         pts = [xy(lookup, c) for c in cities_of(row)]
-        total = sum(math.dist(pts[i], pts[(i + 1) % len(pts)]) for i in range(len(pts)))
+        if len(pts) == 2:  # the paper's n = 2: the single distance
+            total = math.dist(*pts)
+        else:
+            total = sum(math.dist(pts[i], pts[(i + 1) % len(pts)]) for i in range(len(pts)))
         check_rounded(split_prompt(row)[1], total)
+
+
+def test_perimeter_two_cities_hand_worked():
+    # A(0,0) B(3,4) C(6,0) D(0,8) E(9,12): pair distances worked by hand, rounded.
+    pts = [(0, 0), (3, 4), (6, 0), (0, 8), (9, 12)]
+    hand = {
+        (1, 2): 5, (1, 3): 6, (1, 4): 8, (1, 5): 15, (2, 3): 5,
+        (2, 4): 5, (2, 5): 10, (3, 4): 10, (3, 5): 12, (4, 5): 10,
+    }  # fmt: skip
+    rows = get_task("perimeter").sample_batch(
+        np.random.default_rng(1), line_pool(tiny_table(pts)), False, 400
+    )
+    two = [r for r in rows if len(cities_of(r)) == 2]
+    assert len(two) > 50
+    for row in two:
+        a, b = sorted(int(c[2:]) for c in cities_of(row))
+        assert int(split_prompt(row)[1]) == hand[a, b], row  # not twice the distance
 
 
 @pytest.mark.parametrize("req", [False, True])
@@ -410,6 +522,35 @@ def test_prompts_and_lookup():
         get_task("nope")
     with pytest.raises(KeyError):
         task_of_row("nope(c_0001)=1")
+
+
+def tiny_table(points) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "city_id": list(range(1, len(points) + 1)),
+            "name": [f"p{i}" for i in range(len(points))],
+            "x": [p[0] for p in points],
+            "y": [p[1] for p in points],
+            "is_atlantis": False,
+        }
+    )
+
+
+def line_pool(df) -> CityPool:
+    return CityPool.from_frame(df)
+
+
+def test_task_options_are_checked(pool):
+    with pytest.raises(TypeError, match="unknown task options"):
+        get_task("distance").sample_batch(np.random.default_rng(0), pool, False, 2, foo=1)
+    with pytest.raises(ValueError, match="inside_sampler"):
+        get_task("inside").sample_batch(
+            np.random.default_rng(0), pool, False, 2, inside_sampler="nope"
+        )
+    # Options a task does not take are ignored, so one dict serves every task.
+    get_task("distance").sample_batch(
+        np.random.default_rng(0), pool, False, 2, inside_sampler="paper"
+    )
 
 
 def test_sample_is_deterministic(pool):

@@ -50,11 +50,13 @@ def derive_seed(seed: int, *names: str) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
 
 
-def _stream(task, pool: CityPool, require_atlantis: bool, seed: int):
-    """Endless chunks of rows from one random stream."""
+def _stream(task, pool: CityPool, require_atlantis: bool, seed: int, first=CHUNK, options=None):
+    """Endless chunks of rows from one random stream: ``first`` rows, then CHUNK-row chunks."""
     rng = np.random.default_rng(seed)
+    size = max(1, first)
     while True:
-        yield task.sample_batch(rng, pool, require_atlantis, CHUNK)
+        yield task.sample_batch(rng, pool, require_atlantis, size, **(options or {}))
+        size = CHUNK
 
 
 def _take(chunks, n: int, exclude: set[str], what: str) -> list[str]:
@@ -73,13 +75,22 @@ def _take(chunks, n: int, exclude: set[str], what: str) -> list[str]:
 
 
 def make_task_splits(
-    cities: pd.DataFrame, task: str, variant: str, n_train: int, n_test: int, seed: int
+    cities: pd.DataFrame,
+    task: str,
+    variant: str,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    task_options: dict | None = None,
 ) -> dict[str, list[str]]:
     """{"train": n_train rows, "test": n_test rows} of one task and variant.
 
-    The test rows are drawn first; train rows never equal a test row (duplicates within either
-    split are allowed). Each split has its own stream derived from (seed, task, variant), so the
-    test set does not depend on n_train.
+    The test rows are drawn first, as ONE batch of n_test rows (so ``inside``'s paper sampler
+    fills exact TRUE/FALSE quotas over the whole test set, as the paper's generator does per
+    split); train rows come in chunks of CHUNK rows (exact quotas per chunk) and never equal a
+    test row (duplicates within either split are allowed). Each split has its own stream derived
+    from (seed, task, variant), so the test set does not depend on n_train. ``task_options``:
+    study-wide task options (``ftlab.world.tasks.TASK_OPTIONS``, e.g. inside_sampler).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
@@ -89,10 +100,10 @@ def make_task_splits(
     pool = CityPool.from_frame(cities)
     req = variant == "atlantis_required"
     what = f"{task}/{variant}"
-    test = _take(
-        _stream(t, pool, req, derive_seed(seed, task, variant, "test")), n_test, set(), what
-    )
-    train_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "train"))
+    opts = dict(task_options or {})
+    test_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "test"), n_test, opts)
+    test = _take(test_chunks, n_test, set(), what)
+    train_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "train"), CHUNK, opts)
     train = _take(train_chunks, n_train, set(test), what)
     return {"train": train, "test": test}
 

@@ -1,27 +1,37 @@
 """The seven geometry tasks (design doc, "Tasks") as a registry of data-like ``Task`` objects.
 
 A row is ``<prefix>(<cities>)=<answer>`` without bos/eos, e.g. ``dist(c_0865,c_1234)=123``.
-Conventions (the doc leaves these open; they are fixed here once for every consumer):
+The definitions follow the paper's generators (cfpark00/world-map-representation,
+``src/data_generation_v1/tasks/*.py``); where the paper leaves a case open it is fixed here once
+for every consumer:
 
 - Geometry is flat 2-D Euclidean in the integer x/y units of the city table (y = north).
 - Integer answers are Python ``round()`` of the exact float value (round half to even), unpadded.
 - Cities within a row are distinct city ids (sampled without replacement); different ids may still
   share coordinates. Rows whose answer would be undefined are rejected: ``angle`` when the middle
-  city shares coordinates with either end, ``compass`` when A and B share coordinates.
+  city shares coordinates with either end, ``compass`` when A and B share coordinates (the paper
+  answers 0 and N there; with real cities these rows do not occur).
 - ``angle(A,B,C)`` is the angle AT THE MIDDLE city B, in degrees 0..180.
 - ``compass(A,B)``: direction from A to B, 8 sectors of 45 degrees of atan2(dy, dx), each closed
   at its clockwise end: E = [-22.5, 22.5), NE = [22.5, 67.5), N, NW, W = [157.5, 202.5), SW, S,
   SE = [-67.5, -22.5). Integer coordinates never fall exactly on a boundary (tan 22.5 is
   irrational), so the convention only matters for documentation.
-- ``inside(T;P1..Pn)``: TRUE iff T lies inside OR ON the convex hull of P1..Pn (n = 3..5).
+- ``inside(T;P1..Pn)``: TRUE iff T lies inside OR ON the convex hull of P1..Pn (n = 3..5) and
+  that hull has a positive area; a degenerate hull (all hull cities collinear, repeated
+  coordinates included) gives FALSE, as the paper's qhull test does.
 - ``cross(P1,P2;P3,P4)``: TRUE iff the closed segments P1-P2 and P3-P4 share a point (touching
   and collinear overlap count as crossing).
-- ``perimeter(P1..Pn)``: closed polygon in the given order, n = 2..5 (n = 2 is twice the distance),
-  rounded once at the end.
+- ``perimeter(P1..Pn)``: closed polygon in the given order, n = 2..5; for n = 2 the answer is the
+  single distance, not twice it (the paper's ``calculate_perimeter``). Rounded once at the end.
 - ``require_atlantis=True``: one uniformly random position holds an Atlantis city, the other
   positions are drawn from all cities; ``False``: only real cities.
-- ``inside`` and ``cross`` draw the label 50/50 first, then rejection-sample cities until the
-  geometry matches; ``cross`` then shuffles its four cities and recomputes the label.
+- ``inside`` (option ``inside_sampler``, default ``"paper"``): every attempt redraws the hull
+  size n in 3..5 and the cities; the attempt is kept while its label's quota is open, with
+  int(rows / 2) TRUE and the rest FALSE quotas per batch; the kept rows are then shuffled. So n
+  correlates with the label (TRUE rows are mostly n = 5), as in the paper. ``"stratified"``
+  (an ftlab option) draws label and n independently first, so n is uniform within each label.
+- ``cross`` draws the label 50/50 first, then rejection-samples cities until the geometry
+  matches, then shuffles its four cities and recomputes the label.
 
 Sampling is vectorised (``Task.sample_batch``) so that ~1M rows per task take seconds.
 """
@@ -42,6 +52,9 @@ from ftlab.world.cities import format_city_id
 COMPASS_SECTORS = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")  # counter-clockwise from east
 BOOL_LABELS = ("TRUE", "FALSE")
 MAX_ROUNDS = 5000  # rejection rounds per batch before giving up (tiny or degenerate city sets)
+INSIDE_SAMPLERS = ("paper", "stratified")  # see the module docstring
+INSIDE_TRUE_RATIO = 0.5  # the paper's true_ratio
+INSIDE_MIN_ATTEMPTS = 100_000  # the paper gives up after 100 * rows attempts; at least this many
 
 
 class SamplingError(RuntimeError):
@@ -112,6 +125,16 @@ def point_in_convex_hull(tx, ty, px, py):
         out |= in_triangle(
             tx, ty, px[..., i], py[..., i], px[..., j], py[..., j], px[..., k], py[..., k]
         )
+    return out
+
+
+def hull_has_area(px, py):
+    """The points along the last axis of px/py are not all collinear (their hull has area)."""
+    px, py = np.asarray(px), np.asarray(py)
+    n = px.shape[-1]
+    out = np.zeros(px.shape[:-1], dtype=bool)
+    for i, j, k in combinations(range(n), 3):
+        out |= orient(px[..., i], py[..., i], px[..., j], py[..., j], px[..., k], py[..., k]) != 0
     return out
 
 
@@ -275,12 +298,70 @@ def _sample_compass(rng, pool, req, n):
 
 
 def _inside_of(pool: CityPool, idx: np.ndarray) -> np.ndarray:
+    """The paper's label: in or on the hull of cities 1.., FALSE for a hull without area."""
     x, y = pool.x[idx], pool.y[idx]
-    return point_in_convex_hull(x[:, 0], y[:, 0], x[:, 1:], y[:, 1:])
+    hx, hy = x[:, 1:], y[:, 1:]
+    return point_in_convex_hull(x[:, 0], y[:, 0], hx, hy) & hull_has_area(hx, hy)
 
 
-def _sample_inside(rng, pool, req, n):
-    # Label and hull size are drawn first, so n stays uniform within each label.
+def _bool_labels(values) -> list[str]:
+    return [BOOL_LABELS[0] if t else BOOL_LABELS[1] for t in values]
+
+
+def _sample_inside(rng, pool, req, n, inside_sampler: str = "paper"):
+    if inside_sampler == "paper":
+        return _sample_inside_paper(rng, pool, req, n)
+    if inside_sampler == "stratified":
+        return _sample_inside_stratified(rng, pool, req, n)
+    raise ValueError(f"unknown inside_sampler {inside_sampler!r}; known: {INSIDE_SAMPLERS}")
+
+
+def _sample_inside_paper(rng, pool, req, n):
+    """The paper's ``generate_inside_samples``: each attempt draws the hull size n_hull in 3..5
+    and n_hull + 1 distinct cities (the first is the test city); the attempt is kept if its
+    label's quota (int(n * 0.5) TRUE, the rest FALSE) is still open. Kept rows are shuffled."""
+    quota = {True: int(n * INSIDE_TRUE_RATIO)}
+    quota[False] = n - quota[True]
+    kept: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    have = {True: 0, False: 0}
+    budget = max(100 * n, INSIDE_MIN_ATTEMPTS)
+    attempts = 0
+    while have[True] < quota[True] or have[False] < quota[False]:
+        if attempts >= budget:
+            raise SamplingError(
+                f"inside: {attempts} attempts filled {have[True]} of {quota[True]} TRUE and "
+                f"{have[False]} of {quota[False]} FALSE rows; the city set is too small or "
+                "degenerate for this task"
+            )
+        need = quota[True] - have[True] + quota[False] - have[False]
+        m = min(max(2 * need, 256), budget - attempts)
+        attempts += m
+        hull_n = rng.integers(3, 6, size=m)  # redrawn on every attempt
+        cand = np.full((m, 6), -1, dtype=np.int64)
+        label = np.zeros(m, dtype=bool)
+        for k in np.unique(hull_n).tolist():
+            where = np.flatnonzero(hull_n == k)
+            idx = _fill(rng, pool, req, k + 1, where.size, None, "inside")
+            cand[where, : k + 1] = idx
+            label[where] = _inside_of(pool, idx)
+        for want in (True, False):  # in attempt order, while the quota is open
+            take = np.flatnonzero(label == want)[: quota[want] - have[want]]
+            kept[want].append(cand[take])
+            have[want] += take.size
+    idx = np.concatenate(kept[True] + kept[False])
+    labels = np.repeat([True, False], [quota[True], quota[False]])
+    order = rng.permutation(n)
+    idx, labels = idx[order], labels[order]
+    sizes = (idx >= 0).sum(axis=1)
+
+    def make(where, k):
+        return _rows("inside", pool, idx[where, :k], _bool_labels(labels[where].tolist()), 1)
+
+    return _by_size(n, sizes, make)
+
+
+def _sample_inside_stratified(rng, pool, req, n):
+    # ftlab option: label and hull size are drawn first, so n stays uniform within each label.
     target = rng.random(n) < 0.5
     sizes = rng.integers(3, 6, size=n) + 1  # T plus 3..5 hull cities
 
@@ -289,9 +370,7 @@ def _sample_inside(rng, pool, req, n):
         idx = _fill(
             rng, pool, req, k, where.size, lambda c, r: _inside_of(pool, c) == want[r], "inside"
         )
-        return _rows(
-            "inside", pool, idx, [BOOL_LABELS[0] if t else BOOL_LABELS[1] for t in want.tolist()], 1
-        )
+        return _rows("inside", pool, idx, _bool_labels(want.tolist()), 1)
 
     return _by_size(n, sizes, make)
 
@@ -331,7 +410,9 @@ def _sample_perimeter(rng, pool, req, n):
         idx = _fill(rng, pool, req, k, where.size, None, "perimeter")
         x, y = pool.x[idx], pool.y[idx]
         sides = np.hypot(np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y)
-        return _rows("perimeter", pool, idx, _rounded(sides.sum(axis=1)), None)
+        # n = 2: the single distance (the paper's calculate_perimeter stops after one side).
+        total = sides[:, 0] if k == 2 else sides.sum(axis=1)
+        return _rows("perimeter", pool, idx, _rounded(total), None)
 
     return _by_size(n, sizes, make)
 
@@ -352,15 +433,28 @@ class Task:
     first_delimiter: str  # character after the first city id
     labels: tuple[str, ...] = ()  # the possible answers of an accuracy task
     sampler: Callable = field(default=None, repr=False, compare=False)
+    options: tuple[str, ...] = ()  # keyword options of the sampler (see TASK_OPTIONS)
 
     def sample_batch(
-        self, rng: np.random.Generator, pool: CityPool, require_atlantis: bool, n: int
+        self,
+        rng: np.random.Generator,
+        pool: CityPool,
+        require_atlantis: bool,
+        n: int,
+        **options,
     ) -> list[str]:
-        """``n`` rows (the same distribution as ``n`` calls of :meth:`sample`)."""
-        return self.sampler(rng, pool, require_atlantis, n)
+        """``n`` rows. ``options`` may hold any study-wide task option (TASK_OPTIONS); those
+        this task does not take are ignored. ``inside``'s paper sampler fills its TRUE/FALSE
+        quotas per call, so one call of ``n`` rows is not ``n`` calls of :meth:`sample`."""
+        unknown = set(options) - set(TASK_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown task options {sorted(unknown)}; known: {TASK_OPTIONS}")
+        mine = {k: v for k, v in options.items() if k in self.options}
+        return self.sampler(rng, pool, require_atlantis, n, **mine)
 
     def sample(self, rng: np.random.Generator, pool: CityPool, require_atlantis: bool) -> str:
-        """One full row without bos/eos."""
+        """One full row without bos/eos (``inside`` with the paper's sampler: a batch of one row
+        has a TRUE quota of int(0.5) = 0, so it is always FALSE)."""
         return self.sample_batch(rng, pool, require_atlantis, 1)[0]
 
     def answer_of(self, row: str) -> str:
@@ -392,10 +486,13 @@ _ALL = (
     Task("trianglearea", "triarea", "mae", 3_240_000.0, ",", sampler=_sample_trianglearea),
     Task("angle", "angle", "mae", 180.0, ",", sampler=_sample_angle),
     Task("compass", "compass", "accuracy", None, ",", COMPASS_SECTORS, _sample_compass),
-    Task("inside", "inside", "accuracy", None, ";", BOOL_LABELS, _sample_inside),
+    Task(
+        "inside", "inside", "accuracy", None, ";", BOOL_LABELS, _sample_inside, ("inside_sampler",)
+    ),
     Task("perimeter", "perimeter", "mae", 20_000.0, ",", sampler=_sample_perimeter),
     Task("crossing", "cross", "accuracy", None, ",", BOOL_LABELS, _sample_crossing),
 )
+TASK_OPTIONS = ("inside_sampler",)  # config: data.inside_sampler
 TASKS: dict[str, Task] = {t.name: t for t in sorted(_ALL, key=lambda t: TASK_ORDER.index(t.name))}
 assert tuple(TASKS) == TASK_ORDER, "the registry must cover exactly ftlab.study.TASKS"
 _BY_PREFIX = {t.prefix: t for t in TASKS.values()}
