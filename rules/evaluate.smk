@@ -19,6 +19,7 @@ rule evaluate:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
         gpu=gpus("evaluate"),
+        gpu_share=int(config["device"] != "cpu"),
     params:
         checkpoint=saved_checkpoint,
         eval_sets=EVAL_SETS,

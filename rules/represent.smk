@@ -19,6 +19,7 @@ rule represent:
         mem_mb=scaled("represent", "mem_mb"),
         runtime=scaled("represent", "runtime"),
         gpu=gpus("represent"),
+        gpu_share=int(config["device"] != "cpu"),
     params:
         checkpoint=saved_checkpoint,
         settings=config["representations"],

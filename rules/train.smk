@@ -1,5 +1,7 @@
 # Training: a base model per seed on the multitask mix; ftwb1/ftwb2 fine-tunes from the base
 # model's final checkpoint. A killed job resumes from train_state/<model>/ on re-run.
+# gpu_share: one unit per job that may use a GPU; `--resources gpu_share=N` lets N such jobs
+# share one GPU at a time (see config/schema.yaml, device).
 
 
 rule train_base:
@@ -20,6 +22,7 @@ rule train_base:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
         gpu=gpus("train"),
+        gpu_share=int(config["device"] != "cpu"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
@@ -46,6 +49,7 @@ rule train_finetune:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
         gpu=gpus("train"),
+        gpu_share=int(config["device"] != "cpu"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
