@@ -48,22 +48,69 @@ def test_clipping():
     assert normalized_improvement(0.1, 0.6, 0.5, "accuracy") == 0.0
 
 
-def test_inverted_baselines_fall_back_to_linear():
-    # mae with b_std = 100 >= b_atl = 10: linear (v - b_atl) / (b_std - b_atl)
-    # v = 55: (55 - 10) / (100 - 10) = 45 / 90 = 0.5
-    assert normalized_improvement(55, 100, 10, "mae") == pytest.approx(0.5)
-    # accuracy with b_std = 0.5 <= b_atl = 0.9, v = 0.8: (0.8 - 0.9) / (0.5 - 0.9) = 0.25
-    assert normalized_improvement(0.8, 0.5, 0.9, "accuracy") == pytest.approx(0.25)
-    # mae with b_std = 0 (log form undefined): v = 25, b_atl = 100 -> (25 - 100) / (0 - 100) = 0.75
+def test_paper_edge_cases_hand_worked():
+    # accuracy with no headroom (b_std <= b_atl) is 0, whatever the value
+    assert normalized_improvement(0.8, 0.5, 0.9, "accuracy") == 0.0
+    assert normalized_improvement(0.9, 0.7, 0.7, "accuracy") == 0.0  # equal: 0, not NaN
+    # mae with inverted baselines b_std = 100 >= b_atl = 10
+    assert normalized_improvement(55, 100, 10, "mae") == 0.0  # v >= b_atl
+    assert normalized_improvement(10, 100, 10, "mae") == 0.0
+    assert normalized_improvement(5, 100, 10, "mae") == 1.0  # v < b_atl <= b_std
+    # mae with equal baselines: 0 at or above them, 1 below; never NaN
+    assert normalized_improvement(5, 10, 10, "mae") == 1.0
+    assert normalized_improvement(10, 10, 10, "mae") == 0.0
+    assert normalized_improvement(12, 10, 10, "mae") == 0.0
+    # a perfect answer v = 0 with proper baselines is 1 (the paper's v <= 0 branch), not 1.5
+    assert normalized_improvement(0, 10, 100, "mae") == 1.0
+    # b_std = 0 < b_atl: the paper divides by zero; ftlab uses its linear branch:
+    # v = 25, b_atl = 100 -> (100 - 25) / (100 - 0) = 0.75
     assert normalized_improvement(25, 0, 100, "mae") == pytest.approx(0.75)
 
 
-def test_perfect_value_and_equal_baselines():
-    # v = 0 with proper baselines: log form is +inf -> upper clip
-    assert normalized_improvement(0, 10, 100, "mae") == 1.5
-    assert math.isnan(normalized_improvement(5, 10, 10, "mae"))
-    assert math.isnan(normalized_improvement(0.5, 0.7, 0.7, "accuracy"))
+def _paper_normalize_metric(value_atlantis, baseline_atlantis, baseline_standard, is_accuracy):
+    """The paper's normalize_metric (plot_revision_exp1_ftwb2_heatmaps.py), re-typed here."""
+    if is_accuracy:
+        if baseline_standard <= baseline_atlantis:
+            return 0.0
+        normalized = (value_atlantis - baseline_atlantis) / (baseline_standard - baseline_atlantis)
+    else:
+        if baseline_standard >= baseline_atlantis or baseline_atlantis <= 0 or value_atlantis <= 0:
+            if value_atlantis >= baseline_atlantis:
+                return 0.0
+            elif value_atlantis <= baseline_standard:
+                return 1.0
+            normalized = (baseline_atlantis - value_atlantis) / (
+                baseline_atlantis - baseline_standard
+            )
+        else:
+            numerator = math.log(baseline_atlantis / value_atlantis)
+            denominator = math.log(baseline_atlantis / baseline_standard)
+            if denominator == 0:
+                return 0.0
+            normalized = numerator / denominator
+    return max(0.0, min(1.5, normalized))
+
+
+def test_matches_the_papers_normalize_metric_on_a_grid():
+    errors = [0.0, 0.5, 1, 2.38, 10, 21.5, 55, 100, 1190, 4025]
+    accs = [0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 0.977, 1.0]
+    n = 0
+    for grid, metric in ((errors, "mae"), (accs, "accuracy")):
+        for v in grid:
+            for b_std in grid:
+                for b_atl in grid:
+                    if metric == "mae" and b_std == 0 and b_atl > 0 and v > 0:
+                        continue  # the paper raises ZeroDivisionError here
+                    want = _paper_normalize_metric(v, b_atl, b_std, metric == "accuracy")
+                    got = normalized_improvement(v, b_std, b_atl, metric)
+                    assert got == pytest.approx(want), (metric, v, b_std, b_atl)
+                    n += 1
+    assert n > 1000
+
+
+def test_missing_and_unknown():
     assert math.isnan(normalized_improvement(math.nan, 10, 100, "mae"))
+    assert math.isnan(normalized_improvement(5, None, 100, "mae"))
     with pytest.raises(ValueError):
         normalized_improvement(1, 2, 3, "rmse")
 

@@ -30,18 +30,19 @@ def normalized_improvement(
 ) -> float:
     """Normalized improvement of `value`: 0 = the Atlantis baseline, 1 = the standard baseline.
 
-    With v = value, b_std = baseline_standard, b_atl = baseline_atlantis:
+    Exactly the paper's ``normalize_metric`` (scripts/plot_revision_exp1_ftwb2_heatmaps.py),
+    with v = value, b_std = baseline_standard, b_atl = baseline_atlantis:
 
-    - error metrics ("mae", lower is better), proper baselines (0 < b_std < b_atl) and v > 0:
+    - accuracy ("accuracy", higher is better): 0 if b_std <= b_atl (no headroom, equal
+      baselines included); else (v - b_atl) / (b_std - b_atl).
+    - error metrics ("mae", lower is better), normal case (b_std < b_atl, b_atl > 0, v > 0):
       log(b_atl / v) / log(b_atl / b_std). Log because errors shrink multiplicatively.
-    - error metric with v == 0 (a perfect answer) and proper baselines: the log form is +inf,
-      so the result is the upper clip, 1.5.
-    - error metric with inverted baselines (b_std >= b_atl) or where the log form is undefined
-      (b_std <= 0, or v < 0): the linear form (v - b_atl) / (b_std - b_atl).
-    - accuracy ("accuracy", higher is better): always the linear form (v - b_atl) / (b_std - b_atl);
-      with inverted baselines (b_std <= b_atl) this is the same linear fallback.
-    - b_std == b_atl: NaN (no scale to normalize against).
-    - any input NaN/None: NaN.
+    - error metric otherwise (b_std >= b_atl, i.e. inverted or equal baselines; b_atl <= 0;
+      or v <= 0, e.g. a perfect answer v = 0): 0 if v >= b_atl, else 1 if v <= b_std, else the
+      linear form (b_atl - v) / (b_atl - b_std). So v = 0 gives 1, never the upper clip.
+    - error metric with b_std <= 0 < b_atl and v > 0 (a perfect standard baseline): the paper
+      divides by zero here; ftlab takes the linear branch above (documented deviation).
+    - any input NaN/None: NaN (a missing measurement).
 
     The result is clipped to [0, 1.5] (NaN stays NaN).
     """
@@ -50,12 +51,18 @@ def normalized_improvement(
     if _nan(v) or _nan(b_std) or _nan(b_atl):
         return math.nan
     v, b_std, b_atl = float(v), float(b_std), float(b_atl)
-    if b_std == b_atl:
-        return math.nan
-    if metric in ERROR_METRICS and 0 < b_std < b_atl and v >= 0:
-        raw = math.inf if v == 0 else math.log(b_atl / v) / math.log(b_atl / b_std)
-    else:
+    if metric in SCORE_METRICS:
+        if b_std <= b_atl:
+            return 0.0
         raw = (v - b_atl) / (b_std - b_atl)
+    elif b_std >= b_atl or b_atl <= 0 or v <= 0 or b_std <= 0:
+        if v >= b_atl:
+            return 0.0
+        if v <= b_std:
+            return 1.0
+        raw = (b_atl - v) / (b_atl - b_std)
+    else:
+        raw = math.log(b_atl / v) / math.log(b_atl / b_std)
     return min(CLIP_HIGH, max(CLIP_LOW, raw))
 
 
