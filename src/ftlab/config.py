@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from ftlab.kinds import get_kind
+from ftlab.kinds import get_kind, kind_names
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -38,7 +38,10 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    # The registry (ftlab.kinds) is the one list of study kinds.
+    schema["properties"]["kind"]["enum"] = list(kind_names())
+    return schema
 
 
 def _key(error: jsonschema.ValidationError) -> str:
@@ -49,6 +52,7 @@ def _key(error: jsonschema.ValidationError) -> str:
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Return a validated deep copy of `config` with defaults filled; raise ConfigError."""
     schema = schema or load_schema()
+    config_keys = list(config)
     config = copy.deepcopy(config)
     validator = _Validator(schema)
     # Defaults are filled while validating; a second pass sees the completed config.
@@ -63,8 +67,28 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
                 msg = f"{err.instance!r} is not valid here ({err.schema.get('description', '')})"
             lines.append(f"  config key '{_key(err)}': {msg}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
+    _keep_own_sections(config, given=set(config_keys))
     _check_consistency(config)
     return config
+
+
+def _keep_own_sections(cfg: dict, given: set[str]) -> None:
+    """A study sets only its own kind's sections; other kinds' sections (filled with their
+    defaults by the schema) are dropped, so scripts never see settings that do not apply."""
+    kind = cfg["kind"]
+    owner = {s: k for k in kind_names() if k != kind for s in get_kind(k).sections}
+    foreign = sorted(s for s in given if s in owner)
+    if foreign:
+        lines = [
+            f"  config key '{s}': belongs to studies of kind '{owner[s]}', not to this "
+            f"'{kind}' study (set 'kind: {owner[s]}' or remove the section)"
+            for s in foreign
+        ]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    own = set(get_kind(kind).sections)
+    for section in owner:
+        if section not in own:
+            cfg.pop(section, None)
 
 
 def _check_consistency(cfg: dict) -> None:
