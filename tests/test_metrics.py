@@ -260,3 +260,80 @@ def test_summary_frame(tmp_path, study):
     )
     assert s1.loc[("ftwb2", "actual_minus_expected", "without_distance"), "count"] == 0
     assert (s.seed == "all").sum() == (s.seed == 1).sum()
+
+
+def _norm_rows(cells):
+    """A normalized.csv-like frame from (seed, task, cell, normalized, actual_minus_expected)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "model": f"ftwb2-8_seed{seed}",
+            "seed": seed,
+            "kind": "ftwb2",
+            "trained_tasks": "distance+angle",
+            "step": 10,
+            "variant": "atlantis_required",
+            "task": task,
+            "cell": cell,
+            "normalized": norm,
+            "actual_minus_expected": gap,
+        }
+        for seed, task, cell, norm, gap in cells
+    ]
+    return pd.DataFrame(rows)
+
+
+TWO_SEEDS = _norm_rows(
+    [
+        (1, "distance", "trained", 0.2, 0.1),
+        (1, "angle", "trained", 0.4, -0.3),
+        (1, "compass", "transfer", 0.1, 0.2),
+        (2, "distance", "trained", 0.6, -0.1),
+        (2, "angle", "trained", 0.8, 0.1),
+        (2, "compass", "transfer", 0.5, 0.4),
+    ]
+)
+
+
+def test_summary_paper_aggregation_over_seeds():
+    import statistics
+
+    s = summary_frame(TWO_SEEDS).set_index(["seed", "measure", "group"])
+    # per seed: population std over that seed's cells: [0.2, 0.4] -> 0.3 +- 0.1
+    r = s.loc[(1, "normalized", "trained")]
+    assert (r["mean"], r["std"], r["count"]) == pytest.approx((0.3, 0.1, 2))
+    assert (r.std_kind, r.pooling) == ("population", "cells")
+    # "all", the paper's way: cells averaged over seeds first (distance 0.4, angle 0.6),
+    # then mean 0.5 and population std 0.1 over the 2 cells -- not the pooled 0.2236 over 4
+    r = s.loc[("all", "normalized", "trained")]
+    assert (r["mean"], r["std"], r["count"]) == pytest.approx((0.5, 0.1, 2))
+    assert r.pooling == "seed_mean_cells"
+    r = s.loc[("all", "normalized", "transfer")]  # one cell: compass (0.1 + 0.5) / 2
+    assert (r["mean"], r["std"], r["count"]) == pytest.approx((0.3, 0.0, 1))
+    # actual - expected: every cell of every seed (the paper's histogram), population std
+    gaps = [0.1, -0.3, 0.2, -0.1, 0.1, 0.4]
+    r = s.loc[("all", "actual_minus_expected", "with_distance")]
+    assert r["mean"] == pytest.approx(statistics.fmean(gaps))
+    assert r["std"] == pytest.approx(statistics.pstdev(gaps))
+    assert (r["count"], r.pooling) == (6, "pooled_cells")
+
+
+def test_summary_options_pooled_and_sample_std():
+    import statistics
+
+    s = summary_frame(TWO_SEEDS, std="sample", across_seeds="pooled")
+    s = s.set_index(["seed", "measure", "group"])
+    r = s.loc[("all", "normalized", "trained")]
+    vals = [0.2, 0.4, 0.6, 0.8]
+    assert (r["mean"], r["std"], r["count"]) == pytest.approx((0.5, statistics.stdev(vals), 4))
+    assert (r.std_kind, r.pooling) == ("sample", "pooled_cells")
+    pop = summary_frame(TWO_SEEDS, across_seeds="pooled").set_index(["seed", "measure", "group"])
+    assert pop.loc[("all", "normalized", "trained"), "std"] == pytest.approx(
+        statistics.pstdev(vals)
+    )
+    assert math.isnan(s.loc[(1, "normalized", "transfer"), "std"])  # one cell, ddof 1
+    with pytest.raises(ValueError, match="std"):
+        summary_frame(TWO_SEEDS, std="nope")
+    with pytest.raises(ValueError, match="across_seeds"):
+        summary_frame(TWO_SEEDS, across_seeds="nope")

@@ -6,8 +6,10 @@ normalized.csv  the per-task eval sets only (the multitask set stays in metrics.
                 of the paper's normalization), with baselines, normalized improvement, expected
                 generalization of two-task models and trained/transfer/baseline cell labels.
 probes.csv      one row per probe.json (R^2 and errors, no per-city predictions).
-summary.csv     per seed (and pooled, seed "all") and kind: trained vs transfer normalized
-                improvement and actual - expected for pairs with / without distance.
+summary.csv     per seed (and over seeds, seed "all") and kind: trained vs transfer normalized
+                improvement and actual - expected for pairs with / without distance; the
+                columns std_kind and pooling say how each mean/std was taken (see
+                summary_frame; the defaults are the paper's).
 """
 
 from __future__ import annotations
@@ -66,7 +68,19 @@ PROBE_COLUMNS = [
     "n_heldout",
     "n_atlantis",
 ]
-SUMMARY_COLUMNS = ["seed", "kind", "measure", "group", "mean", "std", "count"]
+SUMMARY_COLUMNS = [
+    "seed",
+    "kind",
+    "measure",
+    "group",
+    "mean",
+    "std",
+    "count",
+    "std_kind",
+    "pooling",
+]
+STD_KINDS = {"population": 0, "sample": 1}  # name -> ddof; the paper uses np.std (population)
+ACROSS_SEEDS = ("paper", "pooled")
 KIND_ORDER = {"base": 0, "ftwb1": 1, "ftwb2": 2}
 
 
@@ -234,22 +248,44 @@ def probes_frame(probe_json_paths: Iterable[str | Path], study: Study) -> pd.Dat
 
 
 # -- summary.csv ----------------------------------------------------------------------------
-def _stats(values: pd.Series) -> tuple[float, float, int]:
+def _stats(values: pd.Series, ddof: int) -> tuple[float, float, int]:
     v = values.dropna().astype(float)
     return (
         float(v.mean()) if len(v) else math.nan,
-        float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+        float(v.std(ddof=ddof)) if len(v) > ddof else math.nan,
         int(len(v)),
     )
 
 
-def summary_frame(normalized: pd.DataFrame) -> pd.DataFrame:
-    """Per seed (then pooled over seeds as seed "all") and fine-tuned kind, at each model's last
+def _seed_mean_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model index, task) cell: its normalized value averaged over seeds (NaNs
+    skipped), as the paper's aggregated heatmap (np.mean of the per-seed matrices)."""
+    keyed = df.assign(_index=df["model"].map(model_index))
+    return keyed.groupby(["_index", "task", "cell"], as_index=False)["normalized"].mean()
+
+
+def summary_frame(
+    normalized: pd.DataFrame, std: str = "population", across_seeds: str = "paper"
+) -> pd.DataFrame:
+    """Per seed (then over all seeds as seed "all") and fine-tuned kind, at each model's last
     evaluated step, on the atlantis_required sets:
-      measure "normalized", group trained | transfer: mean / std (ddof 1) / count of cells;
+      measure "normalized", group trained | transfer: mean / std / count of cells;
       measure "actual_minus_expected" (ftwb2 only), group with_distance | without_distance:
       over all task cells of the two-task models whose pair does / does not contain distance.
+
+    `std`: "population" (ddof 0, numpy's np.std as the paper prints) or "sample" (ddof 1).
+    `across_seeds` (the seed "all" rows): "paper" = as the paper's scripts: normalized
+    trained/transfer over the cells of the seed-averaged matrix (each model x task cell
+    averaged over seeds first; plot_revision_exp1_ftwb2_heatmaps.py), actual - expected over
+    every cell of every seed (plot_ftwb2_distance_delta_histogram.py); "pooled" = every
+    cell of every seed for both measures. Columns std_kind and pooling record the choice
+    (pooling: cells = one seed's cells, seed_mean_cells, pooled_cells).
     """
+    if std not in STD_KINDS:
+        raise ValueError(f"unknown std {std!r}; expected one of {tuple(STD_KINDS)}")
+    if across_seeds not in ACROSS_SEEDS:
+        raise ValueError(f"unknown across_seeds {across_seeds!r}; expected one of {ACROSS_SEEDS}")
+    ddof = STD_KINDS[std]
     if normalized.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     last = normalized.groupby("model")["step"].transform("max")
@@ -267,13 +303,18 @@ def summary_frame(normalized: pd.DataFrame) -> pd.DataFrame:
             if not sel.any():
                 continue
             for cell in ("trained", "transfer"):
-                stats = _stats(df.loc[sel & (df["cell"] == cell), "normalized"])
-                rows.append([seed, kind, "normalized", cell, *stats])
+                cells = df.loc[sel & (df["cell"] == cell)]
+                pooling = "cells" if seed != "all" else "pooled_cells"
+                if seed == "all" and across_seeds == "paper":
+                    cells, pooling = _seed_mean_cells(cells), "seed_mean_cells"
+                stats = _stats(cells["normalized"], ddof)
+                rows.append([seed, kind, "normalized", cell, *stats, std, pooling])
             if kind == "ftwb2":
+                pooling = "cells" if seed != "all" else "pooled_cells"
                 groups = (("with_distance", has_distance), ("without_distance", ~has_distance))
                 for group, mask in groups:
-                    stats = _stats(df.loc[sel & mask, "actual_minus_expected"])
-                    rows.append([seed, kind, "actual_minus_expected", group, *stats])
+                    stats = _stats(df.loc[sel & mask, "actual_minus_expected"], ddof)
+                    rows.append([seed, kind, "actual_minus_expected", group, *stats, std, pooling])
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     out["seed"] = out["seed"].astype(object)
     return out
