@@ -642,10 +642,11 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
             lr = training["lr"] * multiplier(step - 1)  # what LambdaLR gives the eager path
             captured.run(step, lr)
         loss_n = loss_n + 1
+        log_now = step % log_every == 0 or step == total_steps
+        if log_now and captured is not None:
+            loss_sum = captured.take_loss_sum()  # syncs: elapsed_s below counts the GPU work
         elapsed = elapsed0 + time.perf_counter() - t0
-        if step % log_every == 0 or step == total_steps:
-            if captured is not None:
-                loss_sum = captured.take_loss_sum()
+        if log_now:
             row = {
                 "step": step,
                 "epoch": round(step / batches.steps_per_epoch, 4),

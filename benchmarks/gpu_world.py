@@ -1,0 +1,304 @@
+"""GPU check and throughput of the world-model study (no snakemake needed; a few minutes).
+
+    python benchmarks/gpu_world.py               # on a machine with a CUDA GPU
+    python benchmarks/gpu_world.py --cpu         # smoke test of the same code on the CPU
+
+1. Builds the tiny study's data (tests/config_tiny.yaml) and trains its base model through the
+   project's own entry point (ftlab.steps.train_model) on the GPU; fails (exit 1) unless the
+   checkpoint says it trained on cuda and GPU memory was allocated. Evaluates it (batch auto).
+2. Optimizer steps/s of the paper model (6 layers x 128 hidden) at batch 128 over --steps
+   (>= 2,000) on the tiny study's multitask rows, through ftlab.train.run_training: the eager
+   GPU loop vs the captured fast path (fp32, and bf16/fp16 mixed precision), in one run, with
+   the fast/eager ratio; optionally --share N concurrent fast-path processes on the one GPU
+   (aggregate steps/s = sum of their rates).
+3. Greedy-evaluation rows/s of the trained paper model: the project's decode loop vs HF
+   generate() at the same batch (and agreement of their answers), plus the auto batch size.
+Prints GPU memory per part and a JSON summary (also written with --json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from ftlab import steps  # noqa: E402
+from ftlab.config import validate_config  # noqa: E402
+from ftlab.study import Study  # noqa: E402
+
+PAPER_MODEL = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256}
+SMALL_MODEL = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_length": 64}
+
+
+def gpu_mem(dev: str) -> dict:
+    if dev != "cuda":
+        return {}
+    free, total = torch.cuda.mem_get_info()
+    return {
+        "max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+        "gpu_used_mib": round((total - free) / 2**20, 1),
+    }
+
+
+def build_data(cfg: dict, root: Path) -> tuple[Path, Path]:
+    """The tiny study's cities, no_atlantis splits and multitask mix (train, test)."""
+    cities = root / "cities.csv"
+    steps.make_cities(cfg, str(cities))
+    trains, tests = [], []
+    for task in Study(cfg).tasks:
+        tr, te = root / f"{task}.train.jsonl", root / f"{task}.test.jsonl"
+        steps.make_task_split(cfg, str(cities), task, "no_atlantis", str(tr), str(te))
+        trains.append(str(tr))
+        tests.append(str(te))
+    mt_train, mt_test = root / "multitask.train.jsonl", root / "multitask.test.jsonl"
+    steps.make_multitask(cfg, trains, tests, str(mt_train), str(mt_test))
+    return mt_train, mt_test
+
+
+def part1_tiny_base(cfg: dict, root: Path, rows: Path, test: Path, dev: str) -> dict:
+    from ftlab.evaluate import evaluate_checkpoint
+
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out = root / "models" / "base_seed1"
+    t0 = time.perf_counter()
+    steps.train_model(cfg, "base_seed1", str(rows), None, str(out), str(root / "state"), 2)
+    wall = time.perf_counter() - t0
+    last = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+    info = json.loads((last / "ftlab_checkpoint.json").read_text())
+    mem = gpu_mem(dev)
+    result = {
+        "wall_s": round(wall, 2),
+        "steps": info["step"],
+        "device": info.get("device"),
+        "precision": info.get("precision"),
+        "gpu_name": info.get("gpu_name"),
+        "cuda_graphs": info.get("cuda_graphs"),
+        **mem,
+    }
+    if dev == "cuda" and (info.get("device") != "cuda" or mem["max_allocated_mib"] <= 0):
+        print(json.dumps(result, indent=2))
+        raise SystemExit("FAIL: the tiny base model did not train on the GPU")
+    metrics = root / "eval.json"
+    evaluate_checkpoint(
+        checkpoint=str(last),
+        eval_sets={"multitask__no_atlantis": str(test)},
+        out_metrics={"multitask__no_atlantis": str(metrics)},
+        out_samples={"multitask__no_atlantis": str(root / "eval.samples.jsonl")},
+        rows_per_set=None,
+        batch_size="auto",
+        threads=2,
+        device=dev,
+    )
+    m = json.loads(metrics.read_text())
+    result["eval"] = {k: m[k] for k in ("n_rows", "rows_per_s", "batch_size", "device")}
+    return result
+
+
+def _log_rate(out_dir: Path, skip: int) -> float:
+    """steps/s between the first logged step >= skip and the last (excludes set-up/capture)."""
+    with open(out_dir / "training_log.csv") as fh:
+        rows = [(int(r["step"]), float(r["elapsed_s"])) for r in csv.DictReader(fh)]
+    first, last = next(r for r in rows if r[0] >= skip), rows[-1]
+    if first == last:  # a single row: steps/s since the start (includes the set-up)
+        return last[0] / max(last[1], 1e-9)
+    return (last[0] - first[0]) / max(last[1] - first[1], 1e-9)
+
+
+def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
+               precision: str, graphs: bool, tag: str) -> dict:  # fmt: skip
+    from ftlab.train import run_training
+
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out = root / "speed" / tag
+    training = {
+        "epochs": 1, "max_steps": None, "batch_size": batch, "lr": 3e-4, "weight_decay": 0.01,
+        "warmup_steps": 50, "save_every": n_steps, "max_grad_norm": 1.0,
+        "log_every": max(1, min(50, n_steps // 10)),
+    }  # fmt: skip
+    t0 = time.perf_counter()
+    run_training(
+        model_name=tag, train_rows=str(rows), init_checkpoint=None,
+        model_cfg={**model_cfg, "init_std": 0.1}, training=training, seed=1,
+        total_steps=n_steps, saved_steps=[n_steps], out_dir=str(out),
+        state_dir=str(root / "speed-state" / tag), threads=2, device=dev,
+        precision=precision, cuda_graphs=graphs,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    info = json.loads((out / f"checkpoint-{n_steps}" / "ftlab_checkpoint.json").read_text())
+    with open(out / "training_log.csv") as fh:
+        final_loss = float(list(csv.DictReader(fh))[-1]["loss"])
+    return {
+        "steps": n_steps,
+        "steps_per_s": round(_log_rate(out, min(100, n_steps // 2)), 1),
+        "wall_s": round(wall, 2),
+        "final_loss": final_loss,
+        "captured": info.get("cuda_graphs"),
+        **gpu_mem(dev),
+        "checkpoint": str(out / f"checkpoint-{n_steps}"),
+    }
+
+
+SHARE_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1] + "/src")
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
+from pathlib import Path
+import gpu_world
+a = json.loads(sys.argv[2])
+r = gpu_world.train_once(Path(a["root"]), Path(a["rows"]), a["model"], a["steps"], a["batch"],
+                         "cuda", "fp32", True, a["tag"])
+print("RESULT " + json.dumps(r))
+"""
+
+
+def shared(root: Path, rows: Path, model_cfg: dict, n: int, n_steps: int, batch: int) -> dict:
+    """n fast-path trainings at once on the one GPU (separate processes)."""
+    procs = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        arg = {"root": str(root), "rows": str(rows), "model": model_cfg, "steps": n_steps,
+               "batch": batch, "tag": f"share{i}"}  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SHARE_CHILD, str(ROOT), json.dumps(arg)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )  # fmt: skip
+        )
+    rates = []
+    for p in procs:
+        out, _ = p.communicate()
+        line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+        if p.returncode or line is None:
+            raise SystemExit(f"FAIL: a shared training process failed (rc {p.returncode})")
+        rates.append(json.loads(line[7:])["steps_per_s"])
+    return {
+        "processes": n,
+        "steps_each": n_steps,
+        "per_process_steps_per_s": rates,
+        "aggregate_steps_per_s": round(sum(rates), 1),
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def eval_speed(checkpoint: str, test: Path, n_rows: int, batch: int, dev: str) -> dict:
+    from ftlab.evaluate import greedy_decode, load_checkpoint, resolve_batch_size
+    from ftlab.train import read_rows
+    from ftlab.world.tasks import split_prompt
+
+    model, tok = load_checkpoint(checkpoint, threads=2, device=dev)
+    prompts = [split_prompt(r)[0] for r in read_rows(test)]
+    prompts = (prompts * (n_rows // max(len(prompts), 1) + 1))[:n_rows]
+    result = {"rows": len(prompts), "batch_size": batch}
+    outputs = {}
+    for method in ("loop", "generate"):
+        greedy_decode(model, tok, prompts[: min(batch, len(prompts))], batch, 8, method)  # warm
+        if dev == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        outputs[method] = greedy_decode(model, tok, prompts, batch, 8, method)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        result[f"{method}_rows_per_s"] = round(len(prompts) / (time.perf_counter() - t0), 1)
+        result[f"{method}_memory"] = gpu_mem(dev)
+    same = sum(a == b for a, b in zip(outputs["loop"], outputs["generate"], strict=True))
+    result["answers_agree"] = round(same / max(len(prompts), 1), 4)
+    result["ratio_loop_vs_generate"] = round(
+        result["loop_rows_per_s"] / result["generate_rows_per_s"], 2
+    )
+    seq = max(len(x) for x in tok(prompts)["input_ids"]) + 8
+    result["auto_batch_size"] = resolve_batch_size("auto", model, len(prompts), seq)
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cpu", action="store_true", help="smoke test on the CPU, small sizes")
+    ap.add_argument("--steps", type=int, default=None, help="steps per speed run (GPU 2000)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--eval-rows", type=int, default=None, help="GPU 8192")
+    ap.add_argument("--eval-batch", type=int, default=None, help="GPU 2048")
+    ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
+    ap.add_argument("--precisions", default="fp32,bf16,fp16", help="fast-path precisions")
+    ap.add_argument("--json", default=None, help="also write the summary here")
+    ap.add_argument("--workdir", default=None, help="keep files here (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    if not args.cpu and not torch.cuda.is_available():
+        print("no CUDA GPU visible to torch; run with --cpu for the smoke test", file=sys.stderr)
+        return 2
+    dev = "cpu" if args.cpu else "cuda"
+    n_steps = args.steps or (30 if args.cpu else 2000)
+    batch = args.batch if not args.cpu else min(args.batch, 16)
+    eval_rows = args.eval_rows or (64 if args.cpu else 8192)
+    eval_batch = args.eval_batch or (16 if args.cpu else 2048)
+    share = args.share if args.share is not None else (0 if args.cpu else 4)
+    model_cfg = SMALL_MODEL if args.cpu else PAPER_MODEL
+    torch.set_num_threads(2)
+
+    cfg = yaml.safe_load((ROOT / "tests" / "config_tiny.yaml").read_text())
+    cfg["device"] = dev
+    cfg = validate_config(cfg)
+    summary: dict = {
+        "device": dev,
+        "gpu_name": torch.cuda.get_device_name() if dev == "cuda" else None,
+        "torch": torch.__version__,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.workdir or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        rows, test = build_data(cfg, root / "data")
+        summary["tiny_base"] = part1_tiny_base(cfg, root / "tiny", rows, test, dev)
+        print("tiny base:", json.dumps(summary["tiny_base"]), flush=True)
+
+        speed = {}
+        speed["eager_fp32"] = train_once(
+            root, rows, model_cfg, n_steps, batch, dev, "fp32", False, "eager_fp32"
+        )
+        print("eager fp32:", json.dumps(speed["eager_fp32"]), flush=True)
+        if dev == "cuda":
+            for prec in [p for p in args.precisions.split(",") if p]:
+                tag = f"fast_{prec}"
+                speed[tag] = train_once(root, rows, model_cfg, n_steps, batch, dev, prec, True, tag)
+                print(f"fast {prec}:", json.dumps(speed[tag]), flush=True)
+            if "fast_fp32" in speed:
+                speed["ratio_fast_vs_eager_fp32"] = round(
+                    speed["fast_fp32"]["steps_per_s"] / speed["eager_fp32"]["steps_per_s"], 2
+                )
+                speed["final_loss_diff_fast_vs_eager_fp32"] = round(
+                    abs(speed["fast_fp32"]["final_loss"] - speed["eager_fp32"]["final_loss"]), 5
+                )
+        summary["train_speed"] = {"model": model_cfg, "batch": batch, **speed}
+        if share > 1:
+            summary["shared_gpu"] = shared(root, rows, model_cfg, share, n_steps // 2, batch)
+            print("shared:", json.dumps(summary["shared_gpu"]), flush=True)
+
+        ckpt = (speed.get("fast_fp32") or speed["eager_fp32"])["checkpoint"]
+        summary["eval_speed"] = eval_speed(ckpt, test, eval_rows, eval_batch, dev)
+        print("eval:", json.dumps(summary["eval_speed"]), flush=True)
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
