@@ -1,6 +1,12 @@
 """Load and validate a study config against config/schema.yaml (defaults filled in).
 
 Every problem is reported with the dotted config key it concerns, before any job runs.
+
+Why not `snakemake.utils.validate(config, schema)`: it stops at the first error, and it fills
+a default by `setdefault(key, schema_default)`, so a nested section default (`data: {}`) is the
+schema's own dict object, shared by every config validated in the process (the CLI and the
+tests validate many). The 10-line validator below reports every problem at once and copies
+each default; it is the same jsonschema recipe otherwise.
 """
 
 from __future__ import annotations
