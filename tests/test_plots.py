@@ -123,7 +123,7 @@ def _probe(model, seed, shift=0.0):
     feats = xy + rng.normal(size=xy.shape) + shift * atl[:, None]
     data = {"city_id": np.arange(1000, 1060), "x": xy[:, 0], "y": xy[:, 1]}
     data.update(is_atlantis=atl, features=feats, layer=np.int64(2), task=np.str_("distance"))
-    return {"model": model, "step": 20, **fit_probes(data, 1.0, 0.2, seed)}
+    return {"model": model, "step": 20, **fit_probes(data, seed=seed)}
 
 
 def test_probes_plot(tmp_path):

@@ -42,24 +42,30 @@ def _synthetic(n_real=400, n_atl=30, noise=0.01, seed=0):
 
 def test_probe_recovers_linear_map():
     data = _synthetic()
-    res = fit_probes(data, alpha=0.0, test_fraction=0.25, seed=1)
+    res = fit_probes(data)  # the paper's OLS; 430 cities < 4500: sizes scale down
+    assert res["probe"] == "ols" and res["alpha"] is None
     assert res["r2_x"] > 0.99 and res["r2_y"] > 0.99
     assert res["heldout_error"] < 20  # coordinates span 3600; noise maps to a few units
     assert res["atlantis_error"] < 20  # the map is the same linear one for Atlantis here
-    assert (res["n_train"], res["n_heldout"], res["n_atlantis"]) == (300, 100, 30)
-    assert (res["layer"], res["task"], res["alpha"]) == (3, "distance", 0.0)
+    # every city is used: 430 * 3250/4500 -> 310 train (+1 rounding), 430 * 1250/4500 -> 119
+    assert (res["n_train"], res["n_heldout"], res["n_atlantis"]) == (311, 119, 30)
+    assert (res["n_atlantis_train"], res["n_atlantis_baseline"]) == (391, 9)  # 400 real
+    assert (res["layer"], res["task"]) == (3, "distance")
     splits = pd.DataFrame(res["predictions"])["split"].value_counts()
-    assert splits["heldout"] == 100 and splits["atlantis"] == 30
+    assert splits["heldout"] == 119 and splits["atlantis"] == 30
+    assert splits["atlantis_baseline"] == 9
     json.dumps(res, allow_nan=False)  # strict JSON
-    # ridge also works and the split is seeded
-    ridge = fit_probes(data, alpha=1.0, test_fraction=0.25, seed=1)
-    assert ridge["r2_x"] > 0.99
-    assert fit_probes(data, 1.0, 0.25, seed=1)["predictions"] == ridge["predictions"]
-    assert fit_probes(data, 1.0, 0.25, seed=2)["predictions"] != ridge["predictions"]
+    ridge = fit_probes(data, probe="ridge_cv", alpha=1.0)
+    assert ridge["r2_x"] > 0.99 and ridge["alpha"] == 1.0
+    assert fit_probes(data, seed=42)["predictions"] == fit_probes(data)["predictions"]
+    assert fit_probes(data, seed=2)["predictions"] != res["predictions"]
+    with pytest.raises(ValueError, match="probe"):
+        fit_probes(data, probe="lasso")
 
 
 def test_atlantis_probe_error_hand_case():
-    # Real cities: features = (x, y) exactly, so OLS learns the identity map.
+    # Real cities: features = (x, y) exactly, so the Atlantis probe (fit on real cities only)
+    # learns the identity map.
     rng = np.random.default_rng(0)
     real = rng.uniform(-100, 100, size=(50, 2))
     # Atlantis: city A at (0, 0) whose features claim (3, 4) -> error 5;
@@ -73,15 +79,103 @@ def test_atlantis_probe_error_hand_case():
         "is_atlantis": np.r_[np.zeros(50, bool), np.ones(2, bool)],
         "features": np.concatenate([real, atl_feats]),
     }
-    res = fit_probes(data, alpha=0.0, test_fraction=0.2, seed=0)
-    assert res["heldout_error"] == pytest.approx(0, abs=1e-8)
+    res = fit_probes(data)
     assert res["atlantis_error"] == pytest.approx(2.5)
+    assert res["atlantis_baseline_error"] == pytest.approx(0, abs=1e-8)
     # R^2 on Atlantis: x: ss_tot = 2 * 5^2 = 50, ss_res = 3^2 = 9 -> 1 - 9/50 = 0.82
     #                  y: ss_tot = 50, ss_res = 4^2 = 16 -> 1 - 16/50 = 0.68
     assert res["atlantis_r2_x"] == pytest.approx(0.82)
     assert res["atlantis_r2_y"] == pytest.approx(0.68)
     atl = [p for p in res["predictions"] if p["split"] == "atlantis"]
-    assert atl[0]["city_id"] == 1050 and atl[0]["x_hat"] == pytest.approx(3.0)
+    a = next(p for p in atl if p["city_id"] == 1050)
+    assert (a["x_hat"], a["y_hat"]) == pytest.approx((3.0, 4.0))
+    # The main probe trains on Atlantis cities too (the paper's candidates include them), so
+    # its map is pulled off the identity by city A.
+    assert res["train_error"] > 1e-6
+
+
+def test_scaled_sizes_rule():
+    from ftlab.represent import scaled_sizes
+
+    assert scaled_sizes(4660, (3250, 1250)) == (3250, 1250)  # enough cities: the paper's
+    assert scaled_sizes(4500, (3250, 1250)) == (3250, 1250)
+    assert scaled_sizes(450, (3250, 1250)) == (325, 125)  # 450 * 3250/4500, 450 * 1250/4500
+    assert scaled_sizes(101, (4000, 100)) == (99, 2)  # 98 + 2 floors, remainder to train
+    assert scaled_sizes(2, (4000, 100)) == (1, 1)  # every set keeps a city
+    with pytest.raises(ValueError, match="at least 2"):
+        scaled_sizes(1, (3250, 1250))
+
+
+def _paper_sized(n_real=4560, n_atl=100, dim=256, seed=0):
+    """Noisy, not exactly linear data of the paper's size (ids >= 1000 only)."""
+    rng = np.random.default_rng(seed)
+    xy = np.concatenate(
+        [rng.uniform(-1800, 1800, size=(n_real, 2)), rng.normal([-350, 350], 30, (n_atl, 2))]
+    )
+    feats = np.tanh(xy @ rng.normal(size=(2, dim)) / 2000) + 0.05 * rng.normal(size=(len(xy), dim))
+    order = rng.permutation(len(xy))  # Atlantis cities interleaved with real ones
+    return {
+        "city_id": np.arange(1000, 1000 + len(xy)),
+        "x": xy[order, 0],
+        "y": xy[order, 1],
+        "is_atlantis": np.r_[np.zeros(n_real, bool), np.ones(n_atl, bool)][order],
+        "features": feats[order].astype(np.float32),
+    }
+
+
+def _ols(X, Y, Xnew):
+    """OLS with intercept by numpy least squares (independent of sklearn)."""
+    A = np.c_[np.ones(len(X)), X]
+    W = np.linalg.lstsq(A, Y, rcond=None)[0]
+    return np.c_[np.ones(len(Xnew)), Xnew] @ W
+
+
+def _r2_hand(y, y_hat):
+    return 1 - ((y - y_hat) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+
+
+def test_paper_probe_against_an_independent_computation():
+    data = _paper_sized()
+    X = data["features"].astype(np.float64)
+    xy = np.c_[data["x"], data["y"]]
+    atl = data["is_atlantis"]
+    res = fit_probes(data)
+    # Cities: pandas DataFrame.sample(n, random_state=42) is RandomState(42).choice without
+    # replacement; the test cities come from the rest, in table order, the same way.
+    n = len(X)
+    train = np.random.RandomState(42).choice(n, 3250, replace=False)
+    rest = np.setdiff1d(np.arange(n), train)  # sorted = table order
+    test = rest[np.random.RandomState(42).choice(len(rest), 1250, replace=False)]
+    assert (res["n_train"], res["n_heldout"]) == (3250, 1250)
+    assert atl[train].sum() > 0 and res["n_heldout_atlantis"] == atl[test].sum() > 0
+    pred = _ols(X[train], xy[train], X[test])
+    assert res["r2_x"] == pytest.approx(_r2_hand(xy[test, 0], pred[:, 0]), rel=1e-6)
+    assert res["r2_y"] == pytest.approx(_r2_hand(xy[test, 1], pred[:, 1]), rel=1e-6)
+    err = np.sqrt(((xy[test] - pred) ** 2).sum(axis=1)).mean()
+    assert res["heldout_error"] == pytest.approx(err, rel=1e-6)
+    held = [p["city_id"] for p in res["predictions"] if p["split"] == "heldout"]
+    assert held == data["city_id"][test].tolist()
+    # Atlantis probe: the paper's evaluate_probe_generalization.py on the 4500 probe cities
+    # (train then test order): np.random.seed(42); permutation of the non-Atlantis positions;
+    # 4000 train, the next 100 baseline; tested on the Atlantis cities among the 4500.
+    sampled = np.r_[train, test]
+    candidates = [i for i in range(len(sampled)) if not atl[sampled[i]]]
+    np.random.seed(42)
+    shuffled = np.random.permutation(candidates).tolist()
+    g_train, g_base = sampled[shuffled[:4000]], sampled[shuffled[4000:4100]]
+    g_test = sampled[atl[sampled]]
+    assert (res["n_atlantis_train"], res["n_atlantis_baseline"]) == (4000, 100)
+    assert res["n_atlantis"] == len(g_test) == atl[sampled].sum()
+    pa = _ols(X[g_train], xy[g_train], X[g_test])
+    pb = _ols(X[g_train], xy[g_train], X[g_base])
+    assert res["atlantis_error"] == pytest.approx(
+        np.sqrt(((xy[g_test] - pa) ** 2).sum(axis=1)).mean(), rel=1e-6
+    )
+    assert res["atlantis_baseline_error"] == pytest.approx(
+        np.sqrt(((xy[g_base] - pb) ** 2).sum(axis=1)).mean(), rel=1e-6
+    )
+    base = [p["city_id"] for p in res["predictions"] if p["split"] == "atlantis_baseline"]
+    assert base == data["city_id"][g_base].tolist()
 
 
 # -- features from a tiny random model --------------------------------------------------------
@@ -167,30 +261,30 @@ def test_write_and_read(tmp_path):
     assert path.exists() and not list(path.parent.glob(".*tmp*"))
     np.testing.assert_array_equal(back["features"], data["features"])
     assert str(back["task"]) == "distance" and int(back["layer"]) == 3
-    res = fit_probes(back, alpha=1.0, test_fraction=0.3, seed=0)
+    res = fit_probes(back, seed=0)
     write_json(tmp_path / "probe.json", {**res, "bad": float("nan")})
     doc = json.loads((tmp_path / "probe.json").read_text())
     assert doc["bad"] is None and doc["n_atlantis"] == 2
 
 
-def test_alpha_selection_by_cross_validation():
-    from ftlab.represent import select_alpha
-
+def test_ridge_cv_selects_alpha_on_training_cities():
     rng = np.random.default_rng(0)
-    xy = rng.uniform(-1000, 1000, size=(80, 2))
+    xy = rng.uniform(-1000, 1000, size=(120, 2))
+
+    def data(feats):
+        return {
+            "features": feats,
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "is_atlantis": np.zeros(120, bool),
+            "city_id": np.arange(1000, 1120),
+        }
+
     # Clean linear signal in 4 of 60 dims: almost no penalty is best.
-    clean = np.concatenate([xy @ rng.normal(size=(2, 4)), rng.normal(size=(80, 56)) * 1e-3], 1)
-    assert select_alpha(clean, xy, [0.01, 1, 1000], seed=0) == 0.01
+    clean = np.concatenate([xy @ rng.normal(size=(2, 4)), rng.normal(size=(120, 56)) * 1e-3], 1)
+    assert fit_probes(data(clean), probe="ridge_cv", alpha=[0.01, 1, 1000])["alpha"] == 0.01
     # Pure noise with more dims than fold rows: the strongest penalty (predict the mean) wins.
-    noise = rng.normal(size=(80, 120))
-    assert select_alpha(noise, xy, [0.01, 1, 1e6], seed=0) == 1e6
-    # A single candidate is used as is; the chosen value is reported by fit_probes.
-    assert select_alpha(noise, xy, [3.0], seed=0) == 3.0
-    data = {
-        "features": noise,
-        "x": xy[:, 0],
-        "y": xy[:, 1],
-        "is_atlantis": np.zeros(80, bool),
-        "city_id": np.arange(1000, 1080),
-    }
-    assert fit_probes(data, alpha=[0.01, 1e6], test_fraction=0.25, seed=0)["alpha"] == 1e6
+    noise = rng.normal(size=(120, 200))
+    res = fit_probes(data(noise), probe="ridge_cv", alpha=[0.01, 1e6])
+    assert res["alpha"] == 1e6 and res["atlantis_alpha"] == 1e6
+    assert fit_probes(data(noise), probe="ridge_cv", alpha=[3.0])["alpha"] == 3.0

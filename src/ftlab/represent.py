@@ -113,19 +113,16 @@ def extract_features(
 
 
 # -- probes ---------------------------------------------------------------------------------
-def _ridge(X: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
-    """Weights W minimizing |XW - Y|^2 + alpha |W|^2 (alpha 0: minimum-norm OLS).
-    X and Y are centred by the caller, so no intercept term is needed here."""
-    if alpha == 0:
-        return np.linalg.lstsq(X, Y, rcond=None)[0]
-    return np.linalg.solve(X.T @ X + alpha * np.eye(X.shape[1]), X.T @ Y)
+PROBES = ("ols", "ridge_cv")
+PAPER_PROBE_SIZES = {"train": 3250, "test": 1250, "atlantis_train": 4000, "atlantis_baseline": 100}
 
 
 def _r2(y: np.ndarray, y_hat: np.ndarray) -> float | None:
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    if len(y) < 2 or ss_tot == 0:
+    from sklearn.metrics import r2_score
+
+    if len(y) < 2 or float(np.ptp(y)) == 0:
         return None
-    return 1.0 - float(((y - y_hat) ** 2).sum()) / ss_tot
+    return float(r2_score(y, y_hat))
 
 
 def _mean_dist(xy: np.ndarray, xy_hat: np.ndarray) -> float | None:
@@ -137,66 +134,128 @@ def _scalar(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def select_alpha(X: np.ndarray, Y: np.ndarray, alphas, seed: int, folds: int = 5) -> float:
-    """The ridge penalty with the lowest k-fold mean Euclidean error on (X, Y) — the probe's
-    TRAINING cities only, so the held-out and Atlantis scores stay untouched. Features are
-    standardized inside each fold with that fold's training statistics."""
-    alphas = [float(a) for a in alphas]
-    if len(alphas) == 1:
-        return alphas[0]
-    order = np.random.default_rng(seed).permutation(len(X))
-    chunks = np.array_split(order, min(folds, len(X)))
-    errors = []
-    for a in alphas:
-        err = []
-        for k, val in enumerate(chunks):
-            fit = np.concatenate([c for j, c in enumerate(chunks) if j != k])
-            mu, sd = X[fit].mean(axis=0), X[fit].std(axis=0)
-            sd[sd == 0] = 1.0
-            y_mu = Y[fit].mean(axis=0)
-            W = _ridge((X[fit] - mu) / sd, Y[fit] - y_mu, a)
-            err.append(np.linalg.norm((X[val] - mu) / sd @ W + y_mu - Y[val], axis=1).mean())
-        errors.append(float(np.mean(err)))
-    return alphas[int(np.argmin(errors))]
+def scaled_sizes(available: int, wanted: tuple[int, ...]) -> tuple[int, ...]:
+    """`wanted` counts when `available` covers their sum; otherwise the same proportions scaled
+    down to use every available city (each count >= 1, largest-first rounding, sum preserved).
+    This is the rule for studies smaller than the paper's (e.g. 3250/1250 of 4500)."""
+    total = sum(wanted)
+    if available >= total:
+        return tuple(wanted)
+    if available < len(wanted):
+        raise ValueError(f"probe needs at least {len(wanted)} cities, only {available} available")
+    sizes = [max(1, int(available * w / total)) for w in wanted]
+    sizes[0] += available - sum(sizes)  # the rounding remainder goes to the training set
+    while sum(sizes) > available:
+        sizes[int(np.argmax(sizes))] -= 1
+    return tuple(sizes)
 
 
-def fit_probes(data: dict, alpha, test_fraction: float, seed: int) -> dict:
-    """Linear probes for x and y trained on a seeded random subset of the real cities.
+def paper_city_split(
+    candidates: np.ndarray, n_train: int, n_test: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's probe cities (analyze_representations_higher.py): ``n_train`` drawn from the
+    candidates with pandas ``DataFrame.sample(n, random_state=seed)``, then ``n_test`` drawn the
+    same way from the candidates left. Returns positions into `candidates` order."""
+    frame = pd.DataFrame({"pos": np.arange(len(candidates))})
+    train = frame.sample(n=n_train, random_state=seed)
+    rest = frame[~frame["pos"].isin(train["pos"])]
+    test = rest.sample(n=n_test, random_state=seed)
+    return train["pos"].to_numpy(), test["pos"].to_numpy()
 
-    `alpha` is the ridge penalty, or a list of candidates chosen by cross-validation on the
-    training cities (see select_alpha); the chosen value is reported as "alpha".
 
-    Held-out real cities give r2_x, r2_y and heldout_error (mean Euclidean error); the same
-    real-trained probe applied to the Atlantis cities gives atlantis_error and, with >= 2
-    cities, atlantis_r2_x / atlantis_r2_y. Features are standardized with train statistics
-    only. Undefined numbers are None so the result is strict JSON.
+def _make_probe(probe: str, alpha, seed: int, n_train: int):
+    """An unfitted sklearn regressor of [x, y] on the features."""
+    from sklearn.linear_model import LinearRegression, Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if probe == "ols":  # the paper's method "linear": OLS with intercept on the raw features
+        return LinearRegression()
+    if probe == "ridge_cv":
+        pipe = make_pipeline(StandardScaler(), Ridge())
+        alphas = [float(a) for a in np.atleast_1d(alpha)]
+        if len(alphas) == 1 or n_train < 4:
+            return pipe.set_params(ridge__alpha=alphas[0])
+        folds = KFold(n_splits=min(5, n_train), shuffle=True, random_state=seed)
+        return GridSearchCV(
+            pipe, {"ridge__alpha": alphas}, cv=folds, scoring="neg_mean_squared_error"
+        )
+    raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
+
+
+def _fit(probe: str, alpha, seed: int, X: np.ndarray, Y: np.ndarray):
+    model = _make_probe(probe, alpha, seed, len(X)).fit(X, Y)
+    if probe == "ols":
+        chosen = None
+    elif hasattr(model, "best_params_"):
+        chosen = float(model.best_params_["ridge__alpha"])
+    else:
+        chosen = float(model.get_params()["ridge__alpha"])
+    return model, chosen
+
+
+def fit_probes(
+    data: dict,
+    probe: str = "ols",
+    alpha=(0.1, 1, 10, 100, 1000),
+    n_train: int = PAPER_PROBE_SIZES["train"],
+    n_test: int = PAPER_PROBE_SIZES["test"],
+    atlantis_n_train: int = PAPER_PROBE_SIZES["atlantis_train"],
+    atlantis_n_baseline: int = PAPER_PROBE_SIZES["atlantis_baseline"],
+    seed: int = 42,
+) -> dict:
+    """Linear probes of x and y from the features, as the paper fits them.
+
+    Main probe (analyze_representations_higher.py): candidates are all cities of `data`
+    (city_id >= 1000, Atlantis INCLUDED), in `data` order; `n_train` cities are drawn with
+    pandas sample(random_state=seed), then `n_test` of the rest the same way. One regressor of
+    [x, y] is fit on the train cities; r2_x, r2_y (sklearn r2_score) and heldout_error (mean
+    Euclidean error) are measured on the test cities, train_error on the train cities.
+
+    Atlantis generalization probe (evaluate_probe_generalization.py): a SEPARATE fit on
+    `atlantis_n_train` non-Atlantis cities of the main probe's train + test cities (in that
+    order), the first of np.random.seed(seed); np.random.permutation(positions); the next
+    `atlantis_n_baseline` non-Atlantis cities of that permutation give atlantis_baseline_error;
+    the Atlantis cities among the main probe's cities give atlantis_error (and, with >= 2
+    cities, atlantis_r2_x / atlantis_r2_y).
+
+    `probe`: "ols" (the paper: sklearn LinearRegression on the raw features) or "ridge_cv"
+    (ftlab option: standardized features, sklearn Ridge with `alpha` chosen from the candidates
+    by 5-fold CV on the training cities only; reported as "alpha").
+    Sizes larger than the available cities are scaled down in proportion (scaled_sizes), so
+    small studies use every city. Undefined numbers are None so the result is strict JSON.
     """
     feats = np.asarray(data["features"], dtype=np.float64)
     xy = np.stack([np.asarray(data["x"], float), np.asarray(data["y"], float)], axis=1)
     atl = np.asarray(data["is_atlantis"], dtype=bool)
     city_id = np.asarray(data["city_id"], dtype=np.int64)
-    real_idx = np.flatnonzero(~atl)
-    atl_idx = np.flatnonzero(atl)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(real_idx)
-    n_test = min(len(perm) - 1, max(1, int(round(test_fraction * len(perm)))))
-    if n_test < 1:
-        raise ValueError(f"need at least 2 real cities to fit and test a probe, got {len(perm)}")
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
 
-    mu = feats[train_idx].mean(axis=0)
-    sd = feats[train_idx].std(axis=0)
-    sd[sd == 0] = 1.0  # constant feature: leave it centred at zero instead of dividing by 0
-    alpha = select_alpha(feats[train_idx], xy[train_idx], np.atleast_1d(alpha), seed)
-    target_mu = xy[train_idx].mean(axis=0)
-    W = _ridge((feats[train_idx] - mu) / sd, xy[train_idx] - target_mu, alpha)
+    n_tr, n_te = scaled_sizes(len(feats), (n_train, n_test))
+    train_idx, test_idx = paper_city_split(np.arange(len(feats)), n_tr, n_te, seed)
+    main, alpha_main = _fit(probe, alpha, seed, feats[train_idx], xy[train_idx])
+    pred_train, pred_test = main.predict(feats[train_idx]), main.predict(feats[test_idx])
 
-    def predict(idx: np.ndarray) -> np.ndarray:
-        return ((feats[idx] - mu) / sd) @ W + target_mu
+    # The paper's probe-generalization set: the cities of the main probe, in its order.
+    sampled = np.concatenate([train_idx, test_idx])
+    non_atl = np.flatnonzero(~atl[sampled])  # positions into `sampled`
+    atl_idx = sampled[atl[sampled]]
+    n_atr, n_abl = scaled_sizes(len(non_atl), (atlantis_n_train, atlantis_n_baseline))
+    # The paper: np.random.seed(seed); np.random.permutation(...) -- the same MT19937 stream.
+    shuffled = np.random.RandomState(seed).permutation(non_atl)
+    gen_train = sampled[shuffled[:n_atr]]
+    gen_base = sampled[shuffled[n_atr : n_atr + n_abl]]
+    gen, alpha_gen = _fit(probe, alpha, seed, feats[gen_train], xy[gen_train])
+    pred_base = gen.predict(feats[gen_base])
+    pred_atl = gen.predict(feats[atl_idx]) if len(atl_idx) else np.zeros((0, 2))
 
-    pred_test, pred_atl, pred_train = predict(test_idx), predict(atl_idx), predict(train_idx)
     predictions = []
-    for split, idx, pred in (("heldout", test_idx, pred_test), ("atlantis", atl_idx, pred_atl)):
+    splits = (
+        ("heldout", test_idx, pred_test),
+        ("atlantis", atl_idx, pred_atl),
+        ("atlantis_baseline", gen_base, pred_base),
+    )
+    for split, idx, pred in splits:
         for i, (xh, yh) in zip(idx, pred, strict=True):
             predictions.append(
                 {
@@ -205,6 +264,7 @@ def fit_probes(data: dict, alpha, test_fraction: float, seed: int) -> dict:
                     "y": float(xy[i, 1]),
                     "x_hat": float(xh),
                     "y_hat": float(yh),
+                    "is_atlantis": bool(atl[i]),
                     "split": split,
                 }
             )
@@ -212,20 +272,39 @@ def fit_probes(data: dict, alpha, test_fraction: float, seed: int) -> dict:
     return {
         "task": _scalar(data.get("task")) if "task" in data else None,
         "layer": int(_scalar(data["layer"])) if "layer" in data else None,
-        "alpha": float(alpha),
-        "test_fraction": float(test_fraction),
+        "probe": probe,
+        "alpha": alpha_main,
+        "atlantis_alpha": alpha_gen,
         "seed": int(seed),
         "n_train": int(len(train_idx)),
         "n_heldout": int(len(test_idx)),
+        "n_heldout_atlantis": int(atl[test_idx].sum()),
+        "n_atlantis_train": int(len(gen_train)),
+        "n_atlantis_baseline": int(len(gen_base)),
         "n_atlantis": int(len(atl_idx)),
         "r2_x": _r2(xy[test_idx, 0], pred_test[:, 0]),
         "r2_y": _r2(xy[test_idx, 1], pred_test[:, 1]),
         "heldout_error": _mean_dist(xy[test_idx], pred_test),
         "train_error": _mean_dist(xy[train_idx], pred_train),
         "atlantis_error": _mean_dist(xy[atl_idx], pred_atl),
+        "atlantis_baseline_error": _mean_dist(xy[gen_base], pred_base),
         "atlantis_r2_x": _r2(xy[atl_idx, 0], pred_atl[:, 0]) if many_atl else None,
         "atlantis_r2_y": _r2(xy[atl_idx, 1], pred_atl[:, 1]) if many_atl else None,
         "predictions": predictions,
+    }
+
+
+def probe_options(representations_cfg: dict) -> dict:
+    """fit_probes keyword arguments from the config section ``representations``."""
+    r = representations_cfg
+    return {
+        "probe": r["probe"],
+        "alpha": r["probe_alpha"],
+        "n_train": r["probe_train_cities"],
+        "n_test": r["probe_test_cities"],
+        "atlantis_n_train": r["atlantis_probe_train_cities"],
+        "atlantis_n_baseline": r["atlantis_probe_baseline_cities"],
+        "seed": r["probe_seed"],
     }
 
 

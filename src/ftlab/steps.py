@@ -59,7 +59,13 @@ def make_task_split(
 
     n_train, n_test = split_sizes(cfg, variant)
     splits = make_task_splits(
-        read_city_table(cities_path), task, variant, n_train, n_test, cfg["data"]["seed"]
+        read_city_table(cities_path),
+        task,
+        variant,
+        n_train,
+        n_test,
+        cfg["data"]["seed"],
+        task_options={"inside_sampler": cfg["data"]["inside_sampler"]},
     )
     write_jsonl(out_test, splits["test"])
     write_jsonl(out_train, splits["train"])
@@ -179,7 +185,7 @@ def represent_model(
     threads: int,
 ) -> None:
     from ftlab.io import atomic_write_json
-    from ftlab.represent import extract_features, fit_probes, write_features
+    from ftlab.represent import extract_features, fit_probes, probe_options, write_features
     from ftlab.world.cities import read_city_table
 
     spec = Study(cfg).model(model)
@@ -194,7 +200,7 @@ def represent_model(
         device=cfg.get("device", "auto"),
     )
     write_features(out_features, data)
-    probe = fit_probes(data, r["probe_alpha"], r["probe_test_fraction"], cfg["data"]["seed"])
+    probe = fit_probes(data, **probe_options(r))
     probe.update({"model": model, "step": int(step), "checkpoint": checkpoint})
     atomic_write_json(out_probe, probe)
     log.info(
@@ -219,7 +225,7 @@ def build_tables(cfg: dict, eval_paths, probe_paths, outputs: dict[str, str]) ->
         "metrics": metrics,
         "normalized": normalized,
         "probes": tables.probes_frame(probe_paths, study),
-        "summary": tables.summary_frame(normalized),
+        "summary": tables.summary_frame(normalized, **cfg["tables"]),
     }
     for name, frame in frames.items():
         atomic_write_text(outputs[name], frame.to_csv(index=False))

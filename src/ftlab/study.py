@@ -40,6 +40,44 @@ FTWB2_PAIRS = {
     21: ("crossing", "angle"),
 }
 
+# The prompt task of each two-task model's representation probe, as the paper's configs
+# (configs/revision/exp1/representation_extraction/pt1_seed{1,2,3}_ftwb2-k/<task>_firstcity_...):
+# the FIRST task of its training pair in the paper's own order, which for 8 pairs is the
+# second task of FTWB2_PAIRS above (e.g. ftwb2-8 = distance + angle probes with angle).
+# Base models probe with distance, single-task models with their task.
+FTWB2_PROBE_TASK = {
+    1: "distance",
+    2: "angle",
+    3: "inside",
+    4: "crossing",
+    5: "trianglearea",
+    6: "compass",
+    7: "perimeter",
+    8: "angle",
+    9: "compass",
+    10: "angle",
+    11: "compass",
+    12: "crossing",
+    13: "distance",
+    14: "crossing",
+    15: "compass",
+    16: "inside",
+    17: "angle",
+    18: "compass",
+    19: "distance",
+    20: "perimeter",
+    21: "angle",
+}
+
+
+def probe_task_of(kind: str, trained: tuple[str, ...], mixture: str | None, tasks) -> str:
+    """The task whose prefix prompts a model's representation probe (see FTWB2_PROBE_TASK)."""
+    if kind == "base":
+        return "distance" if "distance" in tasks else trained[0]
+    if kind == "ftwb2":
+        return FTWB2_PROBE_TASK[int(mixture.split("-")[1])]
+    return trained[0]
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -138,7 +176,7 @@ class Study:
             total_steps=total,
             saved_steps=saved,
             eval_steps=selected_steps(saved, self.cfg["eval"]["checkpoints"]),
-            probe_task="distance" if kind == "base" and "distance" in self.tasks else trained[0],
+            probe_task=probe_task_of(kind, tuple(trained), mixture, self.tasks),
             training=training,
         )
 
