@@ -13,6 +13,8 @@ rule llm_tiny_base:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        seed=config["seeds"][0],
     script:
         "../workflow/scripts/llm_tiny_base.py"
 
@@ -32,6 +34,7 @@ rule llm_dataset:
         runtime=30,
     params:
         source=lambda wc: config["llm"]["datasets"][wc.dataset],
+        seed=config["seeds"][0],
     script:
         "../workflow/scripts/llm_dataset.py"
 
@@ -78,5 +81,6 @@ rule teacher_trajectories:
             else config["llm"]["teacher"]["model"]
         ),
         settings=config["llm"]["teacher"],
+        fmt=lambda wc: config["llm"]["datasets"][wc.dataset]["format"],
     script:
         "../workflow/scripts/llm_teacher.py"

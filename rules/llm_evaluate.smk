@@ -27,5 +27,7 @@ rule evaluate_llm:
         test_rows=llm_test_rows,
         cache=lambda wc: P.path("eval_cache", model=wc.model),
         settings={k: config["llm"][k] for k in ("benchmarks", "lm_eval", "in_domain")},
+        formats={d: spec["format"] for d, spec in config["llm"]["datasets"].items()},
+        study=config["study"],
     script:
         "../workflow/scripts/llm_evaluate.py"

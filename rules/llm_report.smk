@@ -24,6 +24,11 @@ rule tables_llm:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        runs={
+            name: {"method": run.method, "dataset": run.dataset, "seed": run.seed}
+            for name, run in STUDY.runs.items()
+        },
     script:
         "../workflow/scripts/llm_tables.py"
 

@@ -23,5 +23,10 @@ rule train_llm:
         base=lambda wc: (TINY_BASE_CHECKPOINT if STUDY.tiny_base else config["llm"]["base_model"]),
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         recipe=lambda wc: config["llm"][STUDY.run(wc.model).trainer],
+        run=lambda wc: {
+            k: getattr(STUDY.run(wc.model), k)
+            for k in ("method", "dataset", "fmt", "seed", "trainer")
+        },
+        study=config["study"],
     script:
         "../workflow/scripts/llm_train.py"

@@ -26,6 +26,13 @@ def _study(**llm):
     return LLMStudy(validate_config(cfg))
 
 
+def runs(study):
+    """What the tables rule passes: {run: {method, dataset, seed}}."""
+    return {
+        n: {"method": r.method, "dataset": r.dataset, "seed": r.seed} for n, r in study.runs.items()
+    }
+
+
 def test_matrix_and_checkpoint_grid():
     study = _study()
     assert list(study.runs) == ["gt_sft-gsm8k_seed1", "grpo-gsm8k_seed1"]
@@ -50,7 +57,7 @@ def test_forgetting_is_score_minus_base(tmp_path):
         _write(tmp_path, "gt_sft-gsm8k_seed1", 100, {"arc_easy": 0.62, "boolq": 0.65}),
         _write(tmp_path, "gt_sft-gsm8k_seed1", 300, {"arc_easy": 0.55, "boolq": 0.71}),
     ]
-    forgetting = analysis.forgetting_frame(analysis.benchmark_frame(paths, study))
+    forgetting = analysis.forgetting_frame(analysis.benchmark_frame(paths, runs(study)))
     f = forgetting.set_index(["model", "step", "benchmark"])["forgetting"]
     # 0.62 - 0.60 = +0.02; 0.65 - 0.70 = -0.05; 0.55 - 0.60 = -0.05; 0.71 - 0.70 = +0.01
     assert f[("gt_sft-gsm8k_seed1", 100, "arc_easy")] == pytest.approx(0.02)
@@ -69,7 +76,7 @@ def test_forgetting_needs_the_base_model(tmp_path):
     study = _study()
     paths = [_write(tmp_path, "gt_sft-gsm8k_seed1", 100, {"arc_easy": 0.5})]
     with pytest.raises(ValueError, match="base model"):
-        analysis.forgetting_frame(analysis.benchmark_frame(paths, study))
+        analysis.forgetting_frame(analysis.benchmark_frame(paths, runs(study)))
 
 
 def test_in_domain_table_and_plots(tmp_path):
@@ -80,7 +87,7 @@ def test_in_domain_table_and_plots(tmp_path):
         res = {"accuracy": acc, "partial_accuracy": acc + 0.1, "format_accuracy": 0.5, "n": 8}
         p.write_text(json.dumps({"model": model, "step": step, "datasets": {"gsm8k": res}}))
         paths.append(p)
-    table = analysis.in_domain_frame(paths, study)
+    table = analysis.in_domain_frame(paths, runs(study))
     assert list(table.accuracy) == [0.1, 0.3]
     assert np.isnan(table.seed.iloc[0]) and table.seed.iloc[1] == 1
     out = tmp_path / "in_domain_gsm8k.png"

@@ -1,5 +1,6 @@
 """LLM study: data loading, rewards, tiny model, SFT/GRPO training + resume, teacher data."""
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -9,14 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ftlab.config import validate_config
 from ftlab.io import checkpoint_sha256
 from ftlab.llm import data, rewards, teacher, tiny
 from ftlab.llm import train as llm_train
+from ftlab.llm.recipes import GRPORecipe, SFTRecipe
 
 MATH_ROW = {
     "problem": "What is $\\frac{2}{4}$ in lowest terms?",
@@ -24,6 +28,29 @@ MATH_ROW = {
     "level": "Level 1",
 }
 OPTIMIZER_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}
+# The validated llm section of a minimal study: the schema's defaults of every recipe key.
+LLM_DEFAULTS = validate_config(
+    {"kind": "llm", "study": "t", "llm": {"datasets": {"g": {"format": "gsm8k", "train": "a",
+                                                             "test": "b"}}}}
+)["llm"]  # fmt: skip
+
+
+def recipe_kwargs(cls, kw: dict) -> dict:
+    """Flat test kwargs -> the trainer's arguments: recipe keys (over the schema defaults)
+    become `recipe`, a JSON-able dict of the full config section; the rest stay."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    section = {**LLM_DEFAULTS[cls.section], **{k: v for k, v in kw.items() if k in names}}
+    return {"recipe": section, **{k: v for k, v in kw.items() if k not in names}}
+
+
+def run_sft(**kw):
+    kw = recipe_kwargs(SFTRecipe, kw)
+    return llm_train.run_sft(SFTRecipe.from_config(kw.pop("recipe")), **kw)
+
+
+def run_grpo(**kw):
+    kw = recipe_kwargs(GRPORecipe, kw)
+    return llm_train.run_grpo(GRPORecipe.from_config(kw.pop("recipe")), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +257,7 @@ def sft_kwargs(tiny_model, records, root, **over):
         max_steps=4,
         save_steps=2,
         batch_size=4,
+        grad_accum=1,  # the old function default (the schema default is 4)
         max_length=512,
         seed=0,
     )
@@ -255,7 +283,7 @@ def assert_published(out, steps, method):
 
 def test_sft_publishes_checkpoints(tiny_model, sft_records_path, tmp_path):
     kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, meta={"study": "t"})
-    llm_train.run_sft(**kw)
+    run_sft(**kw)
     out = tmp_path / "models" / "sft"
     assert_published(out, [2, 4], "sft")
     assert not (tmp_path / "train_state" / "sft").exists()
@@ -279,14 +307,14 @@ def test_sft_crash_before_publish_resumes_or_starts_over(
 
         monkeypatch.setattr(llm_train, "publish", crash)
         with pytest.raises(RuntimeError):
-            llm_train.run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
+            run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
         monkeypatch.undo()
         assert (state / "checkpoint-2" / "ftlab_checkpoint.json").is_file()
 
     def messages_of(**over):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="ftlab.llm.train"):
-            llm_train.run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
+            run_sft(**sft_kwargs(tiny_model, sft_records_path, tmp_path, **over))
         assert not state.exists()
         return [r.getMessage() for r in caplog.records if r.name == "ftlab.llm.train"]
 
@@ -308,13 +336,15 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     import transformers
+    from ftlab.llm.recipes import SFTRecipe
     from ftlab.llm.train import run_sft
 
     class Slow(transformers.TrainerCallback):  # so the parent can kill it mid-training
         def on_step_end(self, args, state, control, **kwargs):
             time.sleep(0.5)
 
-    run_sft(**json.loads(sys.argv[1]), callbacks=[Slow()])
+    kw = json.loads(sys.argv[1])
+    run_sft(SFTRecipe.from_config(kw.pop("recipe")), **kw, callbacks=[Slow()])
     """
 )
 
@@ -323,7 +353,8 @@ CHILD = textwrap.dedent(
 def test_sft_resumes_after_sigkill(tiny_model, sft_records_path, tmp_path, caplog):
     kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, max_steps=6)
     state = tmp_path / "train_state" / "sft"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(kw)], stderr=subprocess.PIPE)
+    child_kw = json.dumps(recipe_kwargs(SFTRecipe, kw))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, child_kw], stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not (state / "checkpoint-2" / "ftlab_checkpoint.json").is_file():
         if proc.poll() is not None:
@@ -339,7 +370,7 @@ def test_sft_resumes_after_sigkill(tiny_model, sft_records_path, tmp_path, caplo
     (state / "checkpoint-99" / "model.safetensors").write_bytes(b"partial")
 
     with caplog.at_level(logging.INFO, logger="ftlab.llm.train"):
-        llm_train.run_sft(**kw)
+        run_sft(**kw)
     messages = [r.getMessage() for r in caplog.records if r.name == "ftlab.llm.train"]
     resumed = [m for m in messages if m.startswith("resuming from step")]
     assert resumed and int(resumed[0].split()[3]) >= 2, messages
@@ -352,7 +383,7 @@ def test_sft_resumes_after_sigkill(tiny_model, sft_records_path, tmp_path, caplo
 def test_grpo_runs_and_publishes(tiny_model, fixtures, tmp_path):
     rows_path = tmp_path / "rows.jsonl"
     data.write_jsonl(rows_path, data.load_rows(fixtures["gsm8k"], "gsm8k"))
-    llm_train.run_grpo(
+    run_grpo(
         base_model=tiny_model, rows_path=str(rows_path), fmt="gsm8k",
         out_dir=str(tmp_path / "models" / "grpo"), state_dir=str(tmp_path / "state" / "grpo"),
         lr=1e-4, max_steps=2, save_steps=1, batch_size=4, num_generations=2,
@@ -366,11 +397,93 @@ def test_grpo_runs_and_publishes(tiny_model, fixtures, tmp_path):
     log = pd.read_csv(out / "training_log.csv")
     assert "reward" in log and list(log["step"]) == [1, 2]
     with pytest.raises(ValueError, match="multiple of num_generations"):
-        llm_train.run_grpo(
+        run_grpo(
             base_model=tiny_model, rows_path=str(rows_path), fmt="gsm8k", out_dir="x",
             state_dir="y", lr=1e-4, max_steps=1, save_steps=1, batch_size=3,
             num_generations=2, max_prompt_length=400, max_completion_length=8, seed=0,
         )  # fmt: skip
+
+
+def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
+    from ftlab.config import load_schema
+
+    llm_schema = load_schema()["properties"]["llm"]["properties"]
+    # Every documented key of llm.sft / llm.grpo is a recipe field, and nothing else is.
+    for cls in (SFTRecipe, GRPORecipe):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert fields == set(llm_schema[cls.section]["properties"]), cls.section
+    # Each knob, set away from its default, shows up in the TRL config the trainer receives.
+    to_trl = {"lr": ("learning_rate", 3e-4), "max_steps": ("max_steps", 7),
+              "save_steps": ("save_steps", 3), "batch_size": ("per_device_train_batch_size", 6),
+              "grad_accum": ("gradient_accumulation_steps", 2),
+              "warmup_steps": ("warmup_steps", 0.25),
+              "lr_scheduler_type": ("lr_scheduler_type", "cosine"),
+              "bf16": ("bf16", False)}  # fmt: skip
+    sft_only = {"max_length": ("max_length", 99)}
+    grpo_only = {"num_generations": ("num_generations", 3), "max_completion_length":
+                 ("max_completion_length", 11), "beta": ("beta", 0.04),
+                 "temperature": ("temperature", 0.7)}  # fmt: skip
+    for cls, own in ((SFTRecipe, sft_only), (GRPORecipe, grpo_only)):
+        section = {**LLM_DEFAULTS[cls.section], **{k: v for k, (_, v) in {**to_trl, **own}.items()}}
+        if cls is GRPORecipe:
+            section["format_weight"] = 0.25
+        recipe = cls.from_config(section)
+        extra = {"vllm": False} if cls is GRPORecipe else {}
+        config = recipe.trl_config(str(tmp_path / cls.section), 5, **extra)
+        for key, (attr, value) in {**to_trl, **own}.items():
+            got = getattr(config, attr)
+            assert getattr(got, "value", got) == value, (cls.section, key)
+        assert config.seed == config.data_seed == 5
+        if cls is GRPORecipe:
+            assert config.reward_weights == [1.0, 0.25]  # correctness, format_weight * format
+        # max_prompt_length filters the GRPO rows (grpo_dataset_rows), use_vllm picks vLLM.
+        assert recipe.hyperparameters().keys() == {f.name for f in dataclasses.fields(cls)} - {
+            "use_vllm"
+        }
+    with pytest.raises(ValueError, match="missing"):
+        SFTRecipe.from_config({"lr": 1.0})
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        GRPORecipe.from_config({**LLM_DEFAULTS["grpo"], "batch_size": 3, "num_generations": 2})
+
+
+def _weights(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("varying", [True, False], ids=["varying_reward", "zero_reward"])
+def test_grpo_updates_weights_only_under_an_advantage(
+    tiny_model, fixtures, tmp_path, monkeypatch, varying
+):
+    """GRPO learns from reward differences within a group: a reward that varies between the
+    completions of a prompt moves the weights; a zero reward (zero advantage) leaves them."""
+
+    def varying_reward(completions, **kwargs):  # differs between sampled completions
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return [float(sum(map(ord, t)) % 97) for t in texts]
+
+    def zero_reward(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(llm_train, "correctness_reward", varying_reward if varying else zero_reward)
+    monkeypatch.setattr(llm_train, "format_reward", zero_reward)
+    rows_path = tmp_path / "rows.jsonl"
+    data.write_jsonl(rows_path, data.load_rows(fixtures["gsm8k"], "gsm8k", limit=4))
+    out = tmp_path / "models" / "grpo"
+    run_grpo(
+        base_model=tiny_model, rows_path=str(rows_path), fmt="gsm8k", out_dir=str(out),
+        state_dir=str(tmp_path / "state"), lr=1e-2, max_steps=1, save_steps=1, batch_size=4,
+        num_generations=2, max_prompt_length=400, max_completion_length=8, seed=0,
+    )  # fmt: skip
+    before, after = _weights(Path(tiny_model)), _weights(out / "checkpoint-1")
+    assert before.keys() == after.keys()
+    moved = max((after[k].float() - before[k].float()).abs().max().item() for k in before)
+    log = pd.read_csv(out / "training_log.csv")
+    if varying:
+        assert log["reward_std"].iloc[0] > 0 and moved > 1e-4
+    else:
+        assert log["reward"].iloc[0] == 0 and moved == 0
 
 
 # -- teacher ------------------------------------------------------------------------------------

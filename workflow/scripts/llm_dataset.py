@@ -3,5 +3,9 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 prepare_dataset(
-    snakemake.config, snakemake.wildcards.dataset, snakemake.output.train, snakemake.output.test
+    snakemake.wildcards.dataset,
+    dict(snakemake.params.source),
+    snakemake.params.seed,
+    snakemake.output.train,
+    snakemake.output.test,
 )

@@ -3,14 +3,16 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 evaluate_point(
-    snakemake.config,
-    snakemake.wildcards.model,
-    int(snakemake.wildcards.step),
-    snakemake.params.model_path,
-    dict(snakemake.params.test_rows),
-    {
+    model_name=snakemake.wildcards.model,
+    step=int(snakemake.wildcards.step),
+    model_path=snakemake.params.model_path,
+    test_rows=dict(snakemake.params.test_rows),
+    formats=dict(snakemake.params.formats),
+    **snakemake.params.settings,
+    outputs={
         k: snakemake.output[k]
         for k in ("lm_eval", "lm_eval_samples", "in_domain", "in_domain_samples")
     },
-    snakemake.params.cache,
+    cache_path=snakemake.params.cache,
+    study=snakemake.params.study,
 )

@@ -3,7 +3,6 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 plot(
-    snakemake.config,
     snakemake.wildcards.which,
     {k: snakemake.input[k] for k in ("forgetting", "summary", "in_domain")},
     snakemake.output.plot,

@@ -3,8 +3,8 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 build_tables(
-    snakemake.config,
     list(snakemake.input.lm_eval),
     list(snakemake.input.in_domain),
+    dict(snakemake.params.runs),
     {k: snakemake.output[k] for k in ("forgetting", "summary", "in_domain")},
 )

@@ -3,9 +3,9 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 teacher_trajectories(
-    snakemake.config,
-    snakemake.wildcards.dataset,
     snakemake.params.teacher,
+    dict(snakemake.params.settings),
+    snakemake.params.fmt,
     snakemake.input.rows,
     snakemake.output.records,
     snakemake.output.report,

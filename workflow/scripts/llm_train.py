@@ -3,10 +3,11 @@ from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 train_run(
-    snakemake.config,
-    snakemake.wildcards.model,
-    snakemake.params.base,
-    snakemake.input.data,
-    snakemake.output.model,
-    snakemake.params.state_dir,
+    run=dict(snakemake.params.run),
+    recipe=dict(snakemake.params.recipe),
+    base=snakemake.params.base,
+    data_path=snakemake.input.data,
+    out_dir=snakemake.output.model,
+    state_dir=snakemake.params.state_dir,
+    study=snakemake.params.study,
 )

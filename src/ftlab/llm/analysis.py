@@ -7,31 +7,37 @@ run's last evaluated checkpoint: the mean over benchmarks and the worst benchmar
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ftlab.llm.study import BASE, LLMStudy
+from ftlab.io import atomic_path, read_json
+from ftlab.llm.study import BASE
 
 SCORE_COLUMNS = ["model", "method", "dataset", "seed", "step", "benchmark", "metric", "value", "n"]
 
 
-def _run_facts(model: str, study: LLMStudy) -> dict:
+Runs = Mapping[str, Mapping]  # run name -> {"method", "dataset", "seed"}
+
+
+def _run_facts(model: str, runs: Runs) -> dict:
     if model == BASE:
         return {"method": "base", "dataset": "", "seed": np.nan}
-    run = study.run(model)
-    return {"method": run.method, "dataset": run.dataset, "seed": run.seed}
+    try:
+        run = runs[model]
+    except KeyError:
+        raise KeyError(f"{model!r} is not a run of this study; known: {', '.join(runs)}") from None
+    return {k: run[k] for k in ("method", "dataset", "seed")}
 
 
-def benchmark_frame(paths: Iterable[str | Path], study: LLMStudy) -> pd.DataFrame:
+def benchmark_frame(paths: Iterable[str | Path], runs: Runs) -> pd.DataFrame:
     """One row per (model, step, benchmark) from the lm_eval.json files."""
     rows = []
     for path in paths:
-        result = json.loads(Path(path).read_text())
-        facts = _run_facts(result["model"], study)
+        result = read_json(path)
+        facts = _run_facts(result["model"], runs)
         for b in result["benchmarks"]:
             rows.append(
                 {
@@ -92,11 +98,11 @@ def summary_frame(forgetting: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def in_domain_frame(paths: Iterable[str | Path], study: LLMStudy) -> pd.DataFrame:
+def in_domain_frame(paths: Iterable[str | Path], runs: Runs) -> pd.DataFrame:
     rows = []
     for path in paths:
-        result = json.loads(Path(path).read_text())
-        facts = _run_facts(result["model"], study)
+        result = read_json(path)
+        facts = _run_facts(result["model"], runs)
         for eval_dataset, res in result["datasets"].items():
             rows.append(
                 {
@@ -124,10 +130,8 @@ def _figure():
 
 
 def _save(fig, out: str | Path) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=Path(out).suffix[1:], dpi=110, bbox_inches="tight")
 
 
 def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> None:

@@ -11,19 +11,33 @@ last committed transaction intact). WAL needs shared memory next to the file, wh
 file systems (NFS, some Lustre setups) do not provide; there sqlite may refuse WAL and the cache
 falls back to the default rollback journal, which is still crash safe but slower. Prefer one cache
 file per checkpoint (or node-local disk) when several jobs would write one file at once.
+
+``CachedLM`` puts the cache in front of an lm-eval model: every request it is asked goes
+through ``SampleCache`` first, and only the missing ones reach the wrapped model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import logging
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lm_eval.api.model import LM
+
+log = logging.getLogger("ftlab.llm.evaluate")
+
 # Generous: several Snakemake jobs may append to one file; a writer holds the lock for one chunk.
 BUSY_TIMEOUT_S = 120.0
+DEFAULT_CHUNK = 512  # requests per model call; the most a kill can lose
+# Test hook: exit abruptly (no cleanup, like SIGKILL) after this many committed chunks.
+CRASH_ENV = "FTLAB_EVAL_CRASH_AFTER_CHUNKS"
+CRASH_EXIT_CODE = 75
 
 
 def _json_default(obj: Any):
@@ -132,3 +146,175 @@ class SampleCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def crash_limit() -> int | None:
+    """The test hook's chunk count ($FTLAB_EVAL_CRASH_AFTER_CHUNKS), or None."""
+    env = os.environ.get(CRASH_ENV)
+    return int(env) if env else None
+
+
+def crash_if_due(n_committed: int, limit: int | None) -> None:
+    """Exit like a SIGKILL (no cleanup) once `limit` chunks are committed (test hook)."""
+    if limit and n_committed >= limit:
+        os._exit(CRASH_EXIT_CODE)
+
+
+# -- the lm-eval model in front of the cache ---------------------------------------------------
+def _is_sampling(request) -> bool:
+    """Sampled generations are not cached (repeats must differ), as in lm-eval's CachingLM."""
+    args = request.args
+    return (
+        request.request_type == "generate_until"
+        and len(args) > 1
+        and isinstance(args[1], dict)
+        and bool(args[1].get("do_sample", False))
+    )
+
+
+def _length_proxy(request) -> int:
+    return sum(len(a) for a in request.args if isinstance(a, str))
+
+
+def _restore(reqtype: str, value):
+    """JSON turns (logprob, is_greedy) into a list; lm-eval's consumers expect the tuple."""
+    if reqtype == "loglikelihood" and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+class CachedLM(LM):
+    """An lm-eval ``LM`` that answers requests from a ``SampleCache`` and computes the rest.
+
+    Like lm-eval's CachingLM, but keyed by (model fingerprint, task, request) and incremental:
+    missing requests go to the wrapped model in chunks of ``chunk_size``, and each chunk's
+    answers are committed before the next chunk starts. Missing requests are sorted longest
+    first (as HFLM sorts within a call) so chunks batch well; answers return in request order.
+    Identical requests in one call are computed once. ``n_cached`` counts requests answered
+    without a model call, ``n_computed`` those sent to the model.
+
+    With HFLM and ``batch_size="auto"`` the batch size is detected on the first chunk of a
+    call (the longest requests) and kept for the following chunks: re-detecting per chunk would
+    cost several full-size forward passes each time.
+    """
+
+    def __init__(
+        self,
+        lm: LM,
+        cache: SampleCache,
+        model_hash: str,
+        chunk_size: int = DEFAULT_CHUNK,
+        crash_after_chunks: int | None = None,
+    ):
+        super().__init__()
+        self.lm = lm
+        self.cache = cache
+        self.model_hash = model_hash
+        self.chunk_size = max(1, int(chunk_size))
+        self.crash_after_chunks = crash_after_chunks or crash_limit()
+        self.n_cached = 0
+        self.n_computed = 0
+        self.n_chunks = 0
+        self.batch_sizes_used: dict[str, Any] = {}
+
+    # Everything but the three request methods is the wrapped model's (tokenizer, config, ...).
+    def __getattr__(self, name: str):
+        if name == "lm":
+            raise AttributeError(name)
+        return getattr(self.lm, name)
+
+    @property
+    def rank(self) -> int:
+        return self.lm.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.lm.world_size
+
+    @property
+    def device(self):
+        return self.lm.device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.lm.tokenizer_name
+
+    def chat_template(self, chat_template: bool | str = False):
+        return self.lm.chat_template(chat_template)
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        return self.lm.apply_chat_template(chat_history, add_generation_prompt)
+
+    def loglikelihood(self, requests):
+        return self._answer("loglikelihood", requests)
+
+    def loglikelihood_rolling(self, requests):
+        return self._answer("loglikelihood_rolling", requests)
+
+    def generate_until(self, requests):
+        return self._answer("generate_until", requests)
+
+    def _answer(self, reqtype: str, requests: list) -> list:
+        keys = [request_key(self.model_hash, r.task_name or "", r) for r in requests]
+        found = self.cache.get_many(
+            k for k, r in zip(keys, requests, strict=True) if not _is_sampling(r)
+        )
+        results: list = [None] * len(requests)
+        todo: dict[str, list[int]] = {}  # key -> indices asking for it (dedup)
+        units: list[tuple[str | None, list[int]]] = []  # one model request each
+        for i, (key, req) in enumerate(zip(keys, requests, strict=True)):
+            if _is_sampling(req):
+                units.append((None, [i]))
+            elif key in found:
+                results[i] = _restore(reqtype, found[key])
+                self.n_cached += 1
+            elif key in todo:
+                todo[key].append(i)
+            else:
+                todo[key] = [i]
+                units.append((key, todo[key]))
+        n_hit = len(requests) - sum(len(ix) for _, ix in units)
+        log.info("%s: %d requests, %d cached, %d to compute", reqtype, len(requests), n_hit,
+                 len(units))  # fmt: skip
+        units.sort(key=lambda u: -_length_proxy(requests[u[1][0]]))  # stable: ties keep order
+        self._compute(reqtype, requests, units, results)
+        return results
+
+    def _compute(self, reqtype, requests, units, results) -> None:
+        lm = self.lm
+        auto = getattr(lm, "batch_size_per_gpu", None) == "auto" and hasattr(
+            lm, "_detect_batch_size"
+        )
+        auto = auto and getattr(lm, "batch_schedule", 1) == 1  # auto:N asks for re-detection
+        fn = getattr(lm, reqtype)
+        quiet = {"disable_tqdm": True} if "disable_tqdm" in inspect.signature(fn).parameters else {}
+        done = 0
+        try:
+            for start in range(0, len(units), self.chunk_size):
+                chunk = units[start : start + self.chunk_size]
+                if auto and start == 0 and reqtype != "loglikelihood":
+                    # generate/rolling detect at the model's max length on every call anyway
+                    lm.batch_size_per_gpu = lm._detect_batch_size()
+                    self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
+                out = fn([requests[ix[0]] for _, ix in chunk], **quiet)
+                if len(out) != len(chunk):
+                    raise RuntimeError(f"{reqtype}: {len(out)} answers for {len(chunk)} requests")
+                if auto and start == 0 and reqtype == "loglikelihood" and lm.batch_sizes:
+                    # detected on the longest requests (sorted first): safe for the shorter rest
+                    lm.batch_size_per_gpu = min(lm.batch_sizes.values())
+                    self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
+                # JSON round trip: fresh answers look exactly like cached ones
+                out = [json.loads(json.dumps(v)) for v in out]
+                self.cache.put_many((k, v) for (k, _), v in zip(chunk, out, strict=True) if k)
+                for (_, ix), v in zip(chunk, out, strict=True):
+                    for i in ix:
+                        results[i] = _restore(reqtype, v)
+                    self.n_cached += len(ix) - 1
+                self.n_computed += len(chunk)
+                self.n_chunks += 1
+                done += len(chunk)
+                log.info("%s: %d/%d computed and cached", reqtype, done, len(units))
+                crash_if_due(self.n_chunks, self.crash_after_chunks)
+        finally:
+            if auto:
+                lm.batch_size_per_gpu = "auto"

@@ -10,13 +10,13 @@ Sources are local files (tests, clusters without internet) or hub ids (where rea
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
+import tempfile
 from pathlib import Path
 
-from ftlab.io import atomic_write_lines
+from ftlab.io import read_jsonl, write_jsonl  # noqa: F401 (re-exported: the rows' file format)
 
 FORMATS = ("gsm8k", "math", "triviaqa")
 STYLES = ("plain", "reasoning")
@@ -31,43 +31,43 @@ _CALC_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations such as <<3
 
 
 # -- reading sources ----------------------------------------------------------------------------
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def _load(origin: str, *args, **kwargs) -> list[dict]:
+    """Rows of ``datasets.load_dataset(*args, **kwargs)``; local data is prepared in a
+    temporary cache, not in the user's HF cache."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        try:
+            ds = datasets.load_dataset(*args, cache_dir=cache_dir, **kwargs)
+        except datasets.exceptions.DatasetGenerationError as e:
+            raise ValueError(f"{origin}: not readable as rows: {e.__cause__ or e}") from e
+        return ds.to_list()
+
+
 def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}: line {n} is not valid JSON: {e}") from e
-        return rows
-    if suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]  # {"data": [...]} layout (TriviaQA's original release)
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of rows")
-        return data
-    if suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict(orient="records")
-    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json or .parquet)"
+        )
+    rows = _load(str(path), builder, data_files=str(path), split="train")
+    if len(rows) == 1 and list(rows[0]) == ["data"] and isinstance(rows[0]["data"], list):
+        return rows[0]["data"]  # {"data": [...]} layout (TriviaQA's original release)
+    return rows
 
 
-def _split_files(folder: Path, split: str) -> list[Path]:
-    """Files of `split` in a dataset folder: <split>.jsonl/.json/.parquet or HF's shards."""
-    for name in (f"{split}.jsonl", f"{split}.json", f"{split}.parquet"):
-        if (folder / name).is_file():
-            return [folder / name]
-    for pattern in (f"{split}-*.parquet", f"data/{split}-*.parquet", f"*/{split}-*.parquet"):
-        shards = sorted(folder.glob(pattern))
-        if shards:
-            return shards
-    raise FileNotFoundError(f"{folder}: no {split}.jsonl/.json/.parquet or {split}-*.parquet")
+def _read_dir(path: Path, split: str) -> list[dict]:
+    """A dataset folder: <split>.jsonl/.json/.parquet or HF's shards, as datasets finds them."""
+    try:
+        return _load(str(path), str(path.resolve()), split=split)
+    except ValueError as e:  # datasets: 'Unknown split "test". Should be one of [...]'
+        if "Unknown split" not in str(e):
+            raise
+        raise FileNotFoundError(f"{path}: no {split} split ({e})") from e
 
 
 def _read_hub(source: str, split: str) -> list[dict]:
@@ -87,18 +87,16 @@ def _read_hub(source: str, split: str) -> list[dict]:
             f"could not load hub dataset {source!r} split {split!r} (no network or hub access?): "
             f"{e}"
         ) from e
-    return [dict(r) for r in ds]
+    return ds.to_list()
 
 
 def read_source(source: str, split: str = "train") -> tuple[list[dict], str]:
-    """Raw rows of a source and a name for error messages (the file read)."""
+    """Raw rows of a source and a name for error messages (the file or folder read)."""
     path = Path(source)
     if path.is_file():
         return _read_file(path), str(path)
     if path.is_dir():
-        files = _split_files(path, split)
-        rows = [r for f in files for r in _read_file(f)]
-        return rows, str(files[0]) if len(files) == 1 else f"{path} ({split} shards)"
+        return _read_dir(path, split), f"{path} ({split})"
     return _read_hub(source, split), f"{source} ({split})"
 
 
@@ -195,16 +193,6 @@ def load_rows(source: str, fmt: str, split: str = "train", limit: int | None = N
     if limit is not None:
         raw = raw[:limit]
     return [normalize_row(r, fmt, origin, i, split) for i, r in enumerate(raw)]
-
-
-def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    """One JSON object per line, atomically (normalised rows, SFT records)."""
-    atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) for r in rows))
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 # -- prompts and SFT records --------------------------------------------------------------------

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ftlab.io import atomic_write_json
-from ftlab.llm.data import prompt_for, read_jsonl, sft_records, write_jsonl
+from ftlab.io import atomic_write_json, read_jsonl, write_jsonl
+from ftlab.llm.data import prompt_for, sft_records
 from ftlab.llm.rewards import extract_answer, is_correct
 
 log = logging.getLogger("ftlab.llm.teacher")
@@ -41,39 +41,16 @@ def choose_backend(backend: str) -> str:
 def hf_generator(
     model_path: str, *, max_new_tokens: int, batch_size: int, temperature: float
 ) -> GenerateFn:
-    """Batched HF generate with left padding; greedy at temperature 0."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Batched HF generate (ftlab.llm.generate.HFGenerator); greedy at temperature 0."""
+    from ftlab.llm.generate import HFGenerator
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    sample = temperature > 0
+    gen = HFGenerator(model_path)
 
-    @torch.no_grad()
     def generate(prompts: list[str], n: int) -> list[list[str]]:
-        out = []
-        for lo in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[lo : lo + batch_size], return_tensors="pt", padding=True)
-            batch = batch.to(device)
-            sampling = {"temperature": temperature} if sample else {}
-            ids = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=n,
-                do_sample=sample,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-            # With left padding every prompt ends at the same column: the rest is generated.
-            texts = tokenizer.batch_decode(
-                ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            out.extend(texts[i : i + n] for i in range(0, len(texts), n))
-        return out
+        return gen.samples(
+            prompts, n, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            temperature=temperature,
+        )  # fmt: skip
 
     return generate
 

@@ -31,8 +31,16 @@ import transformers
 
 from ftlab import checkpointing
 from ftlab.checkpointing import CKPT_RE, META_FILE, checkpoint_step, fsync_files
-from ftlab.io import atomic_write_text, checkpoint_sha256, read_json, sha256_file, sha256_json
-from ftlab.llm.data import prompt_for, read_jsonl
+from ftlab.io import (
+    atomic_write_text,
+    checkpoint_sha256,
+    read_json,
+    read_jsonl,
+    sha256_file,
+    sha256_json,
+)
+from ftlab.llm.data import prompt_for
+from ftlab.llm.recipes import GRPORecipe, SFTRecipe
 from ftlab.llm.rewards import correctness_reward, format_reward
 
 log = logging.getLogger("ftlab.llm.train")
@@ -149,45 +157,6 @@ def _base_model_identity(base_model: str) -> dict:
     }
 
 
-def _resolve_bf16(bf16: bool | None) -> bool:
-    if bf16 is None:
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if bf16 and not torch.cuda.is_available():
-        log.warning("bf16 requested but no GPU: training in float32 on CPU")
-        return False
-    return bf16
-
-
-def _common_args(*, state_dir, lr, max_steps, save_steps, batch_size, grad_accum, seed, bf16,
-                 warmup_steps, lr_scheduler_type) -> dict:  # fmt: skip
-    """TrainingArguments shared by SFT and GRPO."""
-    on_gpu = torch.cuda.is_available()
-    return {
-        "output_dir": str(state_dir),
-        "learning_rate": lr,
-        "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size,
-        "gradient_accumulation_steps": grad_accum,
-        "lr_scheduler_type": lr_scheduler_type,
-        "warmup_steps": warmup_steps,
-        "seed": seed,
-        "data_seed": seed,
-        "save_strategy": "steps",
-        "save_steps": save_steps,
-        "save_total_limit": None,  # every checkpoint is published
-        "save_only_model": False,  # optimizer etc. are needed to resume
-        "logging_steps": 1,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "use_cpu": not on_gpu,
-        "bf16": _resolve_bf16(bf16),
-        "fp16": False,
-        # Recompute activations only where memory matters; on CPU (tests, demo) it only costs.
-        "activation_checkpointing": on_gpu,
-        "dataloader_num_workers": 0,
-    }
-
-
 def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: dict | None,
          callbacks: list | None) -> None:  # fmt: skip
     """Resume-or-start, train, publish: the part SFT and GRPO share."""
@@ -247,22 +216,14 @@ def read_sft_records(path: str | Path) -> list[dict]:
 
 
 def run_sft(
+    recipe: SFTRecipe,
     *,
     base_model: str,
     records_path: str,
     out_dir: str,
     state_dir: str,
-    lr: float,
-    max_steps: int,
-    save_steps: int,
-    batch_size: int,
-    grad_accum: int = 1,
-    max_length: int = 512,
     seed: int,
-    bf16: bool | None = None,
     meta: dict | None = None,
-    warmup_steps: float = 0,
-    lr_scheduler_type: str = "linear",
     callbacks: list | None = None,
 ) -> None:
     """Supervised fine-tuning on prompt/completion records (loss on the completion only).
@@ -270,48 +231,20 @@ def run_sft(
     GT-SFT and SF-SFT differ only in records_path. callbacks: extra TrainerCallbacks (tests).
     """
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     records = read_sft_records(records_path)
-    hparams = {
-        "lr": lr,
-        "max_steps": max_steps,
-        "save_steps": save_steps,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "max_length": max_length,
-        "warmup_steps": warmup_steps,
-        "lr_scheduler_type": lr_scheduler_type,
-        "bf16": _resolve_bf16(bf16),
-    }
     inputs = {
         "format": FORMAT_VERSION,
-        "method": "sft",
+        "method": recipe.method,
         **_base_model_identity(base_model),
         "data_sha256": sha256_file(records_path),
         "n_records": len(records),
         "seed": seed,
-        "max_steps": max_steps,
-        "hyperparameters": hparams,
+        "max_steps": recipe.max_steps,
+        "hyperparameters": recipe.hyperparameters(),
     }
-    config = SFTConfig(
-        **_common_args(
-            state_dir=state_dir,
-            lr=lr,
-            max_steps=max_steps,
-            save_steps=save_steps,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            seed=seed,
-            bf16=bf16,
-            warmup_steps=warmup_steps,
-            lr_scheduler_type=lr_scheduler_type,
-        ),  # fmt: skip
-        max_length=max_length,
-        completion_only_loss=True,
-        packing=False,
-        dataset_num_proc=None,
-    )
+    config = recipe.trl_config(state_dir, seed)
 
     def factory(cbs):
         return SFTTrainer(
@@ -369,100 +302,42 @@ def _vllm_available() -> bool:
 
 
 def run_grpo(
+    recipe: GRPORecipe,
     *,
     base_model: str,
     rows_path: str,
     fmt: str,
     out_dir: str,
     state_dir: str,
-    lr: float,
-    max_steps: int,
-    save_steps: int,
-    batch_size: int,
-    num_generations: int,
-    max_prompt_length: int,
-    max_completion_length: int,
     seed: int,
-    beta: float = 0.0,
-    use_vllm: bool = False,
     meta: dict | None = None,
-    grad_accum: int = 1,
-    temperature: float = 1.0,
-    format_weight: float = 0.5,
-    bf16: bool | None = None,
-    warmup_steps: float = 0,
-    lr_scheduler_type: str = "linear",
     callbacks: list | None = None,
 ) -> None:
     """GRPO with verifiable rewards on normalised rows (see ftlab.llm.data).
 
-    batch_size counts completions per device and step (TRL's convention), so batch_size *
-    grad_accum must be a multiple of num_generations. Reward = correctness (0/1) +
-    format_weight * format (0/1). vLLM (colocated) only if use_vllm and it is importable.
+    Reward = correctness (0/1) + recipe.format_weight * format (0/1). vLLM (colocated) only if
+    recipe.use_vllm and it is importable.
     """
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
-    if (batch_size * grad_accum) % num_generations:
-        raise ValueError(
-            f"batch_size*grad_accum ({batch_size}*{grad_accum}) must be a multiple of "
-            f"num_generations ({num_generations})"
-        )
-    vllm = bool(use_vllm and _vllm_available())
-    if use_vllm and not vllm:
+    vllm = bool(recipe.use_vllm and _vllm_available())
+    if recipe.use_vllm and not vllm:
         log.warning("use_vllm requested but vLLM or a GPU is unavailable: generating with HF")
     tokenizer = _load_tokenizer(base_model, padding_side="left")
-    rows = grpo_dataset_rows(read_jsonl(rows_path), fmt, tokenizer, max_prompt_length)
-    hparams = {
-        "lr": lr,
-        "max_steps": max_steps,
-        "save_steps": save_steps,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "num_generations": num_generations,
-        "max_prompt_length": max_prompt_length,
-        "max_completion_length": max_completion_length,
-        "beta": beta,
-        "temperature": temperature,
-        "format_weight": format_weight,
-        "warmup_steps": warmup_steps,
-        "lr_scheduler_type": lr_scheduler_type,
-        "bf16": _resolve_bf16(bf16),
-    }
+    rows = grpo_dataset_rows(read_jsonl(rows_path), fmt, tokenizer, recipe.max_prompt_length)
     inputs = {
         "format": FORMAT_VERSION,
-        "method": "grpo",
+        "method": recipe.method,
         **_base_model_identity(base_model),
         "data_sha256": sha256_file(rows_path),
         "data_format": fmt,
         "n_prompts": len(rows),
         "seed": seed,
-        "max_steps": max_steps,
-        "hyperparameters": hparams,
-    }  # use_vllm is left out: generation backend does not define the run
-    config = GRPOConfig(
-        **_common_args(
-            state_dir=state_dir,
-            lr=lr,
-            max_steps=max_steps,
-            save_steps=save_steps,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            seed=seed,
-            bf16=bf16,
-            warmup_steps=warmup_steps,
-            lr_scheduler_type=lr_scheduler_type,
-        ),  # fmt: skip
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        temperature=temperature,
-        beta=beta,
-        reward_weights=[1.0, format_weight],
-        remove_unused_columns=False,  # the reward functions read answer/aliases/fmt
-        use_vllm=vllm,
-        vllm_mode="colocate",
-        log_completions=False,
-    )
+        "max_steps": recipe.max_steps,
+        "hyperparameters": recipe.hyperparameters(),
+    }
+    config = recipe.trl_config(state_dir, seed, vllm=vllm)
 
     def factory(cbs):
         return GRPOTrainer(

@@ -1,0 +1,120 @@
+"""In-domain accuracy: greedy generation on the fine-tuning task's test rows, each completion
+scored with ``ftlab.llm.rewards.score_completion`` and cached per prompt like lm-eval answers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ftlab.io import atomic_write_json, read_jsonl, write_jsonl
+from ftlab.llm.cache import SampleCache, crash_if_due, crash_limit, request_key
+from ftlab.llm.data import prompt_for
+from ftlab.llm.fingerprint import model_fingerprint, model_identity
+from ftlab.llm.rewards import score_completion
+
+log = logging.getLogger("ftlab.llm.evaluate")
+
+SCORES = ("correct", "partial", "format")  # score_completion's keys, averaged per model
+
+GenerateFn = Callable[[list[str], int], list[str]]  # (prompts, max_new_tokens) -> completions
+
+
+def _completions(
+    prompts: list[str], keys: list[str], cache_path: str, batch_size: int,
+    generate: Callable[[], GenerateFn], max_new_tokens: int, label: str,
+) -> tuple[dict[str, str], int]:  # fmt: skip
+    """{key: completion} for every prompt, generating (longest first) only what the cache
+    lacks, one committed batch at a time; and how many were generated."""
+    limit = crash_limit()
+    n_computed = 0
+    with SampleCache(cache_path) as cache:
+        done = cache.get_many(keys)
+        todo = sorted({k: p for k, p in zip(keys, prompts, strict=True) if k not in done}.items(),
+                      key=lambda kp: -len(kp[1]))  # fmt: skip
+        generate_fn = generate() if todo else None
+        for n_batch, start in enumerate(range(0, len(todo), batch_size), 1):
+            batch = todo[start : start + batch_size]
+            outs = generate_fn([p for _, p in batch], max_new_tokens)
+            cache.put_many(zip([k for k, _ in batch], outs, strict=True))
+            done.update(zip([k for k, _ in batch], outs, strict=True))
+            n_computed += len(batch)
+            log.info("in_domain %s: %d/%d generated", label, n_computed, len(todo))
+            crash_if_due(n_batch, limit)
+    return done, n_computed
+
+
+def score_in_domain(
+    *,
+    model: str,
+    rows: list[dict],
+    fmt: str,
+    cache_path: str,
+    prompt_style: str = "reasoning",
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    meta: dict | None = None,
+    device: str | None = None,
+    chat_template: bool = False,
+    generate_fn: GenerateFn | None = None,
+) -> tuple[dict, list[dict]]:
+    """Greedy accuracy of `model` on normalized `rows`: (result, per-sample rows).
+
+    Prompts are ``prompt_for(row, prompt_style)``; completions are scored with
+    ``score_completion(text, row, fmt)`` (correct, partial, format), whose means are the
+    result. Completions are cached per prompt (key: model fingerprint, "in_domain:<fmt>",
+    prompt + generation settings), so a resumed run generates only what is missing; scores
+    are recomputed from the completions. `generate_fn(prompts, max_new_tokens)` replaces the
+    HF model (tests, other backends).
+    """
+    t0 = time.perf_counter()
+    prompts = [prompt_for(r, prompt_style) for r in rows]
+    model_hash = model_fingerprint(model)
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "chat": chat_template}
+    task = f"in_domain:{fmt}"
+    keys = [request_key(model_hash, task, ("generate", [p, settings])) for p in prompts]
+
+    def generate() -> GenerateFn:
+        from ftlab.llm.generate import HFGenerator
+
+        return generate_fn or HFGenerator(model, device, chat_template)
+
+    done, n_computed = _completions(
+        prompts, keys, cache_path, batch_size, generate, max_new_tokens, fmt
+    )
+    samples, sums = [], dict.fromkeys(SCORES, 0.0)
+    for row, prompt, key in zip(rows, prompts, keys, strict=True):
+        completion = done[key]
+        s = {k: float(v) for k, v in score_completion(completion, row, fmt).items()}
+        for k in SCORES:
+            sums[k] += s[k]
+        samples.append({"id": row.get("id"), "prompt": prompt, "completion": completion,
+                        "answer": row.get("answer"), **{k: s[k] for k in SCORES}})  # fmt: skip
+    n = len(rows)
+    meta = dict(meta or {})
+    result = {
+        **model_identity(model, model_hash, meta),
+        "fmt": fmt,
+        "prompt_style": prompt_style,
+        "accuracy": sums["correct"] / n if n else None,
+        "partial_accuracy": sums["partial"] / n if n else None,
+        "format_accuracy": sums["format"] / n if n else None,
+        "n": n,
+        "n_cached": n - n_computed,  # duplicate prompts count as cached: generated once
+        "n_computed": n_computed,
+        "max_new_tokens": max_new_tokens,
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "meta": meta,
+    }
+    return result, samples
+
+
+def evaluate_in_domain(
+    *, rows_path: str, out_json: str, samples_path: str, limit: int | None = None, **kwargs
+) -> dict:
+    """``score_in_domain`` on the first `limit` rows of `rows_path` (jsonl); writes the samples
+    and then `out_json` (atomically, so its existence implies the samples file)."""
+    result, samples = score_in_domain(rows=read_jsonl(rows_path)[:limit], **kwargs)
+    write_jsonl(samples_path, samples)
+    atomic_write_json(out_json, result)
+    return result

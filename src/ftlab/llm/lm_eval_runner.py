@@ -1,0 +1,232 @@
+"""lm-eval benchmarks of one model with one model load, every request through the sample cache.
+
+``run_lm_eval`` checks task and metric names before the model is loaded, then runs lm-eval's
+``simple_evaluate`` 0-shot on a ``CachedLM``: a job killed by a time limit loses at most one
+chunk of requests, and the re-run recomputes nothing else and gives the same metrics. The
+per-sample file is written first and the metrics file last (atomically), so an existing
+metrics file implies a complete samples file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ftlab.io import atomic_write_json, write_jsonl
+from ftlab.llm.cache import DEFAULT_CHUNK, CachedLM, SampleCache
+from ftlab.llm.fingerprint import model_fingerprint, model_identity
+from ftlab.llm.generate import default_device
+
+
+def portable_tasks(include_path: str, dest: str | Path) -> str:
+    """Copy of a folder of local task YAMLs whose relative `data_files` point at files beside
+    the YAML. lm-eval hands data_files to datasets.load_dataset unchanged, which resolves them
+    against the working directory, so a task folder would otherwise only work from one cwd."""
+    import yaml
+
+    src, dest = Path(include_path).resolve(), Path(dest)
+    if not src.is_dir():
+        raise FileNotFoundError(f"lm-eval include_path {include_path!r} is not a folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in src.rglob("*.yaml"):
+        text = path.read_text()
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError:  # e.g. !function tags: leave such files as they are
+            cfg = None
+        files = (
+            (cfg or {}).get("dataset_kwargs", {}).get("data_files")
+            if isinstance(cfg, dict)
+            else None
+        )
+        if isinstance(files, dict):
+            cfg["dataset_kwargs"]["data_files"] = {
+                k: str(path.parent / v) if not Path(v).is_absolute() else v
+                for k, v in files.items()
+            }
+            cfg["dataset_kwargs"].setdefault("cache_dir", str(dest / ".datasets_cache"))
+            text = yaml.safe_dump(cfg, sort_keys=False)
+        out = dest / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return str(dest)
+
+
+def _task_manager(names: list[str], include_path: str | None):
+    """Local-only index when every name is local (scanning lm-eval's ~15k YAMLs takes ~10 s)."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path:
+        tm = TaskManager(include_path=include_path, include_defaults=False)
+        if all(n in tm.all_tasks for n in names):
+            return tm
+    return TaskManager(include_path=include_path)
+
+
+def _unknown(kind: str, name: str, known: list[str], where: str) -> ValueError:
+    close = difflib.get_close_matches(name, known, n=6, cutoff=0.6)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    return ValueError(f"unknown {kind} {name!r} {where}{hint}")
+
+
+def _metrics_of(obj) -> list[str]:
+    if hasattr(obj, "aggregate_metric_list"):  # a Group: only its aggregated metrics exist
+        return [a.metric for a in obj.aggregate_metric_list or []]
+    return list(obj.aggregation())
+
+
+def _load_benchmarks(tm, benchmarks: dict[str, str]) -> dict[str, Any]:
+    """{name: Task | Group}, after checking every task and metric name (before the model load)."""
+    objs = {}
+    for name, metric in benchmarks.items():
+        if name not in tm.all_tasks:
+            raise _unknown("lm-eval task", name, tm.all_tasks, "(benchmark)")
+        if name in tm.all_tags:
+            raise ValueError(f"benchmark {name!r} is a tag (several tasks); name a task or group")
+        loaded = tm.load([name])
+        obj = loaded["groups"].get(name) or loaded["tasks"][name]
+        metrics = _metrics_of(obj)
+        if metric.split(",")[0] not in metrics:
+            raise _unknown("metric", metric, metrics, f"for benchmark {name!r} (has {metrics})")
+        objs[name] = obj
+    return objs
+
+
+def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict | None):
+    kwargs = dict(model_args or {})
+    if backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=model, batch_size=batch_size, device=device, **kwargs)
+    if backend == "vllm":
+        try:  # imported lazily: vllm exists on GPU machines only
+            from lm_eval.models.vllm_causallms import VLLM
+        except ImportError as e:
+            raise RuntimeError("backend 'vllm' needs the vllm package (GPU machines)") from e
+        return VLLM(pretrained=model, batch_size=batch_size, device=device, **kwargs)
+    raise ValueError(f"unknown backend {backend!r} (hf or vllm)")
+
+
+def _num(x):
+    return float(x) if isinstance(x, int | float) else None
+
+
+def _metric_row(res: dict, name: str, metric: str, obj) -> dict:
+    values = res["results"].get(name, {})
+    if "," in metric:
+        key = metric
+    else:
+        cands = sorted(k for k in values if k.split(",")[0] == metric)
+        if len(cands) > 1 and f"{metric},none" not in cands:
+            raise ValueError(f"{name}: metric {metric!r} has several filters {cands}; pick one")
+        key = f"{metric},none" if len(cands) != 1 else cands[0]
+    if key not in values:
+        have = sorted(k for k in values if "," in k and "_stderr," not in k)
+        raise ValueError(f"{name}: no result {metric!r}; results have {have}")
+    m, filt = key.split(",", 1)
+    tasks = obj.get_all_tasks() if hasattr(obj, "get_all_tasks") else [obj]
+    n = sum(res["n-samples"][t.task_name]["effective"] for t in tasks)
+    stderr = _num(values.get(f"{m}_stderr,{filt}"))
+    return {"task": name, "metric": key if "," in metric else metric, "value": float(values[key]),
+            "stderr": stderr, "n": int(n)}  # fmt: skip
+
+
+def _sample_rows(res: dict, objs: dict) -> list[dict]:
+    owner = {}
+    for name, obj in objs.items():
+        for t in obj.get_all_tasks() if hasattr(obj, "get_all_tasks") else [obj]:
+            owner.setdefault(t.task_name, name)
+    rows = []
+    for task in sorted(res.get("samples", {})):
+        for s in sorted(res["samples"][task], key=lambda s: (s["doc_id"], s["filter"])):
+            resp = s["filtered_resps"]
+            rows.append({
+                "benchmark": owner.get(task, task),
+                "task": task,
+                "doc_id": s["doc_id"],
+                "filter": s["filter"],
+                "prompt": s["arguments"][0][0] if s["arguments"] else None,
+                "target": s["target"],
+                "response": resp[0] if len(resp) == 1 else resp,
+                "metrics": {m: s[m] for m in s["metrics"]},
+            })  # fmt: skip
+    return rows
+
+
+def run_lm_eval(
+    *,
+    model: str,
+    benchmarks: dict[str, str],
+    out_json: str,
+    samples_path: str,
+    cache_path: str,
+    batch_size: int | str = "auto",
+    limit: int | None = None,
+    include_path: str | None = None,
+    num_fewshot: int = 0,
+    device: str | None = None,
+    backend: str = "hf",
+    meta: dict | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    bootstrap_iters: int = 100000,
+    model_args: dict | None = None,
+) -> dict:
+    """Score `model` on lm-eval `benchmarks` ({task or group: metric}) with one model load.
+
+    `metric` is a metric name ("acc_norm"; the "none" filter is taken when there are several)
+    or "metric,filter". Unknown tasks or metrics fail before the model is loaded. Answers are
+    cached per request in `cache_path`; `n_cached`/`n_computed` in the result say how many
+    came from there. Writes `samples_path` (jsonl, one line per doc and filter) and then
+    `out_json`; returns the `out_json` object. `bootstrap_iters` only matters for metrics
+    without a closed-form stderr (means, i.e. all accuracies, have one). `device` None:
+    "cuda" when a GPU is visible, else "cpu".
+    """
+    import lm_eval.evaluator
+    from lm_eval.utils import handle_non_serializable
+
+    t0 = time.perf_counter()
+    if not benchmarks:
+        raise ValueError("no benchmarks given")
+    tmp = tempfile.TemporaryDirectory()
+    if include_path:
+        include_path = portable_tasks(include_path, tmp.name)
+    tm = _task_manager(list(benchmarks), include_path)
+    objs = _load_benchmarks(tm, benchmarks)
+    model_hash = model_fingerprint(model)
+    lm = _make_lm(model, backend, batch_size, device or default_device(), model_args)
+    # The backend is part of the cache identity: hf and vllm logprobs differ in the last bits.
+    cache_id = model_hash if backend == "hf" else f"{model_hash}-{backend}"
+    with SampleCache(cache_path) as cache:
+        clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size)
+        res = lm_eval.evaluator.simple_evaluate(
+            model=clm,
+            tasks=[objs[n] for n in benchmarks],
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=tm,
+            log_samples=True,
+            bootstrap_iters=bootstrap_iters,
+        )
+    rows = [_metric_row(res, n, m, objs[n]) for n, m in benchmarks.items()]
+    meta = dict(meta or {})
+    out = {
+        **model_identity(model, model_hash, meta),
+        "benchmarks": rows,
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "n_cached": clm.n_cached,
+        "n_computed": clm.n_computed,
+        "lm_eval_version": version("lm_eval"),
+        "backend": backend,
+        "batch_size": batch_size,
+        "batch_sizes_used": clm.batch_sizes_used,
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "meta": meta,
+    }
+    write_jsonl(samples_path, _sample_rows(res, objs), default=handle_non_serializable)
+    atomic_write_json(out_json, out)  # last: its existence implies the samples file
+    return out
