@@ -104,7 +104,7 @@ def part1_tiny_base(cfg: dict, root: Path, rows: Path, test: Path, dev: str) -> 
         device=dev,
     )
     m = json.loads(metrics.read_text())
-    result["eval"] = {k: m[k] for k in ("n_rows", "rows_per_s", "batch_size", "device")}
+    result["eval"] = {k: m[k] for k in ("n_rows", "rows_per_s")}
     return result
 
 

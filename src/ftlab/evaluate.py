@@ -201,9 +201,8 @@ def evaluate_set(
         "results": results,
         "elapsed_s": round(elapsed, 4),
         "rows_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
-        "batch_size": batch_size if rows else None,
-        "device": model.device.type,
     }
+    log.info("%s: batch size %s on %s", name, batch_size, model.device)
     return samples, metrics
 
 

@@ -1,0 +1,248 @@
+"""Device and precision switch; the static-shape fast training path (on the CPU, no graph);
+GPU tests (CUDA graph capture, GPU resume) skip without a GPU."""
+
+import json
+import random
+from functools import partial
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ftlab.train as train
+from ftlab import device as D
+from ftlab.io import sha256_json
+from ftlab.modeling import build_model
+from ftlab.tokenizer import build_char_tokenizer
+
+MODEL = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_length": 32, "init_std": 0.1}
+TRAINING = {
+    "epochs": 1, "max_steps": None, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01,
+    "warmup_steps": 3, "save_every": 10, "log_every": 5,
+}  # fmt: skip
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def rows(n=100, seed=0):
+    rng = random.Random(seed)
+    return [
+        f"dist(c_{rng.randrange(10000):04d},c_{rng.randrange(10000):04d})={rng.randrange(5000)}"
+        for _ in range(n)
+    ]
+
+
+def write_rows(path, n=100):
+    path.write_text("".join(json.dumps({"text": r}) + "\n" for r in rows(n)))
+    return str(path)
+
+
+def run(tmp_path, name="m", **over):
+    kw = dict(
+        model_name="base_seed1", train_rows=write_rows(tmp_path / "rows.jsonl"),
+        init_checkpoint=None, model_cfg=MODEL, training=TRAINING, seed=1, total_steps=20,
+        saved_steps=[10, 20], out_dir=str(tmp_path / "out" / name),
+        state_dir=str(tmp_path / "state" / name), threads=1,
+    )  # fmt: skip
+    kw.update(over)
+    train.run_training(**kw)
+    return tmp_path / "out" / name
+
+
+def info(out, step=20):
+    return json.loads((out / f"checkpoint-{step}" / "ftlab_checkpoint.json").read_text())
+
+
+# -- device / precision resolution ----------------------------------------------------------
+def test_resolve_device():
+    assert D.resolve_device("cpu") == torch.device("cpu")
+    assert D.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    auto = D.resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert D.resolve_device(None) == auto
+    with pytest.raises(ValueError, match="unknown device"):
+        D.resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            D.resolve_device("cuda")
+    assert D.check_precision(None) == "fp32"
+    with pytest.raises(ValueError, match="unknown precision"):
+        D.check_precision("fp8")
+    cpu = torch.device("cpu")
+    assert D.device_info(cpu, "bf16") == {"device": "cpu", "precision": "bf16", "gpu_name": None}
+    assert D.grad_scaler(cpu, "fp32") is None and D.grad_scaler(cpu, "fp16") is not None
+
+
+def test_auto_eval_batch_size_cpu_and_estimate():
+    tok = build_char_tokenizer(model_max_length=32)
+    model = build_model(MODEL, tok)
+    cpu = torch.device("cpu")
+    assert D.auto_eval_batch_size(model, cpu, n_rows=1000, seq_len=30) == 64
+    assert D.auto_eval_batch_size(model, cpu, n_rows=10, seq_len=30) == 10
+    # per-row bytes grow with the sequence (KV cache + attention scores)
+    small = D.eval_batch_bytes_per_row(model.config, 16)
+    assert D.eval_batch_bytes_per_row(model.config, 64) > 4 * small > 0
+
+
+def test_config_keys_and_defaults():
+    from ftlab.config import ConfigError, validate_config
+
+    cfg = validate_config({"study": "x"})
+    assert (cfg["device"], cfg["precision"], cfg["cuda_graphs"]) == ("auto", "fp32", True)
+    assert cfg["eval"]["batch_size"] == 64
+    cfg = validate_config({"study": "x", "device": "cuda", "eval": {"batch_size": "auto"}})
+    assert cfg["device"] == "cuda" and cfg["eval"]["batch_size"] == "auto"
+    for bad in ({"device": "gpu"}, {"precision": "fp8"}, {"eval": {"batch_size": "big"}}):
+        with pytest.raises(ConfigError):
+            validate_config({"study": "x", **bad})
+
+
+# -- CPU training records where it ran; fingerprint of the default unchanged ---------------
+def test_cpu_run_records_device_and_keeps_fingerprint(tmp_path):
+    out = run(tmp_path, device="cpu")
+    meta = info(out)
+    assert (meta["device"], meta["precision"], meta["gpu_name"]) == ("cpu", "fp32", None)
+    assert meta["cuda_graphs"] is False and "runtime" not in meta
+    keys = ("format", "model_name", "seed", "total_steps", "saved_steps", "model", "training",
+            "init_checkpoint_sha256", "train_data_sha256")  # fmt: skip
+    assert meta["fingerprint"] == sha256_json({k: meta[k] for k in keys})
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cpu_mixed_precision_trains(tmp_path, precision):
+    out = run(tmp_path, device="cpu", precision=precision, total_steps=10, saved_steps=[10])
+    meta = info(out, 10)
+    assert meta["precision"] == precision and meta["runtime"]["precision"] == precision
+    w = load_file(str(out / "checkpoint-10" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in w.values())
+    log = (out / "training_log.csv").read_text().splitlines()
+    assert len(log) == 3  # header + steps 5, 10
+
+
+# -- the static-shape fast path, run eagerly on the CPU --------------------------------------
+def encoded(n=100):
+    tok = build_char_tokenizer(model_max_length=32)
+    ids, lengths = train.encode_rows(rows(n), tok, 32)
+    return tok, ids, lengths
+
+
+def test_static_batches_hold_the_rows_of_batches():
+    _, ids, lengths = encoded(100)  # batch 8: 13 steps per epoch, the last one 4 rows
+    eager = train.Batches(ids, lengths, 8, seed=3)
+    static = train.StaticBatches(ids, lengths, 8, seed=3, device="cpu")
+    assert static.steps_per_epoch == eager.steps_per_epoch == 13
+    for step in (1, 2, 13, 14, 26, 27):
+        ref = eager.get(step)
+        static.load(step)
+        input_ids, labels = static.tensors()
+        assert input_ids.shape == labels.shape == (8, ids.shape[1])  # static shape always
+        n, w = ref["input_ids"].shape
+        assert torch.equal(input_ids[:n, :w], ref["input_ids"])
+        assert torch.equal(labels[:n, :w], ref["labels"])
+        assert (labels[:n, w:] == -100).all() and (labels[n:] == -100).all()
+        assert n == (4 if step % 13 == 0 else 8)
+
+
+def _eager_run(tok, ids, lengths, n_steps, mult):
+    torch.manual_seed(1)
+    model = build_model(MODEL, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, mult)
+    batches = train.Batches(ids, lengths, 8, 1)
+    out = [train.train_step(model, opt, sched, batches.get(s), 1.0) for s in range(1, n_steps + 1)]
+    return model, out
+
+
+def _static_step(tok, ids, lengths):
+    torch.manual_seed(1)
+    model = build_model(MODEL, tok)
+    lr = torch.tensor(1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=False)
+    data = train.StaticBatches(ids, lengths, 8, 1, "cpu")
+    return model, train.CapturedStep(model, opt, data, 1.0, lr=lr, graph=False)
+
+
+def test_static_step_matches_eager_step_and_schedule():
+    tok, ids, lengths = encoded(100)
+    n = 30  # crosses an epoch end (short batch) and the warmup
+    mult = partial(train.lr_multiplier, warmup=3, total=n)
+    m1, eager = _eager_run(tok, ids, lengths, n, mult)
+    m2, step = _static_step(tok, ids, lengths)
+    fast = []
+    for s in range(1, n + 1):
+        lr = 1e-3 * mult(s - 1)  # what run_training feeds the captured step
+        step.run(s, lr)
+        fast.append((step.loss.item(), lr))
+    assert [lr for _, lr in fast] == [lr for _, lr in eager]  # the schedule, exactly
+    assert max(abs(a[0] - b[0]) for a, b in zip(fast, eager, strict=True)) < 1e-5
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(p1, p2, rtol=0, atol=1e-5)
+    assert step.take_loss_sum() == pytest.approx(sum(x for x, _ in fast), rel=1e-9)
+    assert step.take_loss_sum() == 0.0
+
+
+def test_warmup_leaves_no_trace():
+    """What _capture does around the capture (lr 0 warm-up, then restore), minus the graph:
+    afterwards training is bit-identical to a run without warm-up."""
+    tok, ids, lengths = encoded(60)
+    m1, ref = _static_step(tok, ids, lengths)
+    m2, warm = _static_step(tok, ids, lengths)
+    snap = warm._snapshot()
+    warm.lr.zero_()
+    warm.data.load(1)
+    for _ in range(3):
+        warm._body()
+    assert warm.optimizer.state  # the warm-up created optimizer state...
+    warm._restore(snap)  # ...which is reset to a fresh optimizer's
+    for s in range(1, 9):
+        ref.run(s, 1e-3)
+        warm.run(s, 1e-3)
+        assert torch.equal(ref.loss, warm.loss)
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(p1, p2)
+
+
+def test_evaluate_device_and_auto_batch(tmp_path):
+    from ftlab import evaluate
+
+    out = run(tmp_path, device="cpu", total_steps=10, saved_steps=[10])
+    model, tok = evaluate.load_checkpoint(out / "checkpoint-10", device="cpu")
+    assert model.device.type == "cpu"
+    assert evaluate.resolve_batch_size("auto", model, 1000, 30) == 64
+    assert evaluate.resolve_batch_size(7, model, 1000, 30) == 7
+
+
+# -- GPU (skipped without one) ---------------------------------------------------------------
+@cuda
+def test_gpu_fast_path_trains_on_the_gpu(tmp_path):
+    torch.cuda.reset_peak_memory_stats()
+    out = run(tmp_path, name="fast", device="cuda", cuda_graphs=True)
+    meta = info(out)
+    assert meta["device"] == "cuda" and meta["gpu_name"] and meta["cuda_graphs"] is True
+    assert torch.cuda.max_memory_allocated() > 0
+    eager = run(tmp_path, name="eager", device="cuda", cuda_graphs=False)
+    assert info(eager)["cuda_graphs"] is False
+    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
+    assert loss(out) == pytest.approx(loss(eager), abs=2e-3)  # same training, other kernels
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_gpu_resume_within_tolerance(tmp_path, monkeypatch, precision):
+    """Killed after checkpoint-10 and re-run: same final weights within float tolerance."""
+    ref = run(tmp_path, name="ref", device="cuda", precision=precision)
+    real = train.CapturedStep.run
+
+    def dies(self, step, lr):
+        if step == 14:
+            raise RuntimeError("killed")
+        return real(self, step, lr)
+
+    monkeypatch.setattr(train.CapturedStep, "run", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path, name="resumed", device="cuda", precision=precision)
+    monkeypatch.undo()
+    out = run(tmp_path, name="resumed", device="cuda", precision=precision)
+    a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
+    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
