@@ -6,6 +6,10 @@ both atomically and the metrics last, so an existing metrics file implies its sa
 Device: `device` auto | cpu | cuda (ftlab.device); weights stay float32 on every device (decoding
 a 1.6 M-parameter model is launch-bound, and fp32 keeps greedy answers comparable across
 devices). `batch_size="auto"` sizes batches from the GPU's free memory (64 on the CPU).
+Not done: a CUDA-graph-captured decode step with a static KV cache. Left-padded prompts of
+varying length need a static 2-D mask and cache positions per batch shape, i.e. one capture
+per (batch, prompt-length) bucket; benchmarks/gpu_world.py measures the loop against HF
+generate() so that this headroom can be judged on a GPU first.
 """
 
 from __future__ import annotations

@@ -522,6 +522,8 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     dev = resolve_device(device)
     precision = check_precision(precision)
     fast = bool(cuda_graphs) and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # graph capture and streams use the current device
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
     if not saved or saved[-1] != total_steps or saved[0] < 1:
