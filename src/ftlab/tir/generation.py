@@ -1,0 +1,148 @@
+"""Turn generators for the rollout loop: HF generate (CPU or GPU) and vLLM (GPU, if installed).
+
+Both take full contexts (prompt + transcript) and return one reply per context, stopping a
+reply as soon as it closed a code block or a \\boxed{...} (HF: a stopping criterion that reads
+the decoded text; vLLM: the reply is generated to its end or budget and cut by the loop, which
+gives the same transcript since the loop drops everything after the first code block).
+`backend: auto` picks vLLM when it is installed and a GPU is visible, else HF.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from ftlab.tir.rollout import Generated, stop_reply
+
+log = logging.getLogger("ftlab.tir.generation")
+
+
+def pick_backend(backend: str) -> str:
+    if backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"generation backend must be auto, hf or vllm, not {backend!r}")
+    if backend != "auto":
+        return backend
+    import torch
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    return "vllm" if has_vllm and torch.cuda.is_available() else "hf"
+
+
+class _StopOnToolCall:
+    """transformers StoppingCriteria: a row is done once its new text closed code or \\boxed."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tok, self.prompt_len = tokenizer, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = self.tok.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        return torch.tensor([stop_reply(t) for t in new], device=input_ids.device)
+
+
+def sampling_kwargs(temperature: float, top_p: float) -> dict:
+    return {"do_sample": False} if temperature <= 0 else {
+        "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0,
+    }  # fmt: skip
+
+
+def hf_generate(
+    model, tok, contexts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
+    add_special_tokens: bool = True,
+) -> tuple[list[list[int]], list[list[int]]]:  # fmt: skip
+    """(context ids, reply ids) per context; left-padded batch, stops at a tool call/answer."""
+    import torch
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    enc = tok(contexts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    enc = enc.to(model.device)
+    eos = model.generation_config.eos_token_id or tok.eos_token_id
+    cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=eos,
+        use_cache=True, **sampling_kwargs(temperature, top_p),
+    )  # fmt: skip
+    width = enc["input_ids"].shape[1]
+    stop = StoppingCriteriaList([_StopOnToolCall(tok, width)])
+    with torch.inference_mode():
+        out = model.generate(**enc, generation_config=cfg, stopping_criteria=stop)
+    pad, eos_ids = tok.pad_token_id, set(eos if isinstance(eos, list) else [eos])
+    ctx_ids, reply_ids = [], []
+    for i in range(len(contexts)):
+        mask = enc["attention_mask"][i].bool()
+        ctx_ids.append(enc["input_ids"][i][mask].tolist())
+        ids = out[i, width:].tolist()
+        n = len(ids)
+        while ids and ids[-1] == pad:  # right padding of rows that stopped early
+            ids.pop()
+        if pad in eos_ids and len(ids) < n:  # pad doubles as eos: the row ended with it
+            ids.append(pad)
+        reply_ids.append(ids)
+    return ctx_ids, reply_ids
+
+
+class HFTurnGenerator:
+    """HF transformers generation; `chat`: the prompt is already chat-formatted text."""
+
+    def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, device: str | None = None, seed: int = 0):  # fmt: skip
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model.to(self.device).eval()
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        torch.manual_seed(seed)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, contexts: list[str]) -> list[Generated]:
+        _, replies = hf_generate(
+            self.model, self.tok, contexts, max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature, top_p=self.top_p,
+        )  # fmt: skip
+        texts = self.tok.batch_decode(replies, skip_special_tokens=True)
+        return [Generated(t, len(r)) for t, r in zip(texts, replies, strict=True)]
+
+
+class VLLMTurnGenerator:
+    """vLLM offline generation (GPU). Contexts are passed as text, as with HF."""
+
+    def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, seed: int = 0, gpu_memory_utilization: float = 0.85,
+                 max_model_len: int | None = None):  # fmt: skip
+        from vllm import LLM, SamplingParams
+
+        self.llm = LLM(
+            model=model_path, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+        )  # fmt: skip
+        self.tok = self.llm.get_tokenizer()
+        self.params = SamplingParams(
+            temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+            max_tokens=max_new_tokens, seed=seed,
+        )  # fmt: skip
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, contexts: list[str]) -> list[Generated]:
+        outs = self.llm.generate(contexts, self.params, use_tqdm=False)
+        return [Generated(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
+
+
+def make_generator(backend: str, model_path: str, **kwargs):
+    chosen = pick_backend(backend)
+    log.info("generation backend: %s (asked: %s)", chosen, backend)
+    if chosen == "vllm":
+        kwargs.pop("device", None)
+        return VLLMTurnGenerator(model_path, **kwargs)
+    kwargs.pop("gpu_memory_utilization", None)
+    kwargs.pop("max_model_len", None)
+    return HFTurnGenerator(model_path, **kwargs)
