@@ -78,10 +78,13 @@ def default_config() -> dict:
 
 
 def make_rows(cfg: dict, n: int) -> list[str]:
-    from ftlab.steps import city_table
+    from ftlab.world import settings as world_settings
+    from ftlab.world.cities import build_city_table
     from ftlab.world.datasets import make_task_splits
 
-    cities = city_table(cfg)
+    c = world_settings.cities(cfg)
+    c["atlantis_center"] = tuple(c["atlantis_center"])
+    cities = build_city_table(**c)
     return make_task_splits(cities, "distance", "no_atlantis", 0, n, cfg["data"]["seed"])["test"]
 
 

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from ftlab import steps  # noqa: E402
 from ftlab.config import validate_config  # noqa: E402
 from ftlab.study import Study  # noqa: E402
+from ftlab.world import settings as world_settings  # noqa: E402
 
 PAPER_MODEL = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256}
 SMALL_MODEL = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_length": 64}
@@ -56,15 +57,18 @@ def gpu_mem(dev: str) -> dict:
 def build_data(cfg: dict, root: Path) -> tuple[Path, Path]:
     """The tiny study's cities, no_atlantis splits and multitask mix (train, test)."""
     cities = root / "cities.csv"
-    steps.make_cities(cfg, str(cities))
+    steps.make_cities(str(cities), **world_settings.cities(cfg))
     trains, tests = [], []
     for task in Study(cfg).tasks:
         tr, te = root / f"{task}.train.jsonl", root / f"{task}.test.jsonl"
-        steps.make_task_split(cfg, str(cities), task, "no_atlantis", str(tr), str(te))
+        split = world_settings.task_split(cfg, "no_atlantis")
+        steps.make_task_split(str(cities), task, "no_atlantis", str(tr), str(te), **split)
         trains.append(str(tr))
         tests.append(str(te))
     mt_train, mt_test = root / "multitask.train.jsonl", root / "multitask.test.jsonl"
-    steps.make_multitask(cfg, trains, tests, str(mt_train), str(mt_test))
+    steps.make_multitask(
+        trains, tests, str(mt_train), str(mt_test), **world_settings.multitask(cfg)
+    )
     return mt_train, mt_test
 
 
@@ -75,7 +79,8 @@ def part1_tiny_base(cfg: dict, root: Path, rows: Path, test: Path, dev: str) -> 
         torch.cuda.reset_peak_memory_stats()
     out = root / "models" / "base_seed1"
     t0 = time.perf_counter()
-    steps.train_model(cfg, "base_seed1", str(rows), None, str(out), str(root / "state"), 2)
+    settings = world_settings.training(cfg, "base_seed1")
+    steps.train_model(str(rows), None, str(out), str(root / "state"), 2, **settings)
     wall = time.perf_counter() - t0
     last = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
     info = json.loads((last / "ftlab_checkpoint.json").read_text())

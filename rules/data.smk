@@ -14,8 +14,9 @@ rule cities:
         mem_mb=1000,
         runtime=10,
     params:
-        # recorded by Snakemake: a changed setting re-runs the rule (rerun trigger "params")
-        settings={k: v for k, v in config["data"].items() if k not in ("tasks",)},
+        # recorded by Snakemake: a changed setting re-runs the rule (rerun trigger "params");
+        # the script passes exactly these to the stage function
+        settings=world_settings.cities(config),
     script:
         "../workflow/scripts/make_cities.py"
 
@@ -38,8 +39,7 @@ rule task_split:
         mem_mb=2000,
         runtime=60,
     params:
-        sizes=lambda wc: split_sizes(config, wc.variant),
-        seed=config["data"]["seed"],
+        settings=lambda wc: world_settings.task_split(config, wc.variant),
     script:
         "../workflow/scripts/make_task_split.py"
 
@@ -60,6 +60,8 @@ rule multitask:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        settings=world_settings.multitask(config, STUDY),
     script:
         "../workflow/scripts/make_multitask.py"
 
@@ -79,7 +81,6 @@ rule mixture:
         mem_mb=2000,
         runtime=30,
     params:
-        sizes=[config["data"][k] for k in MIXTURE_SIZE_KEYS],
-        seed=config["data"]["seed"],
+        settings=lambda wc: world_settings.mixture(config, wc.mixture, STUDY),
     script:
         "../workflow/scripts/make_mixture.py"

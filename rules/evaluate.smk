@@ -23,6 +23,6 @@ rule evaluate:
     params:
         checkpoint=saved_checkpoint,
         eval_sets=EVAL_SETS,
-        rows_per_set=config["eval"]["rows_per_set"],
+        settings=lambda wc: world_settings.evaluation(config, wc.model, wc.step),
     script:
         "../workflow/scripts/evaluate.py"

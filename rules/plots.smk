@@ -22,6 +22,8 @@ rule plot_ftwb_heatmap:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        matrix=world_settings.matrix(config),
     script:
         "../workflow/scripts/plot_heatmap.py"
 
@@ -45,6 +47,8 @@ rule plot_actual_minus_expected:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        matrix=world_settings.matrix(config),
     script:
         "../workflow/scripts/plot_actual_minus_expected.py"
 

@@ -22,6 +22,6 @@ rule represent:
         gpu_share=int(config["device"] != "cpu"),
     params:
         checkpoint=saved_checkpoint,
-        settings=config["representations"],
+        settings=lambda wc: world_settings.representation(config, wc.model, wc.step, STUDY),
     script:
         "../workflow/scripts/represent.py"

@@ -19,5 +19,7 @@ rule tables:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        settings=world_settings.tables(config),
     script:
         "../workflow/scripts/tables.py"

@@ -26,7 +26,7 @@ rule train_base:
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
-        recipe=training_recipe,
+        settings=lambda wc: world_settings.training(config, wc.model, STUDY),
     script:
         "../workflow/scripts/train.py"
 
@@ -53,6 +53,6 @@ rule train_finetune:
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
-        recipe=training_recipe,
+        settings=lambda wc: world_settings.training(config, wc.model, STUDY),
     script:
         "../workflow/scripts/train.py"

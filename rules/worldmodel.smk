@@ -1,6 +1,6 @@
 # World-model study (kind: worldmodel): wildcards and input functions of its rules.
 from ftlab.paths import split_eval_set
-from ftlab.steps import split_sizes
+from ftlab.world import settings as world_settings
 from ftlab.study import MULTITASK, TASKS, VARIANTS, mixture_tasks
 
 
@@ -11,19 +11,7 @@ wildcard_constraints:
     eval_set=r"[a-z]+__[a-z_]+",
 
 
-MIXTURE_SIZE_KEYS = ("finetune_no_atlantis_rows", "finetune_atlantis_rows", "elicitation_rows")
 EVAL_SETS = STUDY.eval_sets()
-
-
-def training_recipe(wildcards):
-    """Everything that determines a model's weights, recorded so that a change re-trains it."""
-    spec = STUDY.model(wildcards.model)
-    return {
-        "model": config["model"],
-        "training": spec.training,
-        "steps": list(spec.saved_steps),
-        "seed": spec.seed,
-    }
 
 
 # -- data -----------------------------------------------------------------------------

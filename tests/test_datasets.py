@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ftlab.io import read_jsonl_texts as read_jsonl
+from ftlab.io import write_jsonl_texts as write_jsonl
 from ftlab.study import TASKS
 from ftlab.world.cities import (
     build_city_table,
@@ -25,8 +27,6 @@ from ftlab.world.datasets import (
     make_mixture,
     make_multitask,
     make_task_splits,
-    read_jsonl,
-    write_jsonl,
 )
 from ftlab.world.tasks import SamplingError
 

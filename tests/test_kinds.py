@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ftlab.config import ConfigError, load_config, load_schema, validate_config
-from ftlab.kinds import get_kind, kind_names, matrix_of
+from ftlab.kinds import COMMON_KEYS, get_kind, kind_names, matrix_of
 
 REPO = Path(__file__).resolve().parents[1]
 LLM_MIN = {
@@ -34,6 +34,12 @@ def test_each_kind_names_existing_rules_and_sections(name):
     props = load_schema()["properties"]
     for section in kind.sections:
         assert section in props, f"{name}: section {section!r} missing from config/schema.yaml"
+
+
+def test_every_schema_key_is_common_or_one_kinds_section():
+    owned = {s for name in kind_names() for s in get_kind(name).sections}
+    for key in load_schema()["properties"]:
+        assert key in COMMON_KEYS or key in owned, f"top-level key {key!r} belongs to no kind"
 
 
 def test_sections_belong_to_one_kind():

@@ -120,10 +120,10 @@ def sha256_json(obj) -> str:
 
 
 def read_jsonl_texts(path: str | Path) -> list[str]:
-    """The "text" field of every line of a jsonl file (local fallback for world.datasets)."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(json.loads(line)["text"])
-    return rows
+    """The "text" field of every line: the world-model study's row files."""
+    return [row["text"] for row in read_jsonl(path)]
+
+
+def write_jsonl_texts(path: str | Path, texts: Iterable[str]) -> None:
+    """One ``{"text": row}`` object per line, atomically (a failed write leaves no file)."""
+    write_jsonl(path, ({"text": t} for t in texts))

@@ -29,6 +29,19 @@ _MODULES: dict[str, str] = {
 }
 
 
+# Top-level config keys every kind shares; every other top-level key is a kind's section.
+COMMON_KEYS = (
+    "kind",
+    "study",
+    "seeds",
+    "threads",
+    "device",
+    "precision",
+    "cuda_graphs",
+    "resources",
+)
+
+
 class Unit(Protocol):
     """One trained model (world: base/ftwb; llm: a method x dataset x seed run)."""
 

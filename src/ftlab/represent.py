@@ -294,20 +294,6 @@ def fit_probes(
     }
 
 
-def probe_options(representations_cfg: dict) -> dict:
-    """fit_probes keyword arguments from the config section ``representations``."""
-    r = representations_cfg
-    return {
-        "probe": r["probe"],
-        "alpha": r["probe_alpha"],
-        "n_train": r["probe_train_cities"],
-        "n_test": r["probe_test_cities"],
-        "atlantis_n_train": r["atlantis_probe_train_cities"],
-        "atlantis_n_baseline": r["atlantis_probe_baseline_cities"],
-        "seed": r["probe_seed"],
-    }
-
-
 # -- files ----------------------------------------------------------------------------------
 def write_features(path: str | Path, data: dict) -> None:
     """Write `data` (arrays and scalars) as an .npz, atomically."""

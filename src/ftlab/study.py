@@ -330,6 +330,7 @@ KIND = StudyKind(
         "finetunes",
         "eval",
         "representations",
+        "tables",
     ),
     rule_files=(
         "worldmodel.smk",

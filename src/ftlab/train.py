@@ -76,11 +76,7 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "elapsed_s")
 # -- data ---------------------------------------------------------------------------------------
 def read_rows(path: str | Path) -> list[str]:
     """Training rows (the "text" field of each jsonl line)."""
-    try:
-        from ftlab.world.datasets import read_jsonl
-    except ImportError:  # world package not present: same format, local reader
-        return read_jsonl_texts(path)
-    return read_jsonl(path)
+    return read_jsonl_texts(path)
 
 
 def encode_rows(

@@ -1,4 +1,5 @@
-from ftlab.steps import make_cities, setup_logging
+from ftlab.runlog import setup_logging
+from ftlab.steps import make_cities
 
 setup_logging(snakemake.log[0])
-make_cities(snakemake.config, snakemake.output.cities)
+make_cities(snakemake.output.cities, **snakemake.params.settings)

@@ -1,11 +1,12 @@
-from ftlab.steps import make_task_split, setup_logging
+from ftlab.runlog import setup_logging
+from ftlab.steps import make_task_split
 
 setup_logging(snakemake.log[0])
 make_task_split(
-    snakemake.config,
     snakemake.input.cities,
     snakemake.wildcards.task,
     snakemake.wildcards.variant,
     snakemake.output.train,
     snakemake.output.test,
+    **snakemake.params.settings,
 )

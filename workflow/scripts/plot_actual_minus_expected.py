@@ -1,8 +1,10 @@
-from ftlab.steps import plot_actual_minus_expected, setup_logging
+from ftlab.runlog import setup_logging
+from ftlab.steps import plot_actual_minus_expected
+from ftlab.study import Study
 
 setup_logging(snakemake.log[0])
 plot_actual_minus_expected(
-    snakemake.config,
+    Study(snakemake.params.matrix),
     list(snakemake.input.evals),
     int(snakemake.wildcards.seed),
     snakemake.output.plot,

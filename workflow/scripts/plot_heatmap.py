@@ -1,8 +1,10 @@
-from ftlab.steps import plot_heatmap, setup_logging
+from ftlab.runlog import setup_logging
+from ftlab.steps import plot_heatmap
+from ftlab.study import Study
 
 setup_logging(snakemake.log[0])
 plot_heatmap(
-    snakemake.config,
+    Study(snakemake.params.matrix),
     list(snakemake.input.evals),
     int(snakemake.wildcards.seed),
     snakemake.wildcards.kind,

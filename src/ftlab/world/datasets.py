@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ftlab.paths import atomic_target
 from ftlab.study import TASKS as TASK_ORDER
 from ftlab.study import VARIANTS
 from ftlab.world.tasks import CityPool, get_task
@@ -22,26 +19,6 @@ from ftlab.world.tasks import CityPool, get_task
 # prefix of any larger split with the same seed (growing n_train keeps the earlier rows).
 CHUNK = 4096
 MAX_IDLE_CHUNKS = 50  # consecutive chunks without a usable row before giving up
-
-
-def write_jsonl(path: str | Path, rows: list[str]) -> None:
-    """One ``{"text": row}`` object per line, written atomically (temp sibling, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps({"text": row}) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left over if writing failed
-
-
-def read_jsonl(path: str | Path) -> list[str]:
-    """The ``text`` field of every non-empty line."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line)["text"] for line in fh if line.strip()]
 
 
 def derive_seed(seed: int, *names: str) -> int:
