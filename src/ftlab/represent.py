@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ftlab.io import atomic_write_text
-from ftlab.paths import atomic_target
+from ftlab.io import atomic_path, atomic_write_text
 
 MIN_CITY_ID = 1000  # smallest id written without a leading zero (c_1000)
 
@@ -297,12 +295,9 @@ def fit_probes(
 # -- files ----------------------------------------------------------------------------------
 def write_features(path: str | Path, data: dict) -> None:
     """Write `data` (arrays and scalars) as an .npz, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # a file object: np.savez would append .npz to a name
         np.savez(fh, **{k: np.asarray(v) for k, v in data.items()})
-    os.replace(tmp, path)
 
 
 def read_features(path: str | Path) -> dict:

@@ -6,13 +6,12 @@ Columns: ``city_id`` (distinct random int in [0, 9999]), ``name``, ``x = round(1
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ftlab.paths import atomic_target
+from ftlab.io import atomic_path
 
 COLUMNS = ["city_id", "name", "x", "y", "is_atlantis"]
 N_IDS = 10_000  # ids are 4 digits: c_0000 .. c_9999
@@ -125,8 +124,5 @@ def read_city_table(path: str | Path) -> pd.DataFrame:
 
 def write_city_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write the table as CSV atomically (temporary sibling, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    _typed(df).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        _typed(df).to_csv(tmp, index=False)
