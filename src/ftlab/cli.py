@@ -3,6 +3,8 @@
 ftlab validate [CONFIG]     check a config against the schema (exit 2 with the key on error)
 ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
 ftlab contract [--study S]  every output path pattern of the file contract
+ftlab status|list|show|leaderboard|compare|significance|export|stats   the run registry
+                            (src/ftlab/registry/cli.py)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ftlab import slurm
 from ftlab.config import ConfigError, load_config
 from ftlab.kinds import matrix_of
 from ftlab.paths import PATTERNS, Layout
+from ftlab.registry import cli as registry_cli
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study", default="<study>")
     p.set_defaults(func=cmd_contract)
     slurm.add_parser(sub)
+    registry_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.func.__module__ == registry_cli.__name__:
+        return registry_cli.run(args.func, args)
     return args.func(args)
 
 

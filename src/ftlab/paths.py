@@ -21,6 +21,9 @@ results/<study>/
   plots/seed<S>_ftwb1_heatmap.png, plots/seed<S>_ftwb2_heatmap.png,
   plots/seed<S>_ftwb2_actual_minus_expected.png, plots/probes.png
   logs/<rule>/<...>.log, benchmarks/<rule>/<...>.tsv
+  models/<model>/provenance.json                   git, host, versions, hashes of the training
+  evals/<model>/checkpoint-<step>/provenance.json  ... and of each evaluation (ftlab.provenance)
+  index.sqlite                                     results index, rebuildable (ftlab.registry)
 
 LLM studies (kind: llm) use the same models/, evals/, tables/, plots/ folders:
   data/<dataset>/{train,test}.jsonl                normalized rows (question, answer, solution)
@@ -72,6 +75,10 @@ PATTERNS: dict[str, str] = {
     "forgetting_table": "tables/forgetting.csv",
     "forgetting_summary": "tables/forgetting_summary.csv",
     "in_domain_table": "tables/in_domain.csv",
+    # Provenance beside each job's outputs and the results index (ftlab.provenance, registry)
+    "train_provenance": "models/{model}/provenance.json",
+    "eval_provenance": "evals/{model}/checkpoint-{step}/provenance.json",
+    "index": "index.sqlite",
     "log": "logs/{job}.log",
     "benchmark": "benchmarks/{job}.tsv",
 }

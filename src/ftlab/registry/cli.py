@@ -1,0 +1,290 @@
+"""The run-registry subcommands of `ftlab` (added to the parser by ftlab.cli):
+
+ftlab status [CONFIG] [--watch S]        study matrix: done / pending / running / failed
+ftlab list                               every trained or evaluated run
+ftlab show RUN                           a run's checkpoints, results and provenance
+ftlab leaderboard --metric M [--task T]  runs (or seed groups) ranked by a metric
+ftlab compare A B ...                    config differences and metrics side by side
+ftlab significance A B --method M        paired test on per-sample outcomes
+ftlab export --format csv|json|markdown|latex [--to wandb|mlflow]
+ftlab stats                              what the index holds; --rebuild rebuilds it
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ftlab import stats
+from ftlab.registry import index, views
+from ftlab.registry.records import ResultFileError
+from ftlab.registry.store import Registry, RegistryError
+
+
+def _registry(args) -> Registry:
+    return Registry(args.results, args.study or None)
+
+
+def _common(p) -> None:
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--study", action="append", help="only this study (repeatable; default: all)")
+
+
+def cmd_list(args) -> int:
+    with _registry(args) as reg:
+        rows = views.list_runs(reg)
+        cols = [
+            "run",
+            "seed",
+            "checkpoints",
+            "evaluated",
+            "results",
+            "trained_at",
+            "wall_s",
+            "commit",
+        ]
+        print(views.table(rows, cols) if rows else f"no runs under {args.results}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    with _registry(args) as reg:
+        print(views.show_run(reg, args.run))
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    with _registry(args) as reg:
+        rows = views.leaderboard(reg, args.metric, args.task, args.step, args.by)
+        direction = "lower" if views.lower_is_better(args.metric) else "higher"
+        what = f"mean over {'tasks matching ' + repr(args.task) if args.task else 'tasks'}"
+        print(f"{args.metric} ({direction} is better; {what}; step {args.step})")
+        cols = ["rank", "run", "step", "value", "tasks"]
+        cols = cols[:4] + ["sd", "seeds", "tasks"] if args.by == "group" else cols + ["n"]
+        print(views.table(rows[: args.top] if args.top else rows, cols))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    with _registry(args) as reg:
+        diffs, metric_rows, names = views.compare(reg, args.runs, args.metric, args.step)
+        print("configuration differences:" if diffs else "configurations: identical")
+        if diffs:
+            print(views.table(diffs, ["key", *names]))
+        print(f"\nmetrics (step {args.step}):")
+        print(
+            views.table(metric_rows, ["metric", "task", *names, "best"])
+            if metric_rows
+            else "  no common results"
+        )
+    return 0
+
+
+def cmd_significance(args) -> int:
+    with _registry(args) as reg:
+        res = views.significance(
+            reg,
+            args.a,
+            args.b,
+            args.metric,
+            args.task,
+            args.method,
+            args.resamples,
+            args.seed,
+            args.step,
+        )
+        if args.json:
+            import json
+
+            print(json.dumps(res, indent=1))
+        else:
+            print(views.format_significance(res, args.alpha))
+    return 0
+
+
+def cmd_export(args) -> int:
+    with _registry(args) as reg:
+        if args.metric:
+            reg.check_metric(args.metric, args.task)
+        rows = reg.results(args.metric, args.task)
+        from ftlab.registry.store import pick_step
+
+        rows = pick_step(rows, args.step)
+        if args.to:
+            from ftlab.registry.tracking import export_to
+
+            print(export_to(args.to, reg, rows, offline=not args.online))
+            return 0
+        text = views.export(rows, args.format)
+        if args.output:
+            from ftlab.io import atomic_write_text
+
+            atomic_write_text(args.output, text)
+            print(f"{len(rows)} rows -> {args.output}")
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    if args.rebuild:
+        root = Path(args.results)
+        for study in args.study or sorted(p.name for p in root.iterdir() if p.is_dir()):
+            if (root / study / "evals").is_dir() or (root / study / "models").is_dir():
+                t0 = time.perf_counter()
+                n = index.rebuild(root / study)
+                print(
+                    f"{study}: rebuilt from {n['updated']} files in "
+                    f"{time.perf_counter() - t0:.2f} s"
+                )
+    with _registry(args) as reg:
+        for s in views.registry_stats(reg):
+            print(
+                f"study {s['study']}: {s['runs']} runs ({s['trained']} trained), "
+                f"{s['evaluated_checkpoints']} evaluated checkpoints, {s['results']} metric "
+                f"values from {s['result_files']} files, {s['provenance_files']} provenance "
+                f"records; metrics: {', '.join(s['metrics']) or 'none'}"
+            )
+            print(f"  index {s['index']} (this refresh: {s['refresh']})")
+        for study, path, error in reg.file_errors():
+            print(f"  unreadable: {study}/{path}: {error}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ftlab.registry import status
+
+    use_slurm = {"auto": None, "yes": True, "no": False}[args.slurm]
+    while True:
+        t0 = time.perf_counter()
+        cfg, jobs = status.collect(
+            args.config,
+            workdir=Path(args.directory),
+            use_slurm=use_slurm,
+            slurm_logdir=args.slurm_logdir,
+        )
+        text = status.render(
+            cfg, jobs, show_done=not args.problems, max_rows=10**9 if args.all_rows else 200
+        )
+        if args.watch:
+            sys.stdout.write("\033[2J\033[H")  # clear the terminal between refreshes
+        print(text)
+        print(f"\n({time.perf_counter() - t0:.1f} s; {time.strftime('%H:%M:%S')})")
+        if not args.watch:
+            return 0
+        sys.stdout.flush()
+        time.sleep(args.watch)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("status", help="study matrix: done / pending / running / failed")
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="study config (default: config/config.yaml, as snakemake)",
+    )
+    p.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=30.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 30) until interrupted",
+    )
+    p.add_argument("--problems", action="store_true", help="hide models whose jobs are all done")
+    p.add_argument("--all-rows", action="store_true", help="no 200-row limit on the matrix")
+    p.add_argument(
+        "--slurm",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="ask squeue/sacct (auto: when sinfo answers)",
+    )
+    p.add_argument(
+        "--slurm-logdir",
+        default=".snakemake/slurm_logs",
+        help="the profile's slurm-logdir, relative to --directory",
+    )
+    p.add_argument("-d", "--directory", default=".", help="the workflow's working directory")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("list", help="every trained or evaluated run")
+    _common(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="a run's checkpoints, results and provenance")
+    p.add_argument("run", help="model name, <study>/<model>, or a group (all its seeds)")
+    _common(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("leaderboard", help="runs ranked by a metric")
+    p.add_argument("--metric", required=True, help="e.g. accuracy, mae, acc_norm")
+    p.add_argument("--task", help="one task (or a glob, e.g. 'angle__*'); default: mean over all")
+    p.add_argument("--step", default="last", help="last (default), all, or a step number")
+    p.add_argument(
+        "--by", choices=["run", "group"], default="run", help="group: mean and sd over seeds"
+    )
+    p.add_argument("--top", type=int, default=0, help="show only the first N")
+    _common(p)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("compare", help="config differences and metrics of runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--metric", help="only this metric")
+    p.add_argument("--step", default="last")
+    _common(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("significance", help="paired test of two runs on per-sample outcomes")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--metric", required=True)
+    p.add_argument("--task", help="one task or a glob (default: every task with the metric)")
+    p.add_argument("--method", choices=stats.METHODS, default="bootstrap")
+    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--step", default="last")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_significance)
+
+    p = sub.add_parser("export", help="results as csv, json, markdown or latex")
+    p.add_argument("--format", choices=["csv", "json", "markdown", "latex"], default="csv")
+    p.add_argument("--metric")
+    p.add_argument("--task")
+    p.add_argument("--step", default="all")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument(
+        "--to",
+        choices=["wandb", "mlflow"],
+        help="log the results to W&B or MLflow instead (optional packages)",
+    )
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="with --to: sync to the server (default: offline files, no network)",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stats", help="what the results index holds")
+    p.add_argument("--rebuild", action="store_true", help="delete and rebuild the index first")
+    _common(p)
+    p.set_defaults(func=cmd_stats)
+
+
+def run(func, args) -> int:
+    """Registry errors end with one line naming the problem, not a traceback."""
+    try:
+        return func(args)
+    except (RegistryError, ResultFileError, ValueError, ImportError) as err:
+        print(f"ftlab {args.command}: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if type(err).__name__ != "WorkflowError":  # Snakemake's: a bad config, a broken rule
+            raise
+        print(f"ftlab {args.command}: {err}", file=sys.stderr)
+        return 2

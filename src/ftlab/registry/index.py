@@ -1,0 +1,324 @@
+"""The results index: one SQLite file per study (``results/<study>/index.sqlite``), a cache of
+what the result files under ``results/<study>/`` say. The files stay the truth:
+
+- ``refresh(study_dir)`` re-reads only files whose size or mtime changed and drops rows of
+  files that are gone, so every ``ftlab`` query starts from an up-to-date index (a stat of each
+  result file; ~13k files for the 87-model paper study). ``rebuild`` deletes it and reads all.
+- Jobs record their own results when they finish (``record_job``, called by
+  ``ftlab.provenance.write_provenance``). Many jobs finishing at once is safe: WAL journal,
+  a 120 s busy timeout, and each writer holds the write lock (BEGIN IMMEDIATE) only for its
+  own short transaction. A job that still cannot write logs a warning and carries on; the next
+  refresh picks its files up. On filesystems where SQLite locking is unreliable (some NFS
+  setups) set ``FTLAB_INDEX_FROM_JOBS=0``: only ``ftlab`` (one process) then writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from ftlab.paths import PATTERNS
+from ftlab.registry.records import (
+    CHECKPOINT_RE,
+    ResultFileError,
+    parse_result,
+    split_model,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 120
+PROVENANCE = "provenance.json"
+CHECKPOINT_META = "ftlab_checkpoint.json"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, step INTEGER,
+    mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, error TEXT);
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT NOT NULL, model TEXT NOT NULL, grp TEXT NOT NULL, seed INTEGER,
+    step INTEGER NOT NULL, source TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL, stderr REAL, n INTEGER);
+CREATE INDEX IF NOT EXISTS results_metric ON results (metric, task);
+CREATE INDEX IF NOT EXISTS results_path ON results (path);
+CREATE TABLE IF NOT EXISTS provenance (
+    path TEXT PRIMARY KEY, model TEXT NOT NULL, step INTEGER, stage TEXT, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    model TEXT PRIMARY KEY, grp TEXT NOT NULL, seed INTEGER, checkpoints TEXT NOT NULL,
+    checkpoint_meta TEXT, path TEXT NOT NULL);
+"""
+
+
+def index_path(study_dir: str | Path) -> Path:
+    return Path(study_dir) / PATTERNS["index"]
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below), so the write
+    # lock is taken before reading what to change and never upgraded mid-transaction (the
+    # upgrade is what makes concurrent SQLite writers fail with "database is locked").
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.row_factory = sqlite3.Row
+    version = _schema_version(conn)
+    if version not in (None, SCHEMA_VERSION):
+        # An index of another ftlab version: it is only a cache, so start over.
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return connect(path)
+    if version is None:
+        conn.execute("BEGIN IMMEDIATE")  # two jobs creating the index at once: one does it
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.execute("COMMIT")
+    return conn
+
+
+def _schema_version(conn) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None
+
+
+# -- what is on disk ------------------------------------------------------------------------
+def scan(study_dir: Path) -> dict[str, tuple]:
+    """{relative path: (kind, model, step, mtime_ns, size)} of every indexed file: result and
+    provenance files under evals/, and per model its directory (checkpoints) and provenance."""
+    found: dict[str, tuple] = {}
+    evals = study_dir / "evals"
+    for model_entry in _dirs(evals):
+        for ckpt in _dirs(Path(model_entry.path)):
+            m = CHECKPOINT_RE.match(ckpt.name)
+            if not m:
+                continue
+            step = int(m[1])
+            with os.scandir(ckpt.path) as it:
+                for f in it:
+                    if not f.name.endswith(".json") or f.name.startswith("."):
+                        continue
+                    kind = "provenance" if f.name == PROVENANCE else "result"
+                    st = f.stat()
+                    rel = f"evals/{model_entry.name}/{ckpt.name}/{f.name}"
+                    found[rel] = (kind, model_entry.name, step, st.st_mtime_ns, st.st_size)
+    for model_entry in _dirs(study_dir / "models"):
+        st = model_entry.stat()
+        found[f"models/{model_entry.name}"] = ("run", model_entry.name, None, st.st_mtime_ns, 0)
+        prov = Path(model_entry.path) / PROVENANCE
+        if prov.is_file():
+            st = prov.stat()
+            rel = f"models/{model_entry.name}/{PROVENANCE}"
+            found[rel] = ("provenance", model_entry.name, None, st.st_mtime_ns, st.st_size)
+    return found
+
+
+def _dirs(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(
+                (e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name
+            )
+    except FileNotFoundError:
+        return []
+
+
+# -- reading one file into rows ------------------------------------------------------------
+def _parse(study_dir: Path, rel: str, kind: str, model: str, step) -> tuple[list, str | None]:
+    """(rows for its table, error message or None). A broken file is remembered with its
+    error (``ftlab stats`` lists them) instead of stopping the refresh."""
+    path = study_dir / rel
+    try:
+        if kind == "result":
+            return parse_result(path), None
+        if kind == "provenance":
+            return [json.loads(path.read_text())], None
+        return [_run_row(path)], None
+    except (ResultFileError, OSError, json.JSONDecodeError) as err:
+        return [], str(err)
+
+
+def _run_row(model_dir: Path) -> dict:
+    steps = sorted(
+        int(m[1]) for p in model_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
+    )
+    meta = None
+    if steps:
+        meta_path = model_dir / f"checkpoint-{steps[-1]}" / CHECKPOINT_META
+        if meta_path.is_file():
+            meta = meta_path.read_text()
+    return {"checkpoints": json.dumps(steps), "checkpoint_meta": meta}
+
+
+def _write(conn, rel: str, info: tuple, rows: list, error: str | None) -> None:
+    kind, model, step, mtime_ns, size = info
+    grp, seed = split_model(model)
+    _forget(conn, rel, kind)
+    conn.execute(
+        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rel, kind, model, step, mtime_ns, size, error),
+    )
+    if kind == "result":
+        conn.executemany(
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    rel,
+                    model,
+                    grp,
+                    seed,
+                    step,
+                    r["source"],
+                    r["task"],
+                    r["metric"],
+                    r["value"],
+                    r["stderr"],
+                    r["n"],
+                )
+                for r in rows
+            ],
+        )
+    elif kind == "provenance" and rows:
+        stage = rows[0].get("stage") if isinstance(rows[0], dict) else None
+        conn.execute(
+            "INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?, ?)",
+            (rel, model, step, stage, json.dumps(rows[0])),
+        )
+    elif kind == "run" and rows:
+        conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            (model, grp, seed, rows[0]["checkpoints"], rows[0]["checkpoint_meta"], rel),
+        )
+
+
+def _forget(conn, rel: str, kind: str) -> None:
+    conn.execute("DELETE FROM files WHERE path = ?", (rel,))
+    if kind == "result":
+        conn.execute("DELETE FROM results WHERE path = ?", (rel,))
+    elif kind == "provenance":
+        conn.execute("DELETE FROM provenance WHERE path = ?", (rel,))
+    else:
+        conn.execute("DELETE FROM runs WHERE path = ?", (rel,))
+
+
+# -- public operations ---------------------------------------------------------------------
+def refresh(study_dir: str | Path) -> dict[str, int]:
+    """Bring the index of `study_dir` up to date with its files; returns counts of files
+    added/changed, removed and unchanged."""
+    study_dir = Path(study_dir)
+    on_disk = scan(study_dir)
+    with closing(connect(index_path(study_dir))) as conn:
+        known = {
+            r["path"]: (r["kind"], r["mtime_ns"], r["size"])
+            for r in conn.execute("SELECT path, kind, mtime_ns, size FROM files")
+        }
+        changed = [
+            rel for rel, info in on_disk.items() if known.get(rel) != (info[0], info[3], info[4])
+        ]
+        removed = [rel for rel in known if rel not in on_disk]
+        parsed = {rel: _parse(study_dir, rel, *on_disk[rel][:3]) for rel in changed}
+        if changed or removed:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rel in removed:
+                    _forget(conn, rel, known[rel][0])
+                for rel in changed:
+                    _write(conn, rel, on_disk[rel], *parsed[rel])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    return {
+        "updated": len(changed),
+        "removed": len(removed),
+        "unchanged": len(on_disk) - len(changed),
+    }
+
+
+def rebuild(study_dir: str | Path) -> dict[str, int]:
+    """Delete the index and read every result file again."""
+    path = index_path(study_dir)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return refresh(study_dir)
+
+
+def study_dir_of(path: Path) -> Path:
+    """results/<study>/ of a file under evals/ or models/ of that study."""
+    path = Path(path).resolve()
+    for parent in path.parents:
+        if parent.name in ("evals", "models"):
+            return parent.parent
+    raise ValueError(f"{path} is not under a study's evals/ or models/ folder")
+
+
+def record_job(provenance_path: str | Path) -> int:
+    """Index the files of one finished job: the folder its provenance file is in (an evaluated
+    checkpoint's results, or a trained model). Returns how many files were written. Skipped
+    (0) when FTLAB_INDEX_FROM_JOBS=0."""
+    if os.environ.get("FTLAB_INDEX_FROM_JOBS", "1") == "0":
+        return 0
+    provenance_path = Path(provenance_path).resolve()
+    study_dir = study_dir_of(provenance_path)
+    folder = provenance_path.parent
+    rel_folder = folder.relative_to(study_dir).as_posix()
+    entries = {
+        rel: info
+        for rel, info in _scan_folder(study_dir, folder).items()
+        if rel.startswith(rel_folder)
+    }
+    parsed = {rel: _parse(study_dir, rel, *info[:3]) for rel, info in entries.items()}
+    with closing(connect(index_path(study_dir))) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rel, info in entries.items():
+                _write(conn, rel, info, *parsed[rel])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(entries)
+
+
+def _scan_folder(study_dir: Path, folder: Path) -> dict[str, tuple]:
+    rel = folder.relative_to(study_dir).parts
+    found = {}
+    if rel[0] == "evals" and len(rel) == 3 and CHECKPOINT_RE.match(rel[2]):
+        step = int(CHECKPOINT_RE.match(rel[2])[1])
+        for f in sorted(folder.glob("*.json")):
+            if f.name.startswith("."):
+                continue
+            st = f.stat()
+            kind = "provenance" if f.name == PROVENANCE else "result"
+            found[f"evals/{rel[1]}/{rel[2]}/{f.name}"] = (
+                kind,
+                rel[1],
+                step,
+                st.st_mtime_ns,
+                st.st_size,
+            )
+    elif rel[0] == "models" and len(rel) == 2:
+        st = folder.stat()
+        found[f"models/{rel[1]}"] = ("run", rel[1], None, st.st_mtime_ns, 0)
+        prov = folder / PROVENANCE
+        if prov.is_file():
+            st = prov.stat()
+            found[f"models/{rel[1]}/{PROVENANCE}"] = (
+                "provenance",
+                rel[1],
+                None,
+                st.st_mtime_ns,
+                st.st_size,
+            )
+    return found

@@ -1,0 +1,188 @@
+"""Reading what the evaluations wrote: metric rows and per-sample outcomes, for every kind.
+
+An evaluation of model M at step S writes ``evals/M/checkpoint-S/<name>.json`` and, beside it,
+``<name>.samples.jsonl``. Three metric-file shapes are understood, whatever the study kind:
+
+- ``{"results": [{"task", "metric", "value", "n", ...}]}``: the world model's per-set files,
+  and the shape a new study kind should write (docs/adding-a-study-kind.md);
+- ``{"benchmarks": [{"task", "metric", "value", "stderr", "n"}]}``: ``lm_eval.json``;
+- ``{"datasets": {dataset: {"accuracy", "partial_accuracy", "format_accuracy", "n"}}}``:
+  ``in_domain.json``.
+
+A row's ``task`` label is the file's name when the file holds one task (``angle__no_atlantis``)
+and ``<name>:<task>`` otherwise (``multitask__no_atlantis:angle``); lm-eval and in-domain rows
+are labelled by their benchmark / dataset. Per-sample rows get the same labels, so a
+leaderboard row and the samples behind it always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+SAMPLES_SUFFIX = ".samples.jsonl"
+NOT_RESULTS = frozenset({"provenance.json"})  # JSON files beside results that are not results
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+SEED_RE = re.compile(r"^(?P<group>.+)_seed(?P<seed>\d+)$")
+# Metrics where smaller is better; every other metric (accuracy, acc, exact_match, ...) is a
+# score. Names are compared without an lm-eval filter suffix (",none").
+LOWER_IS_BETTER = frozenset(
+    {
+        "mae",
+        "mse",
+        "rmse",
+        "error",
+        "loss",
+        "perplexity",
+        "word_perplexity",
+        "byte_perplexity",
+        "bits_per_byte",
+        "ter",
+    }
+)
+# in_domain.json metric -> the per-sample field that holds it
+IN_DOMAIN_FIELDS = {
+    "accuracy": "correct",
+    "partial_accuracy": "partial",
+    "format_accuracy": "format",
+}
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be read; the message names the file and what is wrong."""
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.split(",")[0] in LOWER_IS_BETTER
+
+
+def split_model(model: str) -> tuple[str, int | None]:
+    """`ftwb1-3_seed2` -> (`ftwb1-3`, 2): the group is what seeds repeat; no seed -> None."""
+    m = SEED_RE.match(model)
+    return (m["group"], int(m["seed"])) if m else (model, None)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResultFileError(f"{path}: not readable as JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise ResultFileError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+def parse_result(path: str | Path) -> list[dict]:
+    """Metric rows of one result file: {source, task, metric, value, stderr, n}. A JSON file
+    of none of the known shapes gives no rows (it is not a result)."""
+    path = Path(path)
+    obj = _load_json(path)
+    source = path.stem
+    rows = []
+    if isinstance(obj.get("results"), list):
+        entries = [e for e in obj["results"] if isinstance(e, dict)]
+        tasks = {e.get("task") for e in entries}
+        for e in entries:
+            task = source if len(tasks) <= 1 else f"{source}:{e.get('task')}"
+            rows.append(_row(path, source, task, e.get("metric"), e))
+    elif isinstance(obj.get("benchmarks"), list):
+        for e in obj["benchmarks"]:
+            rows.append(_row(path, source, e.get("task"), e.get("metric"), e))
+    elif isinstance(obj.get("datasets"), dict):
+        for dataset, res in obj["datasets"].items():
+            for metric in IN_DOMAIN_FIELDS:
+                if metric in res:
+                    rows.append(
+                        _row(
+                            path, source, dataset, metric, {"value": res[metric], "n": res.get("n")}
+                        )
+                    )
+    return rows
+
+
+def _row(path: Path, source: str, task, metric, entry: dict) -> dict:
+    if not task or not metric:
+        raise ResultFileError(f"{path}: a result entry lacks 'task' or 'metric': {entry}")
+    return {
+        "source": source,
+        "task": str(task),
+        "metric": str(metric),
+        "value": _num(entry.get("value")),
+        "stderr": _num(entry.get("stderr")),
+        "n": int(entry["n"]) if _num(entry.get("n")) is not None else None,
+    }
+
+
+def result_files(checkpoint_dir: Path) -> list[Path]:
+    """The metric files of one evaluated checkpoint (not samples, not provenance)."""
+    return sorted(
+        p
+        for p in checkpoint_dir.glob("*.json")
+        if p.name not in NOT_RESULTS and not p.name.startswith(".")
+    )
+
+
+def samples_path(result_path: Path) -> Path:
+    return result_path.with_name(result_path.stem + SAMPLES_SUFFIX)
+
+
+def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, float]]:
+    """Per-sample values of `metric` from the samples file beside `result_path`:
+    {task label: {sample key: value}}. The key identifies the same test item across models
+    (lm-eval: task, doc id and filter; in-domain: dataset and row id; otherwise the prompt and
+    its occurrence), so two models' outcomes can be paired."""
+    result_path = Path(result_path)
+    path = samples_path(result_path)
+    if not path.is_file():
+        raise ResultFileError(f"{path}: per-sample file missing (needed for significance)")
+    obj = _load_json(result_path)
+    single, task_metric = None, {}
+    base_metric = metric.split(",")[0]
+    if isinstance(obj.get("results"), list):
+        task_metric = {e.get("task"): str(e.get("metric")) for e in obj["results"]}
+        single = result_path.stem if len(task_metric) <= 1 else None
+    out: dict[str, dict[tuple, float]] = defaultdict(dict)
+    seen: dict[tuple, int] = defaultdict(int)
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ResultFileError(f"{path}:{line_no}: not JSON ({err})") from None
+            if task_metric and task_metric.get(row.get("task")) != base_metric:
+                continue  # a world row scored with another metric than the one asked for
+            value = _sample_value(row, base_metric)
+            if value is None:
+                continue
+            if "benchmark" in row:
+                label = row["benchmark"]
+                key = (row.get("task"), row.get("doc_id"), row.get("filter"))
+            elif "dataset" in row:
+                label = row["dataset"]
+                key = (row.get("id") if row.get("id") is not None else row.get("prompt"),)
+            else:
+                label = single or f"{result_path.stem}:{row.get('task')}"
+                key = (row.get("prompt"),)
+            seen[(label, key)] += 1  # the same prompt twice is two items
+            out[label][(*key, seen[(label, key)])] = value
+    return dict(out)
+
+
+def _sample_value(row: dict, metric: str) -> float | None:
+    metrics = row.get("metrics")
+    if isinstance(metrics, dict) and metric in metrics:
+        return _num(metrics[metric])
+    field = IN_DOMAIN_FIELDS.get(metric)
+    if field and field in row:
+        return _num(row[field])
+    if "score" in row and "metrics" not in row and "dataset" not in row:
+        return _num(row["score"])  # world rows: the file's own metric
+    return None

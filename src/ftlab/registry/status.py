@@ -1,0 +1,257 @@
+"""`ftlab status`: the study matrix (model x checkpoint x stage) as done / pending / queued /
+running / failed / incomplete.
+
+Three sources, each asked for what only it knows:
+- Snakemake's own DAG (built in-process, like ``snakemake -n``): which jobs would run and why
+  (missing output, changed params or code, upstream pending). A job Snakemake would not run is
+  done. This is the only view that agrees with what ``snakemake`` will actually do.
+- The outputs on disk: Snakemake's incomplete markers (a job started and not finished: running
+  when a Snakemake process holds the lock, else interrupted) and, for training, the
+  checkpoints already in ``train_state/<model>/``.
+- SLURM, when ``sinfo`` answers: ``squeue`` (queued, running, elapsed) and ``sacct`` (how a
+  job ended), tied to jobs through the SLURM plugin's per-job logs (``slurmjobs``). A needed
+  job whose last SLURM job failed shows as failed, with its job id and both logs (the rule's
+  own log and the SLURM log).
+
+Snakemake internals used: ``Workflow._prepare_dag``/``_build_dag`` (what ``snakemake
+--summary`` calls) and ``DAG.jobs``/``needrun``/``reason``; checked with snakemake 9.27.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftlab.paths import PATTERNS
+from ftlab.registry import slurmjobs
+
+REPO = Path(__file__).resolve().parents[3]
+STATES = ("failed", "running", "queued", "incomplete", "pending", "done")
+
+
+@dataclass
+class JobStatus:
+    rule: str
+    unit: str  # the {model} wildcard, or "(study)" for study-level jobs (data, tables, plots)
+    step: int | None
+    state: str
+    reason: str = ""
+    outputs: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    slurm: slurmjobs.SlurmJob | None = None
+    progress: str | None = None  # e.g. "2/6 checkpoints" for a training in progress
+
+
+def _reason(reason) -> str:
+    text = str(reason)
+    parts = [line.split(":")[0].strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(dict.fromkeys(parts))
+
+
+def snakemake_dag(config: str | None, workdir: Path, snakefile: Path, targets=()):
+    """Snakemake's DAG of a study (no job runs, nothing is locked): (workflow, dag)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
+
+    configfiles = [Path(config).resolve()] if config else []
+    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL}))
+    api.__enter__()
+    try:
+        wf_api = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=configfiles),
+            snakefile=snakefile,
+            workdir=workdir,
+        )
+        dag_api = wf_api.dag(DAGSettings(targets=frozenset(targets)))
+        workflow = dag_api.workflow_api._workflow
+        with contextlib.redirect_stdout(io.StringIO()):
+            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+            workflow._build_dag()
+        return api, workflow
+    except BaseException:
+        api.__exit__(None, None, None)
+        raise
+
+
+def collect(
+    config: str | None = None,
+    *,
+    workdir: Path = REPO,
+    snakefile: Path | None = None,
+    use_slurm: bool | None = None,
+    slurm_logdir: str = ".snakemake/slurm_logs",
+):
+    """Every job of the study's DAG with its state; returns (study config, [JobStatus])."""
+    workdir = Path(workdir).resolve()
+    snakefile = Path(snakefile or REPO / "Snakefile").resolve()
+    api, workflow = snakemake_dag(config, workdir, snakefile)
+    try:
+        dag = workflow.dag
+        cfg = dict(workflow.config)
+        locked = any((workdir / ".snakemake" / "locks").glob("*"))
+        if use_slurm is None:
+            use_slurm = slurmjobs.available()
+        slurm = slurmjobs.latest_by_key(workdir / slurm_logdir, use_slurm=use_slurm)
+        matrix = _matrix(cfg)
+        out = []
+        for job in dag.jobs:
+            if job.rule.name == "all" or getattr(job.rule, "is_target", False) and not job.output:
+                continue
+            wc = dict(job.wildcards_dict)
+            st = JobStatus(
+                rule=job.rule.name,
+                unit=wc.get("model", "(study)"),
+                step=int(wc["step"]) if "step" in wc else None,
+                state="done",
+                outputs=[str(f) for f in job.output],
+                logs=[str(f) for f in job.log],
+            )
+            if dag.needrun(job):
+                reason = dag.reason(job)
+                st.reason = _reason(reason)
+                st.state = "pending"
+                if reason.incomplete_output:
+                    st.state = "running" if locked else "incomplete"
+                sj = slurm.get(slurmjobs.job_key(job.rule.name, wc, _group(job)))
+                if sj is not None:
+                    st.slurm = sj
+                    if sj.active:
+                        st.state = "running" if sj.state.startswith("RUNNING") else "queued"
+                    elif sj.failed:
+                        st.state = "failed"
+                st.progress = _training_progress(workdir, cfg, st, matrix)
+            out.append(st)
+        out.sort(key=lambda s: (s.unit == "(study)", s.unit, s.step or 0, s.rule))
+        return cfg, out
+    finally:
+        api.__exit__(None, None, None)
+
+
+def _group(job) -> str | None:
+    group = getattr(job, "group", None)
+    return group if isinstance(group, str) else None
+
+
+def _matrix(cfg: dict):
+    try:
+        from ftlab.kinds import matrix_of
+
+        return matrix_of(cfg)
+    except Exception:
+        return None
+
+
+def _training_progress(workdir: Path, cfg: dict, st: JobStatus, matrix) -> str | None:
+    """Checkpoints already saved by an unfinished training (train_state/<model>/)."""
+    model_dir = PATTERNS["model_dir"].format(model=st.unit)
+    if matrix is None or not any(o.endswith(model_dir) for o in st.outputs):
+        return None
+    try:
+        unit = matrix.unit(st.unit)
+    except KeyError:
+        return None
+    state_dir = workdir / "results" / cfg["study"] / PATTERNS["train_state"].format(model=st.unit)
+    saved = [p for p in state_dir.glob("checkpoint-*") if p.is_dir()] if state_dir.is_dir() else []
+    return f"{len(saved)}/{len(unit.saved_steps)} checkpoints" if saved else None
+
+
+# -- rendering ------------------------------------------------------------------------------
+def _cell(states: list[str]) -> str:
+    c = Counter(states)
+    if len(c) == 1:
+        ((state, n),) = c.items()
+        return state if n == 1 else f"{state} {n}"
+    return ",".join(f"{c[s]} {s}" for s in STATES if c[s])
+
+
+def render(cfg: dict, jobs: list[JobStatus], show_done: bool = True, max_rows: int = 200) -> str:
+    lines = [f"study {cfg.get('study')} ({cfg.get('kind')}): {len(jobs)} jobs in the DAG"]
+    by_rule = defaultdict(Counter)
+    for j in jobs:
+        by_rule[j.rule][j.state] += 1
+    total = Counter(j.state for j in jobs)
+    lines.append("  " + ", ".join(f"{total[s]} {s}" for s in STATES if total[s]))
+    lines.append("")
+    width = max(len(r) for r in by_rule) if by_rule else 4
+    lines.append(f"{'rule':<{width}}  " + "  ".join(f"{s:>10}" for s in STATES))
+    for rule, c in sorted(by_rule.items()):
+        lines.append(f"{rule:<{width}}  " + "  ".join(f"{c[s]:>10}" for s in STATES))
+
+    # The matrix: one row per unit, one column per stage (rules with a {model} wildcard).
+    per_unit = defaultdict(lambda: defaultdict(list))
+    for j in jobs:
+        if j.unit != "(study)":
+            per_unit[j.unit][j.rule].append(j)
+    stages = sorted(
+        {j.rule for j in jobs if j.unit != "(study)"},
+        key=lambda r: min(i for i, j in enumerate(jobs) if j.rule == r),
+    )
+    rows = []
+    for unit, cols in per_unit.items():
+        states = [j.state for js in cols.values() for j in js]
+        if not show_done and all(s == "done" for s in states):
+            continue
+        row = [unit]
+        for stage in stages:
+            js = cols.get(stage, [])
+            cell = _cell([j.state for j in js]) if js else ""
+            progress = next((j.progress for j in js if j.progress), None)
+            if len(js) > 1 or any(j.step is not None for j in js):
+                steps = ",".join(str(j.step) for j in js if j.step is not None)
+                cell += f" @{steps}" if steps and len(js) <= 3 else ""
+            row.append(cell + (f" ({progress})" if progress else ""))
+        rows.append(row)
+    if rows:
+        header = ["model", *stages]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines += ["", "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+        for row in rows[:max_rows]:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if len(rows) > max_rows:
+            lines.append(f"... {len(rows) - max_rows} more models (--all-rows to list them)")
+    elif per_unit and not show_done:
+        lines.append("\nevery model is done")
+
+    failed = [j for j in jobs if j.state in ("failed", "incomplete")]
+    if failed:
+        lines.append("\nfailed / interrupted jobs:")
+    for j in failed:
+        where = j.unit + (f" step {j.step}" if j.step is not None else "")
+        lines.append(f"  {j.rule} {where}: {j.state}")
+        if j.slurm:
+            s = j.slurm
+            lines.append(
+                f"    SLURM job {s.job_id} {s.state}, elapsed {s.elapsed or '?'}"
+                + (f", exit {s.exit_code}" if s.exit_code else "")
+            )
+            if s.log:
+                lines.append(f"    SLURM log: {s.log}")
+        for log in j.logs:
+            lines.append(
+                f"    rule log:  {log}" + ("" if os.path.exists(log) else " (not written)")
+            )
+    active = [j for j in jobs if j.state in ("running", "queued") and j.slurm]
+    if active:
+        lines.append("\nSLURM jobs in the queue:")
+        for j in active:
+            where = j.unit + (f" step {j.step}" if j.step is not None else "")
+            lines.append(
+                f"  {j.slurm.job_id:>10} {j.slurm.state:<10} {j.slurm.elapsed or '':>10}  "
+                f"{j.rule} {where}"
+            )
+    return "\n".join(lines)
+
+
+def counts(jobs: list[JobStatus]) -> dict[str, int]:
+    return dict(Counter(j.state for j in jobs))

@@ -1,0 +1,62 @@
+"""Optional logging of indexed results to Weights & Biases or MLflow (`ftlab export --to`).
+
+Neither package is a dependency: each is imported only here, when asked for, and a missing one
+is a one-line error saying what to install. Offline by default, so no network is needed: W&B
+writes an offline run under ``results/<study>/wandb/`` (``wandb sync`` uploads it later) and
+MLflow a file store under ``results/<study>/mlruns/``. One tracker run per model; each metric
+value is logged with the checkpoint step as its step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+INSTALL = {"wandb": "pip install wandb", "mlflow": "pip install mlflow"}
+
+
+def _require(backend: str):
+    import importlib
+
+    try:
+        return importlib.import_module(backend)
+    except ImportError:
+        raise ImportError(
+            f"--to {backend} needs the optional package {backend!r}, which is not installed "
+            f"({INSTALL[backend]}); the results index and every other command work without it"
+        ) from None
+
+
+def export_to(backend: str, reg, rows: list[dict], offline: bool = True) -> str:
+    if backend not in INSTALL:
+        raise ValueError(f"unknown tracker {backend!r}; choose wandb or mlflow")
+    module = _require(backend)
+    runs = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r["value"] is not None:
+            runs[(r["study"], r["model"])][r["step"]][f"{r['task']}/{r['metric']}"] = r["value"]
+    for (study, model), steps in sorted(runs.items()):
+        out_dir = reg.root / study
+        if backend == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline" if offline else "online")
+            run = module.init(
+                project=study,
+                name=model,
+                dir=str(out_dir),
+                reinit=True,
+                config={"study": study, "model": model},
+            )
+            for step in sorted(steps):
+                run.log(steps[step], step=step)
+            run.finish()
+        else:
+            if offline:
+                module.set_tracking_uri((out_dir / "mlruns").resolve().as_uri())
+            module.set_experiment(study)
+            with module.start_run(run_name=model):
+                for step in sorted(steps):
+                    module.log_metrics(
+                        {k.replace(":", "_"): v for k, v in steps[step].items()}, step=step
+                    )
+    where = "offline files under results/<study>/" if offline else "the tracking server"
+    return f"logged {len(runs)} runs ({len(rows)} values) to {backend} ({where})"

@@ -1,0 +1,435 @@
+"""What `ftlab list | show | leaderboard | compare | significance | export | stats` compute.
+
+Each function returns plain data (lists of dicts) and a ``format_*`` twin turns it into text,
+so tests check numbers, not layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from ftlab import stats
+from ftlab.registry.records import lower_is_better, read_samples
+from ftlab.registry.store import Registry, RegistryError, RunRef, better, pick_step
+
+
+# -- tables -------------------------------------------------------------------------------
+def table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, list | tuple):
+        return ",".join(map(str, v)) if len(v) <= 6 else f"{v[0]}..{v[-1]} ({len(v)})"
+    return str(v)
+
+
+# -- list / show --------------------------------------------------------------------------
+def list_runs(reg: Registry) -> list[dict]:
+    out = []
+    for r in reg.runs():
+        prov = r["train_provenance"] or {}
+        git = prov.get("git") or {}
+        out.append(
+            {
+                "run": reg.name(r["ref"]),
+                "seed": r["seed"],
+                "checkpoints": r["checkpoints"],
+                "evaluated": r["evaluated_steps"],
+                "results": r["n_results"],
+                "trained_at": prov.get("finished_at"),
+                "wall_s": prov.get("wall_s"),
+                "commit": (git.get("commit") or "")[:10] + ("+dirty" if git.get("dirty") else "")
+                if git.get("commit")
+                else None,
+            }
+        )
+    return out
+
+
+def show_run(reg: Registry, spec: str) -> str:
+    refs = reg.resolve(spec)
+    if len(refs) > 1:
+        return "\n\n".join(show_run(reg, reg.name(r)) for r in refs)
+    ref = refs[0]
+    run = next(r for r in reg.runs() if r["ref"] == ref)
+    lines = [
+        f"run {reg.name(ref)} (study {ref.study}, group {ref.group}, seed {ref.seed})",
+        f"  checkpoints saved: {_fmt(run['checkpoints'] or None) or 'none'}",
+        f"  evaluated steps:   {_fmt(run['evaluated_steps'] or None) or 'none'}",
+    ]
+    rows = pick_step(reg.results(refs=[ref]), "last")
+    if rows:
+        lines.append(f"\nresults at step {rows[0]['step']}:")
+        cols = ["task", "metric", "value", "stderr", "n"]
+        lines.append(_indent(table(sorted(rows, key=lambda r: (r["metric"], r["task"])), cols)))
+    for prov in reg.provenance(ref):
+        lines.append(f"\nprovenance ({prov.get('stage')}, {prov['path']}):")
+        lines.append(_indent(format_provenance(prov)))
+    if not reg.provenance(ref):
+        lines.append("\nprovenance: none recorded (outputs from before provenance was written)")
+    return "\n".join(lines)
+
+
+def format_provenance(p: dict) -> str:
+    git = p.get("git") or {}
+    commit = git.get("commit") or "unknown"
+    dirty = {True: f"dirty, diff sha256 {str(git.get('diff_sha256'))[:12]}", False: "clean"}.get(
+        git.get("dirty"), "unknown"
+    )
+    pk = p.get("packages") or {}
+    fields = [
+        ("git", f"{commit[:12]} on {git.get('branch')} ({dirty})"),
+        ("host / user", f"{p.get('host')} / {p.get('user')}"),
+        ("python", p.get("python")),
+        ("packages", ", ".join(f"{k} {v}" for k, v in pk.items())),
+        ("device", f"{p.get('device')}" + (f" ({p['gpu_name']})" if p.get("gpu_name") else "")),
+        ("config sha256", p.get("config_sha256")),
+        ("data sha256", p.get("data_sha256")),
+        ("started / finished", f"{p.get('started_at')} / {p.get('finished_at')}"),
+        ("wall time", f"{p['wall_s']:.1f} s" if p.get("wall_s") is not None else None),
+        ("SLURM job", p.get("slurm_job_id")),
+    ]
+    return "\n".join(f"{k:<19} {v if v is not None else '-'}" for k, v in fields)
+
+
+def _indent(text: str, n: int = 2) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+# -- leaderboard ---------------------------------------------------------------------------
+def leaderboard(
+    reg: Registry, metric: str, task: str | None = None, step: str = "last", by: str = "run"
+) -> list[dict]:
+    """Runs (or seed groups) ranked by `metric`, the mean over the matching tasks (one task
+    with --task). Lower is better for error metrics (mae, loss, perplexity, ...)."""
+    reg.check_metric(metric, task)
+    rows = pick_step(reg.results(metric, task), step)
+    per_run = defaultdict(list)
+    for r in rows:
+        if r["value"] is not None:
+            per_run[(r["study"], r["model"], r["step"])].append(r)
+    entries = []
+    for (study, model, st), rs in per_run.items():
+        ref = RunRef(study, model)
+        entries.append(
+            {
+                "ref": ref,
+                "run": reg.name(ref),
+                "group": ref.group,
+                "seed": ref.seed,
+                "step": st,
+                "value": float(np.mean([r["value"] for r in rs])),
+                "tasks": len(rs),
+                "n": sum(r["n"] or 0 for r in rs),
+            }
+        )
+    if by == "group":
+        groups = defaultdict(list)
+        for e in entries:
+            groups[(e["ref"].study, e["group"], e["step"] if step != "last" else None)].append(e)
+        entries = []
+        for (study, grp, st), es in groups.items():
+            mean, sd = stats.mean_sd([e["value"] for e in es])
+            name = grp if len(reg.studies) == 1 else f"{study}/{grp}"
+            entries.append(
+                {
+                    "run": name,
+                    "group": grp,
+                    "seeds": len(es),
+                    "step": st if st is not None else _fmt(sorted({e["step"] for e in es})),
+                    "value": mean,
+                    "sd": sd,
+                    "tasks": max(e["tasks"] for e in es),
+                }
+            )
+    key = better(metric)
+    entries.sort(key=lambda e: (key(e["value"]), e["run"]))
+    for rank, e in enumerate(entries, 1):
+        e["rank"] = rank
+        e.pop("ref", None)
+    return entries
+
+
+# -- compare ------------------------------------------------------------------------------
+VOLATILE = (
+    "created_at",
+    "step",
+    "epoch",
+    "fingerprint",
+    "started_at",
+    "finished_at",
+    "wall_s",
+    "slurm",
+    "slurm_job_id",
+    "host",
+    "path",
+)
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, list) and all(not isinstance(v, dict | list) for v in obj):
+        out[prefix[:-1]] = json.dumps(obj)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def compare(reg: Registry, specs: list[str], metric: str | None = None, step: str = "last"):
+    """(config differences, metric table) of two or more runs. The configuration of a run is its
+    final checkpoint's self-description (ftlab_checkpoint.json) and its training provenance."""
+    if len(specs) < 2:
+        raise RegistryError("compare needs two or more runs")
+    refs = []
+    for s in specs:
+        refs += reg.resolve(s)
+    runs = {r["ref"]: r for r in reg.runs()}
+    configs = {}
+    for ref in refs:
+        run = runs[ref]
+        prov = {k: v for k, v in (run["train_provenance"] or {}).items() if k not in VOLATILE}
+        cfg = {k: v for k, v in (run["checkpoint_meta"] or {}).items() if k not in VOLATILE}
+        configs[ref] = {**flatten(cfg), **flatten(prov, "provenance.")}
+    keys = sorted(set().union(*configs.values()))
+    diffs = [
+        {"key": k, **{reg.name(r): configs[r].get(k) for r in refs}}
+        for k in keys
+        if len({json.dumps(configs[r].get(k), default=str) for r in refs}) > 1
+    ]
+    rows = pick_step(reg.results(metric, refs=refs), step)
+    cells = defaultdict(dict)
+    for r in rows:
+        cells[(r["metric"], r["task"])][reg.name(RunRef(r["study"], r["model"]))] = r["value"]
+    names = [reg.name(r) for r in refs]
+    metric_rows = []
+    for (m, task), vals in sorted(cells.items()):
+        row = {"metric": m, "task": task, **{n: vals.get(n) for n in names}}
+        present = {n: v for n, v in vals.items() if v is not None}
+        if len(present) > 1:
+            row["best"] = min(present, key=lambda n: better(m)(present[n]))
+        metric_rows.append(row)
+    return diffs, metric_rows, names
+
+
+# -- significance --------------------------------------------------------------------------
+def paired_outcomes(
+    reg: Registry, a: str, b: str, metric: str, task: str | None, step: str = "last"
+):
+    """Per-item values of A and B on the same items, paired by seed when both are groups of
+    several seeds (seed s of A with seed s of B), else run with run. Returns (a, b, strata,
+    pairs description)."""
+    reg.check_metric(metric, task)
+    ra, rb = reg.resolve(a), reg.resolve(b)
+    if len(ra) > 1 or len(rb) > 1:
+        by_seed_a, by_seed_b = {r.seed: r for r in ra}, {r.seed: r for r in rb}
+        seeds = sorted(set(by_seed_a) & set(by_seed_b), key=lambda s: (s is None, s))
+        if not seeds:
+            raise RegistryError(
+                f"{a} (seeds {sorted(by_seed_a)}) and {b} (seeds "
+                f"{sorted(by_seed_b)}) share no seed to pair on"
+            )
+        pairs = [(by_seed_a[s], by_seed_b[s]) for s in seeds]
+    else:
+        pairs = [(ra[0], rb[0])]
+    xa, xb, strata, used = [], [], [], []
+    for i, (pa, pb) in enumerate(pairs):
+        sa, sb = _samples(reg, pa, metric, task, step), _samples(reg, pb, metric, task, step)
+        common = sorted(set(sa) & set(sb), key=repr)
+        if not common:
+            raise RegistryError(
+                f"{reg.name(pa)} and {reg.name(pb)} have no common test items for "
+                f"{metric} (task {task or 'any'})"
+            )
+        xa += [sa[k] for k in common]
+        xb += [sb[k] for k in common]
+        strata += [i] * len(common)
+        used.append(f"{reg.name(pa)} vs {reg.name(pb)}: {len(common)} items")
+    return np.array(xa), np.array(xb), np.array(strata), used
+
+
+def _samples(reg: Registry, ref: RunRef, metric: str, task: str | None, step: str) -> dict:
+    rows = [r for r in reg.results(metric, task, refs=[ref])]
+    rows = pick_step(rows, step)
+    if not rows:
+        raise RegistryError(
+            f"{reg.name(ref)} has no {metric} results"
+            + (f" for task {task!r}" if task else "")
+            + f" at step {step}"
+        )
+    out = {}
+    for source in sorted({r["source"] for r in rows}):
+        tasks = {r["task"] for r in rows if r["source"] == source}
+        path = reg.result_path(ref, rows[0]["step"], source)
+        for label, items in read_samples(path, metric).items():
+            if label in tasks:
+                out.update({(label, *k): v for k, v in items.items()})
+    return out
+
+
+def significance(
+    reg: Registry,
+    a: str,
+    b: str,
+    metric: str,
+    task: str | None,
+    method: str,
+    n_resamples: int = 10000,
+    seed: int = 0,
+    step: str = "last",
+) -> dict:
+    xa, xb, strata, used = paired_outcomes(reg, a, b, metric, task, step)
+    res = stats.run_test(
+        method, xa, xb, n_resamples=n_resamples, seed=seed, strata=strata if len(used) > 1 else None
+    )
+    out = res.as_dict()
+    diff = out["diff"]
+    out.update(
+        {
+            "a": a,
+            "b": b,
+            "metric": metric,
+            "task": task,
+            "pairs": used,
+            "lower_is_better": lower_is_better(metric),
+        }
+    )
+    if diff == 0:
+        out["better"] = None
+    else:
+        a_better = (diff < 0) if lower_is_better(metric) else (diff > 0)
+        out["better"] = a if a_better else b
+    return out
+
+
+def format_significance(r: dict, alpha: float = 0.05) -> str:
+    lines = [
+        f"{r['a']} vs {r['b']}: {r['metric']}"
+        + (f" on {r['task']}" if r["task"] else "")
+        + f" ({'lower' if r['lower_is_better'] else 'higher'} is better)"
+    ]
+    lines += [f"  {p}" for p in r["pairs"]]
+    lines.append(f"  mean A {r['mean_a']:.6g}, mean B {r['mean_b']:.6g}, A - B = {r['diff']:.6g}")
+    if r["ci_low"] is not None:
+        lines.append(f"  95% CI of A - B: [{r['ci_low']:.6g}, {r['ci_high']:.6g}]")
+    verdict = "significant" if r["p_value"] < alpha else "not significant"
+    lines.append(
+        f"  {r['method']} ({r['detail']}): p = {r['p_value']:.6g}, {verdict} at "
+        f"alpha {alpha}" + (f"; better: {r['better']}" if r["better"] else "")
+    )
+    return "\n".join(lines)
+
+
+# -- export -------------------------------------------------------------------------------
+EXPORT_COLUMNS = [
+    "study",
+    "model",
+    "group",
+    "seed",
+    "step",
+    "source",
+    "task",
+    "metric",
+    "value",
+    "stderr",
+    "n",
+]
+
+
+def export(rows: list[dict], fmt: str) -> str:
+    rows = [{c: r.get(c) for c in EXPORT_COLUMNS} for r in rows]
+    rows.sort(key=lambda r: (r["study"], r["model"], r["step"], r["metric"], r["task"]))
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    if fmt == "markdown":
+        lines = [
+            "| " + " | ".join(EXPORT_COLUMNS) + " |",
+            "|" + "|".join("---" for _ in EXPORT_COLUMNS) + "|",
+        ]
+        lines += ["| " + " | ".join(_md(r[c]) for c in EXPORT_COLUMNS) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        head = " & ".join(_tex(c) for c in EXPORT_COLUMNS)
+        body = [
+            " & ".join(
+                _tex(_fmt(r[c]) if isinstance(r[c], float) else r[c]) for c in EXPORT_COLUMNS
+            )
+            + r" \\"
+            for r in rows
+        ]
+        return (
+            "\n".join(
+                [
+                    r"\begin{tabular}{" + "l" * 7 + "r" * 4 + "}",
+                    r"\toprule",
+                    head + r" \\",
+                    r"\midrule",
+                    *body,
+                    r"\bottomrule",
+                    r"\end{tabular}",
+                ]
+            )
+            + "\n"
+        )
+    raise RegistryError(f"unknown export format {fmt!r}; choose csv, json, markdown or latex")
+
+
+def _md(v) -> str:
+    return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)).replace("|", r"\|")
+
+
+TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _tex(v) -> str:
+    return "--" if v is None else "".join(TEX.get(ch, ch) for ch in str(v))
+
+
+# -- stats --------------------------------------------------------------------------------
+def registry_stats(reg: Registry) -> list[dict]:
+    out = []
+    for study in reg.studies:
+        c = reg.counts(study)
+        c["study"] = study
+        c["index"] = str(reg.root / study / "index.sqlite")
+        c["refresh"] = reg.refreshed.get(study)
+        out.append(c)
+    return out

@@ -1,0 +1,170 @@
+"""Paired significance tests on per-sample outcomes of two models (the same test items).
+
+All three take the per-item values of A and B in matching order (``a[i]`` and ``b[i]`` are the
+same item) and test whether the mean difference is zero:
+
+- ``paired_bootstrap``: resample items with replacement (within strata, e.g. seeds, so every
+  seed keeps its weight); percentile CI of mean(a - b) and the two-sided bootstrap p-value
+  2 * min(P(d* <= 0), P(d* >= 0)).
+- ``paired_permutation``: sign-flip test of mean(a - b) (under H0 the two labels of an item are
+  exchangeable). Exact (all 2^k flips of the k non-zero differences) when k <= ``EXACT_MAX``,
+  otherwise Monte Carlo with p = (1 + hits) / (1 + resamples).
+- ``mcnemar``: binary outcomes only; discordant counts n10 (A right, B wrong) and n01. Exact
+  binomial test when n10 + n01 < 25, else the chi-square test with continuity correction.
+
+Checked against ``scipy.stats.permutation_test``, ``scipy.stats.bootstrap``,
+``scipy.stats.binomtest`` and a closed-form binomial sum in tests/test_registry_stats.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+EXACT_MAX = 20  # 2^20 sign patterns: exact enumeration still takes well under a second
+METHODS = ("bootstrap", "permutation", "mcnemar")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    method: str
+    n: int  # paired items
+    mean_a: float
+    mean_b: float
+    diff: float  # mean(a - b)
+    p_value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"paired tests need two equal-length 1-D arrays, got {a.shape} and {b.shape}"
+        )
+    if a.size == 0:
+        raise ValueError("no paired items to test")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("per-sample values contain NaN or infinity")
+    return a, b
+
+
+def paired_permutation(a, b, n_resamples: int = 10000, seed: int = 0) -> TestResult:
+    a, b = _pair(a, b)
+    d = a - b
+    observed = d.mean()
+    nz = d[d != 0]  # a zero difference is the same under either sign
+    k, n = nz.size, d.size
+    # Compare sums with a relative tolerance: float noise must not decide ties.
+    obs_sum = abs(nz.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(nz).sum()))
+    if k == 0:
+        p, detail = 1.0, "all differences are zero"
+    elif k <= EXACT_MAX:
+        signs = ((np.arange(2**k)[:, None] >> np.arange(k)) & 1) * 2 - 1
+        sums = np.abs(signs @ nz)
+        p = float(np.mean(sums >= obs_sum - tol))
+        detail = f"exact over 2^{k} sign flips"
+    else:
+        rng = np.random.default_rng(seed)
+        hits = 0
+        for start in range(0, n_resamples, 1000):
+            m = min(1000, n_resamples - start)
+            signs = rng.integers(0, 2, size=(m, k)) * 2 - 1
+            hits += int(np.sum(np.abs(signs @ nz) >= obs_sum - tol))
+        p = (1 + hits) / (1 + n_resamples)
+        detail = f"Monte Carlo, {n_resamples} sign flips"
+    return TestResult("permutation", n, a.mean(), b.mean(), observed, p, detail=detail)
+
+
+def paired_bootstrap(
+    a, b, n_resamples: int = 10000, seed: int = 0, strata=None, confidence: float = 0.95
+) -> TestResult:
+    a, b = _pair(a, b)
+    d = a - b
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(d.size)] if strata is None else _strata(strata, d.size)
+    means = np.zeros(n_resamples)
+    for idx in groups:
+        # Each stratum is resampled on its own and keeps its share of the items; chunks of
+        # resamples keep the index matrix at a few million entries for large test sets.
+        chunk = max(1, 4_000_000 // idx.size)
+        for start in range(0, n_resamples, chunk):
+            stop = min(n_resamples, start + chunk)
+            picks = rng.integers(0, idx.size, size=(stop - start, idx.size))
+            means[start:stop] += d[idx][picks].sum(axis=1)
+    means /= d.size
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    p = min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))
+    if np.all(d == 0):
+        p = 1.0
+    detail = f"{n_resamples} resamples" + (f", {len(groups)} strata" if strata is not None else "")
+    return TestResult(
+        "bootstrap", d.size, a.mean(), b.mean(), d.mean(), float(p), float(lo), float(hi), detail
+    )
+
+
+def _strata(strata, n: int) -> list[np.ndarray]:
+    strata = np.asarray(strata)
+    if strata.shape != (n,):
+        raise ValueError(f"strata must have one label per item ({n}), got shape {strata.shape}")
+    return [np.flatnonzero(strata == s) for s in np.unique(strata)]
+
+
+def mcnemar(a, b, exact: bool | None = None) -> TestResult:
+    a, b = _pair(a, b)
+    for name, x in (("A", a), ("B", b)):
+        bad = set(np.unique(x)) - {0.0, 1.0}
+        if bad:
+            raise ValueError(
+                f"McNemar's test needs 0/1 outcomes; {name} has values {sorted(bad)[:5]} "
+                "(use --method bootstrap or permutation for graded metrics)"
+            )
+    n10 = int(np.sum((a == 1) & (b == 0)))
+    n01 = int(np.sum((a == 0) & (b == 1)))
+    discordant = n10 + n01
+    exact = discordant < 25 if exact is None else exact
+    if discordant == 0:
+        p, detail = 1.0, "no discordant pairs"
+    elif exact:
+        from scipy.stats import binomtest
+
+        p = binomtest(min(n10, n01), discordant, 0.5).pvalue
+        detail = f"exact binomial, n10={n10} n01={n01}"
+    else:
+        from scipy.stats import chi2
+
+        stat = (abs(n10 - n01) - 1) ** 2 / discordant
+        p = chi2.sf(stat, 1)
+        detail = f"chi2={stat:.4g} (continuity corrected), n10={n10} n01={n01}"
+    return TestResult(
+        "mcnemar", a.size, a.mean(), b.mean(), (a - b).mean(), float(min(1.0, p)), detail=detail
+    )
+
+
+def run_test(method: str, a, b, *, n_resamples: int = 10000, seed: int = 0, strata=None):
+    if method == "bootstrap":
+        return paired_bootstrap(a, b, n_resamples, seed, strata)
+    if method == "permutation":
+        return paired_permutation(a, b, n_resamples, seed)
+    if method == "mcnemar":
+        return mcnemar(a, b)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def mean_sd(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, None
+    if len(vals) == 1:
+        return vals[0], None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1))

@@ -1,0 +1,369 @@
+"""The run registry on a study with planted outcomes (result files written directly, in the
+evaluations' own shapes): a known winner, known p-values against scipy, config differences,
+exports, provenance, and an index that many processes update at once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing as mp
+import sqlite3
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from ftlab import provenance, stats
+from ftlab.cli import main
+from ftlab.registry import index, synthetic, views
+from ftlab.registry.records import read_samples
+from ftlab.registry.store import Registry, RegistryError
+
+SETS = ("distance__no_atlantis", "angle__atlantis_required")
+N = 40
+
+
+def _planted(root):
+    """Study 'planted': groups good/mid/bad x seeds 1-2 (world-style mae and accuracy sets),
+    plus an LLM-style study 'llmish' with lm_eval and in_domain files."""
+    study = root / "planted"
+    rng = np.random.default_rng(7)
+    acc = {"good": 0.9, "mid": 0.7, "bad": 0.5}
+    err = {"good": 5.0, "mid": 10.0, "bad": 20.0}
+    for grp in acc:
+        for seed in (1, 2):
+            model = f"{grp}_seed{seed}"
+            synthetic.trained_model(
+                study,
+                model,
+                [10, 20],
+                meta={
+                    "training": {"lr": 0.001 if grp != "bad" else 0.01, "epochs": 2},
+                    "seed": seed,
+                },
+                provenance=provenance.collect(stage="train", study="planted", model=model),
+            )
+            for step in (10, 20):
+                boost = 0.0 if step == 20 else -0.2  # the last checkpoint is the better one
+                correct = (rng.random(N) < acc[grp] + boost).astype(float)
+                synthetic.world_eval(study, model, step, SETS[1], "accuracy", correct)
+                errors = np.abs(rng.normal(err[grp], 1.0, N)).round(1)
+                synthetic.world_eval(study, model, step, SETS[0], "mae", errors)
+    llm = root / "llmish"
+    a = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
+    b = [0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1]
+    synthetic.lm_eval(llm, "gt_sft-gsm8k_seed1", 5, {"arc_easy": ("acc_norm", a)})
+    synthetic.lm_eval(llm, "base", 0, {"arc_easy": ("acc_norm", b)})
+    synthetic.in_domain(llm, "gt_sft-gsm8k_seed1", 5, {"gsm8k": a})
+    synthetic.in_domain(llm, "base", 0, {"gsm8k": b})
+    return root
+
+
+@pytest.fixture
+def results(tmp_path):
+    return _planted(tmp_path / "results")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_leaderboard_finds_the_planted_winner(results):
+    with Registry(results, ["planted"]) as reg:
+        board = views.leaderboard(reg, "accuracy")
+        assert {e["run"] for e in board[:2]} == {"good_seed1", "good_seed2"}
+        assert {e["step"] for e in board} == {20}  # each run's last evaluated checkpoint
+        mae = views.leaderboard(reg, "mae")  # lower is better
+        assert mae[0]["group"] == "good" and mae[-1]["group"] == "bad"
+        groups = views.leaderboard(reg, "accuracy", by="group")
+        assert [g["group"] for g in groups] == ["good", "mid", "bad"]
+        # the group value is the mean over seeds of each seed's value; sd the sample sd
+        seeds = [e["value"] for e in board if e["group"] == "good"]
+        assert groups[0]["value"] == pytest.approx(np.mean(seeds))
+        assert groups[0]["sd"] == pytest.approx(np.std(seeds, ddof=1))
+        assert groups[0]["seeds"] == 2
+
+
+def test_leaderboard_values_equal_the_files(results):
+    """Independent path: the mean of the samples file is the metric file's value."""
+    with Registry(results, ["planted"]) as reg:
+        for e in views.leaderboard(reg, "mae", task=SETS[0]):
+            path = (
+                results / "planted/evals" / e["run"] / "checkpoint-20" / f"{SETS[0]}.samples.jsonl"
+            )
+            scores = [json.loads(line)["score"] for line in path.read_text().splitlines()]
+            assert e["value"] == pytest.approx(np.mean(scores))
+
+
+def test_llm_shapes_are_read(results):
+    with Registry(results, ["llmish"]) as reg:
+        board = views.leaderboard(reg, "acc_norm")
+        assert [e["run"] for e in board] == ["gt_sft-gsm8k_seed1", "base"]
+        assert board[0]["value"] == pytest.approx(10 / 12)
+        assert {r["task"] for r in reg.results("accuracy")} == {"gsm8k"}
+        samples = read_samples(results / "llmish/evals/base/checkpoint-0/lm_eval.json", "acc_norm")
+        assert list(samples) == ["arc_easy"] and len(samples["arc_easy"]) == 12
+
+
+def test_permutation_p_value_matches_scipy_exact(results):
+    with Registry(results, ["llmish"]) as reg:
+        r = views.significance(reg, "gt_sft-gsm8k_seed1", "base", "acc_norm", None, "permutation")
+    a = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1.0])
+    b = np.array([0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1.0])
+    ref = sps.permutation_test(
+        (a, b),
+        lambda x, y: np.mean(x - y),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        alternative="two-sided",
+    )
+    assert r["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
+    # 5 discordant pairs, all favouring A: exact sign-flip p = 2 / 2^5
+    assert r["p_value"] == pytest.approx(2 / 32)
+    assert r["better"] == "gt_sft-gsm8k_seed1"
+
+
+def test_mcnemar_matches_binomial_and_chi2():
+    rng = np.random.default_rng(3)
+    a = (rng.random(300) < 0.7).astype(float)
+    b = (rng.random(300) < 0.6).astype(float)
+    n10 = int(((a == 1) & (b == 0)).sum())
+    n01 = int(((a == 0) & (b == 1)).sum())
+    # exact: two-sided binomial tail by hand (math.comb), not through scipy
+    small = stats.mcnemar(a[:30], b[:30])
+    k10 = int(((a[:30] == 1) & (b[:30] == 0)).sum())
+    k01 = int(((a[:30] == 0) & (b[:30] == 1)).sum())
+    n = k10 + k01
+    tail = sum(math.comb(n, i) for i in range(min(k10, k01) + 1)) / 2**n
+    assert small.p_value == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+    big = stats.mcnemar(a, b)  # n10 + n01 >= 25: chi-square with continuity correction
+    chi = (abs(n10 - n01) - 1) ** 2 / (n10 + n01)
+    assert big.p_value == pytest.approx(sps.chi2.sf(chi, 1), rel=1e-9)
+    with pytest.raises(ValueError, match="0/1 outcomes"):
+        stats.mcnemar([0.5, 1], [1, 0])
+
+
+def test_bootstrap_ci_agrees_with_scipy():
+    rng = np.random.default_rng(11)
+    a = rng.normal(1.0, 1.0, 200)
+    b = a - rng.normal(0.3, 1.0, 200)
+    ours = stats.paired_bootstrap(a, b, n_resamples=20000, seed=1)
+    ref = sps.bootstrap(
+        (a - b,),
+        np.mean,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(2),
+    )
+    width = ref.confidence_interval.high - ref.confidence_interval.low
+    assert ours.ci_low == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
+    assert ours.ci_high == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+    # p-value: the bootstrap distribution is ~normal, so p ~ the two-sided z-test on the mean
+    z = (a - b).mean() / ((a - b).std(ddof=1) / math.sqrt(200))
+    assert ours.p_value == pytest.approx(2 * sps.norm.sf(abs(z)), abs=0.01)
+    same = stats.paired_bootstrap(a, a)
+    assert same.p_value == 1.0 and same.diff == 0
+
+
+def test_monte_carlo_permutation_close_to_exact():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.2, 1, 60), rng.normal(0, 1, 60)
+    mc = stats.paired_permutation(a, b, n_resamples=40000, seed=0)
+    ref = sps.permutation_test(
+        (a, b),
+        lambda x, y: np.mean(x - y),
+        permutation_type="samples",
+        n_resamples=40000,
+        random_state=1,
+    )
+    assert mc.p_value == pytest.approx(ref.pvalue, abs=0.01)
+
+
+def test_significance_across_seeds_pairs_by_seed(results):
+    with Registry(results, ["planted"]) as reg:
+        r = views.significance(reg, "good", "bad", "accuracy", None, "bootstrap", 2000)
+        assert len(r["pairs"]) == 2 and r["n"] == 2 * N
+        assert r["better"] == "good" and r["p_value"] < 0.01
+        xa, xb, strata, _ = views.paired_outcomes(reg, "good", "bad", "accuracy", None)
+        assert sorted(set(strata)) == [0, 1]
+        ref = sps.permutation_test(
+            (xa, xb),
+            lambda x, y: np.mean(x - y),
+            permutation_type="samples",
+            n_resamples=20000,
+            random_state=0,
+        )
+        ours = views.significance(reg, "good", "bad", "accuracy", None, "permutation", 20000)
+        assert ours["p_value"] == pytest.approx(ref.pvalue, abs=2e-3)
+
+
+def test_compare_shows_config_differences(results):
+    with Registry(results, ["planted"]) as reg:
+        diffs, rows, names = views.compare(reg, ["good_seed1", "bad_seed1"])
+    keys = {d["key"]: d for d in diffs}
+    assert keys["training.lr"]["good_seed1"] == 0.001 and keys["training.lr"]["bad_seed1"] == 0.01
+    assert "training.epochs" not in keys  # equal values are not differences
+    acc = next(r for r in rows if r["metric"] == "accuracy")
+    assert acc["best"] == "good_seed1"
+
+
+def test_export_formats_round_trip(results, tmp_path, capsys):
+    rc, out, _ = cli(
+        capsys,
+        "export",
+        "--results",
+        str(results),
+        "--study",
+        "planted",
+        "--format",
+        "csv",
+        "--metric",
+        "mae",
+    )
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 6 * 2 and {r["metric"] for r in rows} == {"mae"}
+    with Registry(results, ["planted"]) as reg:
+        want = {(r["model"], r["step"]): r["value"] for r in reg.results("mae")}
+    assert {(r["model"], int(r["step"])): float(r["value"]) for r in rows} == pytest.approx(want)
+    rc, out, _ = cli(capsys, "export", "--results", str(results), "--format", "json")
+    assert rc == 0 and {r["study"] for r in json.loads(out)} == {"planted", "llmish"}
+    rc, out, _ = cli(
+        capsys, "export", "--results", str(results), "--format", "latex", "--study", "llmish"
+    )
+    assert r"gt\_sft-gsm8k\_seed1" in out and out.count(r"\\") == 1 + 8  # header + 2 x 4 rows
+    rc, out, _ = cli(
+        capsys, "export", "--results", str(results), "--format", "markdown", "--study", "llmish"
+    )
+    assert out.count("\n") == 2 + 8
+
+
+def test_cli_errors_name_the_problem(results, capsys):
+    rc, _, err = cli(capsys, "leaderboard", "--results", str(results), "--metric", "bleu")
+    assert rc == 2 and "no results for metric 'bleu'" in err and "accuracy" in err
+    rc, _, err = cli(capsys, "show", "--results", str(results), "nosuch")
+    assert rc == 2 and "no run or group 'nosuch'" in err
+    rc, _, err = cli(
+        capsys,
+        "significance",
+        "--results",
+        str(results),
+        "--study",
+        "planted",
+        "good",
+        "bad",
+        "--metric",
+        "mae",
+        "--method",
+        "mcnemar",
+    )
+    assert rc == 2 and "0/1 outcomes" in err
+    rc, _, err = cli(capsys, "list", "--results", str(results / "missing"))
+    assert rc == 2 and "does not exist" in err
+    rc, _, err = cli(capsys, "list", "--results", str(results), "--study", "nope")
+    assert rc == 2 and "no study 'nope'" in err and "planted" in err
+
+
+def test_tracking_flag_without_package(results, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails even where it is installed
+    rc, _, err = cli(capsys, "export", "--results", str(results), "--to", "wandb")
+    assert rc == 2 and "optional package 'wandb'" in err and "pip install wandb" in err
+
+
+def test_show_prints_provenance(results, capsys):
+    rc, out, _ = cli(capsys, "show", "--results", str(results), "--study", "planted", "good_seed1")
+    assert rc == 0
+    assert "provenance (train" in out and "git" in out and "python" in out
+    assert "results at step 20" in out
+
+
+def test_provenance_fields(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "a"}\n')
+    out = tmp_path / "evals/m_seed1/checkpoint-3/provenance.json"
+    rec = provenance.write_provenance(
+        out,
+        stage="evaluate",
+        study="s",
+        model="m_seed1",
+        step=3,
+        config={"b": 1, "a": [1, 2]},
+        data=[data],
+    )
+    on_disk = json.loads(out.read_text())
+    assert on_disk == rec
+    assert rec["git"]["commit"] and len(rec["git"]["commit"]) == 40
+    assert isinstance(rec["git"]["dirty"], bool)
+    assert rec["config_sha256"] == provenance.config_sha256({"a": [1, 2], "b": 1})
+    import hashlib
+
+    assert rec["data_sha256"] == hashlib.sha256(b"rows.jsonl\0" + data.read_bytes()).hexdigest()
+    assert rec["wall_s"] is not None and rec["wall_s"] >= 0
+    assert rec["python"] and "numpy" in rec["packages"] and rec["host"] and rec["user"]
+    # the job also recorded itself in the study's index
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    assert conn.execute("SELECT stage FROM provenance").fetchall() == [("evaluate",)]
+
+
+def _writer(args):
+    """One 'job': write its result files, then record itself in the index."""
+    root, i = args
+    study = root / "conc"
+    for step in (1, 2, 3):
+        path = synthetic.world_eval(study, f"m{i}_seed1", step, SETS[1], "accuracy", [1, 0, i % 2])
+        provenance.write_provenance(
+            path.with_name("provenance.json"),
+            stage="evaluate",
+            study="conc",
+            model=f"m{i}_seed1",
+            step=step,
+        )
+    return i
+
+
+def test_concurrent_index_updates_and_rebuild(tmp_path):
+    root = tmp_path / "results"
+    with mp.get_context("spawn").Pool(8) as pool:
+        done = pool.map(_writer, [(root, i) for i in range(24)])
+    assert len(done) == 24
+    conn = sqlite3.connect(root / "conc/index.sqlite")
+    pushed = sorted(conn.execute("SELECT model, step, value FROM results").fetchall())
+    assert len(pushed) == 24 * 3  # every job's rows landed, none lost to a lock
+    conn.close()
+    index.rebuild(root / "conc")
+    conn = sqlite3.connect(root / "conc/index.sqlite")
+    assert sorted(conn.execute("SELECT model, step, value FROM results").fetchall()) == pushed
+
+
+def test_refresh_follows_the_files(results):
+    study = results / "planted"
+    assert index.refresh(study)["updated"] > 0  # first read: everything
+    assert index.refresh(study)["updated"] == 0  # nothing changed: nothing re-read
+    path = study / "evals/good_seed1/checkpoint-20" / f"{SETS[1]}.json"
+    obj = json.loads(path.read_text())
+    obj["results"][0]["value"] = 0.123
+    path.write_text(json.dumps(obj))
+    assert index.refresh(study)["updated"] == 1
+    with Registry(results, ["planted"]) as reg:
+        vals = {r["value"] for r in reg.results("accuracy") if r["model"] == "good_seed1"}
+        assert 0.123 in vals
+        path.unlink()
+        reg.close()
+    assert index.refresh(study)["removed"] == 1
+    bad = study / "evals/good_seed1/checkpoint-20/broken.json"
+    bad.write_text("{not json")
+    with Registry(results, ["planted"]) as reg:
+        assert any("broken.json" in p for _, p, _ in reg.file_errors())
+
+
+def test_resolve_errors(results):
+    with Registry(results) as reg:
+        with pytest.raises(RegistryError, match="no run or group"):
+            reg.resolve("zzz")
+        assert [r.seed for r in reg.resolve("good")] == [1, 2]
+        assert reg.name(reg.resolve("planted/good_seed1")[0]) == "planted/good_seed1"
