@@ -1,0 +1,1 @@
+"""Multi-task studies (kind: mtl): gradient surgery, early stopping, evolution and comparison."""
