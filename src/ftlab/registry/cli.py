@@ -158,14 +158,14 @@ def cmd_status(args) -> int:
     use_slurm = {"auto": None, "yes": True, "no": False}[args.slurm]
     while True:
         t0 = time.perf_counter()
-        cfg, jobs = status.collect(
+        cfg, jobs, rules = status.collect(
             args.config,
             workdir=Path(args.directory),
             use_slurm=use_slurm,
             slurm_logdir=args.slurm_logdir,
         )
         text = status.render(
-            cfg, jobs, show_done=not args.problems, max_rows=10**9 if args.all_rows else 200
+            cfg, jobs, rules, show_done=not args.problems, max_rows=10**9 if args.all_rows else 200
         )
         if args.watch:
             sys.stdout.write("\033[2J\033[H")  # clear the terminal between refreshes

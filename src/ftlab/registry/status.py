@@ -92,7 +92,8 @@ def collect(
     use_slurm: bool | None = None,
     slurm_logdir: str = ".snakemake/slurm_logs",
 ):
-    """Every job of the study's DAG with its state; returns (study config, [JobStatus])."""
+    """Every job of the study's DAG with its state: (study config, [JobStatus], rule names in
+    the Snakefile's order)."""
     workdir = Path(workdir).resolve()
     snakefile = Path(snakefile or REPO / "Snakefile").resolve()
     api, workflow = snakemake_dag(config, workdir, snakefile)
@@ -123,7 +124,10 @@ def collect(
                 st.state = "pending"
                 if reason.incomplete_output:
                     st.state = "running" if locked else "incomplete"
-                sj = slurm.get(slurmjobs.job_key(job.rule.name, wc, _group(job)))
+                group = _group(job)
+                sj = slurm.get(slurmjobs.job_key(job.rule.name, wc, group))
+                if sj is None and group:  # a group job's log folder has no wildcards
+                    sj = slurm.get(f"group_{group}")
                 if sj is not None:
                     st.slurm = sj
                     if sj.active:
@@ -133,7 +137,7 @@ def collect(
                 st.progress = _training_progress(workdir, cfg, st, matrix)
             out.append(st)
         out.sort(key=lambda s: (s.unit == "(study)", s.unit, s.step or 0, s.rule))
-        return cfg, out
+        return cfg, out, [r.name for r in workflow.rules]
     finally:
         api.__exit__(None, None, None)
 
@@ -175,7 +179,13 @@ def _cell(states: list[str]) -> str:
     return ",".join(f"{c[s]} {s}" for s in STATES if c[s])
 
 
-def render(cfg: dict, jobs: list[JobStatus], show_done: bool = True, max_rows: int = 200) -> str:
+def render(
+    cfg: dict,
+    jobs: list[JobStatus],
+    rule_order: list[str] = (),
+    show_done: bool = True,
+    max_rows: int = 200,
+) -> str:
     lines = [f"study {cfg.get('study')} ({cfg.get('kind')}): {len(jobs)} jobs in the DAG"]
     by_rule = defaultdict(Counter)
     for j in jobs:
@@ -193,9 +203,9 @@ def render(cfg: dict, jobs: list[JobStatus], show_done: bool = True, max_rows: i
     for j in jobs:
         if j.unit != "(study)":
             per_unit[j.unit][j.rule].append(j)
+    order = {r: i for i, r in enumerate(rule_order)}
     stages = sorted(
-        {j.rule for j in jobs if j.unit != "(study)"},
-        key=lambda r: min(i for i, j in enumerate(jobs) if j.rule == r),
+        {j.rule for j in jobs if j.unit != "(study)"}, key=lambda r: (order.get(r, 99), r)
     )
     rows = []
     for unit, cols in per_unit.items():
