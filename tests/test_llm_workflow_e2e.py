@@ -115,12 +115,41 @@ def test_forgetting_tables_and_plots(run):
     workdir, _ = run
     res = workdir / "results/llm_tiny"
     forgetting = pd.read_csv(res / "tables/forgetting.csv")
-    # forgetting is recomputed here independently: score minus the base model's score
-    base = forgetting[forgetting.step == 0].groupby("benchmark").value.first()
-    expected = forgetting.value - forgetting.benchmark.map(base)
-    assert (forgetting.forgetting - expected).abs().max() < 1e-12
+    # forgetting is recomputed here independently, from the raw per-checkpoint lm_eval.json
+    # files: score minus the base model's score (the base is each run's step-0 point)
+    raw = {}
+    for path in res.glob("evals/*/checkpoint-*/lm_eval.json"):
+        result = json.loads(path.read_text())
+        model, step = path.parts[-3], int(path.parent.name.removeprefix("checkpoint-"))
+        assert (result["model"], result["step"]) == (model, step)
+        for b in result["benchmarks"]:
+            raw[model, step, b["task"]] = b["value"]
+    base = {bench: v for (model, _, bench), v in raw.items() if model == "base"}
+    assert set(base) == {"ftlab_tiny_arith", "ftlab_tiny_mc"}
+    expected = {
+        (model, step, bench): v - base[bench]
+        for (model, step, bench), v in raw.items()
+        if model != "base"
+    }
+    runs = {model for model, _, _ in expected}
+    expected |= {(m, 0, bench): 0.0 for m in runs for bench in base}
+    got = {(r.model, r.step, r.benchmark): (r.value, r.forgetting) for r in forgetting.itertuples()}
+    assert got.keys() == expected.keys()
+    for key, (value, forgot) in got.items():
+        model, step, bench = key
+        assert value == raw["base" if step == 0 else model, step, bench]
+        assert forgot == pytest.approx(expected[key], abs=1e-12)
+    # the old check, on the table alone
+    base_col = forgetting[forgetting.step == 0].groupby("benchmark").value.first()
+    expected_col = forgetting.value - forgetting.benchmark.map(base_col)
+    assert (forgetting.forgetting - expected_col).abs().max() < 1e-12
     summary = pd.read_csv(res / "tables/forgetting_summary.csv")
     assert len(summary) == 4 and set(summary.method) == {"gt_sft", "grpo"}
+    for row in summary.itertuples():  # Key Results: mean and worst at each run's last step
+        last = {b: f for (m, s, b), f in expected.items() if m == row.model and s == row.step}
+        assert row.step == max(s for m, s, _ in expected if m == row.model)
+        assert row.avg_forgetting == pytest.approx(sum(last.values()) / len(last), abs=1e-12)
+        assert row.worst_forgetting == pytest.approx(min(last.values()), abs=1e-12)
     in_domain = pd.read_csv(res / "tables/in_domain.csv")
     assert {"accuracy", "partial_accuracy", "format_accuracy"} <= set(in_domain.columns)
     for plot in ("forgetting_summary", "forgetting_gsm8k", "in_domain_triviaqa"):
