@@ -153,6 +153,12 @@ def test_paper_probe_against_an_independent_computation():
     assert res["r2_y"] == pytest.approx(_r2_hand(xy[test, 1], pred[:, 1]), rel=1e-6)
     err = np.sqrt(((xy[test] - pred) ** 2).sum(axis=1)).mean()
     assert res["heldout_error"] == pytest.approx(err, rel=1e-6)
+    real = ~atl[test]  # the held-out score on real cities only
+    assert res["n_heldout_real"] == real.sum() < len(test)
+    assert res["heldout_real_r2_x"] == pytest.approx(_r2_hand(xy[test][real, 0], pred[real, 0]))
+    assert res["heldout_real_r2_y"] == pytest.approx(_r2_hand(xy[test][real, 1], pred[real, 1]))
+    err_real = np.sqrt(((xy[test][real] - pred[real]) ** 2).sum(axis=1)).mean()
+    assert res["heldout_real_error"] == pytest.approx(err_real, rel=1e-6)
     held = [p["city_id"] for p in res["predictions"] if p["split"] == "heldout"]
     assert held == data["city_id"][test].tolist()
     # Atlantis probe: the paper's evaluate_probe_generalization.py on the 4500 probe cities

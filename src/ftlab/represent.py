@@ -267,6 +267,10 @@ def fit_probes(
                 }
             )
     many_atl = len(atl_idx) >= 2
+    # ftlab addition: the held-out score on real cities only (the paper's held-out cities
+    # include Atlantis, a few percent of them at paper scale but up to a fifth in small studies).
+    real = ~atl[test_idx]
+    many_real = real.sum() >= 2
     return {
         "task": _scalar(data.get("task")) if "task" in data else None,
         "layer": int(_scalar(data["layer"])) if "layer" in data else None,
@@ -283,6 +287,10 @@ def fit_probes(
         "r2_x": _r2(xy[test_idx, 0], pred_test[:, 0]),
         "r2_y": _r2(xy[test_idx, 1], pred_test[:, 1]),
         "heldout_error": _mean_dist(xy[test_idx], pred_test),
+        "heldout_real_r2_x": _r2(xy[test_idx][real, 0], pred_test[real, 0]) if many_real else None,
+        "heldout_real_r2_y": _r2(xy[test_idx][real, 1], pred_test[real, 1]) if many_real else None,
+        "heldout_real_error": _mean_dist(xy[test_idx][real], pred_test[real]),
+        "n_heldout_real": int(real.sum()),
         "train_error": _mean_dist(xy[train_idx], pred_train),
         "atlantis_error": _mean_dist(xy[atl_idx], pred_atl),
         "atlantis_baseline_error": _mean_dist(xy[gen_base], pred_base),
