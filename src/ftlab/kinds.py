@@ -26,6 +26,7 @@ from typing import Protocol
 _MODULES: dict[str, str] = {
     "worldmodel": "ftlab.study",
     "llm": "ftlab.llm.study",
+    "tir": "ftlab.tir.study",
 }
 
 

@@ -35,6 +35,20 @@ LLM studies (kind: llm) use the same models/, evals/, tables/, plots/ folders:
   eval_cache/<model>.sqlite                        per-sample cache keyed by checkpoint content
   tables/forgetting.csv, tables/forgetting_summary.csv, tables/in_domain.csv
   plots/forgetting_<dataset>.png, plots/forgetting_summary.png, plots/in_domain_<dataset>.png
+
+Tool-integrated reasoning studies (kind: tir); <eval_set> = <dataset>__<sampling>:
+  data/<dataset>/rows.jsonl                        problems {id, question, answer}
+  models/base/checkpoint-0/                        the tiny base model (base_model: tiny only)
+  models/<run>_seed<S>/checkpoint-<step>/          GRPO checkpoints (+ training_log.csv)
+  evals/<model>/checkpoint-<step>/<eval_set>/generations.jsonl   every sample: each turn's
+                                                   text, code, sandbox result, observation,
+                                                   tokens, seconds; stop reason
+  evals/<model>/checkpoint-<step>/<eval_set>/generation_info.json  model, sampling, sandbox
+                                                   isolation, samples/s (written with the above)
+  evals/<model>/checkpoint-<step>/<eval_set>/scores.json   pass@k (every k <= n), turns, tool
+                                                   usage, void turns, timing (scoring rule)
+  evals/<model>/checkpoint-<step>/<eval_set>/scored.jsonl  per-sample prediction and verdict
+  tables/tir_scores.csv                            one row per point x eval set x k
 """
 
 from __future__ import annotations
@@ -79,6 +93,13 @@ PATTERNS: dict[str, str] = {
     "train_provenance": "models/{model}/provenance.json",
     "eval_provenance": "evals/{model}/checkpoint-{step}/provenance.json",
     "index": "index.sqlite",
+    # tool-integrated reasoning studies (kind: tir)
+    "tir_rows": "data/{dataset}/rows.jsonl",
+    "tir_generations": "evals/{model}/checkpoint-{step}/{eval_set}/generations.jsonl",
+    "tir_generation_info": "evals/{model}/checkpoint-{step}/{eval_set}/generation_info.json",
+    "tir_scores": "evals/{model}/checkpoint-{step}/{eval_set}/scores.json",
+    "tir_scored": "evals/{model}/checkpoint-{step}/{eval_set}/scored.jsonl",
+    "tir_table": "tables/tir_scores.csv",
     "log": "logs/{job}.log",
     "benchmark": "benchmarks/{job}.tsv",
 }

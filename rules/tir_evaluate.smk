@@ -1,0 +1,68 @@
+# TIR evaluation: generation (model + sandbox) writes generations.jsonl; scoring reads it, so a
+# scorer change (tir.scoring, this rule's params) re-runs scoring only.
+
+
+rule tir_generate:
+    input:
+        model=tir_model_input,
+        rows=tir_eval_rows,
+    output:
+        generations=P.tir_generations,
+        info=P.tir_generation_info,
+    log:
+        log_path("tir_generate", "{model}", "checkpoint-{step}", "{eval_set}"),
+    benchmark:
+        benchmark_path("tir_generate", "{model}", "checkpoint-{step}", "{eval_set}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+        gpu=gpus("evaluate"),
+    params:
+        model_path=tir_model_path,
+        sampling=tir_sampling,
+        prompt_template=lambda wc: TIR["prompt_template"],
+        backend=TIR["eval"]["backend"],
+        batch_size=TIR["eval"]["batch_size"],
+        seed=TIR["eval"]["seed"],
+        sandbox=TIR["sandbox"],
+    script:
+        "../workflow/scripts/tir_generate.py"
+
+
+rule tir_score:
+    input:
+        generations=P.tir_generations,
+        rows=tir_eval_rows,
+    output:
+        scores=P.tir_scores,
+        scored=P.tir_scored,
+    log:
+        log_path("tir_score", "{model}", "checkpoint-{step}", "{eval_set}"),
+    benchmark:
+        benchmark_path("tir_score", "{model}", "checkpoint-{step}", "{eval_set}")
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    params:
+        scorer=TIR["scoring"],
+    script:
+        "../workflow/scripts/tir_score.py"
+
+
+rule tir_table:
+    input:
+        scores=lambda wc: list(tir_score_files().values()),
+    output:
+        table=P.tir_table,
+    log:
+        log_path("tir_table"),
+    benchmark:
+        benchmark_path("tir_table")
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    params:
+        scores=tir_score_files(),
+    script:
+        "../workflow/scripts/tir_table.py"

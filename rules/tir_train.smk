@@ -1,0 +1,31 @@
+# TIR training: GRPO with multi-turn sandbox rollouts (tools off = the single-turn baseline).
+
+
+rule train_tir:
+    input:
+        base=tir_base_inputs,
+        rows=lambda wc: P.path("tir_rows", dataset=STUDY.run(wc.model).dataset),
+    output:
+        model=directory(P.model_dir),
+    log:
+        log_path("train", "{model}"),
+    benchmark:
+        benchmark_path("train", "{model}")
+    threads: config["threads"]
+    resources:
+        mem_mb=scaled("train", "mem_mb"),
+        runtime=scaled("train", "runtime"),
+        gpu=gpus("train"),
+    params:
+        run=lambda wc: {
+            k: getattr(STUDY.run(wc.model), k) for k in ("tools", "mask_void_turns", "max_turns")
+        },
+        grpo=TIR["grpo"],
+        base_model=tir_base_model(),
+        prompt_template=lambda wc: TIR["prompt_template"],
+        sandbox=TIR["sandbox"],
+        scorer=TIR["scoring"],
+        seed=lambda wc: STUDY.run(wc.model).seed,
+        state_dir=lambda wc: P.path("train_state", model=wc.model),
+    script:
+        "../workflow/scripts/tir_train.py"

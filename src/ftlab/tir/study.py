@@ -1,0 +1,186 @@
+"""The matrix of a tool-integrated reasoning study (kind: tir, seed 002 / SimpleTIR).
+
+Units are GRPO runs x seeds (`<run>_seed<S>`; a run fixes tools on/off, mask_void_turns and
+max_turns). Evaluation points are the base model (step 0), any val-only models (step 0) and
+every evaluated checkpoint of every run; each point is generated once per (dataset, sampling)
+and scored from its generations file. Checkpoint steps follow from max_steps/save_steps, so
+the whole DAG is known before anything trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftlab.kinds import StudyKind
+from ftlab.study import saved_steps, selected_steps
+
+BASE = "base"
+TINY = "tiny"
+SEP = "__"  # <dataset>__<sampling> folder of one evaluation
+
+
+@dataclass(frozen=True)
+class TIRRun:
+    name: str  # <run>_seed<S>
+    run: str
+    seed: int
+    tools: bool
+    mask_void_turns: bool
+    max_turns: int
+    dataset: str
+    saved_steps: tuple[int, ...]
+    eval_steps: tuple[int, ...]
+
+    @property
+    def final_step(self) -> int:
+        return self.saved_steps[-1]
+
+
+class TIRStudy:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.tir = cfg["tir"]
+        self.seeds = tuple(cfg["seeds"])
+        grpo = self.tir["grpo"]
+        saved = saved_steps(grpo["max_steps"], grpo["save_steps"])
+        evaluated = selected_steps(saved, self.tir["checkpoints"])
+        self.runs: dict[str, TIRRun] = {}
+        for seed in self.seeds:
+            for run, spec in self.tir["runs"].items():
+                name = f"{run}_seed{seed}"
+                self.runs[name] = TIRRun(
+                    name=name, run=run, seed=seed, tools=spec["tools"],
+                    mask_void_turns=spec["mask_void_turns"], max_turns=spec["max_turns"],
+                    dataset=spec["dataset"], saved_steps=saved, eval_steps=evaluated,
+                )  # fmt: skip
+
+    # -- the StudyKind interface --------------------------------------------------------------
+    @property
+    def units(self) -> dict[str, TIRRun]:
+        return self.runs
+
+    def unit(self, name: str) -> TIRRun:
+        try:
+            return self.runs[name]
+        except KeyError:
+            raise KeyError(
+                f"run {name!r} is not part of study {self.cfg['study']!r}; "
+                f"known: {', '.join(self.runs) or '(none: val-only study)'}"
+            ) from None
+
+    run = unit
+
+    @property
+    def tiny_base(self) -> bool:
+        return self.tir["base_model"] == TINY
+
+    @property
+    def val_models(self) -> dict[str, str]:
+        return dict(self.tir["eval"]["models"])
+
+    def eval_points(self) -> list[tuple[str, int]]:
+        points = [(BASE, 0)] if self.tir["eval"]["evaluate_base"] else []
+        points += [(name, 0) for name in self.val_models]
+        for run in self.runs.values():
+            points += [(run.name, s) for s in run.eval_steps]
+        return points
+
+    def eval_sets(self) -> list[str]:
+        ev = self.tir["eval"]
+        return [f"{d}{SEP}{s}" for d in ev["datasets"] for s in ev["samplings"]]
+
+    def eval_outputs(self, layout, name: str) -> list[str]:
+        return [
+            layout.path(name, model=m, step=s, eval_set=e)
+            for m, s in self.eval_points()
+            for e in self.eval_sets()
+        ]
+
+    def datasets_used(self) -> list[str]:
+        used = set(self.tir["eval"]["datasets"]) | {r.dataset for r in self.runs.values()}
+        return sorted(used)
+
+    def targets(self, layout) -> list[str]:
+        targets = [layout.path("model_dir", model=r) for r in self.runs]
+        targets += self.eval_outputs(layout, "tir_scores")
+        return targets + [layout.tir_table]
+
+    def summary(self) -> str:
+        points = self.eval_points()
+        return (
+            f"TIR study {self.cfg['study']!r}, {len(self.runs)} GRPO runs, {len(points)} "
+            f"evaluation points x {len(self.eval_sets())} dataset/sampling sets"
+        )
+
+    def plan(self) -> str:
+        tir = self.tir
+        lines = [
+            f"TIR study {self.cfg['study']}: base {tir['base_model']}, seeds {list(self.seeds)}"
+        ]
+        lines.append(f"{'run':<32} {'tools':<5} {'mask':<5} {'turns':>5}  evaluated checkpoints")
+        for r in self.runs.values():
+            lines.append(
+                f"{r.name:<32} {str(r.tools):<5} {str(r.mask_void_turns):<5} {r.max_turns:>5}  "
+                f"{list(r.eval_steps)}"
+            )
+        for name, spec in tir["eval"]["samplings"].items():
+            lines.append(
+                f"sampling {name}: n={spec['n']} temperature={spec['temperature']} "
+                f"max_turns={spec['max_turns']} tools={spec['tools']}"
+            )
+        lines.append(
+            f"\n{len(self.runs)} training jobs, {len(self.eval_points()) * len(self.eval_sets())}"
+            f" generation jobs (each scored separately), datasets {tir['eval']['datasets']}"
+        )
+        return "\n".join(lines)
+
+
+def check_config(cfg: dict) -> list[str]:
+    """Cross-key rules of a TIR config that a JSON schema cannot express."""
+    tir = cfg["tir"]
+    problems = []
+    datasets = tir["datasets"]
+    for name in tir["eval"]["datasets"]:
+        if name not in datasets:
+            problems.append(f"'tir.eval.datasets' names {name!r}, which is not in 'tir.datasets'")
+    for run, spec in tir["runs"].items():
+        if spec["dataset"] not in datasets:
+            problems.append(
+                f"'tir.runs.{run}.dataset' is {spec['dataset']!r}, which is not in 'tir.datasets'"
+            )
+        if not spec["tools"] and spec["max_turns"] != 1:
+            problems.append(f"'tir.runs.{run}.max_turns' must be 1 when tools are off")
+    for name, spec in tir["eval"]["samplings"].items():
+        if not spec["tools"] and spec["max_turns"] != 1:
+            problems.append(f"'tir.eval.samplings.{name}.max_turns' must be 1 when tools are off")
+        if spec["temperature"] == 0 and spec["n"] > 1:
+            problems.append(
+                f"'tir.eval.samplings.{name}': n={spec['n']} greedy samples are identical; "
+                "set temperature > 0 or n: 1"
+            )
+    for name in tir["eval"]["models"]:
+        if name == BASE or "_seed" in name:
+            problems.append(f"'tir.eval.models.{name}': the name is reserved (base, *_seed<S>)")
+    g = tir["grpo"]
+    if tir["runs"] and (g["batch_size"] * g["grad_accum"]) % g["num_generations"]:
+        problems.append(
+            f"'tir.grpo.batch_size' x 'tir.grpo.grad_accum' ({g['batch_size']}x"
+            f"{g['grad_accum']}) must be a multiple of 'tir.grpo.num_generations' "
+            f"({g['num_generations']})"
+        )
+    if not tir["eval"]["datasets"]:
+        problems.append("'tir.eval.datasets' is empty")
+    if not tir["eval"]["samplings"]:
+        problems.append("'tir.eval.samplings' is empty")
+    return problems
+
+
+KIND = StudyKind(
+    name="tir",
+    description="tool-integrated reasoning: code sandbox, pass@k, void-turn masking (seed 002)",
+    sections=("tir",),
+    rule_files=("tir.smk", "tir_data.smk", "tir_train.smk", "tir_evaluate.smk"),
+    model_pattern=r"[A-Za-z0-9][A-Za-z0-9-]*(_seed\d+)?",
+    matrix=TIRStudy,
+    check=check_config,
+)
