@@ -140,11 +140,15 @@ class Batches:
     def epoch_of(self, step: int) -> int:
         return (step - 1) // self.steps_per_epoch
 
-    def get(self, step: int) -> dict[str, torch.Tensor]:
+    def indices(self, step: int) -> torch.Tensor:
+        """Row indices of the batch of `step` (multi-task training looks up their tasks)."""
         epoch, b = divmod(step - 1, self.steps_per_epoch)
         if self._perm is None or self._perm[0] != epoch:
             self._perm = (epoch, epoch_permutation(self.seed, epoch, len(self.ids)))
-        idx = torch.from_numpy(self._perm[1][b * self.batch_size : (b + 1) * self.batch_size])
+        return torch.from_numpy(self._perm[1][b * self.batch_size : (b + 1) * self.batch_size])
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        idx = self.indices(step)
         lengths = self.lengths[idx]
         width = int(lengths.max())
         input_ids = self.ids[idx, :width].long()
