@@ -3,7 +3,8 @@ GRPO rollouts alike).
 
 One turn: the model continues its transcript; the reply is cut after its first complete code
 block (```python ... ```, SimpleTIR's rule); then
-  - a reply with \\boxed{...} ends the trajectory with that answer (code in it is not run),
+  - a reply with \\boxed{...} outside its code block ends the trajectory with that answer
+    (code in it is not run),
   - a reply with a code block, tools on: the cell runs in the sandbox and its output (or its
     one-line error) is appended as "Code execution result: ..." - the next turn continues,
     unless the output itself contains \\boxed{...} (the cell printed the final answer),
@@ -160,7 +161,8 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
         for t, reply in zip(active, replies, strict=True):
             text = cut_after_code(reply.text)
             code = find_code(text)
-            answer = last_boxed(text) if BOXED in text else None
+            prose = CODE_RE.sub("", text)  # a \boxed{} inside code is code, not an answer
+            answer = last_boxed(prose) if BOXED in prose else None
             record = {
                 "turn": turn,
                 "text": text,
@@ -173,7 +175,7 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
                 "gen_seconds": share,
             }
             t.turns.append(record)
-            if answer is not None or BOXED in text:
+            if BOXED in prose:
                 t.stop_reason, t.answer = "answer", answer
             elif code is None:
                 record["void"] = True
