@@ -72,6 +72,8 @@ def test_another_kinds_section_is_named():
         "config/experiments/paper_exp1.yaml",
         "config/experiments/forgetting_qwen3_1.7b.yaml",
         "tests/config_tiny.yaml",
+        "config/experiments/simpletir_qwen2.5_7b.yaml",
+        "tests/config_tir_tiny.yaml",
     ],
 )
 def test_unit_names_match_the_model_wildcard(path):
