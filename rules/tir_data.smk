@@ -8,6 +8,8 @@ rule tir_dataset:
         log_path("tir_dataset", "{dataset}"),
     benchmark:
         benchmark_path("tir_dataset", "{dataset}")
+    conda:
+        "../envs/llm.yaml"
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
@@ -24,6 +26,8 @@ rule tir_tiny_base:
         log_path("tir_tiny_base"),
     benchmark:
         benchmark_path("tir_tiny_base")
+    conda:
+        "../envs/llm.yaml"
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),

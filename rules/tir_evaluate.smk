@@ -13,6 +13,8 @@ rule tir_generate:
         log_path("tir_generate", "{model}", "checkpoint-{step}", "{eval_set}"),
     benchmark:
         benchmark_path("tir_generate", "{model}", "checkpoint-{step}", "{eval_set}")
+    conda:
+        "../envs/llm.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
@@ -41,6 +43,8 @@ rule tir_score:
         log_path("tir_score", "{model}", "checkpoint-{step}", "{eval_set}"),
     benchmark:
         benchmark_path("tir_score", "{model}", "checkpoint-{step}", "{eval_set}")
+    conda:
+        "../envs/llm.yaml"
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
@@ -59,6 +63,8 @@ rule tir_table:
         log_path("tir_table"),
     benchmark:
         benchmark_path("tir_table")
+    conda:
+        "../envs/llm.yaml"
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),

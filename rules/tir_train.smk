@@ -11,6 +11,8 @@ rule train_tir:
         log_path("train", "{model}"),
     benchmark:
         benchmark_path("train", "{model}")
+    conda:
+        "../envs/llm.yaml"
     threads: config["threads"]
     resources:
         mem_mb=scaled("train", "mem_mb"),
