@@ -16,3 +16,19 @@ evaluate_point(
     cache_path=snakemake.params.cache,
     study=snakemake.params.study,
 )
+
+# Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.
+from ftlab.paths import Layout  # noqa: E402
+from ftlab.provenance import write_provenance  # noqa: E402
+
+write_provenance(
+    Layout(snakemake.params.study).path(
+        "eval_provenance", model=snakemake.wildcards.model, step=snakemake.wildcards.step
+    ),
+    stage="evaluate",
+    study=snakemake.params.study,
+    model=snakemake.wildcards.model,
+    step=int(snakemake.wildcards.step),
+    config=snakemake.config,
+    data=[*dict(snakemake.params.test_rows).values()],
+)
