@@ -26,7 +26,7 @@ rule train_tir:
         base_model=tir_base_model(),
         prompt_template=lambda wc: TIR["prompt_template"],
         sandbox=TIR["sandbox"],
-        scorer=TIR["scoring"],
+        scorer=TIR["reward"],
         seed=lambda wc: STUDY.run(wc.model).seed,
         state_dir=lambda wc: P.path("train_state", model=wc.model),
     script:

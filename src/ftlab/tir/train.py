@@ -11,7 +11,8 @@ the same rule with tools off (one reply, nothing runs).
 Generation: HF generate on the policy in the trainer (CPU or GPU), or TRL's colocated vLLM
 engine (`trainer.vllm_generation`, weights synced by TRL before each rollout) when vLLM is
 installed and a GPU is present. Reward: 1 when the transcript's last \\boxed{} matches the gold
-answer under the study's scorer, else 0. Resume and publishing are ftlab.llm.train's.
+answer under `tir.reward` (its own answer check, so a change of the evaluation scorer never
+retrains), else 0. Resume and publishing are ftlab.llm.train's.
 """
 
 from __future__ import annotations
