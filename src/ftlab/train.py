@@ -21,6 +21,11 @@ the eager LambdaLR), and forward, backward, clipping and the optimizer step capt
 one CUDA graph and replayed (gpu-notes.md: 4-5x the eager GPU loop for the paper model).
 GPU resume is exact up to the GPU's own run-to-run nondeterminism (atomic adds in backward):
 same data order, schedule and optimizer state, final metrics equal within float tolerance.
+
+Several processes (a job with resources.train.gpus > 1 or processes > 1, started by
+ftlab.launch): DistributedDataParallel, each rank training on its slice of the same global
+batch (ftlab.ddp), eager steps, rank 0 writing the checkpoints (same layout) and publishing.
+A killed run resumes as above; the result equals a 1-process run up to float summation order.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-from ftlab import checkpointing
+from ftlab import checkpointing, ddp
 from ftlab.checkpointing import META_FILE, fsync_files
 from ftlab.device import (
     autocast,
@@ -148,7 +153,10 @@ class Batches:
         return torch.from_numpy(self._perm[1][b * self.batch_size : (b + 1) * self.batch_size])
 
     def get(self, step: int) -> dict[str, torch.Tensor]:
-        idx = self.indices(step)
+        return self.collate(self.indices(step))
+
+    def collate(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of rows `idx` (a data-parallel rank collates its slice of a step's rows)."""
         lengths = self.lengths[idx]
         width = int(lengths.max())
         input_ids = self.ids[idx, :width].long()
@@ -520,8 +528,11 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
          precision, cuda_graphs) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     dev = resolve_device(device)
+    world = ddp.World.from_env(dev)  # several processes when launched (ftlab.launch)
+    dev = world.device(dev)
     precision = check_precision(precision)
-    fast = bool(cuda_graphs) and dev.type == "cuda"
+    # The captured step has no gradient all-reduce: data-parallel runs take the eager step.
+    fast = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # graph capture and streams use the current device
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
@@ -546,8 +557,11 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     runtime = {"device": dev.type, "precision": precision, "cuda_graphs": fast}
     if runtime != {"device": "cpu", "precision": "fp32", "cuda_graphs": False}:
         inputs["runtime"] = runtime  # CPU fp32 keeps the fingerprint it always had
+    if world.size > 1:  # same rows per step, but float sums in another order
+        inputs["processes"] = world.size
     fingerprint = sha256_json(inputs)
-    resume = find_resume_point(state_dir, fingerprint)
+    # rank 0 alone may delete stale state; every rank resumes from what it found
+    resume = world.main_first(lambda: find_resume_point(state_dir, fingerprint))
 
     if resume is not None:
         model, tokenizer = _load_hf(resume)
@@ -558,6 +572,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         torch.manual_seed(seed)  # the base model's init depends on the training seed only
         model = build_model(model_cfg, tokenizer)
     model.to(dev).train()
+    net = ddp.wrap(model, world, dev)  # the model itself in a single process
 
     rows = read_rows(train_rows)
     if not rows:
@@ -611,6 +626,9 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         training["batch_size"], threads, dev, where_info["gpu_name"] or "", precision,
     )  # fmt: skip
 
+    if world.size > 1:
+        log.info("data parallel: rank %d of %d, %d rows per rank and step", world.rank,
+                 world.size, math.ceil(training["batch_size"] / world.size))  # fmt: skip
     captured = None
     if fast:
         static = StaticBatches(ids, lengths, training["batch_size"], seed, dev)
@@ -631,7 +649,15 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     t0, step0 = time.perf_counter(), step
     while step < total_steps:
         step += 1
-        if captured is None:
+        if world.size > 1:
+            batch, n_tokens = ddp.shard_batch(batches, step, world)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            loss, lr = ddp.train_step(
+                net, optimizer, scheduler, batch, n_tokens, world, max_grad_norm,
+                amp=None if precision == "fp32" else amp, scaler=scaler,
+            )  # fmt: skip
+            loss_sum = loss_sum + loss
+        elif captured is None:
             batch = batches.get(step)
             if dev.type != "cpu":
                 batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -663,7 +689,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
                 "step %d/%d epoch %.2f loss %.4f lr %.3g (%.1f steps/s)",
                 step, total_steps, row["epoch"], row["loss"], lr, rate,
             )  # fmt: skip
-        if step in saved_set:
+        if step in saved_set and world.is_main:  # replicas are identical: rank 0 writes
             trainer_state = {
                 "step": step,
                 "optimizer": optimizer.state_dict(),
@@ -695,6 +721,9 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         log.info("%s: peak GPU memory %.1f MiB (%s steps/s over this run)", model_name,
                  torch.cuda.max_memory_allocated(dev) / 2**20,
                  f"{(step - step0) / max(time.perf_counter() - t0, 1e-9):.1f}")  # fmt: skip
+    world.close()  # every rank has finished its steps (rank 0 its checkpoints)
+    if not world.is_main:
+        return
     publish(out_dir, state_dir, saved, log_rows)
     if log_path is not None and log_path.resolve() != (out_dir / LOG_NAME).resolve():
         atomic_write_text(log_path, _log_csv(log_rows))
