@@ -18,6 +18,7 @@ export_package_path()
 
 from ftlab.config import ConfigError, validate_config
 from ftlab.kinds import get_kind
+from ftlab.launch import LaunchError, plan_for, slurm_resources
 from ftlab.paths import Layout
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -71,6 +72,32 @@ def gpus(family):
     """GPUs per job of a rule family (config resources.<family>.gpus; 0 = CPU only). The SLURM
     plugin turns gpu > 0 into --gpus=N (--gpus=<model>:N with the profile's gpu_model)."""
     return RES[family]["gpus"]
+
+
+def _plan(family):
+    try:
+        return plan_for(family, RES[family], config["threads"])
+    except LaunchError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def launch_plan(family):
+    """How a job of the family runs its processes (ftlab.launch.Plan), for `params:`.
+
+    Several processes: a dict, which Snakemake records, so a change of the job's shape (it
+    changes the float results, and an LLM run's global batch) re-runs the rule. One process:
+    the Plan object itself, which Snakemake does not record (not a builtin type), so the
+    params of single-process jobs, and whether their existing outputs are up to date, are
+    what they were before launch plans existed."""
+    plan = _plan(family)
+    return plan.to_dict() if plan.launched else plan
+
+
+def job_shape(family):
+    """SLURM resources of the family's jobs besides mem_mb/runtime: gpu (all GPUs of the job),
+    nodes, mpi + tasks/tasks_per_node (several tasks), cpus_per_task, and `launcher` (e.g.
+    accelerate:ddp:1x8), which dry runs show. See ftlab.launch.slurm_resources."""
+    return slurm_resources(_plan(family))
 
 
 def model_dir(name):

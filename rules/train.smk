@@ -1,7 +1,13 @@
 # Training: a base model per seed on the multitask mix; ftwb1/ftwb2 fine-tunes from the base
 # model's final checkpoint. A killed job resumes from train_state/<model>/ on re-run.
 # gpu_share: one unit per job that may use a GPU; `--resources gpu_share=N` lets N such jobs
-# share one GPU at a time (see config/schema.yaml, device).
+# share one GPU at a time (see config/schema.yaml, device). A job with several processes
+# (resources.train gpus/processes/nodes) trains data-parallel through ftlab.launch.
+if _plan("train").launched and RES["train"]["strategy"] != "ddp":
+    raise WorkflowError(
+        f"config key 'resources.train.strategy' is {RES['train']['strategy']!r}: the "
+        "world-model trainer runs data parallel only (strategy: ddp); its model fits one GPU"
+    )
 
 
 rule train_base:
@@ -19,14 +25,15 @@ rule train_base:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **job_shape("train"),
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
-        gpu=gpus("train"),
         gpu_share=int(config["device"] != "cpu"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
         settings=lambda wc: world_settings.training(config, wc.model, STUDY),
+        launch=launch_plan("train"),
     script:
         "../workflow/scripts/train.py"
 
@@ -46,13 +53,14 @@ rule train_finetune:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **job_shape("train"),
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
-        gpu=gpus("train"),
         gpu_share=int(config["device"] != "cpu"),
     params:
         state_dir=lambda wc: P.path("train_state", model=wc.model),
         init_checkpoint=init_checkpoint,
         settings=lambda wc: world_settings.training(config, wc.model, STUDY),
+        launch=launch_plan("train"),
     script:
         "../workflow/scripts/train.py"

@@ -99,9 +99,22 @@ def _keep_own_sections(cfg: dict, given: set[str]) -> None:
 
 def _check_consistency(cfg: dict) -> None:
     """Rules that a JSON schema cannot express (the kind's own check); each names its key."""
-    problems = get_kind(cfg["kind"]).check(cfg)
+    problems = get_kind(cfg["kind"]).check(cfg) + _launch_problems(cfg)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _launch_problems(cfg: dict) -> list[str]:
+    """Job shapes (resources.<family>) that no launcher can run (ftlab.launch.plan_for)."""
+    from ftlab.launch import LaunchError, plan_for
+
+    problems = []
+    for family, res in (cfg.get("resources") or {}).items():
+        try:
+            plan_for(family, res, cfg.get("threads", 1))
+        except LaunchError as err:
+            problems.append(str(err))
+    return problems
 
 
 def load_config(path: str | Path) -> dict:

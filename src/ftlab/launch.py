@@ -64,6 +64,7 @@ class Plan:
     zero_stage: int = 2
     offload: bool = False
     launcher: str = "accelerate"
+    task_cpus: int | None = None  # resources.<family>.cpus_per_task; None: threads x procs
 
     @property
     def world_size(self) -> int:
@@ -85,7 +86,7 @@ class Plan:
 
     @property
     def cpus_per_task(self) -> int:
-        return self.threads * self.procs_per_task
+        return self.task_cpus or self.threads * self.procs_per_task
 
     def describe(self) -> str:
         """Short label for dry runs and logs, e.g. 'accelerate:fsdp:2x8'."""
@@ -134,6 +135,14 @@ def plan_for(family: str, resources: dict, threads: int) -> Plan:
             f"config key '{key}.strategy: {strategy}' shards the model over GPUs; "
             f"'{key}.gpus' is 0 (use strategy ddp on CPU)"
         )
+    cpus = resources.get("cpus_per_task")
+    if cpus is not None and cpus < procs // tasks:
+        raise LaunchError(
+            f"config key '{key}.cpus_per_task' ({cpus}) is below the processes per task "
+            f"({procs // tasks}): each process needs a CPU"
+        )
+    if cpus is not None:
+        threads = cpus // (procs // tasks)
     return Plan(
         family=family,
         nodes=nodes,
@@ -145,6 +154,7 @@ def plan_for(family: str, resources: dict, threads: int) -> Plan:
         zero_stage=int(resources.get("zero_stage", 2)),
         offload=bool(resources.get("offload", False)),
         launcher=launcher,
+        task_cpus=cpus,
     )
 
 
@@ -167,7 +177,7 @@ def slurm_resources(plan: Plan) -> dict:
         else:
             res["tasks"] = plan.nodes
             res["tasks_per_gpu"] = 0
-    if plan.launched:
+    if plan.launched or plan.task_cpus:
         res["cpus_per_task"] = plan.cpus_per_task
     return res
 
@@ -275,6 +285,13 @@ def node_main(mixed_precision: str, payload: str) -> int:
     return 0  # not reached
 
 
+def as_plan(plan: Plan | dict | None) -> Plan:
+    """A rule's `launch` param (a Plan, or its dict when multi-process) as a Plan."""
+    if plan is None:
+        return Plan(family="?")
+    return Plan.from_dict(plan) if isinstance(plan, dict) else plan
+
+
 # -- running a stage --------------------------------------------------------------------------
 def run_stage(
     plan: Plan | dict | None, target: str, *, kwargs: dict, payload_path: str | Path,
@@ -286,9 +303,8 @@ def run_stage(
     system every node sees) and the launcher starts the processes, each of which calls
     target(**kwargs); a failed launch raises with the command and the log to read.
     """
-    if isinstance(plan, dict):
-        plan = Plan.from_dict(plan)
-    if plan is None or not plan.launched:
+    plan = as_plan(plan)
+    if not plan.launched:
         _resolve(target)(**kwargs)
         return
     payload_path = Path(payload_path)

@@ -1,14 +1,24 @@
+from ftlab.launch import as_plan, run_stage
 from ftlab.runlog import setup_logging
-from ftlab.steps import train_model
 
 setup_logging(snakemake.log[0])
-train_model(
-    snakemake.input.rows,
-    snakemake.params.init_checkpoint,
-    snakemake.output.model,
-    snakemake.params.state_dir,
-    snakemake.threads,
-    **snakemake.params.settings,
+plan = as_plan(snakemake.params.launch)
+settings = dict(snakemake.params.settings)
+# One process: train_model runs right here; several: each launched process runs it (DDP).
+run_stage(
+    plan,
+    "ftlab.steps:train_model",
+    kwargs=dict(
+        rows_path=snakemake.input.rows,
+        init_checkpoint=snakemake.params.init_checkpoint,
+        out_dir=snakemake.output.model,
+        state_dir=snakemake.params.state_dir,
+        threads=plan.threads if plan.launched else snakemake.threads,
+        **settings,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    mixed_precision="no" if settings["precision"] == "fp32" else settings["precision"],
+    log_path=snakemake.log[0],
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.
