@@ -27,6 +27,7 @@ _MODULES: dict[str, str] = {
     "worldmodel": "ftlab.study",
     "llm": "ftlab.llm.study",
     "tir": "ftlab.tir.study",
+    "mtl": "ftlab.mtl.study",
 }
 
 

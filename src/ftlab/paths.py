@@ -49,6 +49,19 @@ Tool-integrated reasoning studies (kind: tir); <eval_set> = <dataset>__<sampling
                                                    usage, void turns, timing (scoring rule)
   evals/<model>/checkpoint-<step>/<eval_set>/scored.jsonl  per-sample prediction and verdict
   tables/tir_scores.csv                            one row per point x eval set x k
+
+Multi-task studies (kind: mtl); runs <method>_seed<S> (baseline, pcgrad):
+  data/mtl/train.jsonl, data/mtl/validation.jsonl  the task mix (world rows / LLM rows with
+                                                   their "task") and its held-out validation
+  data/<task>/no_atlantis/{train,test}.jsonl       world: geometry splits (as kind worldmodel)
+  data/mtl/<task>.jsonl                            sft/grpo: one training dataset, normalized
+  models/<run>/checkpoint-<step>/                  the KEPT checkpoints (early stopping)
+  models/<run>/mtl_manifest.json                   kept checkpoints (step, epoch, validation),
+                                                   the selected one, stop reason, validations
+  evals/<run>/checkpoint-<step>/mtl_eval.json      per task: domain, metric, value, n, reward
+  evals/<run>/checkpoint-<step>/mtl_eval.samples.jsonl   per sample: task, domain, reward
+  tables/mtl_scores.csv, tables/mtl_comparison.csv, tables/mtl_evolution.csv
+  plots/mtl_evolution.png, reports/mtl_report.md
 """
 
 from __future__ import annotations
@@ -100,6 +113,17 @@ PATTERNS: dict[str, str] = {
     "tir_scores": "evals/{model}/checkpoint-{step}/{eval_set}/scores.json",
     "tir_scored": "evals/{model}/checkpoint-{step}/{eval_set}/scored.jsonl",
     "tir_table": "tables/tir_scores.csv",
+    # multi-task studies (kind: mtl)
+    "mtl_train_rows": "data/mtl/train.jsonl",
+    "mtl_validation_rows": "data/mtl/validation.jsonl",
+    "mtl_task_rows": "data/mtl/{task}.jsonl",
+    "mtl_manifest": "models/{model}/mtl_manifest.json",
+    "mtl_eval": "evals/{model}/checkpoint-{step}/mtl_eval.json",
+    "mtl_eval_samples": "evals/{model}/checkpoint-{step}/mtl_eval.samples.jsonl",
+    "mtl_scores_table": "tables/mtl_scores.csv",
+    "mtl_comparison_table": "tables/mtl_comparison.csv",
+    "mtl_evolution_table": "tables/mtl_evolution.csv",
+    "mtl_report": "reports/mtl_report.md",
     "log": "logs/{job}.log",
     "benchmark": "benchmarks/{job}.tsv",
 }

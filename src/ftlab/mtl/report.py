@@ -1,0 +1,135 @@
+"""The comparison report of a multi-task study: evolution plot and markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ftlab.io import atomic_write_text
+
+
+def plot_evolution(evolution: pd.DataFrame, out: str | Path) -> None:
+    """One panel per domain: reward per kept checkpoint (thin: each seed; thick: seed mean),
+    the selected checkpoint of each run as a star, each run's last epoch as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(dict.fromkeys(evolution["domain"]))
+    methods = sorted(evolution["method"].unique(), key=lambda m: (m != "baseline", m))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    ncol = min(3, len(domains))
+    nrow = -(-len(domains) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    for ax, domain in zip(axes.flat, domains, strict=False):
+        d = evolution[evolution["domain"] == domain]
+        for method in methods:
+            g = d[d["method"] == method]
+            for _, run in g.groupby("model"):
+                run = run.sort_values("epoch")
+                ax.plot(run["epoch"], run["reward"], color=colors[method], lw=0.7, alpha=0.5)
+                sel = run[run["selected"]]
+                ax.plot(sel["epoch"], sel["reward"], "*", color=colors[method], ms=10)
+                ax.axvline(run["last_epoch"].iloc[0], color=colors[method], ls=":", lw=0.8)
+            mean = g.groupby("epoch")["reward"].mean()
+            ax.plot(mean.index, mean.values, color=colors[method], lw=2, label=method)
+        ax.set_title(domain)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("reward")
+    for ax in list(axes.flat)[len(domains) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Evolution per domain (star: selected checkpoint; dotted: last epoch trained)")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.4f}"
+
+
+def markdown(
+    *,
+    study: str,
+    manifests: dict[str, dict],
+    comparison: pd.DataFrame,
+    overfit: pd.DataFrame,
+    confidence: float,
+    n_resamples: int,
+    validation_metric: str,
+    plot_name: str,
+) -> str:
+    level = f"{confidence:.0%}"
+    lines = [
+        f"# Multi-task comparison: {study}",
+        "",
+        "Rewards are per-sample outcomes in [0, 1] (higher is better). Differences are method "
+        "minus baseline at each run's selected (best-validation) checkpoint, paired by seed and "
+        f"sample; intervals are {level} paired bootstrap percentile intervals over samples and "
+        f"seeds ({n_resamples} replicates). **improvement** / **regression**: the interval "
+        "excludes 0.",
+        "",
+        "## Runs",
+        "",
+        "| run | stop | last epoch | kept epochs | selected epoch | "
+        f"validation {validation_metric} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in sorted(manifests.items()):
+        kept = ", ".join(str(c["epoch"]) for c in m["checkpoints"])
+        lines.append(
+            f"| {name} | {m['stop_reason']} | {m['last_epoch']} | {kept} | "
+            f"{m['selected']['epoch']} | {m['selected']['validation']:.4f} |"
+        )
+    for method, g in comparison.groupby("method", sort=True):
+        lines += ["", f"## {method} vs baseline", ""]
+        for lvl, title in (("all", "Overall"), ("domain", "Per domain"), ("task", "Per task")):
+            part = g[g["level"] == lvl]
+            header = (
+                f"| name | domain | baseline | method | diff | {level} CI | seeds | samples "
+                "| flag |"
+            )
+            lines += [f"### {title}", "", header, "|---" * 9 + "|"]
+            for _, r in part.iterrows():
+                flag = f"**{r['flag']}**" if r["flag"] else ""
+                lines.append(
+                    f"| {r['name']} | {r['domain']} | {r['baseline_reward']:.4f} | "
+                    f"{r['method_reward']:.4f} | {_fmt(r['diff'])} | "
+                    f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['n_seeds']} | "
+                    f"{r['n_samples']} | {flag} |"
+                )
+            lines.append("")
+        ups = g[(g["flag"] == "improvement") & (g["level"] != "all")]["name"].tolist()
+        downs = g[(g["flag"] == "regression") & (g["level"] != "all")]["name"].tolist()
+        lines += [
+            f"Improvements: {', '.join(ups) or 'none'}.  ",
+            f"Regressions: {', '.join(downs) or 'none'}.",
+        ]
+    lines += [
+        "",
+        "## Evolution and overfitting",
+        "",
+        f"![evolution](../plots/{plot_name}.png)",
+        "",
+        "Overfitting = the seed-mean curve peaks before its last checkpoint and every later "
+        "checkpoint stays below the peak by more than the configured drop.",
+        "",
+        "| method | domain | peak epoch | peak | last epoch | last | after peak | overfit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in overfit.iterrows():
+        lines.append(
+            f"| {r['method']} | {r['domain']} | {r['peak_epoch']} | {r['peak_reward']:.4f} | "
+            f"{r['last_epoch']} | {r['last_reward']:.4f} | {r['checkpoints_after_peak']} | "
+            f"{'**yes**' if r['overfit'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(out: str | Path, text: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)

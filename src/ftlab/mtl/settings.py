@@ -1,0 +1,105 @@
+"""What each rule of a multi-task study takes from the config: one function per rule.
+
+As ftlab.world.settings: the rule records the result as `params` (a changed setting re-runs
+it) and its script passes exactly these values to the stage function in ftlab.mtl.steps.
+"""
+
+from __future__ import annotations
+
+from ftlab.mtl.study import MTLStudy, task_domains, training_tasks
+from ftlab.world import settings as world_settings
+
+
+def _world_cfg(cfg: dict) -> dict:
+    """The world-model view of mtl.world (the world settings functions read `data`)."""
+    return {"data": cfg["mtl"]["world"]["data"]}
+
+
+def cities(cfg: dict) -> dict:
+    return world_settings.cities(_world_cfg(cfg))
+
+
+def task_split(cfg: dict, task: str) -> dict:
+    """A geometry task's no_atlantis split: training + validation rows for a trained task
+    (validation rows are the tail of the train split), test rows for every task."""
+    mtl, d = cfg["mtl"], cfg["mtl"]["world"]["data"]
+    trained = task in training_tasks(mtl)
+    n_train = d["pretrain_rows_per_task"] + mtl["validation"]["rows_per_task"] if trained else 0
+    return {
+        "n_train": n_train,
+        "n_test": d["test_rows_per_set"],
+        "seed": d["seed"],
+        "task_options": {"inside_sampler": d["inside_sampler"]},
+    }
+
+
+def mix(cfg: dict) -> dict:
+    mtl = cfg["mtl"]
+    n_train = (
+        mtl["world"]["data"]["pretrain_rows_per_task"] if mtl["objective"] == "world" else None
+    )
+    return {
+        "tasks": training_tasks(mtl),
+        "n_train": n_train,
+        "n_validation": mtl["validation"]["rows_per_task"],
+        "seed": (mtl["world"]["data"]["seed"] if mtl["objective"] == "world" else cfg["seeds"][0]),
+    }
+
+
+def dataset(cfg: dict, task: str) -> dict:
+    return {"spec": dict(cfg["mtl"]["datasets"][task]), "seed": 0}
+
+
+def training(cfg: dict, run: str, study: MTLStudy | None = None) -> dict:
+    mtl = cfg["mtl"]
+    spec = (study or MTLStudy(cfg)).unit(run)
+    settings = {
+        "objective": mtl["objective"],
+        "model_name": run,
+        "tasks": training_tasks(mtl),
+        "method": spec.method,
+        "reduction": mtl["reduction"],
+        "training": dict(mtl["training"]),
+        "validation": {
+            k: mtl["validation"][k]
+            for k in ("every_epochs", "before_training", "metric", "batch_size")
+        },  # fmt: skip
+        "early_stopping": dict(mtl["early_stopping"]),
+        "checkpoints": dict(mtl["checkpoints"]),
+        "seed": spec.seed,
+        "device": cfg["device"],
+        "meta": {"study": cfg["study"], "method": spec.method, "seed": spec.seed},
+    }
+    if mtl["objective"] == "world":
+        settings["model_cfg"] = dict(mtl["world"]["model"])
+    else:
+        settings["base_model"] = mtl["base_model"]
+        settings["trl"] = dict(mtl["trl"])
+        settings["formats"] = {t: mtl["datasets"][t]["format"] for t in training_tasks(mtl)}
+    return settings
+
+
+def evaluation(cfg: dict, run: str, step: int) -> dict:
+    mtl = cfg["mtl"]
+    e = mtl["eval"]
+    common = {
+        "objective": mtl["objective"],
+        "suite": task_domains(e["suite"]),
+        "meta": {"model": run, "step": int(step), "study": cfg["study"]},
+    }
+    if mtl["objective"] == "world":
+        return {**common, "rows_per_task": e["rows_per_task"], "batch_size": e["batch_size"],
+                "device": cfg["device"]}  # fmt: skip
+    return {**common, "metrics": dict(e["metrics"]), "lm_eval": dict(e["lm_eval"])}
+
+
+def report(cfg: dict, study: MTLStudy | None = None) -> dict:
+    study = study or MTLStudy(cfg)
+    mtl = cfg["mtl"]
+    return {
+        "runs": {n: {"method": r.method, "seed": r.seed} for n, r in study.runs.items()},
+        "domains": {d: list(ts) for d, ts in mtl["eval"]["suite"].items()},
+        "validation_metric": mtl["validation"]["metric"],
+        "study": cfg["study"],
+        **mtl["report"],
+    }

@@ -1,0 +1,252 @@
+"""The matrix of a multi-task study (kind: mtl): runs = methods x seeds on one task mix.
+
+Seed 000 trains the same recipe twice, baseline and PCGrad, with early stopping, evaluates
+every kept checkpoint on a suite of tasks grouped into domains, and compares the methods.
+Early stopping decides at run time which checkpoints exist, so a run's `saved_steps` here are
+the PLANNED grid (every save_every_epochs epochs up to the maximum, the last included: what a
+run that never stops early saves); the kept ones are listed by the run's mtl_manifest.json
+(ftlab.mtl.world_train), which rules/mtl.smk reads through a Snakemake checkpoint.
+
+Objectives: `world` (the seven geometry tasks with the project's trainer, CPU) and `sft` /
+`grpo` (TRL, GPU; ftlab.mtl.trl). Steps per epoch are known before training: for world from
+the rows per task, for sft/grpo from each training dataset's `limit_train`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ftlab.kinds import StudyKind
+from ftlab.mtl.early_stopping import save_epochs, validation_epochs
+from ftlab.mtl.surgery import METHODS
+from ftlab.study import TASKS as WORLD_TASKS
+
+OBJECTIVES = ("world", "sft", "grpo")
+
+
+@dataclass(frozen=True)
+class MTLRun:
+    name: str  # <method>_seed<S>
+    method: str
+    seed: int
+    steps_per_epoch: int
+    saved_epochs: tuple[int, ...]  # planned: the run never stopping early
+    validation_epochs: tuple[int, ...]
+
+    @property
+    def saved_steps(self) -> tuple[int, ...]:
+        return tuple(e * self.steps_per_epoch for e in self.saved_epochs)
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """Planned: every checkpoint a full-length run keeps is evaluated (the kept ones of a
+        finished run come from its manifest)."""
+        return self.saved_steps
+
+    @property
+    def final_step(self) -> int:
+        return self.saved_steps[-1]
+
+
+def training_tasks(mtl: dict) -> list[str]:
+    """Training tasks in config order (domains flattened)."""
+    return [t for tasks in mtl["tasks"].values() for t in tasks]
+
+
+def task_domains(groups: dict[str, list[str]]) -> dict[str, str]:
+    return {t: d for d, tasks in groups.items() for t in tasks}
+
+
+def world_data_tasks(mtl: dict) -> list[str]:
+    """Geometry tasks whose splits a world study generates (trained or evaluated), in the
+    project's task order."""
+    used = set(training_tasks(mtl)) | set(task_domains(mtl["eval"]["suite"]))
+    return [t for t in WORLD_TASKS if t in used]
+
+
+def rows_per_step(mtl: dict, gpus: int) -> int:
+    if mtl["objective"] == "world":
+        return mtl["training"]["batch_size"]
+    trl = mtl["trl"]
+    rows = mtl["training"]["batch_size"] * trl["grad_accum"] * max(1, gpus)
+    if mtl["objective"] == "grpo":  # a GRPO batch holds num_generations completions per prompt
+        rows = max(1, rows // trl["num_generations"])
+    return rows
+
+
+def n_train_rows(mtl: dict) -> int:
+    if mtl["objective"] == "world":
+        return mtl["world"]["data"]["pretrain_rows_per_task"] * len(training_tasks(mtl))
+    return sum(mtl["datasets"][t]["limit_train"] or 0 for t in training_tasks(mtl))
+
+
+class MTLStudy:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.mtl = mtl = cfg["mtl"]
+        self.seeds = tuple(cfg["seeds"])
+        self.objective = mtl["objective"]
+        self.methods = tuple(mtl["methods"])
+        self.tasks = training_tasks(mtl)
+        self.suite = task_domains(mtl["eval"]["suite"])
+        self.domains = list(mtl["eval"]["suite"])
+        gpus = cfg["resources"]["train"]["gpus"]
+        self.steps_per_epoch = max(1, math.ceil(n_train_rows(mtl) / rows_per_step(mtl, gpus)))
+        epochs = mtl["training"]["epochs"]
+        v = mtl["validation"]
+        self.runs: dict[str, MTLRun] = {}
+        for seed in self.seeds:
+            for method in self.methods:
+                run = MTLRun(
+                    name=f"{method}_seed{seed}",
+                    method=method,
+                    seed=seed,
+                    steps_per_epoch=self.steps_per_epoch,
+                    saved_epochs=tuple(
+                        save_epochs(epochs, mtl["checkpoints"]["save_every_epochs"])
+                    ),
+                    validation_epochs=tuple(
+                        validation_epochs(epochs, v["every_epochs"], v["before_training"])
+                    ),
+                )
+                self.runs[run.name] = run
+        self._dynamic_targets: list = []
+
+    # -- the StudyKind interface (ftlab.kinds) ----------------------------------------------
+    @property
+    def units(self) -> dict[str, MTLRun]:
+        return self.runs
+
+    def unit(self, name: str) -> MTLRun:
+        try:
+            return self.runs[name]
+        except KeyError:
+            raise KeyError(
+                f"run {name!r} is not part of study {self.cfg['study']!r}; "
+                f"known: {', '.join(self.runs)}"
+            ) from None
+
+    def add_dynamic_targets(self, input_function) -> None:
+        """rules/mtl.smk registers the input function that lists the evaluations of every
+        KEPT checkpoint (read through the training checkpoint rule), so `rule all` requests
+        them directly and a deleted one is rebuilt."""
+        self._dynamic_targets.append(input_function)
+
+    def report_outputs(self, layout) -> dict[str, str]:
+        return {
+            "scores": layout.mtl_scores_table,
+            "comparison": layout.mtl_comparison_table,
+            "evolution": layout.mtl_evolution_table,
+            "plot": layout.path("plot", plot="mtl_evolution"),
+            "markdown": layout.mtl_report,
+        }
+
+    def targets(self, layout) -> list:
+        targets = [layout.path("model_dir", model=name) for name in self.runs]
+        return targets + list(self.report_outputs(layout).values()) + self._dynamic_targets
+
+    def summary(self) -> str:
+        return (
+            f"multi-task study {self.cfg['study']!r} ({self.objective}), {len(self.runs)} runs: "
+            f"{', '.join(self.methods)} x {len(self.seeds)} seeds"
+        )
+
+    def plan(self) -> str:
+        mtl = self.mtl
+        es = mtl["early_stopping"]
+        lines = [
+            f"multi-task study {self.cfg['study']}: objective {self.objective}, "
+            f"seeds {list(self.seeds)}, {len(self.tasks)} training tasks in "
+            f"{len(mtl['tasks'])} domains, eval suite {len(self.suite)} tasks in "
+            f"{len(self.domains)} domains",
+            f"up to {mtl['training']['epochs']} epochs x {self.steps_per_epoch} steps; validation "
+            f"every {mtl['validation']['every_epochs']} epochs; early stopping "
+            + (
+                f"min {es['min_epochs']} epochs, patience {es['patience']}, "
+                f"min delta {es['min_delta']}, mode {es['mode']}"
+                if es["enabled"]
+                else "off"
+            )
+            + f"; keep last {mtl['checkpoints']['keep_last']}",
+            f"{'run':<18} {'method':<9} validation epochs / checkpoint epochs (at most)",
+        ]
+        for run in self.runs.values():
+            lines.append(
+                f"{run.name:<18} {run.method:<9} {list(run.validation_epochs)} / "
+                f"{list(run.saved_epochs)}"
+            )
+        most = sum(len(r.saved_epochs) for r in self.runs.values())
+        lines.append(
+            f"\n{len(self.runs)} training jobs; evaluation jobs follow training, one per kept "
+            f"checkpoint (at most {most})"
+        )
+        return "\n".join(lines)
+
+
+def check_config(cfg: dict) -> list[str]:
+    """Cross-key rules of a multi-task config that a JSON schema cannot express."""
+    mtl = cfg["mtl"]
+    problems = []
+    tasks = training_tasks(mtl)
+    if len(tasks) < 2:
+        problems.append("'mtl.tasks' must name at least two training tasks (over all domains)")
+    if len(set(tasks)) != len(tasks):
+        problems.append("'mtl.tasks': a training task is listed in more than one domain")
+    suite = [t for ts in mtl["eval"]["suite"].values() for t in ts]
+    if not suite:
+        problems.append("'mtl.eval.suite' is empty: name the evaluation tasks by domain")
+    if len(set(suite)) != len(suite):
+        problems.append("'mtl.eval.suite': a task is listed in more than one domain")
+    if "baseline" not in mtl["methods"]:
+        problems.append("'mtl.methods' must include 'baseline' (every method is compared to it)")
+    for m in mtl["methods"]:
+        if m not in METHODS:
+            problems.append(f"'mtl.methods': unknown method {m!r} (known: {', '.join(METHODS)})")
+    es, val = mtl["early_stopping"], mtl["validation"]
+    if val["metric"] == "loss" and es["mode"] != "min":
+        problems.append(
+            "'mtl.early_stopping.mode' must be 'min' when 'mtl.validation.metric' is loss"
+        )
+    if val["metric"] == "score" and es["mode"] != "max":
+        problems.append(
+            "'mtl.early_stopping.mode' must be 'max' when 'mtl.validation.metric' is score"
+        )
+    if mtl["objective"] == "world":
+        for key, names in (("mtl.tasks", tasks), ("mtl.eval.suite", suite)):
+            bad = [t for t in names if t not in WORLD_TASKS]
+            if bad:
+                problems.append(
+                    f"'{key}': {bad} are not geometry tasks (objective world: "
+                    f"{', '.join(WORLD_TASKS)})"
+                )
+        m = mtl["world"]["model"]
+        if m["hidden"] % m["heads"] or (m["hidden"] // m["heads"]) % 2:
+            problems.append("'mtl.world.model.hidden' / 'heads' must be an even integer")
+    else:
+        if not mtl["base_model"]:
+            problems.append(f"'mtl.base_model' must be set for objective {mtl['objective']}")
+        for t in tasks:
+            spec = mtl["datasets"].get(t)
+            if spec is None:
+                problems.append(f"'mtl.tasks' names {t!r}, which 'mtl.datasets' does not define")
+            elif spec.get("limit_train") is None:
+                problems.append(
+                    f"'mtl.datasets.{t}.limit_train' must be set (it fixes the steps per epoch, "
+                    "so the checkpoint grid is known before training)"
+                )
+        missing = [t for t in suite if t not in mtl["eval"]["metrics"]]
+        if missing:
+            problems.append(f"'mtl.eval.metrics' has no metric for {missing}")
+    return problems
+
+
+KIND = StudyKind(
+    name="mtl",
+    description="multi-task training, baseline vs gradient surgery (seed 000)",
+    sections=("mtl",),
+    rule_files=("mtl.smk", "mtl_data.smk", "mtl_train.smk", "mtl_evaluate.smk", "mtl_report.smk"),
+    model_pattern=rf"({'|'.join(METHODS)})_seed\d+",
+    matrix=MTLStudy,
+    check=check_config,
+)
