@@ -1,5 +1,7 @@
 # LLM training through TRL: gt_sft / teacher_sft (SFTTrainer) and grpo (GRPOTrainer). A killed
 # job resumes from train_state/<run>/ on re-run; checkpoints are published when it finishes.
+# A job with several GPUs (resources.train: gpus, nodes, strategy) runs the Trainer in every
+# process that ftlab.launch starts (accelerate launch; srun across nodes).
 
 
 rule train_llm:
@@ -16,9 +18,9 @@ rule train_llm:
         "../envs/llm.yaml"
     threads: config["threads"]
     resources:
+        **job_shape("train"),
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
-        gpu=gpus("train"),
     params:
         base=lambda wc: (TINY_BASE_CHECKPOINT if STUDY.tiny_base else config["llm"]["base_model"]),
         state_dir=lambda wc: P.path("train_state", model=wc.model),
@@ -28,5 +30,6 @@ rule train_llm:
             for k in ("method", "dataset", "fmt", "seed", "trainer")
         },
         study=config["study"],
+        launch=launch_plan("train"),
     script:
         "../workflow/scripts/llm_train.py"

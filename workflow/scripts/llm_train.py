@@ -1,15 +1,25 @@
-from ftlab.llm.steps import train_run
+from ftlab.launch import as_plan, run_stage
+from ftlab.llm.recipes import resolve_bf16
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
-train_run(
-    run=dict(snakemake.params.run),
-    recipe=dict(snakemake.params.recipe),
-    base=snakemake.params.base,
-    data_path=snakemake.input.data,
-    out_dir=snakemake.output.model,
-    state_dir=snakemake.params.state_dir,
-    study=snakemake.params.study,
+# One process: train_run runs right here; several: in every process the launcher starts.
+recipe = dict(snakemake.params.recipe)
+run_stage(
+    as_plan(snakemake.params.launch),
+    "ftlab.llm.steps:train_run",
+    kwargs=dict(
+        run=dict(snakemake.params.run),
+        recipe=recipe,
+        base=snakemake.params.base,
+        data_path=snakemake.input.data,
+        out_dir=snakemake.output.model,
+        state_dir=snakemake.params.state_dir,
+        study=snakemake.params.study,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    mixed_precision="bf16" if resolve_bf16(recipe.get("bf16")) else "no",
+    log_path=snakemake.log[0],
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.

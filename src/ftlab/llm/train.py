@@ -61,7 +61,9 @@ STATE_FILES = frozenset(
         "README.md",  # TRL's model card: carries dates, so it would break checkpoint hashes
     }
 )
-_STATE_RE = re.compile(r"rng_state_\d+\.pth")  # per-process RNG files of multi-GPU runs
+# Per-process RNG files of multi-GPU runs; DeepSpeed's checkpoint pointer and converter (its
+# shards are folders, never published).
+_STATE_RE = re.compile(r"rng_state_\d+\.pth|latest|zero_to_fp32\.py")
 
 
 # -- checkpoint bookkeeping ---------------------------------------------------------------------
@@ -166,8 +168,12 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     state_path, out_path = Path(state_dir), Path(out_dir)
+    state = _distributed_state()
+    if state is not None:  # the global batch is per-device batch x processes
+        inputs = {**inputs, "processes": state.num_processes}
     fingerprint = sha256_json(inputs)
-    resume = find_resume_point(state_path, fingerprint)
+    # rank 0 alone may delete stale state; every rank resumes from what it found
+    resume = _main_first(state, lambda: find_resume_point(state_path, fingerprint))
     info = {
         **inputs,
         "fingerprint": fingerprint,
@@ -187,7 +193,35 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
         trainer = trainer_factory([_StampCheckpoints(info), _LogToLogger(), *(callbacks or [])])
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # raw dicts
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if state is not None:
+        state.wait_for_everyone()
+        if not state.is_main_process:  # rank 0 publishes (the Trainer saved on rank 0 too)
+            return
     publish(out_path, state_path)
+
+
+def _distributed_state():
+    """accelerate's process state when launched with several processes (ftlab.launch), else
+    None. Created with the same `cpu` flag the Trainer will use (TrainingArguments.use_cpu is
+    set off-GPU), so the Trainer finds this state rather than a conflicting one."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _main_first(state, fn):
+    """fn() on the main process, its (picklable) result on every process."""
+    if state is None:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    box = [fn() if state.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _trl_version() -> str:
