@@ -176,11 +176,14 @@ def surgery_backward(
     combiner: Combiner,
     *,
     stats: bool = False,
+    reduce_grads=None,
 ) -> SurgeryStats | None:
     """Add the combined gradient of `losses` (one scalar per task) to each param's .grad.
 
     params: the parameters the optimizer updates (those with requires_grad). stats: also
     return the conflict statistics of the original task gradients (costs a T x T Gram matrix).
+    reduce_grads: applied to the [T, P] task gradients before combining (data parallel: an
+    all-reduce, so every process projects the same global gradients).
     """
     params = list(params)
     if not losses:
@@ -189,6 +192,8 @@ def surgery_backward(
         combiner.reduced_loss(losses).backward()
         return SurgeryStats(len(losses), 0, None) if stats else None
     grads, reached = task_gradients(losses, params)
+    if reduce_grads is not None:
+        grads = reduce_grads(grads)
     merged = combiner.combine(grads, reached)
     offset = 0
     for p in params:
