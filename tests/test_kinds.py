@@ -74,6 +74,9 @@ def test_another_kinds_section_is_named():
         "tests/config_tiny.yaml",
         "config/experiments/simpletir_qwen2.5_7b.yaml",
         "tests/config_tir_tiny.yaml",
+        "config/experiments/mtl_guru_qwen2.5_7b.yaml",
+        "config/experiments/mtl_world_demo.yaml",
+        "tests/config_mtl_tiny.yaml",
     ],
 )
 def test_unit_names_match_the_model_wildcard(path):
