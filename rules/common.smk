@@ -118,20 +118,32 @@ def saved_checkpoint(wildcards):
 
 # -- executors ------------------------------------------------------------------------
 def check_slurm_available():
-    """With the SLURM executor, fail before any job is submitted when sbatch is missing or a
-    partition/account of the jobs is unknown (the plugin would fail job by job, and retry)."""
+    """With the SLURM executor, fail before any job is submitted when sbatch is missing, a
+    partition/account of the jobs is unknown, or a job asks for more GPUs per node (or nodes)
+    than its partition has (the plugin would fail job by job, or the job would pend forever)."""
     plugin = workflow.executor_plugin
     if plugin is None or plugin.name != "slurm":
         return
-    from ftlab.slurm import SiteValues, SubmitError, preflight
+    from ftlab.slurm import JobShape, SiteValues, SubmitError, check_shapes, preflight
 
-    site = SiteValues()
+    site, shapes = SiteValues(), []
     for job in workflow.dag.needrun_jobs():
         if job.resources.get("slurm_partition"):
             site.partitions.add(job.resources["slurm_partition"])
         site.account = job.resources.get("slurm_account") or site.account
+        shapes.append(
+            JobShape(
+                job.rule.name,
+                family=job.resources.get("family"),
+                partition=job.resources.get("slurm_partition"),
+                gpus=int(job.resources.get("gpu") or 0),
+                nodes=int(job.resources.get("nodes") or 1),
+                site_gpus_per_node=job.resources.get("node_gpus"),
+            )
+        )
     try:
         preflight(site)
+        check_shapes(shapes)
     except SubmitError as err:
         raise WorkflowError(str(err)) from None
 

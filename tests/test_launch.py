@@ -41,7 +41,7 @@ def test_single_process_jobs_keep_their_flags():
     p = plan(gpus=1)
     assert not p.launched and p.describe() == "none"
     res = launch.slurm_resources(p)
-    assert res == {"gpu": 1, "launcher": "none"}
+    assert res == {"gpu": 1, "launcher": "none", "family": "train"}
     cmd = sbatch(res)
     assert "--gpus=1" in cmd and "--cpus-per-task=4" in cmd and "--nodes" not in cmd
 
@@ -50,7 +50,8 @@ def test_one_node_eight_gpus():
     p = plan(gpus=8)
     assert (p.world_size, p.procs_per_node, p.cpus_per_task) == (8, 8, 32)
     res = launch.slurm_resources(p)
-    assert res == {"gpu": 8, "launcher": "accelerate:ddp:1x8", "cpus_per_task": 32}
+    assert res == {"gpu": 8, "launcher": "accelerate:ddp:1x8", "family": "train",
+                   "cpus_per_task": 32}  # fmt: skip
     cmd = sbatch(res)  # one task (the jobstep's srun -n1), the launcher starts 8 processes
     assert "--gpus=8" in cmd and "--cpus-per-task=32" in cmd and "ntasks-per-gpu" not in cmd
 
@@ -68,7 +69,7 @@ def test_two_nodes_of_eight_gpus():
 def test_two_tasks_per_node_on_cpu():
     p = plan(processes=2, tasks_per_node=2)
     res = launch.slurm_resources(p)
-    assert res == {"gpu": 0, "launcher": "accelerate:ddp:1x2", "mpi": "srun",
+    assert res == {"gpu": 0, "launcher": "accelerate:ddp:1x2", "family": "train", "mpi": "srun",
                    "tasks_per_node": 2, "cpus_per_task": 4}  # fmt: skip
     cmd = sbatch(res)
     assert "--ntasks-per-node=2" in cmd and "--cpus-per-task=4" in cmd and "--gpus" not in cmd

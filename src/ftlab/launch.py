@@ -167,7 +167,11 @@ def slurm_resources(plan: Plan) -> dict:
     reaches every node. (The plugin refuses tasks_per_node == 1 for mpi jobs, hence `tasks`
     = nodes there; tasks_per_gpu 0 keeps it from turning `tasks` into --ntasks-per-gpu.)
     """
-    res: dict = {"gpu": plan.gpus_per_node * plan.nodes, "launcher": plan.describe()}
+    res: dict = {
+        "gpu": plan.gpus_per_node * plan.nodes,
+        "launcher": plan.describe(),
+        "family": plan.family,  # the config section, for the preflight's messages
+    }
     if plan.nodes > 1:
         res["nodes"] = plan.nodes
     if plan.uses_srun:

@@ -15,6 +15,7 @@ import argparse
 import getpass
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -118,6 +119,68 @@ def preflight(site: SiteValues, where: str = PROFILE_HINT) -> None:
             raise SubmitError(
                 f"account {site.account!r} has no association with user {user!r} "
                 f"(sacctmgr -n show assoc user={user}); set the account in {where}"
+            )
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """What one job asks of a node: its rule, the config section that sets it, where it runs."""
+
+    rule: str
+    family: str | None  # resources.<family> of the study config
+    partition: str | None
+    gpus: int  # all GPUs of the job
+    nodes: int = 1
+    site_gpus_per_node: int | None = None  # the profile's SITE SETTINGS gpus_per_node
+
+
+_GPU_GRES = re.compile(r"gpu(?::[^:,()\s]+)?:(\d+)")
+
+
+def partition_shape(partition: str | None) -> tuple[int, int] | None:
+    """(GPUs of its largest node, nodes) of a partition from sinfo (the default partition
+    when None), or None when sinfo cannot tell."""
+    cmd = ["sinfo", "-h", "-o", "%P|%G|%D"] + (["-p", partition] if partition else [])
+    out = _run(cmd)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    gpus, nodes = 0, 0
+    for line in out.stdout.splitlines():
+        name, gres, count = (line.split("|") + ["", ""])[:3]
+        if partition is None and not name.endswith("*"):  # sinfo marks the default with *
+            continue
+        gpus = max([gpus, *(int(n) for n in _GPU_GRES.findall(gres))])
+        nodes += int(count) if count.strip().isdigit() else 0  # one row per node state
+    return gpus, nodes
+
+
+def check_shapes(jobs: list[JobShape], where: str = PROFILE_HINT) -> None:
+    """Refuse jobs that no node of their partition can hold: more GPUs per node than its
+    nodes have (the site block's gpus_per_node, else what sinfo reports), or more nodes than
+    the partition has. Each message names the rule, the config key and the partition."""
+    seen = set()
+    for job in jobs:
+        if job in seen or (job.gpus == 0 and job.nodes == 1):
+            continue
+        seen.add(job)
+        key = f"resources.{job.family}" if job.family else "resources"
+        part = f"partition {job.partition!r}" if job.partition else "the default partition"
+        per_node = -(-job.gpus // job.nodes)
+        shape = partition_shape(job.partition) if shutil.which("sinfo") else None
+        limit = job.site_gpus_per_node if job.site_gpus_per_node is not None else (
+            shape[0] if shape else None
+        )  # fmt: skip
+        source = "gpus_per_node in " + where if job.site_gpus_per_node is not None else "sinfo"
+        if limit is not None and per_node > limit:
+            raise SubmitError(
+                f"rule {job.rule}: {per_node} GPUs per node (config key '{key}.gpus'), but "
+                f"the nodes of {part} have {limit} ({source}); ask for at most {limit} per node "
+                f"(and more nodes: '{key}.nodes') or use another partition"
+            )
+        if shape and shape[1] and job.nodes > shape[1]:
+            raise SubmitError(
+                f"rule {job.rule}: {job.nodes} nodes (config key '{key}.nodes'), but {part} "
+                f"has {shape[1]} (sinfo)"
             )
 
 
