@@ -26,8 +26,9 @@ def sft_section(**over) -> dict:
 def train(root, records, base, batch_size, processes):
     kw = {
         "run": {"method": "gt_sft", "dataset": "g", "fmt": "gsm8k", "seed": 1, "trainer": "sft"},
-        "recipe": sft_section(lr=1e-3, max_steps=4, save_steps=2, batch_size=batch_size,
-                              grad_accum=1, max_length=256),  # fmt: skip
+        "recipe": sft_section(
+            lr=1e-3, max_steps=4, save_steps=2, batch_size=batch_size, grad_accum=1, max_length=256
+        ),  # fmt: skip
         "base": base,
         "data_path": records,
         "out_dir": str(root / "models/sft"),
