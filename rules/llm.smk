@@ -1,5 +1,5 @@
 # LLM post-training study (kind: llm): input functions of its rules.
-from ftlab.llm.study import BASE
+from ftlab.llm.study import BASE, TEACHERS
 
 TINY_BASE_CHECKPOINT = P.path("checkpoint", model=BASE, step=0)
 LLM_TABLES = STUDY.tables(P)
@@ -10,16 +10,26 @@ def llm_base_inputs(wildcards=None):
     return [TINY_BASE_CHECKPOINT] if STUDY.tiny_base else []
 
 
-def llm_teacher_inputs(wildcards=None):
-    return [TINY_BASE_CHECKPOINT] if STUDY.teacher_is_tiny else []
+def llm_teacher_inputs(wildcards):
+    return [TINY_BASE_CHECKPOINT] if STUDY.teacher_is_tiny(wildcards.source) else []
+
+
+def llm_teacher_model(wildcards):
+    model = config["llm"][TEACHERS[wildcards.source]]["model"]
+    return TINY_BASE_CHECKPOINT if model == "tiny" else model
+
+
+def llm_preflight_input(wildcards=None):
+    """Every GPU job waits for the preflight (llm.preflight), so a missing lm-eval dependency,
+    dataset or base model stops the study before any GPU time is spent."""
+    return [P.llm_preflight] if config["llm"]["preflight"] else []
 
 
 def llm_train_data(wildcards):
     run = STUDY.run(wildcards.model)
     if run.method == "grpo":
         return P.path("llm_rows", dataset=run.dataset, split="train")
-    source = "gt" if run.method == "gt_sft" else "teacher"
-    return P.path("sft_records", dataset=run.dataset, source=source)
+    return P.path("sft_records", dataset=run.dataset, source=run.records_source)
 
 
 def llm_model_path(wildcards):
@@ -32,9 +42,20 @@ def llm_model_path(wildcards):
 
 
 def llm_eval_model_input(wildcards):
+    """With llm.delete_weights the run's folder changes after its evaluations (weights of
+    evaluated checkpoints are deleted): ancient() keeps that from re-running them."""
     if wildcards.model == BASE:
         return llm_base_inputs()
-    return [model_dir(wildcards.model)]
+    path = model_dir(wildcards.model)
+    return [ancient(path) if config["llm"]["delete_weights"] else path]
+
+
+def llm_release_weights(wildcards):
+    """Whether this evaluation job deletes the checkpoint's weights when done (llm.delete_weights;
+    never the base model nor a run's last checkpoint)."""
+    if not config["llm"]["delete_weights"] or wildcards.model == BASE:
+        return False
+    return int(wildcards.step) != STUDY.run(wildcards.model).final_step
 
 
 def llm_test_rows(wildcards=None):
@@ -43,3 +64,31 @@ def llm_test_rows(wildcards=None):
 
 def llm_eval_outputs(kind):
     return STUDY.eval_outputs(P, kind)
+
+
+def llm_comparisons():
+    """vs_base.json of every evaluated checkpoint (the base model is the reference)."""
+    return [P.path("lm_eval_vs_base", model=m, step=s) for m, s in STUDY.eval_points() if m != BASE]
+
+
+def llm_warn_over_caps():
+    """The profile's caps (slurm/config.yaml max_mem_mb / max_gpus -> Snakemake's global
+    resources) bound every job: Snakemake lowers a request above a cap to the cap. Say so,
+    naming the config key, instead of letting a 96 GB teacher job silently get less."""
+    limits = workflow.global_resources
+    caps = {
+        key: getattr(limits.get(name), "value", limits.get(name))
+        for key, name in (("mem_mb", "mem_mb"), ("gpus", "gpu"))
+    }
+    for family in ("train", "evaluate", "teacher"):
+        for key, cap in caps.items():
+            asked = RES[family][key]
+            if isinstance(cap, int) and asked > cap:
+                logger.warning(
+                    f"config resources.{family}.{key} = {asked} is above the cluster cap {cap} "
+                    f"(slurm/config.yaml max_{'mem_mb' if key == 'mem_mb' else 'gpus'}): "
+                    f"these jobs are submitted with {cap}"
+                )
+
+
+llm_warn_over_caps()

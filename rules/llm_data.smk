@@ -1,4 +1,28 @@
-# LLM data: normalized datasets, ground-truth SFT records, verified teacher trajectories.
+# LLM data: the preflight, normalized datasets (with their data reports), ground-truth SFT
+# records, verified teacher trajectories (SF-SFT: llm.teacher, CF-SFT: llm.cf_teacher).
+
+
+rule llm_preflight:
+    output:
+        report=P.llm_preflight,
+    log:
+        log_path("llm_preflight"),
+    benchmark:
+        benchmark_path("llm_preflight")
+    conda:
+        "../envs/llm.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        base_model=config["llm"]["base_model"],
+        datasets=config["llm"]["datasets"],
+        data_root=config["llm"]["data_root"],
+        benchmarks=config["llm"]["benchmarks"],
+        include_path=config["llm"]["lm_eval"]["include_path"],
+        teachers={TEACHERS[s]: config["llm"][TEACHERS[s]]["model"] for s in STUDY.teacher_sources()},
+    script:
+        "../workflow/scripts/llm_preflight.py"
 
 
 rule llm_tiny_base:
@@ -23,6 +47,7 @@ rule llm_dataset:
     output:
         train=P.path("llm_rows", dataset="{dataset}", split="train"),
         test=P.path("llm_rows", dataset="{dataset}", split="test"),
+        report=P.path("llm_data_report", dataset="{dataset}"),
     log:
         log_path("llm_dataset", "{dataset}"),
     benchmark:
@@ -34,6 +59,7 @@ rule llm_dataset:
         runtime=30,
     params:
         source=lambda wc: config["llm"]["datasets"][wc.dataset],
+        data_root=config["llm"]["data_root"],
         seed=config["seeds"][0],
     script:
         "../workflow/scripts/llm_dataset.py"
@@ -61,26 +87,29 @@ rule teacher_trajectories:
     input:
         rows=P.path("llm_rows", dataset="{dataset}", split="train"),
         teacher=llm_teacher_inputs,
+        preflight=llm_preflight_input,
     output:
-        records=P.path("sft_records", dataset="{dataset}", source="teacher"),
-        report=P.path("teacher_report", dataset="{dataset}"),
+        records=P.path("sft_records", dataset="{dataset}", source="{source}"),
+        report=P.path("teacher_report", dataset="{dataset}", source="{source}"),
     log:
-        log_path("teacher_trajectories", "{dataset}"),
+        log_path("teacher_trajectories", "{dataset}", "{source}"),
     benchmark:
-        benchmark_path("teacher_trajectories", "{dataset}")
+        benchmark_path("teacher_trajectories", "{dataset}", "{source}")
+    wildcard_constraints:
+        source="|".join(TEACHERS),
     conda:
         "../envs/llm.yaml"
     resources:
-        mem_mb=scaled("evaluate", "mem_mb"),
-        runtime=scaled("evaluate", "runtime"),
-        gpu=gpus("evaluate"),
+        mem_mb=scaled("teacher", "mem_mb"),
+        runtime=scaled("teacher", "runtime"),
+        gpu=gpus("teacher"),
     params:
-        teacher=lambda wc: (
-            TINY_BASE_CHECKPOINT
-            if config["llm"]["teacher"]["model"] == "tiny"
-            else config["llm"]["teacher"]["model"]
-        ),
-        settings=config["llm"]["teacher"],
+        teacher=llm_teacher_model,
+        settings=lambda wc: config["llm"][TEACHERS[wc.source]],
+        gpus=gpus("teacher"),
         fmt=lambda wc: config["llm"]["datasets"][wc.dataset]["format"],
+        shards=lambda wc: P.path("teacher_shards", dataset=wc.dataset, source=wc.source),
+        declared=lambda wc: (config["llm"]["datasets"][wc.dataset]["rows"].get(wc.source)),
+        declared_key=lambda wc: f"llm.datasets.{wc.dataset}.rows.{wc.source}",
     script:
         "../workflow/scripts/llm_teacher.py"

@@ -6,6 +6,7 @@ rule evaluate_llm:
     input:
         model=llm_eval_model_input,
         test=lambda wc: list(llm_test_rows().values()),
+        preflight=llm_preflight_input,
     output:
         lm_eval=P.lm_eval_metrics,
         lm_eval_samples=P.lm_eval_samples,
@@ -25,7 +26,8 @@ rule evaluate_llm:
     params:
         model_path=llm_model_path,
         test_rows=llm_test_rows,
-        cache=lambda wc: P.path("eval_cache", model=wc.model),
+        cache=lambda wc: P.path("eval_cache", model=wc.model, step=wc.step),
+        release_weights=llm_release_weights,
         settings={k: config["llm"][k] for k in ("benchmarks", "lm_eval", "in_domain")},
         formats={d: spec["format"] for d, spec in config["llm"]["datasets"].items()},
         study=config["study"],

@@ -1,10 +1,34 @@
-# LLM tables and plots: forgetting per benchmark over steps, Key Results, in-domain curves.
+# LLM tables and plots: each checkpoint vs the base (paired bootstrap), forgetting per
+# benchmark over steps with intervals, Key Results, in-domain curves.
+
+
+rule compare_llm:
+    input:
+        base=P.path("lm_eval_samples", model=BASE, step=0),
+        samples=P.lm_eval_samples,
+    output:
+        comparison=P.lm_eval_vs_base,
+    log:
+        log_path("compare_llm", "{model}", "checkpoint-{step}"),
+    benchmark:
+        benchmark_path("compare_llm", "{model}", "checkpoint-{step}")
+    conda:
+        "../envs/plots.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        benchmarks=config["llm"]["benchmarks"],
+        stats=config["llm"]["stats"],
+    script:
+        "../workflow/scripts/llm_compare.py"
 
 
 rule tables_llm:
     input:
         lm_eval=llm_eval_outputs("lm_eval_metrics"),
         in_domain=llm_eval_outputs("in_domain_metrics"),
+        comparisons=llm_comparisons(),
     output:
         forgetting=report(
             LLM_TABLES["forgetting"], caption="../report/forgetting.rst", category="Tables"
@@ -25,6 +49,7 @@ rule tables_llm:
         mem_mb=2000,
         runtime=30,
     params:
+        confidence=config["llm"]["stats"]["confidence"],
         runs={
             name: {"method": run.method, "dataset": run.dataset, "seed": run.seed}
             for name, run in STUDY.runs.items()

@@ -8,6 +8,7 @@ rule train_llm:
     input:
         base=llm_base_inputs,
         data=llm_train_data,
+        preflight=llm_preflight_input,
     output:
         model=directory(P.model_dir),
     log:
@@ -24,11 +25,12 @@ rule train_llm:
     params:
         base=lambda wc: (TINY_BASE_CHECKPOINT if STUDY.tiny_base else config["llm"]["base_model"]),
         state_dir=lambda wc: P.path("train_state", model=wc.model),
-        recipe=lambda wc: config["llm"][STUDY.run(wc.model).trainer],
+        recipe=lambda wc: STUDY.recipe(wc.model),
         run=lambda wc: {
             k: getattr(STUDY.run(wc.model), k)
-            for k in ("method", "dataset", "fmt", "seed", "trainer")
+            for k in ("method", "dataset", "fmt", "seed", "trainer", "records")
         },
+        checkpoint_dtype=config["llm"]["checkpoint_dtype"],
         study=config["study"],
         launch=launch_plan("train"),
     script:

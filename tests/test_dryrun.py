@@ -103,12 +103,18 @@ def test_single_plot_target_needs_only_its_models(tmp_path):
 
 
 def test_forgetting_study_plans_every_checkpoint(tmp_path):
-    """Seed 003's matrix: 3 methods x 3 datasets, every checkpoint and the base evaluated."""
+    """Seed 003's matrix: 3 methods x 3 datasets, every checkpoint and the base evaluated, the
+    preflight before any GPU job."""
     jobs = dry_run(REPO / "config/experiments/forgetting_qwen3_1.7b.yaml", tmp_path)
     counts = rule_counts(jobs)
-    assert counts["train_llm"] == 9
+    assert counts["train_llm"] == 9 and counts["llm_preflight"] == 1
     assert counts["teacher_trajectories"] == 3
-    # base + 6 SFT runs x 14 checkpoints (every 100 of 1400) + 3 GRPO runs x 6 (every 200)
-    assert counts["evaluate_llm"] == 1 + 6 * 14 + 3 * 6
+    # base + GT-SFT 15/14/15 + SF-SFT 14/6/13 (declared teacher records) + GRPO 6/4/5
+    assert counts["evaluate_llm"] == 1 + (15 + 14 + 15) + (14 + 6 + 13) + (6 + 4 + 5)
     runs = {j["wildcards"]["model"] for j in jobs if j["rule"] == "train_llm"}
     assert "teacher_sft-math_seed1" in runs and "grpo-triviaqa_seed1" in runs
+    last = {(j["wildcards"]["model"], int(j["wildcards"]["step"])) for j in jobs
+            if j["rule"] == "evaluate_llm"}  # fmt: skip
+    for point in [("gt_sft-gsm8k_seed1", 1401), ("gt_sft-math_seed1", 1386),
+                  ("gt_sft-triviaqa_seed1", 1404), ("grpo-math_seed1", 800)]:  # fmt: skip
+        assert point in last

@@ -143,8 +143,22 @@ def test_forgetting_tables_and_plots(run):
     base_col = forgetting[forgetting.step == 0].groupby("benchmark").value.first()
     expected_col = forgetting.value - forgetting.benchmark.map(base_col)
     assert (forgetting.forgetting - expected_col).abs().max() < 1e-12
+    # every checkpoint's paired bootstrap vs the base, carried into the table
+    for row in forgetting[forgetting.step > 0].itertuples():
+        vs = json.loads((res / f"evals/{row.model}/checkpoint-{row.step}/vs_base.json").read_text())
+        r = vs["benchmarks"][row.benchmark]
+        assert r["estimate"] == pytest.approx(row.forgetting, abs=1e-12)
+        assert (row.ci_low, row.ci_high, row.significant) == (r["ci_low"], r["ci_high"],
+                                                              r["significant"])  # fmt: skip
+        assert r["ci_low"] <= r["estimate"] <= r["ci_high"]
+    assert forgetting.stderr.notna().all() and forgetting.base_stderr.notna().all()
     summary = pd.read_csv(res / "tables/forgetting_summary.csv")
+    seeds = summary[summary.seed.astype(str) == "all"]  # one seed: mean, no interval
+    assert len(seeds) == 4 and seeds.ci_low.isna().all() and (seeds.n_seeds == 1).all()
+    summary = summary[summary.seed.astype(str) != "all"]
     assert len(summary) == 4 and set(summary.method) == {"gt_sft", "grpo"}
+    assert (summary.ci_low <= summary.avg_forgetting).all()
+    assert (summary.avg_forgetting <= summary.ci_high).all()
     for row in summary.itertuples():  # Key Results: mean and worst at each run's last step
         last = {b: f for (m, s, b), f in expected.items() if m == row.model and s == row.step}
         assert row.step == max(s for m, s, _ in expected if m == row.model)
@@ -156,6 +170,9 @@ def test_forgetting_tables_and_plots(run):
         assert (res / f"plots/{plot}.png").stat().st_size > 1000
     report = json.loads((res / "data/gsm8k/teacher_report.json").read_text())
     assert report["n_kept"] <= report["n_generated"]
+    data_report = json.loads((res / "data/gsm8k/data_report.json").read_text())
+    assert data_report["train"]["rows"] == 16 and data_report["train"]["dropped"] == {}
+    assert json.loads((res / "preflight.json").read_text())["problems"] == []
 
 
 def test_rerun_is_a_no_op_and_evals_come_from_the_cache(run):

@@ -1,6 +1,7 @@
 """`ftlab` command line: inspect a study without running Snakemake, or submit it to SLURM.
 
 ftlab validate [CONFIG]     check a config against the schema (exit 2 with the key on error)
+                            and the kind's preflight (exit 3 naming each problem)
 ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
 ftlab contract [--study S]  every output path pattern of the file contract
 ftlab status|list|show|leaderboard|compare|significance|export|stats   the run registry
@@ -14,7 +15,7 @@ import sys
 
 from ftlab import slurm
 from ftlab.config import ConfigError, load_config
-from ftlab.kinds import matrix_of
+from ftlab.kinds import get_kind, matrix_of
 from ftlab.paths import PATTERNS, Layout
 from ftlab.registry import cli as registry_cli
 
@@ -31,7 +32,17 @@ def _load(path: str) -> dict:
 
 def cmd_validate(args) -> int:
     cfg = _load(args.config)
-    print(f"{args.config}: valid ({matrix_of(cfg).summary()})")
+    summary = matrix_of(cfg).summary()
+    kind = get_kind(cfg["kind"])
+    if kind.preflight is not None and not args.no_preflight:
+        problems = kind.preflight(cfg)
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            print(f"ftlab: {args.config}: preflight: {len(problems)} problem(s):\n{lines}",
+                  file=sys.stderr)  # fmt: skip
+            return 3
+        summary += "; preflight passed"
+    print(f"{args.config}: valid ({summary})")
     return 0
 
 
@@ -52,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check a config against the schema")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="only the schema (skip the kind's preflight: packages, datasets, models)",
+    )
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("plan", help="print the experiment matrix")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

@@ -83,6 +83,9 @@ class StudyKind:
     model_pattern: str  # regex of the {model} wildcard (unit names, plus e.g. "base")
     matrix: Callable[[dict], Matrix]  # validated config -> matrix
     check: Callable[[dict], list[str]]  # cross-key problems a JSON schema cannot express
+    # What a valid config still needs from the machine (packages, data, models), checked by
+    # `ftlab validate` before any job runs; None: nothing beyond the config.
+    preflight: Callable[[dict], list[str]] | None = None
 
 
 def kind_names() -> tuple[str, ...]:

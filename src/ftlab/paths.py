@@ -27,12 +27,16 @@ results/<study>/
 
 LLM studies (kind: llm) use the same models/, evals/, tables/, plots/ folders:
   data/<dataset>/{train,test}.jsonl                normalized rows (question, answer, solution)
-  data/<dataset>/sft_{gt,teacher}.jsonl            SFT records (prompt, completion)
-  data/<dataset>/teacher_report.json               teacher pass rate
+  data/<dataset>/data_report.json                  rows read, kept, dropped (and why) per source
+  data/<dataset>/sft_{gt,teacher,cf_teacher}.jsonl SFT records (prompt, completion)
+  data/<dataset>/{teacher,cf_teacher}_report.json  teacher pass rate (SF-SFT, CF-SFT)
+  data/<dataset>/{teacher,cf_teacher}_shards/      finished teacher shards (resume after a kill)
+  preflight.json                                   what the LLM preflight checked
   models/base/checkpoint-0/                        the tiny base model (base_model: tiny only)
   models/<method>-<dataset>_seed<S>/checkpoint-<step>/
   evals/<model>/checkpoint-<step>/lm_eval.json (+ .samples.jsonl), in_domain.json (+ samples)
-  eval_cache/<model>.sqlite                        per-sample cache keyed by checkpoint content
+  evals/<model>/checkpoint-<step>/vs_base.json     paired bootstrap vs the base, per benchmark
+  eval_cache/<model>/checkpoint-<step>.sqlite      per-sample cache, one file per checkpoint
   tables/forgetting.csv, tables/forgetting_summary.csv, tables/in_domain.csv
   plots/forgetting_<dataset>.png, plots/forgetting_summary.png, plots/in_domain_<dataset>.png
 
@@ -93,12 +97,16 @@ PATTERNS: dict[str, str] = {
     # LLM studies (kind: llm)
     "llm_rows": "data/{dataset}/{split}.jsonl",
     "sft_records": "data/{dataset}/sft_{source}.jsonl",
-    "teacher_report": "data/{dataset}/teacher_report.json",
+    "llm_data_report": "data/{dataset}/data_report.json",
+    "teacher_report": "data/{dataset}/{source}_report.json",
+    "teacher_shards": "data/{dataset}/{source}_shards",
+    "llm_preflight": "preflight.json",
     "lm_eval_metrics": "evals/{model}/checkpoint-{step}/lm_eval.json",
     "lm_eval_samples": "evals/{model}/checkpoint-{step}/lm_eval.samples.jsonl",
     "in_domain_metrics": "evals/{model}/checkpoint-{step}/in_domain.json",
     "in_domain_samples": "evals/{model}/checkpoint-{step}/in_domain.samples.jsonl",
-    "eval_cache": "eval_cache/{model}.sqlite",
+    "lm_eval_vs_base": "evals/{model}/checkpoint-{step}/vs_base.json",
+    "eval_cache": "eval_cache/{model}/checkpoint-{step}.sqlite",
     "forgetting_table": "tables/forgetting.csv",
     "forgetting_summary": "tables/forgetting_summary.csv",
     "in_domain_table": "tables/in_domain.csv",

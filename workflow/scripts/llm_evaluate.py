@@ -15,6 +15,7 @@ evaluate_point(
     },
     cache_path=snakemake.params.cache,
     study=snakemake.params.study,
+    release_weights=snakemake.params.release_weights,
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.

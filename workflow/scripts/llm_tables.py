@@ -7,4 +7,6 @@ build_tables(
     list(snakemake.input.in_domain),
     dict(snakemake.params.runs),
     {k: snakemake.output[k] for k in ("forgetting", "summary", "in_domain")},
+    comparison_paths=list(snakemake.input.comparisons),
+    confidence=snakemake.params.confidence,
 )

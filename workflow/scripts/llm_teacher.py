@@ -9,4 +9,8 @@ teacher_trajectories(
     snakemake.input.rows,
     snakemake.output.records,
     snakemake.output.report,
+    shards_dir=snakemake.params.shards,
+    gpus=snakemake.params.gpus,
+    declared=snakemake.params.declared,
+    declared_key=snakemake.params.declared_key,
 )

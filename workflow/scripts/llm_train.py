@@ -16,6 +16,7 @@ run_stage(
         out_dir=snakemake.output.model,
         state_dir=snakemake.params.state_dir,
         study=snakemake.params.study,
+        checkpoint_dtype=snakemake.params.checkpoint_dtype,
     ),
     payload_path=snakemake.log[0] + ".launch.json",
     mixed_precision="bf16" if resolve_bf16(recipe.get("bf16")) else "no",

@@ -1,8 +1,12 @@
 """Forgetting tables and plots of an LLM study (seed 003).
 
 forgetting(run, step, benchmark) = score(run at step) - score(base model), on the benchmark's
-configured metric; negative = the fine-tune lost ability. The "Key Results" summary takes each
-run's last evaluated checkpoint: the mean over benchmarks and the worst benchmark.
+configured metric; negative = the fine-tune lost ability. Each score keeps lm-eval's standard
+error; each forgetting gets the paired-bootstrap interval, p-value and significance of its
+checkpoint-vs-base comparison (ftlab.llm.stats, one vs_base.json per checkpoint). The "Key
+Results" summary takes each run's last evaluated checkpoint: the mean over benchmarks (with its
+interval) and the worst benchmark; rows with seed "all" aggregate the seeds of a method x
+dataset (mean, Student's t interval over seeds).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import pandas as pd
 from ftlab.io import atomic_path, read_json
 from ftlab.llm.study import BASE
 
-SCORE_COLUMNS = ["model", "method", "dataset", "seed", "step", "benchmark", "metric", "value", "n"]
+SCORE_COLUMNS = ["model", "method", "dataset", "seed", "step", "benchmark", "metric", "value",
+                 "stderr", "n"]  # fmt: skip
+CI_COLUMNS = ["ci_low", "ci_high", "p_value", "significant"]
 
 
 Runs = Mapping[str, Mapping]  # run name -> {"method", "dataset", "seed"}
@@ -47,17 +53,32 @@ def benchmark_frame(paths: Iterable[str | Path], runs: Runs) -> pd.DataFrame:
                     "benchmark": b["task"],
                     "metric": b["metric"],
                     "value": float(b["value"]),
+                    "stderr": b.get("stderr"),
                     "n": b.get("n"),
                 }
             )
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def forgetting_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """Adds base_value and forgetting = value - base_value; the base model's row is each run's
-    step-0 point of its curve."""
-    base = scores[scores.model == BASE].set_index("benchmark")["value"]
-    if base.empty:
+def comparison_frame(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (model, step, benchmark) of the vs_base.json files, plus the benchmark
+    "mean" (the mean over benchmarks) with its interval."""
+    rows = []
+    for path in paths:
+        result = read_json(path)
+        items = [*result["benchmarks"].items(), ("mean", result["mean"])]
+        for bench, r in items:
+            rows.append({"model": result["model"], "step": int(result["step"]),
+                         "benchmark": bench, **{k: r[k] for k in CI_COLUMNS}})  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "step", "benchmark", *CI_COLUMNS])
+
+
+def forgetting_frame(scores: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Adds base_value, base_stderr and forgetting = value - base_value; the base model's row is
+    each run's step-0 point of its curve. With `comparisons` (comparison_frame), each
+    checkpoint's paired-bootstrap interval, p-value and significance."""
+    base_rows = scores[scores.model == BASE].set_index("benchmark")
+    if base_rows.empty:
         raise ValueError("no evaluation of the base model: forgetting is undefined")
     runs = scores[scores.model != BASE].copy()
     base_points = []
@@ -68,34 +89,76 @@ def forgetting_frame(scores: pd.DataFrame) -> pd.DataFrame:
         start[["model", "method", "dataset", "seed"]] = [model, method, dataset, seed]
         base_points.append(start)
     out = pd.concat([*base_points, runs], ignore_index=True) if base_points else runs
-    out["base_value"] = out["benchmark"].map(base)
+    out["base_value"] = out["benchmark"].map(base_rows["value"])
+    out["base_stderr"] = out["benchmark"].map(base_rows["stderr"])
     out["forgetting"] = out["value"] - out["base_value"]
+    if comparisons is not None and not comparisons.empty:
+        out = out.merge(comparisons, on=["model", "step", "benchmark"], how="left")
+    else:
+        for col in CI_COLUMNS:
+            out[col] = np.nan
     return out.sort_values(["dataset", "method", "seed", "step", "benchmark"], ignore_index=True)
 
 
-def summary_frame(forgetting: pd.DataFrame) -> pd.DataFrame:
-    """Seed 003's Key Results: per run at its last step, mean forgetting over benchmarks and
-    the worst benchmark (most negative forgetting)."""
+def summary_frame(
+    forgetting: pd.DataFrame, comparisons: pd.DataFrame | None = None, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Seed 003's Key Results: per run at its last step, mean forgetting over benchmarks (with
+    its paired-bootstrap interval) and the worst benchmark (most negative forgetting, with its
+    own); then one row per method x dataset with seed "all": the mean over seeds of the mean
+    forgetting, with Student's t interval over seeds (NaN from one seed)."""
+    from ftlab.llm.stats import seed_interval
+
+    comp = comparisons if comparisons is not None else pd.DataFrame(
+        columns=["model", "step", "benchmark", *CI_COLUMNS]
+    )  # fmt: skip
     rows = []
     for (model, method, dataset, seed), df in forgetting.groupby(
         ["model", "method", "dataset", "seed"], sort=False
     ):
-        last = df[df.step == df.step.max()]
+        step = int(df.step.max())
+        last = df[df.step == step]
         worst = last.loc[last.forgetting.idxmin()]
+        mean_ci = comp[(comp.model == model) & (comp.step == step) & (comp.benchmark == "mean")]
+        ci = mean_ci.iloc[0] if len(mean_ci) else pd.Series(dict.fromkeys(CI_COLUMNS, np.nan))
         rows.append(
             {
                 "model": model,
                 "method": method,
                 "dataset": dataset,
                 "seed": seed,
-                "step": int(last.step.iloc[0]),
+                "step": step,
                 "n_benchmarks": len(last),
                 "avg_forgetting": float(last.forgetting.mean()),
+                "ci_low": ci["ci_low"],
+                "ci_high": ci["ci_high"],
+                "p_value": ci["p_value"],
+                "significant": ci["significant"],
                 "worst_benchmark": worst.benchmark,
                 "worst_forgetting": float(worst.forgetting),
+                "worst_ci_low": worst.get("ci_low", np.nan),
+                "worst_ci_high": worst.get("ci_high", np.nan),
+                "worst_significant": worst.get("significant", np.nan),
+                "n_seeds": 1,
             }
         )
-    return pd.DataFrame(rows)
+    per_run = pd.DataFrame(rows)
+    if per_run.empty:
+        return per_run
+    agg = []
+    for (method, dataset), df in per_run.groupby(["method", "dataset"], sort=False):
+        s = seed_interval(df.avg_forgetting, confidence)
+        agg.append({"model": "", "method": method, "dataset": dataset, "seed": "all",
+                    "step": int(df.step.max()), "n_benchmarks": int(df.n_benchmarks.max()),
+                    "avg_forgetting": s["mean"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                    "p_value": np.nan,
+                    "significant": bool(s["ci_low"] > 0 or s["ci_high"] < 0)
+                    if s["n_seeds"] > 1 else np.nan,
+                    "worst_benchmark": "", "worst_forgetting": np.nan, "worst_ci_low": np.nan,
+                    "worst_ci_high": np.nan, "worst_significant": np.nan,
+                    "n_seeds": s["n_seeds"]})  # fmt: skip
+    per_run["seed"] = per_run["seed"].astype(object)
+    return pd.concat([per_run, pd.DataFrame(agg)], ignore_index=True)
 
 
 def in_domain_frame(paths: Iterable[str | Path], runs: Runs) -> pd.DataFrame:
@@ -134,54 +197,101 @@ def _save(fig, out: str | Path) -> None:
         fig.savefig(tmp, format=Path(out).suffix[1:], dpi=110, bbox_inches="tight")
 
 
-def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> None:
-    """Forgetting per benchmark over training steps, one line per method (mean over seeds)."""
-    import seaborn as sns
+def _curve(df: pd.DataFrame) -> pd.DataFrame:
+    """Per step: mean forgetting and its interval - over seeds (t) when there are several,
+    else the run's paired-bootstrap interval; `significant` is the interval excluding 0."""
+    from ftlab.llm.stats import seed_interval
 
+    rows = []
+    for step, g in df.groupby("step"):
+        if g.seed.nunique() > 1:
+            s = seed_interval(g.forgetting)
+            low, high = s["ci_low"], s["ci_high"]
+        else:
+            low, high = g.ci_low.mean(), g.ci_high.mean()
+        rows.append({"step": step, "forgetting": g.forgetting.mean(), "low": low, "high": high})
+    out = pd.DataFrame(rows)
+    out["significant"] = (out.low > 0) | (out.high < 0)
+    return out
+
+
+def _errorbars(ax, curve: pd.DataFrame, label: str, color) -> None:
+    """Line with interval bars; filled markers where the interval excludes 0."""
+    yerr = np.vstack([curve.forgetting - curve.low, curve.high - curve.forgetting])
+    ax.errorbar(curve.step, curve.forgetting, yerr=np.nan_to_num(yerr), color=color, lw=1.2,
+                capsize=2, marker="o", ms=4, mfc="white", label=label)  # fmt: skip
+    sig = curve[curve.significant]
+    ax.plot(sig.step, sig.forgetting, "o", color=color, ms=4, ls="none")
+
+
+def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> None:
+    """Forgetting per benchmark over training steps, one line per method (mean over seeds),
+    with intervals (filled markers: significantly different from the base model)."""
     plt = _figure()
     df = forgetting[forgetting.dataset == dataset]
     benchmarks = sorted(df.benchmark.unique())
+    methods = sorted(df.method.unique())
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
     n = max(1, len(benchmarks))
     cols = min(5, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, bench in zip(axes.flat, benchmarks, strict=False):
-        sns.lineplot(
-            data=df[df.benchmark == bench],
-            x="step",
-            y="forgetting",
-            hue="method",
-            marker="o",
-            ax=ax,
-            errorbar=None,
-            legend=ax is axes.flat[0],
-        )
+        for method in methods:
+            sub = df[(df.benchmark == bench) & (df.method == method)]
+            if len(sub):
+                _errorbars(ax, _curve(sub), method, colors[method])
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(bench, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("forgetting")
+    if benchmarks:
+        axes.flat[0].legend(fontsize=7)
     for ax in list(axes.flat)[len(benchmarks) :]:
         ax.axis("off")
     if not benchmarks:
         axes.flat[0].text(0.5, 0.5, f"no runs trained on {dataset}", ha="center")
-    fig.suptitle(f"forgetting (score - base) while fine-tuning on {dataset}")
+    fig.suptitle(
+        f"forgetting (score - base) while fine-tuning on {dataset}; bars: 95% interval, "
+        "filled: significant"
+    )
     _save(fig, out)
     plt.close(fig)
 
 
 def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
-    """Average forgetting per method and dataset at the last checkpoint (worst benchmark noted)."""
-    import seaborn as sns
-
+    """Mean forgetting over benchmarks per method and dataset at the last checkpoint, with its
+    interval (over seeds when there are several, else the paired bootstrap's)."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if summary.empty:
         ax.text(0.5, 0.5, "no runs", ha="center")
     else:
-        sns.barplot(
-            data=summary, x="dataset", y="avg_forgetting", hue="method", ax=ax, errorbar=None
-        )
+        runs = summary[summary.seed.astype(str) != "all"]
+        agg = summary[summary.seed.astype(str) == "all"]
+        datasets = list(dict.fromkeys(runs.dataset))
+        methods = list(dict.fromkeys(runs.method))
+        width = 0.8 / max(1, len(methods))
+        for i, method in enumerate(methods):
+            xs, ys, lo, hi = [], [], [], []
+            for j, dataset in enumerate(datasets):
+                a = agg[(agg.method == method) & (agg.dataset == dataset)]
+                r = runs[(runs.method == method) & (runs.dataset == dataset)]
+                if a.empty and r.empty:
+                    continue
+                row = a.iloc[0] if len(a) and a.iloc[0].n_seeds > 1 else r.iloc[0]
+                xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                ys.append(row.avg_forgetting)
+                lo.append(row.avg_forgetting - row.ci_low)
+                hi.append(row.ci_high - row.avg_forgetting)
+            yerr = np.nan_to_num(np.array([lo, hi], float))
+            ax.bar(xs, ys, width=width, label=method, yerr=yerr, capsize=3)
+        ax.set_xticks(range(len(datasets)), datasets)
         ax.axhline(0, color="grey", lw=0.8)
-        worst = summary.groupby(["dataset", "method"]).worst_forgetting.min().min()
-        ax.set_title(f"mean forgetting over benchmarks, last checkpoint (worst cell {worst:+.3f})")
+        ax.legend(fontsize=8)
+        worst = runs.worst_forgetting.min()
+        ax.set_title(f"mean forgetting over benchmarks, last checkpoint, 95% interval "
+                     f"(worst cell {worst:+.3f})", fontsize=9)  # fmt: skip
     _save(fig, out)
     plt.close(fig)
 

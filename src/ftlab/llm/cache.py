@@ -2,15 +2,17 @@
 
 An evaluation that times out or is killed resumes where it stopped: every answered request is
 committed as its chunk finishes, so a SIGKILL loses at most the chunk in flight. The key is
-``<checkpoint hash>/<task>/<request hash>``: the checkpoint's content hash is part of the key (not
-only of the file name), so two checkpoints never share answers even if they share a cache file,
-and one file can hold a whole sweep (``count(prefix=...)`` tells how far each checkpoint got).
+``<model identity>/<task>/<request hash>``. The model identity is the checkpoint's content hash
+plus, when they are not the plain HF defaults, the backend and the model arguments (dtype among
+them; ``lm_eval_runner.cache_identity``), so two checkpoints, or one checkpoint in bf16 and in
+fp32, never share answers.
 
-Storage: stdlib sqlite3 in WAL mode (readers never block the writer; a crashed writer leaves the
-last committed transaction intact). WAL needs shared memory next to the file, which some network
-file systems (NFS, some Lustre setups) do not provide; there sqlite may refuse WAL and the cache
-falls back to the default rollback journal, which is still crash safe but slower. Prefer one cache
-file per checkpoint (or node-local disk) when several jobs would write one file at once.
+One file per checkpoint (``eval_cache/<model>/checkpoint-<step>.sqlite``): each file has exactly
+one writer, the checkpoint's evaluation job. SQLite's locking (WAL needs shared memory next to
+the file) is unsafe on NFS and many Lustre setups when jobs on several nodes write one file;
+with one writer per file nothing is ever written concurrently. The file uses WAL where the file
+system allows it (readers never block the writer; a crashed writer leaves the last committed
+transaction intact) and falls back to the rollback journal elsewhere.
 
 ``CachedLM`` puts the cache in front of an lm-eval model: every request it is asked goes
 through ``SampleCache`` first, and only the missing ones reach the wrapped model.

@@ -5,15 +5,19 @@ Normalised row:
    "aliases": [str] (other accepted answers; TriviaQA), "solution": str (worked solution ending
    with the answer; for TriviaQA the answer itself)}
 
-Sources are local files (tests, clusters without internet) or hub ids (where reachable).
+Sources (ftlab.llm.sources) are local files or folders, hub ids with subsets and splits, or a
+local folder laid out like the hub's. Rows whose content cannot serve the task (a GSM8K answer
+without its "#### N" line, a MATH solution without \\boxed{}, an empty TriviaQA answer, a
+repeated id) are dropped and counted per reason in the split's data report; a row that lacks
+the format's fields altogether means the source is not of that format, and stops the job.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from ftlab.io import read_jsonl, write_jsonl  # noqa: F401 (re-exported: the rows' file format)
@@ -28,76 +32,6 @@ REASONING_INSTRUCTION = (
 )
 
 _CALC_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations such as <<3+4=7>>
-
-
-# -- reading sources ----------------------------------------------------------------------------
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-def _load(origin: str, *args, **kwargs) -> list[dict]:
-    """Rows of ``datasets.load_dataset(*args, **kwargs)``; local data is prepared in a
-    temporary cache, not in the user's HF cache."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    with tempfile.TemporaryDirectory() as cache_dir:
-        try:
-            ds = datasets.load_dataset(*args, cache_dir=cache_dir, **kwargs)
-        except datasets.exceptions.DatasetGenerationError as e:
-            raise ValueError(f"{origin}: not readable as rows: {e.__cause__ or e}") from e
-        return ds.to_list()
-
-
-def _read_file(path: Path) -> list[dict]:
-    builder = _BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(
-            f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json or .parquet)"
-        )
-    rows = _load(str(path), builder, data_files=str(path), split="train")
-    if len(rows) == 1 and list(rows[0]) == ["data"] and isinstance(rows[0]["data"], list):
-        return rows[0]["data"]  # {"data": [...]} layout (TriviaQA's original release)
-    return rows
-
-
-def _read_dir(path: Path, split: str) -> list[dict]:
-    """A dataset folder: <split>.jsonl/.json/.parquet or HF's shards, as datasets finds them."""
-    try:
-        return _load(str(path), str(path.resolve()), split=split)
-    except ValueError as e:  # datasets: 'Unknown split "test". Should be one of [...]'
-        if "Unknown split" not in str(e):
-            raise
-        raise FileNotFoundError(f"{path}: no {split} split ({e})") from e
-
-
-def _read_hub(source: str, split: str) -> list[dict]:
-    """A hub dataset, `id` or `id:config` (e.g. "openai/gsm8k:main")."""
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(
-            f"{source!r} is not a local file or directory, and hub loading is disabled "
-            "(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE=1): download the dataset and pass its path"
-        )
-    import datasets
-
-    name, _, config = source.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split)
-    except Exception as e:  # network errors come in many types; say what was attempted
-        raise RuntimeError(
-            f"could not load hub dataset {source!r} split {split!r} (no network or hub access?): "
-            f"{e}"
-        ) from e
-    return ds.to_list()
-
-
-def read_source(source: str, split: str = "train") -> tuple[list[dict], str]:
-    """Raw rows of a source and a name for error messages (the file or folder read)."""
-    path = Path(source)
-    if path.is_file():
-        return _read_file(path), str(path)
-    if path.is_dir():
-        return _read_dir(path, split), f"{path} ({split})"
-    return _read_hub(source, split), f"{source} ({split})"
 
 
 # -- per-format normalisation -------------------------------------------------------------------
@@ -132,20 +66,38 @@ def _keys(row) -> list:
     return sorted(row) if isinstance(row, dict) else [type(row).__name__]
 
 
-def _row_id(row: dict, fmt: str, split: str, i: int) -> str:
+class Dropped(Exception):
+    """A row whose content cannot serve the task; `reason` is a key of DROP_REASONS."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+DROP_REASONS = {
+    "no_final_answer": "GSM8K 'answer' has no '#### <final answer>' line",
+    "no_boxed_answer": "MATH 'solution' has no \\boxed{...} final answer",
+    "no_answer_value": "TriviaQA 'answer.value' is empty",
+    "duplicate_id": "a row with the same id came earlier (e.g. a source listed twice)",
+}
+
+
+def _row_id(row: dict, fmt: str, split: str, i: int, subset: str | None = None) -> str:
     for key in ("id", "question_id", "unique_id"):
         if row.get(key) not in (None, ""):
             return str(row[key])
-    return f"{fmt}-{split}-{i}"
+    return f"{fmt}-{subset + '-' if subset else ''}{split}-{i}"
 
 
 def _gsm8k_row(row: dict, origin: str, i: int) -> dict:
     question = _field(row, "question", origin, i)
     text = _field(row, "answer", origin, i)
     if "####" not in text:
-        raise ValueError(f"{origin}: row {i}: 'answer' has no '#### <final answer>' line")
+        raise Dropped("no_final_answer")
     body, _, final = text.rpartition("####")
     answer = final.strip().replace(",", "")
+    if not answer:
+        raise Dropped("no_final_answer")
     solution = _CALC_RE.sub("", body).rstrip() + f"\n#### {answer}"
     return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution}
 
@@ -155,7 +107,7 @@ def _math_row(row: dict, origin: str, i: int) -> dict:
     solution = _field(row, "solution", origin, i)
     answer = last_boxed(solution)
     if not answer:
-        raise ValueError(f"{origin}: row {i}: 'solution' has no \\boxed{{...}} final answer")
+        raise Dropped("no_boxed_answer")
     return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution}
 
 
@@ -164,8 +116,8 @@ def _triviaqa_row(row: dict, origin: str, i: int) -> dict:
     ans = _field(row, "answer", origin, i)
     if isinstance(ans, dict):
         value = ans.get("value")
-        if not value:
-            raise ValueError(f"{origin}: row {i} has no 'answer.value' field")
+        if not value or not str(value).strip():
+            raise Dropped("no_answer_value")
         aliases = [str(a) for a in (ans.get("aliases") or [])]
     else:
         value, aliases = str(ans), []
@@ -176,23 +128,95 @@ def _triviaqa_row(row: dict, origin: str, i: int) -> dict:
 _NORMALISERS = {"gsm8k": _gsm8k_row, "math": _math_row, "triviaqa": _triviaqa_row}
 
 
-def normalize_row(row: dict, fmt: str, origin: str, i: int, split: str = "train") -> dict:
+def normalize_row(
+    row: dict, fmt: str, origin: str, i: int, split: str = "train", subset: str | None = None
+) -> dict:
+    """The normalised row; raises Dropped (content unusable) or ValueError (not this format)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     if not isinstance(row, dict):
         raise ValueError(f"{origin}: row {i} is a {type(row).__name__}, not an object")
     out = _NORMALISERS[fmt](row, origin, i)
-    return {"id": _row_id(row, fmt, split, i), **out}
+    return {"id": _row_id(row, fmt, split, i, subset), **out}
 
 
-def load_rows(source: str, fmt: str, split: str = "train", limit: int | None = None) -> list[dict]:
-    """Normalised rows of a local file/dir or hub dataset (see the module docstring)."""
+def _no_rows_error(label: str, dropped: Counter) -> ValueError:
+    why = "; ".join(f"{n} {DROP_REASONS[r]} ({r})" for r, n in dropped.most_common())
+    return ValueError(f"{label}: no row kept ({why or 'the source is empty'})")
+
+
+def load_split(
+    sources: list, fmt: str, limit: int | None = None, data_root: str | None = None,
+    seed: int = 0,
+) -> tuple[list[dict], dict]:  # fmt: skip
+    """Normalised rows of several sources (concatenated in order; the first `limit` kept rows)
+    and the split's data report: per source and in total, rows read, kept and dropped by
+    reason. `seed`: of the project's builtin fixtures."""
+    from ftlab.llm.sources import BUILTIN, Source, read, resolve
+
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    raw, origin = read_source(source, split)
-    if limit is not None:
-        raw = raw[:limit]
-    return [normalize_row(r, fmt, origin, i, split) for i, r in enumerate(raw)]
+    rows, seen, total_dropped, per_source = [], set(), Counter(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sources:
+            label = src.label
+            if src.path.startswith(BUILTIN):
+                dirs = write_fixtures(tmp, seed=seed)
+                name = src.path[len(BUILTIN) :]
+                if name not in dirs:
+                    raise ValueError(
+                        f"{src.label}: unknown builtin {name!r} (known: {', '.join(dirs)})"
+                    )
+                # the fixtures have train and test only: any other split name reads test
+                split = src.split if src.split in ("train", "test") else "test"
+                src = Source(dirs[name], None, split)
+            resolved = resolve(src, data_root)
+            raw = read(resolved)
+            dropped, kept = Counter(), 0
+            for i, r in enumerate(raw):
+                try:
+                    row = normalize_row(r, fmt, label, i, src.split, src.subset)
+                except Dropped as d:
+                    dropped[d.reason] += 1
+                    continue
+                if row["id"] in seen:
+                    dropped["duplicate_id"] += 1
+                    continue
+                seen.add(row["id"])
+                rows.append(row)
+                kept += 1
+            per_source.append(
+                {"source": label, "read_from": resolved.where, "read": len(raw),
+                 "kept": kept, "dropped": dict(dropped)}
+            )  # fmt: skip
+            total_dropped.update(dropped)
+    label = ", ".join(s["source"] for s in per_source)
+    if not rows:
+        raise _no_rows_error(label, total_dropped)
+    n_kept = len(rows)
+    rows = rows[:limit] if limit is not None else rows
+    report = {
+        "format": fmt,
+        "sources": per_source,
+        "read": sum(s["read"] for s in per_source),
+        "kept": n_kept,
+        "dropped": dict(total_dropped),
+        "drop_reasons": {r: DROP_REASONS[r] for r in total_dropped},
+        "limit": limit,
+        "rows": len(rows),
+    }
+    return rows, report
+
+
+def load_rows(
+    source: str, fmt: str, split: str = "train", limit: int | None = None,
+    data_root: str | None = None,
+) -> list[dict]:  # fmt: skip
+    """Normalised rows of one source string (a local file/folder, `id` or `id:subset`)."""
+    from ftlab.llm.sources import parse_sources
+
+    rows, _ = load_split(parse_sources(source, split, "source"), fmt, limit, data_root)
+    return rows
 
 
 # -- prompts and SFT records --------------------------------------------------------------------

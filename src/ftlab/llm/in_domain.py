@@ -44,6 +44,12 @@ def _completions(
     return done, n_computed
 
 
+def _generator_dtype(device: str | None) -> str:
+    from ftlab.llm.generate import default_device
+
+    return "bfloat16" if (device or default_device()).startswith("cuda") else "float32"
+
+
 def score_in_domain(
     *,
     model: str,
@@ -70,7 +76,11 @@ def score_in_domain(
     t0 = time.perf_counter()
     prompts = [prompt_for(r, prompt_style) for r in rows]
     model_hash = model_fingerprint(model)
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "chat": chat_template}
+    # The generator's dtype follows the device (HFGenerator: bf16 on a GPU, fp32 on the CPU):
+    # part of the key, so a GPU re-run never reuses CPU answers or the reverse.
+    dtype = "custom" if generate_fn else _generator_dtype(device)
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "chat": chat_template,
+                "dtype": dtype}  # fmt: skip
     task = f"in_domain:{fmt}"
     keys = [request_key(model_hash, task, ("generate", [p, settings])) for p in prompts]
 

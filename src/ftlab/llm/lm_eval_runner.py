@@ -10,13 +10,14 @@ metrics file implies a complete samples file.
 from __future__ import annotations
 
 import difflib
+import shutil
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from ftlab.io import atomic_write_json, write_jsonl
+from ftlab.io import atomic_write_json, sha256_json, write_jsonl
 from ftlab.llm.cache import DEFAULT_CHUNK, CachedLM, SampleCache
 from ftlab.llm.fingerprint import model_fingerprint, model_identity
 from ftlab.llm.generate import default_device
@@ -53,6 +54,10 @@ def portable_tasks(include_path: str, dest: str | Path) -> str:
         out = dest / path.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+    for path in src.rglob("*.py"):  # helpers of `!function utils.x` must sit beside the YAML
+        out = dest / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
     return str(dest)
 
 
@@ -109,6 +114,15 @@ def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict
             raise RuntimeError("backend 'vllm' needs the vllm package (GPU machines)") from e
         return VLLM(pretrained=model, batch_size=batch_size, device=device, **kwargs)
     raise ValueError(f"unknown backend {backend!r} (hf or vllm)")
+
+
+def cache_identity(model_hash: str, backend: str, model_args: dict) -> str:
+    """The model part of every cache key: the checkpoint's content hash, plus the backend and
+    model arguments (dtype among them) when they differ from the plain HF defaults - hf and
+    vllm, bf16 and fp32 logprobs differ in the last bits, which can flip an argmax."""
+    if backend == "hf" and not model_args:
+        return model_hash  # keys written before backend/args were part of them stay valid
+    return f"{model_hash}-{sha256_json({'backend': backend, 'model_args': model_args})[:16]}"
 
 
 def _num(x):
@@ -174,6 +188,7 @@ def run_lm_eval(
     chunk_size: int = DEFAULT_CHUNK,
     bootstrap_iters: int = 100000,
     model_args: dict | None = None,
+    dtype: str = "auto",
 ) -> dict:
     """Score `model` on lm-eval `benchmarks` ({task or group: metric}) with one model load.
 
@@ -183,7 +198,9 @@ def run_lm_eval(
     came from there. Writes `samples_path` (jsonl, one line per doc and filter) and then
     `out_json`; returns the `out_json` object. `bootstrap_iters` only matters for metrics
     without a closed-form stderr (means, i.e. all accuracies, have one). `device` None:
-    "cuda" when a GPU is visible, else "cpu".
+    "cuda" when a GPU is visible, else "cpu". `dtype` ("auto": the checkpoint's own) and
+    `model_args` go to the lm-eval model and, with the backend, into every cache key: answers
+    computed in another precision or with other arguments are never reused.
     """
     import lm_eval.evaluator
     from lm_eval.utils import handle_non_serializable
@@ -197,9 +214,9 @@ def run_lm_eval(
     tm = _task_manager(list(benchmarks), include_path)
     objs = _load_benchmarks(tm, benchmarks)
     model_hash = model_fingerprint(model)
-    lm = _make_lm(model, backend, batch_size, device or default_device(), model_args)
-    # The backend is part of the cache identity: hf and vllm logprobs differ in the last bits.
-    cache_id = model_hash if backend == "hf" else f"{model_hash}-{backend}"
+    args = {**(model_args or {}), **({"dtype": dtype} if dtype != "auto" else {})}
+    lm = _make_lm(model, backend, batch_size, device or default_device(), args)
+    cache_id = cache_identity(model_hash, backend, args)
     with SampleCache(cache_path) as cache:
         clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size)
         res = lm_eval.evaluator.simple_evaluate(
@@ -221,6 +238,9 @@ def run_lm_eval(
         "n_computed": clm.n_computed,
         "lm_eval_version": version("lm_eval"),
         "backend": backend,
+        "dtype": dtype,
+        "model_args": model_args or {},
+        "cache_identity": cache_id,
         "batch_size": batch_size,
         "batch_sizes_used": clm.batch_sizes_used,
         "num_fewshot": num_fewshot,

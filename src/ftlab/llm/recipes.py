@@ -101,6 +101,10 @@ class SFTRecipe(_Recipe):
     method: ClassVar[str] = "sft"
 
     max_length: int
+    # The length as configured, recorded with the run; the trainer always gets max_steps,
+    # which the study computed from it (ftlab.llm.study.epoch_steps), so the checkpoint grid
+    # is fixed before training.
+    epochs: float | None = None
 
     def trl_config(self, state_dir: str, seed: int):
         from trl import SFTConfig

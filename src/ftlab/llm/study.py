@@ -6,12 +6,19 @@ checkpoint's evaluation included — is known before anything trains, and a dry 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ftlab.kinds import StudyKind
 from ftlab.study import saved_steps, selected_steps
 
-METHODS = ("gt_sft", "teacher_sft", "grpo")
+METHODS = ("gt_sft", "teacher_sft", "cf_sft", "grpo")
+# SFT methods -> the records they train on (data/<dataset>/sft_<source>.jsonl)
+RECORDS = {"gt_sft": "gt", "teacher_sft": "teacher", "cf_sft": "cf_teacher"}
+# record source -> its declared count under llm.datasets.<d>.rows (GT records = train rows)
+ROWS_KEY = {"gt": "train", "teacher": "teacher", "cf_teacher": "cf_teacher"}
+# teacher record source -> its config section (SF-SFT: same-family, CF-SFT: cross-family)
+TEACHERS = {"teacher": "teacher", "cf_teacher": "cf_teacher"}
 BASE = "base"  # the base model's name in the file contract (evaluated once, at "step" 0)
 TINY = "tiny"  # base_model / teacher value that builds a tiny random model (CPU demos, tests)
 
@@ -24,8 +31,12 @@ class RunSpec:
     fmt: str
     seed: int
     total_steps: int
+    save_steps: int
     saved_steps: tuple[int, ...]
     eval_steps: tuple[int, ...]
+    length: str  # where total_steps comes from, for `ftlab plan`
+    epochs: float | None = None
+    records: int | None = None  # declared training records (epochs-length SFT only)
 
     @property
     def final_step(self) -> int:
@@ -35,6 +46,29 @@ class RunSpec:
     def trainer(self) -> str:
         return "grpo" if self.method == "grpo" else "sft"
 
+    @property
+    def records_source(self) -> str | None:
+        return RECORDS.get(self.method)
+
+
+def effective_batch(section: dict, world_size: int) -> int:
+    """Examples per optimizer step: per-device batch x accumulation x data-parallel GPUs."""
+    return section["batch_size"] * section["grad_accum"] * max(1, world_size)
+
+
+def epoch_steps(n_records: int, epochs: float, batch: int) -> int:
+    """Optimizer steps of `epochs` passes over `n_records` at effective batch `batch`.
+
+    An epoch is its full effective batches (n // batch); the partial last one is not a step.
+    This is seed 003's count (transformers 4.x with per-device batch <= 4 at effective batch
+    16): 3 epochs of GSM8K's 7,473 rows = 1,401 steps, MATH's 7,397 = 1,386, TriviaQA's 7,500
+    = 1,404. (transformers 5 rounds each epoch up instead: 1,404 / 1,389 / 1,407.)
+    """
+    per_epoch = n_records // batch
+    if per_epoch < 1:
+        raise ValueError(f"{n_records} records make no full batch of {batch}")
+    return max(1, math.ceil(epochs * per_epoch))
+
 
 class LLMStudy:
     def __init__(self, cfg: dict):
@@ -43,26 +77,57 @@ class LLMStudy:
         self.seeds = tuple(cfg["seeds"])
         self.datasets: dict[str, dict] = dict(self.llm["datasets"])
         self.methods = tuple(m for m in METHODS if m in self.llm["methods"])
+        self.world_size = max(1, cfg.get("resources", {}).get("train", {}).get("gpus", 1))
         self.runs: dict[str, RunSpec] = {}
         for seed in self.seeds:
             for dataset, spec in self.datasets.items():
                 for method in self.methods:
-                    run = self._run(method, dataset, spec["format"], seed)
+                    run = self._run(method, dataset, spec, seed)
                     self.runs[run.name] = run
 
-    def _run(self, method: str, dataset: str, fmt: str, seed: int) -> RunSpec:
-        hp = self.llm["grpo" if method == "grpo" else "sft"]
-        saved = saved_steps(hp["max_steps"], hp["save_steps"])
+    def _run(self, method: str, dataset: str, spec: dict, seed: int) -> RunSpec:
+        trainer = "grpo" if method == "grpo" else "sft"
+        hp = {**self.llm[trainer], **self.llm["runs"].get(f"{method}-{dataset}", {})}
+        epochs, records = hp.get("epochs"), None
+        if (
+            trainer == "sft"
+            and epochs is not None
+            and "max_steps" not in self.llm["runs"].get(f"{method}-{dataset}", {})
+        ):
+            records = spec["rows"][ROWS_KEY[RECORDS[method]]]
+            batch = effective_batch(hp, self.world_size)
+            total = epoch_steps(records, epochs, batch)
+            length = f"{epochs:g} epochs x ({records} records // {batch})"
+        else:
+            epochs, total = None, hp["max_steps"]
+            length = "max_steps" + (" (run)" if f"{method}-{dataset}" in self.llm["runs"] else "")
+        saved = saved_steps(total, hp["save_steps"])
         return RunSpec(
             name=f"{method}-{dataset}_seed{seed}",
             method=method,
             dataset=dataset,
-            fmt=fmt,
+            fmt=spec["format"],
             seed=seed,
-            total_steps=hp["max_steps"],
+            total_steps=total,
+            save_steps=hp["save_steps"],
             saved_steps=saved,
             eval_steps=selected_steps(saved, self.llm["checkpoints"]),
+            length=length,
+            epochs=epochs,
+            records=records,
         )
+
+    def recipe(self, name: str) -> dict:
+        """The validated recipe section of a run with its own steps and save interval."""
+        run = self.run(name)
+        section = {
+            **self.llm[run.trainer],
+            **self.llm["runs"].get(f"{run.method}-{run.dataset}", {}),
+        }
+        out = {**section, "max_steps": run.total_steps, "save_steps": run.save_steps}
+        if run.trainer == "sft":
+            out["epochs"] = run.epochs  # None when the steps were given
+        return out
 
     def run(self, name: str) -> RunSpec:
         try:
@@ -84,8 +149,12 @@ class LLMStudy:
             points += [(run.name, step) for step in run.eval_steps]
         return points
 
+    def teacher_sources(self) -> list[str]:
+        """Teacher record sources the methods need: "teacher" (SF-SFT), "cf_teacher" (CF-SFT)."""
+        return [RECORDS[m] for m in self.methods if RECORDS.get(m) in TEACHERS]
+
     def needs_teacher(self) -> bool:
-        return "teacher_sft" in self.methods
+        return bool(self.teacher_sources())
 
     # -- the StudyKind interface (ftlab.kinds) ----------------------------------------------
     @property
@@ -94,9 +163,8 @@ class LLMStudy:
 
     unit = run
 
-    @property
-    def teacher_is_tiny(self) -> bool:
-        return self.llm["teacher"]["model"] == TINY
+    def teacher_is_tiny(self, source: str = "teacher") -> bool:
+        return self.llm[TEACHERS[source]]["model"] == TINY
 
     def eval_outputs(self, layout, kind: str) -> list[str]:
         return [layout.path(kind, model=m, step=s) for m, s in self.eval_points()]
@@ -118,8 +186,11 @@ class LLMStudy:
         targets = [layout.path("model_dir", model=run) for run in self.runs]
         targets += self.eval_outputs(layout, "lm_eval_metrics")
         targets += self.eval_outputs(layout, "in_domain_metrics")
-        if self.needs_teacher():
-            targets += [layout.path("teacher_report", dataset=d) for d in self.datasets]
+        targets += [layout.path("llm_data_report", dataset=d) for d in self.datasets]
+        for source in self.teacher_sources():
+            targets += [
+                layout.path("teacher_report", dataset=d, source=source) for d in self.datasets
+            ]
         targets += list(self.tables(layout).values())
         return targets + [layout.path("plot", plot=p) for p in self.plot_names()]
 
@@ -130,22 +201,36 @@ class LLMStudy:
         llm = self.llm
         seeds = list(self.seeds)
         lines = [f"LLM study {self.cfg['study']}: base {llm['base_model']}, seeds {seeds}"]
-        lines.append(f"{'run':<28} {'trainer':<7} {'steps':>6}  evaluated checkpoints")
+        lines.append(f"{'run':<28} {'trainer':<7} {'steps':>6} {'every':>5} {'ckpts':>5}  length")
         for run in self.runs.values():
             lines.append(
-                f"{run.name:<28} {run.trainer:<7} {run.total_steps:>6}  {list(run.eval_steps)}"
+                f"{run.name:<28} {run.trainer:<7} {run.total_steps:>6} {run.save_steps:>5} "
+                f"{len(run.saved_steps):>5}  {run.length}"
             )
+        lines.append(f"\nevaluated checkpoints (checkpoints: {llm['checkpoints']}):")
+        for run in self.runs.values():
+            lines.append(f"  {run.name:<28} {list(run.eval_steps)}")
         points = self.eval_points()
         lines.append(
             f"\n{len(self.runs)} training jobs, {len(points)} evaluation jobs (base model "
             f"included), each scoring {len(llm['benchmarks'])} benchmarks and "
             f"{len(self.datasets)} in-domain sets"
         )
+        if self.needs_teacher():
+            lines.append(
+                f"teacher jobs: {len(self.teacher_sources()) * len(self.datasets)} ("
+                + ", ".join(
+                    f"{src}: {llm[TEACHERS[src]]['model']}" for src in self.teacher_sources()
+                )
+                + ")"
+            )
         return "\n".join(lines)
 
 
 def check_config(cfg: dict) -> list[str]:
     """Cross-key rules of an LLM study config that a JSON schema cannot express."""
+    from ftlab.llm.sources import parse_sources
+
     llm = cfg["llm"]
     problems = []
     if not llm["datasets"]:
@@ -154,11 +239,52 @@ def check_config(cfg: dict) -> list[str]:
         for split in ("train", "test"):
             if split not in spec:
                 problems.append(f"'llm.datasets.{name}.{split}' is missing (a path or hub id)")
+                continue
+            try:
+                parse_sources(spec[split], spec[f"{split}_split"], f"llm.datasets.{name}.{split}")
+            except ValueError as e:
+                problems.append(str(e).removeprefix("config key "))
     if not llm["methods"]:
         problems.append("'llm.methods' is empty")
     if not llm["benchmarks"]:
         problems.append("'llm.benchmarks' is empty")
+    for source in {RECORDS[m] for m in llm["methods"] if m in RECORDS} & set(TEACHERS):
+        if not llm[TEACHERS[source]]["model"]:
+            method = next(m for m, s in RECORDS.items() if s == source)
+            problems.append(f"'llm.{TEACHERS[source]}.model' is not set but {method} needs it")
+    for key, over in llm["runs"].items():
+        method, _, dataset = key.partition("-")
+        if method not in llm["methods"] or dataset not in llm["datasets"]:
+            problems.append(
+                f"'llm.runs.{key}': not a <method>-<dataset> of this study (methods "
+                f"{llm['methods']}, datasets {list(llm['datasets'])})"
+            )
+        elif method == "grpo" and "epochs" in over:
+            problems.append(f"'llm.runs.{key}.epochs': GRPO runs are given in max_steps")
+    gpus = max(1, cfg.get("resources", {}).get("train", {}).get("gpus", 1))
+    for method in (m for m in llm["methods"] if m in RECORDS):
+        for name, spec in llm["datasets"].items():
+            hp = {**llm["sft"], **llm["runs"].get(f"{method}-{name}", {})}
+            if hp.get("epochs") is None or "max_steps" in llm["runs"].get(f"{method}-{name}", {}):
+                continue
+            key = f"llm.datasets.{name}.rows.{ROWS_KEY[RECORDS[method]]}"
+            n = (spec.get("rows") or {}).get(ROWS_KEY[RECORDS[method]])
+            if n is None:
+                problems.append(
+                    f"'{key}' is not set: {method} on {name} is {hp['epochs']:g} epochs "
+                    f"(llm.sft.epochs), which needs the number of records (or give "
+                    f"'llm.runs.{method}-{name}.max_steps')"
+                )
+            elif n // effective_batch(hp, gpus) < 1:
+                problems.append(f"'{key}': {n} records make no full batch of "
+                                f"{effective_batch(hp, gpus)}")  # fmt: skip
     return problems
+
+
+def _preflight(cfg: dict) -> list[str]:
+    from ftlab.llm.preflight import preflight_config  # lm-eval etc. only when asked
+
+    return preflight_config(cfg)
 
 
 KIND = StudyKind(
@@ -169,4 +295,5 @@ KIND = StudyKind(
     model_pattern=rf"{BASE}|({'|'.join(METHODS)})-[A-Za-z0-9]+_seed\d+",
     matrix=LLMStudy,
     check=check_config,
+    preflight=_preflight,
 )

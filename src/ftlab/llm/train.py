@@ -42,6 +42,7 @@ from ftlab.io import (
 from ftlab.llm.data import prompt_for
 from ftlab.llm.recipes import GRPORecipe, SFTRecipe
 from ftlab.llm.rewards import correctness_reward, format_reward
+from ftlab.llm.weights import cast_checkpoint
 
 log = logging.getLogger("ftlab.llm.train")
 
@@ -160,7 +161,7 @@ def _base_model_identity(base_model: str) -> dict:
 
 
 def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: dict | None,
-         callbacks: list | None) -> None:  # fmt: skip
+         callbacks: list | None, checkpoint_dtype: str | None = None) -> None:  # fmt: skip
     """Resume-or-start, train, publish: the part SFT and GRPO share."""
     import datasets
 
@@ -197,6 +198,9 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
         state.wait_for_everyone()
         if not state.is_main_process:  # rank 0 publishes (the Trainer saved on rank 0 too)
             return
+    if checkpoint_dtype:  # after training (resume needs full precision); idempotent if killed
+        for ckpt in complete_checkpoints(state_path).values():
+            cast_checkpoint(ckpt, checkpoint_dtype)
     publish(out_path, state_path)
 
 
@@ -259,10 +263,12 @@ def run_sft(
     seed: int,
     meta: dict | None = None,
     callbacks: list | None = None,
+    checkpoint_dtype: str | None = None,
 ) -> None:
     """Supervised fine-tuning on prompt/completion records (loss on the completion only).
 
-    GT-SFT and SF-SFT differ only in records_path. callbacks: extra TrainerCallbacks (tests).
+    GT-SFT, SF-SFT and CF-SFT differ only in records_path. callbacks: extra TrainerCallbacks
+    (tests). checkpoint_dtype: the published weights' dtype (None: as trained).
     """
     from datasets import Dataset
     from trl import SFTTrainer
@@ -296,6 +302,7 @@ def run_sft(
         state_dir=state_dir,
         meta=meta,
         callbacks=callbacks,
+        checkpoint_dtype=checkpoint_dtype,
     )
 
 
@@ -346,6 +353,7 @@ def run_grpo(
     seed: int,
     meta: dict | None = None,
     callbacks: list | None = None,
+    checkpoint_dtype: str | None = None,
 ) -> None:
     """GRPO with verifiable rewards on normalised rows (see ftlab.llm.data).
 
@@ -390,4 +398,5 @@ def run_grpo(
         state_dir=state_dir,
         meta=meta,
         callbacks=callbacks,
+        checkpoint_dtype=checkpoint_dtype,
     )
