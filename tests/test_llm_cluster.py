@@ -1,0 +1,45 @@
+"""Cluster caps from the SLURM profile's site block (max_mem_mb, max_gpus -> Snakemake's global
+resources, which bound the jobs it keeps queued, running + pending): a dry run of seed 003's
+study under the profile asks no job for more than the caps, and says which config key was
+lowered."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ftlab.slurm import read_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _profile(tmp_path, mem, gpus):
+    text = (REPO / "slurm/config.yaml").read_text()
+    text = text.replace("  max_mem_mb: null", f"  max_mem_mb: {mem}")
+    text = text.replace("  max_gpus: null", f"  max_gpus: {gpus}")
+    prof = tmp_path / "prof"
+    prof.mkdir()
+    (prof / "config.yaml").write_text(text)
+    return prof
+
+
+def test_site_caps_become_global_resources(tmp_path):
+    assert "resources" not in read_profile(REPO / "slurm")  # no caps unless the site sets them
+    assert read_profile(_profile(tmp_path, 96000, 4))["resources"] == {"mem_mb": 96000, "gpu": 4}
+
+
+def test_memory_cap_honoured_in_a_dry_run_under_the_profile(tmp_path):
+    prof = _profile(tmp_path, 50000, 1)
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", str(prof), "--configfile",
+         str(REPO / "config/experiments/forgetting_qwen3_1.7b.yaml"), "-d", str(tmp_path / "w")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    mems = [int(m) for m in re.findall(r"resources: .*?\bmem_mb=(\d+)", text)]
+    gpus = [int(g) for g in re.findall(r"resources: .*?\bgpu=(\d+)", text)]
+    assert len(mems) > 100 and max(mems) == 50000  # train asked 64000, the teacher 96000
+    assert gpus and max(gpus) == 1  # the teacher asked 2
+    assert "config resources.train.mem_mb = 64000 is above the cluster cap 50000" in text
+    assert "config resources.teacher.gpus = 2 is above the cluster cap 1" in text
