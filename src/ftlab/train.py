@@ -39,10 +39,13 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -301,14 +304,40 @@ def _log_csv(rows: list[dict]) -> str:
 
 def publish(out_dir: Path, state_dir: Path, saved_steps: list[int], log_rows: list[dict]) -> None:
     """Assemble out_dir in a temp sibling (hardlinks, no trainer state), rename, drop state."""
+    publish_steps(out_dir, state_dir, saved_steps, {LOG_NAME: _log_csv(log_rows)})
+    log.info("published %s (%d checkpoints)", out_dir, len(saved_steps))
+
+
+def publish_steps(out_dir: Path, state_dir: Path, steps, extra_files: dict[str, str]) -> None:
+    """Publish the checkpoints of `steps` (without trainer state) and extra_files (name ->
+    text) as out_dir, then drop state_dir (ftlab.checkpointing.publish_checkpoints)."""
     checkpointing.publish_checkpoints(
         out_dir,
         state_dir,
-        [state_dir / checkpoint_dirname(step) for step in saved_steps],
+        [state_dir / checkpoint_dirname(step) for step in steps],
         is_state_file=lambda name: name == STATE_FILE,
-        extra_files={LOG_NAME: _log_csv(log_rows)},
+        extra_files=extra_files,
     )
-    log.info("published %s (%d checkpoints)", out_dir, len(saved_steps))
+
+
+def checkpoint_info(
+    inputs: dict, fingerprint: str, step: int, epoch, meta: dict, *,
+    details: dict | None = None, runtime: dict | None = None,
+) -> dict:  # fmt: skip
+    """ftlab_checkpoint.json of a checkpoint: the fingerprinted inputs, where the run stands,
+    the trainer's details, when and with which versions it was written, the device used."""
+    return {
+        **inputs,
+        "fingerprint": fingerprint,
+        "step": step,
+        "epoch": epoch,
+        **(details or {}),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        **(runtime or {}),
+        "meta": meta,
+    }
 
 
 def _load_hf(path: str | Path):
@@ -332,19 +361,27 @@ def train_step(
         loss = model(**batch, use_cache=False).loss
     if scaler is None:
         loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
     else:
         scaler.scale(loss).backward()
-        if max_grad_norm:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer_update(model.parameters(), optimizer, scheduler, max_grad_norm, scaler)
+    return loss.item(), lr
+
+
+def optimizer_update(params, optimizer, scheduler, max_grad_norm, scaler=None) -> None:
+    """After the backward pass: clip the gradients of params (when max_grad_norm; unscaled
+    first with an fp16 scaler), step the optimizer (through the scaler) and the schedule, and
+    clear the gradients. Shared by the eager step and the multi-task trainer."""
+    if scaler is not None and max_grad_norm:
+        scaler.unscale_(optimizer)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is None:
+        optimizer.step()
+    else:
         scaler.step(optimizer)
         scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item(), lr
 
 
 class CapturedStep:
@@ -527,20 +564,11 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
          saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta, device,
          precision, cuda_graphs) -> None:  # fmt: skip
     torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    world = ddp.World.from_env(dev)  # several processes when launched (ftlab.launch)
-    dev = world.device(dev)
-    precision = check_precision(precision)
-    # The captured step has no gradient all-reduce: data-parallel runs take the eager step.
-    fast = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)  # graph capture and streams use the current device
+    dev, world, precision, fast = _set_up_device(device, precision, cuda_graphs)
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
     if not saved or saved[-1] != total_steps or saved[0] < 1:
         raise ValueError(f"saved_steps {saved} must lie in 1..{total_steps} and end with it")
-    saved_set = set(saved)
-    max_grad_norm = training.get("max_grad_norm", 1.0)
 
     # Everything that determines the result goes into the fingerprint; paths and threads don't.
     inputs = {
@@ -563,6 +591,83 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     # rank 0 alone may delete stale state; every rank resumes from what it found
     resume = world.main_first(lambda: find_resume_point(state_dir, fingerprint))
 
+    run = _Run(model_name, training, total_steps, dev, world, precision, fast)
+    progress = _set_up(run, resume, init_checkpoint, model_cfg, train_rows, seed)
+    where_info = _log_set_up(run, threads)
+    _set_up_step(run, progress, seed, where_info)
+    save = partial(_save, state_dir=state_dir, inputs=inputs, fingerprint=fingerprint,
+                   details={"init_checkpoint": init_checkpoint}, runtime=where_info,
+                   meta=meta)  # fmt: skip
+    step0, t0 = _train_steps(run, progress, set(saved), save)
+
+    if dev.type == "cuda":
+        rate = (progress.step - step0) / max(time.perf_counter() - t0, 1e-9)
+        log.info("%s: peak GPU memory %.1f MiB (%s steps/s over this run)", model_name,
+                 torch.cuda.max_memory_allocated(dev) / 2**20, f"{rate:.1f}")  # fmt: skip
+    world.close()  # every rank has finished its steps (rank 0 its checkpoints)
+    if not world.is_main:
+        return
+    publish(out_dir, state_dir, saved, progress.log_rows)
+    if log_path is not None and log_path.resolve() != (out_dir / LOG_NAME).resolve():
+        atomic_write_text(log_path, _log_csv(progress.log_rows))
+
+
+@dataclass
+class _Run:
+    """What one run of the world-model trainer trains with (filled in by the set-up)."""
+
+    model_name: str
+    training: dict
+    total_steps: int
+    dev: torch.device
+    world: ddp.World
+    precision: str
+    fast: bool  # the captured step (CapturedStep), else the eager one
+    model: Any = None
+    net: Any = None  # DDP around the model with several processes, the model itself otherwise
+    tokenizer: Any = None
+    batches: Batches | None = None
+    rows: int = 0
+    optimizer: Any = None
+    scheduler: Any = None  # None on the captured path, which applies lr_multiplier itself
+    lr_tensor: torch.Tensor | None = None  # the captured path's lr (a device tensor)
+    scaler: Any = None  # the fp16 GradScaler, or None
+    multiplier: Callable[[int], float] | None = None
+    captured: CapturedStep | None = None  # the fast path's step
+    amp: Callable | None = None  # the eager paths' autocast factory
+
+    @property
+    def max_grad_norm(self):
+        return self.training.get("max_grad_norm", 1.0)
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after `step` optimizer steps (what trainer_state.pt stores)."""
+
+    step: int = 0
+    log_rows: list[dict] = field(default_factory=list)
+    loss_sum: float = 0.0  # since the last log row (the fast path sums on the device)
+    loss_n: int = 0
+    elapsed0: float = 0.0  # elapsed_s of the steps before this process (a resume)
+
+
+def _set_up_device(device: str, precision: str, cuda_graphs: bool):
+    """(device, world, precision, whether the captured fast path runs)."""
+    dev = resolve_device(device)
+    world = ddp.World.from_env(dev)  # several processes when launched (ftlab.launch)
+    dev = world.device(dev)
+    precision = check_precision(precision)
+    # The captured step has no gradient all-reduce: data-parallel runs take the eager step.
+    fast = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # graph capture and streams use the current device
+    return dev, world, precision, fast
+
+
+def load_or_build_model(resume: Path | None, init_checkpoint, model_cfg: dict, seed: int, dev):
+    """(model in train mode on dev, tokenizer): the checkpoint resumed from, else
+    init_checkpoint, else a new model of model_cfg with the char tokenizer."""
     if resume is not None:
         model, tokenizer = _load_hf(resume)
     elif init_checkpoint:
@@ -572,158 +677,206 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         torch.manual_seed(seed)  # the base model's init depends on the training seed only
         model = build_model(model_cfg, tokenizer)
     model.to(dev).train()
-    net = ddp.wrap(model, world, dev)  # the model itself in a single process
+    return model, tokenizer
+
+
+def make_batches(rows: list[str], tokenizer, model, batch_size: int, seed: int) -> Batches:
+    """The encoded rows as the batches of every step."""
+    ids, lengths = encode_rows(rows, tokenizer, model.config.max_position_embeddings)
+    return Batches(ids, lengths, batch_size, seed)
+
+
+def seed_everything(seed: int) -> None:
+    """The RNG states of a run started from scratch (a resumed run restores its own)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def load_trainer_state(resume: Path, optimizer, scheduler, map_location=None) -> dict:
+    """trainer_state.pt of the checkpoint `resume`, its optimizer and scheduler (when there
+    is one) state already loaded; the caller restores the rest, then the RNG states."""
+    state = torch.load(resume / STATE_FILE, weights_only=False, map_location=map_location)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def _set_up(run: _Run, resume, init_checkpoint, model_cfg, train_rows, seed) -> _Progress:
+    """Model, data, optimizer and schedule of the run; the progress resumed, or step 0."""
+    training, dev = run.training, run.dev
+    run.model, run.tokenizer = load_or_build_model(resume, init_checkpoint, model_cfg, seed, dev)
+    run.net = ddp.wrap(run.model, run.world, dev)  # the model itself in a single process
 
     rows = read_rows(train_rows)
     if not rows:
         raise ValueError(f"no training rows in {train_rows}")
-    ids, lengths = encode_rows(rows, tokenizer, model.config.max_position_embeddings)
-    batches = Batches(ids, lengths, training["batch_size"], seed)
-    multiplier = partial(lr_multiplier, warmup=training["warmup_steps"], total=total_steps)
+    run.rows = len(rows)
+    run.batches = make_batches(rows, run.tokenizer, run.model, training["batch_size"], seed)
+    run.multiplier = partial(lr_multiplier, warmup=training["warmup_steps"], total=run.total_steps)
+    _make_optimizer(run)
+    run.scaler = grad_scaler(dev, run.precision)
+    if resume is None:
+        seed_everything(seed)
+        log.info("starting %s from scratch (step 0 of %d)", run.model_name, run.total_steps)
+        return _Progress()
+    # CPU: loaded as saved; GPU: via the CPU, so a resume on another GPU index works
+    # (load_state_dict moves the optimizer state onto the parameters' device).
+    where = None if dev.type == "cpu" else "cpu"
+    state = load_trainer_state(resume, run.optimizer, run.scheduler, map_location=where)
+    if run.lr_tensor is not None:  # the saved group holds a copy of the lr tensor: use ours
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.lr_tensor
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    progress = _Progress(state["step"], state["log_rows"], state["loss_sum"], state["loss_n"],
+                         state["elapsed_s"])  # fmt: skip
+    log.info("resuming from step %d of %d (%s)", progress.step, run.total_steps, resume)
+    return progress
 
-    lr_tensor = None
-    if fast:  # fused + capturable AdamW; lr a device tensor the captured step reads
-        lr_tensor = torch.tensor(float(training["lr"]), dtype=torch.float32, device=dev)
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=lr_tensor, weight_decay=training["weight_decay"],
+
+def _make_optimizer(run: _Run) -> None:
+    training, model = run.training, run.model
+    if run.fast:  # fused + capturable AdamW; lr a device tensor the captured step reads
+        run.lr_tensor = torch.tensor(float(training["lr"]), dtype=torch.float32, device=run.dev)
+        run.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=run.lr_tensor, weight_decay=training["weight_decay"],
             fused=True, capturable=True,
         )  # fmt: skip
-        scheduler = None
     else:
-        optimizer = torch.optim.AdamW(
+        run.optimizer = torch.optim.AdamW(
             model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"],
-            **({"fused": True} if dev.type == "cuda" else {}),
+            **({"fused": True} if run.dev.type == "cuda" else {}),
         )  # fmt: skip
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-    scaler = grad_scaler(dev, precision)
-    step, log_rows, loss_sum, loss_n, elapsed0 = 0, [], 0.0, 0, 0.0
-    if resume is not None:
-        # CPU: loaded as saved; GPU: via the CPU, so a resume on another GPU index works
-        # (load_state_dict moves the optimizer state onto the parameters' device).
-        where = None if dev.type == "cpu" else "cpu"
-        state = torch.load(resume / STATE_FILE, weights_only=False, map_location=where)
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if lr_tensor is not None:  # the saved group holds a copy of the lr tensor: use ours
-            for group in optimizer.param_groups:
-                group["lr"] = lr_tensor
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        step, log_rows = state["step"], state["log_rows"]
-        loss_sum, loss_n, elapsed0 = state["loss_sum"], state["loss_n"], state["elapsed_s"]
-        log.info("resuming from step %d of %d (%s)", step, total_steps, resume)
-    else:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        log.info("starting %s from scratch (step 0 of %d)", model_name, total_steps)
-    where_info = device_info(dev, precision)
+        run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, run.multiplier)
+
+
+def _log_set_up(run: _Run, threads: int) -> dict:
+    """Log what trains where; returns the device info the checkpoints record."""
+    where_info = device_info(run.dev, run.precision)
     log.info(
         "%s: %d rows, %d params, %d steps (%d/epoch), batch %d, threads %d, on %s %s, %s",
-        model_name, len(rows), n_params(model), total_steps, batches.steps_per_epoch,
-        training["batch_size"], threads, dev, where_info["gpu_name"] or "", precision,
+        run.model_name, run.rows, n_params(run.model), run.total_steps,
+        run.batches.steps_per_epoch, run.training["batch_size"], threads, run.dev,
+        where_info["gpu_name"] or "", run.precision,
     )  # fmt: skip
 
+    world = run.world
     if world.size > 1:
         log.info("data parallel: rank %d of %d, %d rows per rank and step", world.rank,
-                 world.size, math.ceil(training["batch_size"] / world.size))  # fmt: skip
-    captured = None
-    if fast:
-        static = StaticBatches(ids, lengths, training["batch_size"], seed, dev)
-        captured = CapturedStep(
-            model, optimizer, static, max_grad_norm, lr=lr_tensor, precision=precision,
-            scaler=scaler, graph=True,
+                 world.size, math.ceil(run.training["batch_size"] / world.size))  # fmt: skip
+    return where_info
+
+
+def _set_up_step(run: _Run, progress: _Progress, seed: int, where_info: dict) -> None:
+    """The captured step on the fast path, else the eager paths' autocast factory."""
+    if run.fast:
+        batches = run.batches
+        static = StaticBatches(batches.ids, batches.lengths, run.training["batch_size"], seed,
+                               run.dev)  # fmt: skip
+        run.captured = CapturedStep(
+            run.model, run.optimizer, static, run.max_grad_norm, lr=run.lr_tensor,
+            precision=run.precision, scaler=run.scaler, graph=True,
         )  # fmt: skip
-        captured.loss_sum.fill_(loss_sum)  # carried over from the checkpoint (0 when fresh)
-        where_info["cuda_graphs"] = captured.graph is not None
+        run.captured.loss_sum.fill_(progress.loss_sum)  # from the checkpoint (0 when fresh)
+        where_info["cuda_graphs"] = run.captured.graph is not None
     else:
         where_info["cuda_graphs"] = False
-        amp = partial(autocast, dev, precision)
+        run.amp = partial(autocast, run.dev, run.precision)
 
-    def host_loss_sum() -> float:  # the fast path sums losses on the device
-        return loss_sum if captured is None else float(captured.loss_sum.item())
 
-    log_every = max(1, int(training.get("log_every") or 1))
-    t0, step0 = time.perf_counter(), step
-    while step < total_steps:
-        step += 1
-        if world.size > 1:
-            batch, n_tokens = ddp.shard_batch(batches, step, world)
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            loss, lr = ddp.train_step(
-                net, optimizer, scheduler, batch, n_tokens, world, max_grad_norm,
-                amp=None if precision == "fp32" else amp, scaler=scaler,
-            )  # fmt: skip
-            loss_sum = loss_sum + loss
-        elif captured is None:
-            batch = batches.get(step)
-            if dev.type != "cpu":
-                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            loss, lr = train_step(
-                model, optimizer, scheduler, batch, max_grad_norm,
-                **({} if precision == "fp32" else {"amp": amp, "scaler": scaler}),
-            )  # fmt: skip
-            loss_sum = loss_sum + loss
-        else:
-            lr = training["lr"] * multiplier(step - 1)  # what LambdaLR gives the eager path
-            captured.run(step, lr)
-        loss_n = loss_n + 1
-        log_now = step % log_every == 0 or step == total_steps
-        if log_now and captured is not None:
-            loss_sum = captured.take_loss_sum()  # syncs: elapsed_s below counts the GPU work
-        elapsed = elapsed0 + time.perf_counter() - t0
+def _train_steps(run: _Run, progress: _Progress, saved: set[int], save) -> tuple[int, float]:
+    """The steps after progress.step up to total_steps, with their log rows and checkpoints
+    (save); returns the step this process started from and when (perf_counter)."""
+    log_every = max(1, int(run.training.get("log_every") or 1))
+    t0, step0 = time.perf_counter(), progress.step
+    while progress.step < run.total_steps:
+        progress.step += 1
+        step = progress.step
+        lr = _one_step(run, progress, step)
+        progress.loss_n = progress.loss_n + 1
+        log_now = step % log_every == 0 or step == run.total_steps
+        if log_now and run.captured is not None:
+            # syncs: elapsed_s below counts the GPU work
+            progress.loss_sum = run.captured.take_loss_sum()
+        elapsed = progress.elapsed0 + time.perf_counter() - t0
         if log_now:
-            row = {
-                "step": step,
-                "epoch": round(step / batches.steps_per_epoch, 4),
-                "loss": round(loss_sum / loss_n, 6),  # mean over the steps since the last row
-                "lr": lr,
-                "elapsed_s": round(elapsed, 3),
-            }
-            log_rows.append(row)
-            loss_sum, loss_n = 0.0, 0
-            rate = (step - step0) / max(time.perf_counter() - t0, 1e-9)
-            log.info(
-                "step %d/%d epoch %.2f loss %.4f lr %.3g (%.1f steps/s)",
-                step, total_steps, row["epoch"], row["loss"], lr, rate,
-            )  # fmt: skip
-        if step in saved_set and world.is_main:  # replicas are identical: rank 0 writes
-            trainer_state = {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": _rng_state(),
-                "log_rows": log_rows,
-                "loss_sum": host_loss_sum(),
-                "loss_n": loss_n,
-                "elapsed_s": elapsed,
-            }
-            if scaler is not None:
-                trainer_state["scaler"] = scaler.state_dict()
-            info = {
-                **inputs,
-                "fingerprint": fingerprint,
-                "step": step,
-                "epoch": round(step / batches.steps_per_epoch, 4),
-                "init_checkpoint": init_checkpoint,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "torch_version": torch.__version__,
-                "transformers_version": transformers.__version__,
-                **where_info,
-                "meta": meta,
-            }
-            path = save_checkpoint(state_dir, step, model, tokenizer, trainer_state, info)
-            log.info("saved %s", path)
+            _log_row(run, progress, lr, elapsed, rate_since=(step0, t0))
+        if step in saved and run.world.is_main:  # replicas are identical: rank 0 writes
+            save(run, progress, elapsed)
+    return step0, t0
 
-    if dev.type == "cuda":
-        log.info("%s: peak GPU memory %.1f MiB (%s steps/s over this run)", model_name,
-                 torch.cuda.max_memory_allocated(dev) / 2**20,
-                 f"{(step - step0) / max(time.perf_counter() - t0, 1e-9):.1f}")  # fmt: skip
-    world.close()  # every rank has finished its steps (rank 0 its checkpoints)
-    if not world.is_main:
-        return
-    publish(out_dir, state_dir, saved, log_rows)
-    if log_path is not None and log_path.resolve() != (out_dir / LOG_NAME).resolve():
-        atomic_write_text(log_path, _log_csv(log_rows))
+
+def _one_step(run: _Run, progress: _Progress, step: int) -> float:
+    """Optimizer step `step` on the run's path (data-parallel, eager or captured); adds its
+    loss to progress.loss_sum (the captured step sums on the device); returns its lr."""
+    if run.world.size > 1:
+        batch, n_tokens = ddp.shard_batch(run.batches, step, run.world)
+        batch = {k: v.to(run.dev, non_blocking=True) for k, v in batch.items()}
+        loss, lr = ddp.train_step(
+            run.net, run.optimizer, run.scheduler, batch, n_tokens, run.world,
+            run.max_grad_norm, amp=None if run.precision == "fp32" else run.amp,
+            scaler=run.scaler,
+        )  # fmt: skip
+    elif run.captured is None:
+        batch = run.batches.get(step)
+        if run.dev.type != "cpu":
+            batch = {k: v.to(run.dev, non_blocking=True) for k, v in batch.items()}
+        loss, lr = train_step(
+            run.model, run.optimizer, run.scheduler, batch, run.max_grad_norm,
+            **({} if run.precision == "fp32" else {"amp": run.amp, "scaler": run.scaler}),
+        )  # fmt: skip
+    else:
+        lr = run.training["lr"] * run.multiplier(step - 1)  # what LambdaLR gives the eager path
+        run.captured.run(step, lr)
+        return lr
+    progress.loss_sum = progress.loss_sum + loss
+    return lr
+
+
+def _log_row(run: _Run, progress: _Progress, lr: float, elapsed: float, rate_since) -> None:
+    """The training-log row of progress.step; resets the loss sums."""
+    step = progress.step
+    row = {
+        "step": step,
+        "epoch": round(step / run.batches.steps_per_epoch, 4),
+        "loss": round(progress.loss_sum / progress.loss_n, 6),  # mean since the last row
+        "lr": lr,
+        "elapsed_s": round(elapsed, 3),
+    }
+    progress.log_rows.append(row)
+    progress.loss_sum, progress.loss_n = 0.0, 0
+    step0, t0 = rate_since
+    rate = (step - step0) / max(time.perf_counter() - t0, 1e-9)
+    log.info(
+        "step %d/%d epoch %.2f loss %.4f lr %.3g (%.1f steps/s)",
+        step, run.total_steps, row["epoch"], row["loss"], lr, rate,
+    )  # fmt: skip
+
+
+def _save(run: _Run, progress: _Progress, elapsed: float, *, state_dir: Path, inputs: dict,
+          fingerprint: str, details: dict, runtime: dict, meta: dict) -> None:  # fmt: skip
+    """Checkpoint of progress.step: weights, trainer state, ftlab_checkpoint.json."""
+    step = progress.step
+    trainer_state = {
+        "step": step,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "rng": _rng_state(),
+        "log_rows": progress.log_rows,
+        # the fast path sums losses on the device
+        "loss_sum": progress.loss_sum
+        if run.captured is None
+        else float(run.captured.loss_sum.item()),
+        "loss_n": progress.loss_n,
+        "elapsed_s": elapsed,
+    }
+    if run.scaler is not None:
+        trainer_state["scaler"] = run.scaler.state_dict()
+    epoch = round(step / run.batches.steps_per_epoch, 4)
+    info = checkpoint_info(inputs, fingerprint, step, epoch, meta, details=details,
+                           runtime=runtime)  # fmt: skip
+    path = save_checkpoint(state_dir, step, run.model, run.tokenizer, trainer_state, info)
+    log.info("saved %s", path)

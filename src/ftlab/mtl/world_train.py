@@ -30,37 +30,40 @@ import csv
 import io
 import json
 import logging
-import random
 import shutil
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
 
-from ftlab import checkpointing
 from ftlab.device import resolve_device
 from ftlab.io import read_json, sha256_file, sha256_json
-from ftlab.modeling import build_model, n_params
+from ftlab.modeling import n_params
 from ftlab.mtl.early_stopping import EarlyStopping, save_epochs, select, validation_epochs
 from ftlab.mtl.surgery import make_combiner, surgery_backward
 from ftlab.paths import checkpoint_dirname
-from ftlab.tokenizer import build_char_tokenizer
 from ftlab.train import (
-    STATE_FILE,
     Batches,
-    _load_hf,
     _rng_state,
     _set_rng_state,
+    checkpoint_info,
     encode_rows,
     find_resume_point,
+    load_or_build_model,
+    load_trainer_state,
     lr_multiplier,
+    make_batches,
+    optimizer_update,
+    publish_steps,
     read_rows,
     save_checkpoint,
+    seed_everything,
 )
 
 log = logging.getLogger("ftlab.mtl.train")
@@ -176,7 +179,6 @@ def run_mtl_training(
     transformers.utils.logging.disable_progress_bar()
     dev = resolve_device(device)
     out_path, state_path = Path(out_dir), Path(state_dir)
-    max_epochs = int(training["epochs"])
     inputs = {
         "format": FORMAT_VERSION,
         "model_name": model_name,
@@ -195,23 +197,75 @@ def run_mtl_training(
     }
     fingerprint = sha256_json(inputs)
     resume = find_resume_point(state_path, fingerprint)
+    run = _set_up(inputs, fingerprint, dev, resume, train_rows, validation_rows)
     if resume is not None:
-        model, tokenizer = _load_hf(resume)
+        _resume(run, resume)
     else:
-        tokenizer = build_char_tokenizer(model_max_length=model_cfg["max_length"])
-        torch.manual_seed(seed)
-        model = build_model(model_cfg, tokenizer)
-    model.to(dev).train()
+        _start(run)
+    _train(run, state_path, meta or {})
+    return _publish(run, out_path, state_path)
 
+
+@dataclass
+class _MtlRun:
+    """One multi-task run: what it trains with, and where it stands (what a checkpoint
+    stores besides the weights, optimizer, scheduler, combiner and RNG states)."""
+
+    inputs: dict  # the fingerprinted arguments (training, validation, ... as given)
+    fingerprint: str
+    dev: torch.device
+    model: Any
+    tokenizer: Any
+    n_rows: int
+    val_rows: list[str]
+    task_of: torch.Tensor  # task index of every training row
+    batches: Batches
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    combiner: Any
+    stopper: EarlyStopping
+    val_epochs: set[int]
+    save_at: set[int]  # the epochs checkpointed whatever happens
+    params: list[torch.Tensor]
+    step: int = 0
+    log_rows: list[dict] = field(default_factory=list)
+    values: dict[int, float] = field(default_factory=dict)  # validation value of each epoch
+    saved: list[int] = field(default_factory=list)  # epochs checkpointed, in order
+    elapsed0: float = 0.0  # elapsed_s of the steps before this process (a resume)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.inputs["tasks"]
+
+    @property
+    def spe(self) -> int:
+        return self.batches.steps_per_epoch
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self.inputs["training"]["epochs"])
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_epochs * self.spe
+
+    def val_value(self) -> float:
+        v = self.inputs["validation"]
+        return validate(self.model, self.tokenizer, self.val_rows, v["metric"], v["batch_size"])
+
+
+def _set_up(inputs: dict, fingerprint: str, dev, resume, train_rows, validation_rows) -> _MtlRun:
+    """Model, data, optimizer, schedule, combiner and early stopping of a run at step 0."""
+    seed, training, tasks = inputs["seed"], inputs["training"], inputs["tasks"]
+    model, tokenizer = load_or_build_model(resume, None, inputs["model"], seed, dev)
     rows = read_rows(train_rows)
     val_rows = read_rows(validation_rows)
     if not rows or not val_rows:
         raise ValueError(f"no rows in {train_rows if not rows else validation_rows}")
     task_of = torch.from_numpy(row_tasks(rows, list(tasks)))
-    ids, lengths = encode_rows(rows, tokenizer, model.config.max_position_embeddings)
-    batches = Batches(ids, lengths, training["batch_size"], seed)
-    spe = batches.steps_per_epoch
-    total_steps = max_epochs * spe
+    batches = make_batches(rows, tokenizer, model, training["batch_size"], seed)
+    max_epochs = int(training["epochs"])
+    total_steps = max_epochs * batches.steps_per_epoch
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"]
     )
@@ -219,151 +273,174 @@ def run_mtl_training(
         optimizer,
         partial(lr_multiplier, warmup=training["warmup_steps"], total=total_steps),
     )
-    combiner = make_combiner(method, seed=seed, reduction=reduction)
-    stopper = EarlyStopping(**early_stopping)
-    val_epochs = set(validation_epochs(max_epochs, validation["every_epochs"], False))
-    save_at = set(save_epochs(max_epochs, checkpoints["save_every_epochs"]))
+    combiner = make_combiner(inputs["method"], seed=seed, reduction=inputs["reduction"])
+    stopper = EarlyStopping(**inputs["early_stopping"])
+    every = inputs["validation"]["every_epochs"]
+    val_epochs = set(validation_epochs(max_epochs, every, False))
+    save_at = set(save_epochs(max_epochs, inputs["checkpoints"]["save_every_epochs"]))
     params = [p for p in model.parameters() if p.requires_grad]
-    val_bs = validation["batch_size"]
+    return _MtlRun(inputs, fingerprint, dev, model, tokenizer, len(rows), val_rows, task_of,
+                   batches, optimizer, scheduler, combiner, stopper, val_epochs, save_at,
+                   params)  # fmt: skip
 
-    def val_value() -> float:
-        return validate(model, tokenizer, val_rows, validation["metric"], val_bs)
 
-    step, log_rows, values, saved, elapsed0 = 0, [], {}, [], 0.0
-    if resume is not None:
-        state = torch.load(resume / STATE_FILE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        combiner.load_state_dict(state["combiner"])
-        stopper = EarlyStopping.from_state(state["early_stopping"])
-        _set_rng_state(state["rng"])
-        step, log_rows, elapsed0 = state["step"], state["log_rows"], state["elapsed_s"]
-        values = {int(k): v for k, v in state["values"].items()}
-        saved = list(state["saved"])
-        log.info("resuming %s from step %d (epoch %d)", model_name, step, step // spe)
-    else:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        if validation["before_training"]:
-            values[0] = val_value()
-            stopper.update(0, values[0])
-            log.info(
-                "epoch 0 (before training): validation %s %.4f", validation["metric"], values[0]
-            )
+def _resume(run: _MtlRun, resume: Path) -> None:
+    state = load_trainer_state(resume, run.optimizer, run.scheduler)
+    run.combiner.load_state_dict(state["combiner"])
+    run.stopper = EarlyStopping.from_state(state["early_stopping"])
+    _set_rng_state(state["rng"])
+    run.step, run.log_rows, run.elapsed0 = state["step"], state["log_rows"], state["elapsed_s"]
+    run.values = {int(k): v for k, v in state["values"].items()}
+    run.saved = list(state["saved"])
+    log.info("resuming %s from step %d (epoch %d)", run.inputs["model_name"], run.step,
+             run.step // run.spe)  # fmt: skip
+
+
+def _start(run: _MtlRun) -> None:
+    seed_everything(run.inputs["seed"])
+    if run.inputs["validation"]["before_training"]:
+        run.values[0] = run.val_value()
+        run.stopper.update(0, run.values[0])
+        log.info("epoch 0 (before training): validation %s %.4f",
+                 run.inputs["validation"]["metric"], run.values[0])  # fmt: skip
+
+
+def _train(run: _MtlRun, state_dir: Path, meta: dict) -> None:
+    """The steps up to the last epoch or an early stop: log rows, validations, checkpoints."""
+    inputs, training = run.inputs, run.inputs["training"]
     log.info(
         "%s: %s over %d tasks, %d rows, %d params, up to %d epochs x %d steps, on %s",
-        model_name, method, len(tasks), len(rows), n_params(model), max_epochs, spe, dev,
+        inputs["model_name"], inputs["method"], len(run.tasks), run.n_rows,
+        n_params(run.model), run.max_epochs, run.spe, run.dev,
     )  # fmt: skip
-
     log_every = max(1, int(training.get("log_every") or 1))
     max_grad_norm = training.get("max_grad_norm")
     t0 = time.perf_counter()
-    acc = {"loss": 0.0, "n": 0, "tasks": np.zeros(len(tasks)), "task_n": np.zeros(len(tasks))}
+    sums = _LossSums(len(run.tasks))
     conflicts = 0
-    stopped = stopper.stopped_epoch is not None
-    while step < total_steps and not stopped:
-        step += 1
-        batch = batches.get(step)
-        task_ids = task_of[batches.indices(step)]
-        if dev.type != "cpu":
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            task_ids = task_ids.to(dev)
-        lr = scheduler.get_last_lr()[0]
-        row_loss, row_tokens = token_losses(model, batch)
-        losses = task_losses(row_loss, row_tokens, task_ids, len(tasks))
-        log_now = step % log_every == 0 or step % spe == 0
-        stats = surgery_backward(list(losses.values()), params, combiner, stats=log_now)
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        acc["loss"] += float(sum(v.item() for v in losses.values()))
-        acc["n"] += 1
-        for t, v in losses.items():
-            acc["tasks"][t] += v.item()
-            acc["task_n"][t] += 1
+    stopped = run.stopper.stopped_epoch is not None
+    while run.step < run.total_steps and not stopped:
+        run.step += 1
+        step = run.step
+        log_now = step % log_every == 0 or step % run.spe == 0
+        lr, losses, stats = _train_step(run, step, max_grad_norm, stats=log_now)
+        sums.add(losses)
         if stats is not None and stats.min_cosine is not None:
             conflicts = stats.n_conflicts
-        epoch, at_epoch_end = divmod(step, spe)
+        epoch, at_epoch_end = divmod(step, run.spe)
         at_epoch_end = at_epoch_end == 0
         if log_now:
-            row = {
-                "step": step,
-                "epoch": round(step / spe, 4),
-                "loss": round(acc["loss"] / acc["n"], 6),  # sum of task losses, mean over steps
-                "lr": lr,
-                "conflicts": conflicts if method != "baseline" else "",
-                "elapsed_s": round(elapsed0 + time.perf_counter() - t0, 3),
-            }
-            for t, name in enumerate(tasks):
-                if acc["task_n"][t]:
-                    row[f"loss_{name}"] = round(acc["tasks"][t] / acc["task_n"][t], 6)
-            log_rows.append(row)
-            acc = {
-                "loss": 0.0,
-                "n": 0,
-                "tasks": np.zeros(len(tasks)),
-                "task_n": np.zeros(len(tasks)),
-            }
-            log.info("step %d epoch %.2f loss %.4f lr %.3g", step, row["epoch"], row["loss"], lr)
+            elapsed = run.elapsed0 + time.perf_counter() - t0
+            _log_row(run, sums, lr, conflicts, elapsed)
+            sums = _LossSums(len(run.tasks))
         if not at_epoch_end:
             continue
-        if epoch in val_epochs:
-            values[epoch] = val_value()
-            stopped = stopper.update(epoch, values[epoch])
-            log.info(
-                "epoch %d: validation %s %.4f (best %.4f at epoch %s, wait %d)%s",
-                epoch, validation["metric"], values[epoch], stopper.best, stopper.best_epoch,
-                stopper.wait, " -> early stop" if stopped else "",
-            )  # fmt: skip
-        if epoch in save_at or stopped or step == total_steps:
-            if epoch not in values:  # every checkpoint carries its own validation value
-                values[epoch] = val_value()
-            saved.append(epoch)
-            trainer_state = {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "combiner": combiner.state_dict(),
-                "early_stopping": stopper.state_dict(),
-                "rng": _rng_state(),
-                "log_rows": log_rows,
-                "values": values,
-                "saved": saved,
-                "elapsed_s": elapsed0 + time.perf_counter() - t0,
-            }
-            info = {
-                **inputs,
-                "fingerprint": fingerprint,
-                "step": step,
-                "epoch": epoch,
-                "validation_value": values[epoch],
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "torch_version": torch.__version__,
-                "transformers_version": transformers.__version__,
-                "meta": meta or {},
-            }
-            path = save_checkpoint(state_path, step, model, tokenizer, trainer_state, info)
-            log.info("saved %s (epoch %d, validation %.4f)", path, epoch, values[epoch])
-            _prune(state_path, saved, values, spe, checkpoints["keep_last"], stopper.mode)
+        stopped = _validate_epoch(run, epoch)
+        if epoch in run.save_at or stopped or step == run.total_steps:
+            if epoch not in run.values:  # every checkpoint carries its own validation value
+                run.values[epoch] = run.val_value()
+            run.saved.append(epoch)
+            _save(run, epoch, run.elapsed0 + time.perf_counter() - t0, state_dir, meta)
 
-    manifest = _manifest(saved, values, spe, stopper, max_epochs, checkpoints, validation, inputs)
-    kept_dirs = [state_path / checkpoint_dirname(c["step"]) for c in manifest["checkpoints"]]
-    checkpointing.publish_checkpoints(
-        out_path,
-        state_path,
-        kept_dirs,
-        is_state_file=lambda name: name == STATE_FILE,
-        extra_files={
-            LOG_NAME: _log_csv(log_rows, list(tasks)),
-            MANIFEST: _json(manifest),
-        },
+
+def _train_step(run: _MtlRun, step: int, max_grad_norm, stats: bool):
+    """One update from the per-task losses of the batch of `step` through the combiner;
+    returns (lr used, {task index: loss}, the surgery's stats when asked for)."""
+    batch = run.batches.get(step)
+    task_ids = run.task_of[run.batches.indices(step)]
+    if run.dev.type != "cpu":
+        batch = {k: v.to(run.dev) for k, v in batch.items()}
+        task_ids = task_ids.to(run.dev)
+    lr = run.scheduler.get_last_lr()[0]
+    row_loss, row_tokens = token_losses(run.model, batch)
+    losses = task_losses(row_loss, row_tokens, task_ids, len(run.tasks))
+    surgery = surgery_backward(list(losses.values()), run.params, run.combiner, stats=stats)
+    optimizer_update(run.params, run.optimizer, run.scheduler, max_grad_norm)
+    return lr, losses, surgery
+
+
+class _LossSums:
+    """Losses summed over the steps since the last log row: their total, and per task."""
+
+    def __init__(self, n_tasks: int):
+        self.loss, self.n = 0.0, 0
+        self.tasks, self.task_n = np.zeros(n_tasks), np.zeros(n_tasks)
+
+    def add(self, losses: dict) -> None:
+        self.loss += float(sum(v.item() for v in losses.values()))
+        self.n += 1
+        for t, v in losses.items():
+            self.tasks[t] += v.item()
+            self.task_n[t] += 1
+
+
+def _log_row(run: _MtlRun, sums: _LossSums, lr: float, conflicts: int, elapsed: float) -> None:
+    row = {
+        "step": run.step,
+        "epoch": round(run.step / run.spe, 4),
+        "loss": round(sums.loss / sums.n, 6),  # sum of task losses, mean over steps
+        "lr": lr,
+        "conflicts": conflicts if run.inputs["method"] != "baseline" else "",
+        "elapsed_s": round(elapsed, 3),
+    }
+    for t, name in enumerate(run.tasks):
+        if sums.task_n[t]:
+            row[f"loss_{name}"] = round(sums.tasks[t] / sums.task_n[t], 6)
+    run.log_rows.append(row)
+    log.info("step %d epoch %.2f loss %.4f lr %.3g", run.step, row["epoch"], row["loss"], lr)
+
+
+def _validate_epoch(run: _MtlRun, epoch: int) -> bool:
+    """Validate at the end of `epoch` when scheduled; whether early stopping ends the run."""
+    if epoch not in run.val_epochs:
+        return False
+    run.values[epoch] = run.val_value()
+    stopped = run.stopper.update(epoch, run.values[epoch])
+    stopper = run.stopper
+    log.info(
+        "epoch %d: validation %s %.4f (best %.4f at epoch %s, wait %d)%s",
+        epoch, run.inputs["validation"]["metric"], run.values[epoch], stopper.best,
+        stopper.best_epoch, stopper.wait, " -> early stop" if stopped else "",
+    )  # fmt: skip
+    return stopped
+
+
+def _save(run: _MtlRun, epoch: int, elapsed: float, state_dir: Path, meta: dict) -> None:
+    """Checkpoint of the end of `epoch`, then the pruning to keep_last + the best."""
+    trainer_state = {
+        "step": run.step,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "combiner": run.combiner.state_dict(),
+        "early_stopping": run.stopper.state_dict(),
+        "rng": _rng_state(),
+        "log_rows": run.log_rows,
+        "values": run.values,
+        "saved": run.saved,
+        "elapsed_s": elapsed,
+    }
+    info = checkpoint_info(run.inputs, run.fingerprint, run.step, epoch, meta,
+                           details={"validation_value": run.values[epoch]})  # fmt: skip
+    path = save_checkpoint(state_dir, run.step, run.model, run.tokenizer, trainer_state, info)
+    log.info("saved %s (epoch %d, validation %.4f)", path, epoch, run.values[epoch])
+    keep_last = run.inputs["checkpoints"]["keep_last"]
+    _prune(state_dir, run.saved, run.values, run.spe, keep_last, run.stopper.mode)
+
+
+def _publish(run: _MtlRun, out_dir: Path, state_dir: Path) -> dict:
+    """Publish the kept checkpoints, the training log and the manifest; returns the manifest."""
+    inputs = run.inputs
+    manifest = _manifest(run.saved, run.values, run.spe, run.stopper, run.max_epochs,
+                         inputs["checkpoints"], inputs["validation"], inputs)  # fmt: skip
+    publish_steps(
+        out_dir,
+        state_dir,
+        [c["step"] for c in manifest["checkpoints"]],
+        {LOG_NAME: _log_csv(run.log_rows, list(run.tasks)), MANIFEST: _json(manifest)},
     )
     log.info(
         "published %s: kept epochs %s, selected epoch %d (%s)",
-        out_path, [c["epoch"] for c in manifest["checkpoints"]], manifest["selected"]["epoch"],
+        out_dir, [c["epoch"] for c in manifest["checkpoints"]], manifest["selected"]["epoch"],
         manifest["stop_reason"],
     )  # fmt: skip
     return manifest
