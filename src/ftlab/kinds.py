@@ -88,6 +88,15 @@ class StudyKind:
     preflight: Callable[[dict], list[str]] | None = None
 
 
+def lookup_unit(units: dict, name: str, what: str, study: str):
+    """units[name], or a KeyError that names the study and the units it does have."""
+    try:
+        return units[name]
+    except KeyError:
+        known = ", ".join(units) or "(none)"
+        raise KeyError(f"{what} {name!r} is not part of study {study!r}; known: {known}") from None
+
+
 def kind_names() -> tuple[str, ...]:
     return tuple(_MODULES)
 

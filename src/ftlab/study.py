@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ftlab.kinds import StudyKind
+from ftlab.kinds import StudyKind, lookup_unit
 
 TASKS = ("distance", "trianglearea", "angle", "compass", "inside", "perimeter", "crossing")
 VARIANTS = ("no_atlantis", "atlantis_required")
@@ -198,13 +198,7 @@ class Study:
         return sets + [f"{MULTITASK}__no_atlantis"]
 
     def model(self, name: str) -> ModelSpec:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise KeyError(
-                f"model {name!r} is not part of study {self.cfg['study']!r}; "
-                f"known: {', '.join(self.models)}"
-            ) from None
+        return lookup_unit(self.models, name, "model", self.cfg["study"])
 
     def models_of(self, seed: int | None = None, kind: str | None = None) -> list[ModelSpec]:
         return [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ftlab.kinds import StudyKind
+from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.study import saved_steps, selected_steps
 
 METHODS = ("gt_sft", "teacher_sft", "cf_sft", "grpo")
@@ -130,13 +130,7 @@ class LLMStudy:
         return out
 
     def run(self, name: str) -> RunSpec:
-        try:
-            return self.runs[name]
-        except KeyError:
-            raise KeyError(
-                f"run {name!r} is not part of study {self.cfg['study']!r}; "
-                f"known: {', '.join(self.runs)}"
-            ) from None
+        return lookup_unit(self.runs, name, "run", self.cfg["study"])
 
     @property
     def tiny_base(self) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ftlab.kinds import StudyKind
+from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.mtl.early_stopping import save_epochs, validation_epochs
 from ftlab.mtl.surgery import METHODS
 from ftlab.study import TASKS as WORLD_TASKS
@@ -119,13 +119,7 @@ class MTLStudy:
         return self.runs
 
     def unit(self, name: str) -> MTLRun:
-        try:
-            return self.runs[name]
-        except KeyError:
-            raise KeyError(
-                f"run {name!r} is not part of study {self.cfg['study']!r}; "
-                f"known: {', '.join(self.runs)}"
-            ) from None
+        return lookup_unit(self.runs, name, "run", self.cfg["study"])
 
     def add_dynamic_targets(self, input_function) -> None:
         """rules/mtl.smk registers the input function that lists the evaluations of every

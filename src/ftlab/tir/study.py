@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftlab.kinds import StudyKind
+from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.study import saved_steps, selected_steps
 
 BASE = "base"
@@ -60,13 +60,7 @@ class TIRStudy:
         return self.runs
 
     def unit(self, name: str) -> TIRRun:
-        try:
-            return self.runs[name]
-        except KeyError:
-            raise KeyError(
-                f"run {name!r} is not part of study {self.cfg['study']!r}; "
-                f"known: {', '.join(self.runs) or '(none: val-only study)'}"
-            ) from None
+        return lookup_unit(self.runs, name, "run", self.cfg["study"])
 
     run = unit
 
