@@ -203,8 +203,8 @@ def shared(root: Path, rows: Path, model_cfg: dict, n: int, n_steps: int, batch:
 
 
 def eval_speed(checkpoint: str, test: Path, n_rows: int, batch: int, dev: str) -> dict:
+    from ftlab.batches import read_rows
     from ftlab.evaluate import greedy_decode, load_checkpoint, resolve_batch_size
-    from ftlab.train import read_rows
     from ftlab.world.tasks import split_prompt
 
     model, tok = load_checkpoint(checkpoint, threads=2, device=dev)

@@ -86,9 +86,9 @@ def test_task_losses_split_the_model_loss():
 
 
 def test_token_losses_match_the_model_loss(data):
+    from ftlab.batches import Batches, encode_rows
     from ftlab.modeling import build_model
     from ftlab.tokenizer import build_char_tokenizer
-    from ftlab.train import Batches, encode_rows
 
     tok = build_char_tokenizer(model_max_length=64)
     torch.manual_seed(0)

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from ftlab.batches import read_rows
+from ftlab.checkpointing import META_FILE
 from ftlab.device import auto_eval_batch_size, resolve_device
 from ftlab.io import atomic_write_json, atomic_write_lines, checkpoint_sha256, read_json
 from ftlab.paths import EVAL_SET_SEP
 from ftlab.study import TASKS
 from ftlab.tokenizer import load_tokenizer
-from ftlab.train import META_FILE, read_rows
 
 log = logging.getLogger("ftlab.evaluate")
 

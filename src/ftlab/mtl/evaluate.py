@@ -61,8 +61,8 @@ def evaluate_world(
     meta: dict,
 ) -> None:
     """suite: task -> domain; test_sets: task -> its test jsonl."""
+    from ftlab.batches import read_rows
     from ftlab.evaluate import evaluate_set, load_checkpoint
-    from ftlab.train import read_rows
 
     model, tokenizer = load_checkpoint(checkpoint, threads, device)
     tasks, samples = [], []

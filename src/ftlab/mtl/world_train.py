@@ -42,29 +42,25 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from ftlab.batches import Batches, encode_rows, make_batches, read_rows
 from ftlab.device import resolve_device
 from ftlab.io import read_json, sha256_file, sha256_json
 from ftlab.modeling import n_params
 from ftlab.mtl.early_stopping import EarlyStopping, save_epochs, select, validation_epochs
 from ftlab.mtl.surgery import make_combiner, surgery_backward
 from ftlab.paths import checkpoint_dirname
-from ftlab.train import (
-    Batches,
+from ftlab.train_checkpoints import (
     _rng_state,
     _set_rng_state,
     checkpoint_info,
-    encode_rows,
     find_resume_point,
     load_or_build_model,
     load_trainer_state,
-    lr_multiplier,
-    make_batches,
-    optimizer_update,
     publish_steps,
-    read_rows,
     save_checkpoint,
     seed_everything,
 )
+from ftlab.train_eager import lr_multiplier, optimizer_update
 
 log = logging.getLogger("ftlab.mtl.train")
 

@@ -1,0 +1,139 @@
+"""The CUDA-graph fast path of the world-model trainer (ftlab.train): the captured step."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ftlab.batches import StaticBatches
+from ftlab.device import autocast
+
+log = logging.getLogger("ftlab.train")
+
+
+class CapturedStep:
+    """The whole optimizer step on static buffers, captured as one CUDA graph (gpu-notes.md).
+
+    Forward (attention_mask=None, use_cache=False), backward, gradient clipping
+    (foreach, no host sync), optional fp16 loss scaling and the fused capturable AdamW step
+    are recorded once and replayed per step; between replays only the batch indices
+    (`data.load`) and the learning rate tensor change. Warm-up iterations on a side stream
+    precede the capture; they run with lr 0, and the parameters, optimizer state and loss
+    scaler are restored afterwards, so they leave no trace in the training.
+
+    `graph=False` (or a capture that fails) runs the same body eagerly each step: same
+    static shapes and arithmetic, no graph (this path also runs on the CPU, which the tests
+    use to check it against the plain eager step).
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model, optimizer, data: StaticBatches, max_grad_norm, *, lr: torch.Tensor,
+                 precision: str = "fp32", scaler=None, graph: bool = True):  # fmt: skip
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.max_grad_norm, self.lr, self.scaler = max_grad_norm, lr, scaler
+        self.precision, self.device = precision, data.device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.graph = None
+        self.loss = None  # the last step's loss (a device tensor)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        if graph:
+            self._capture()
+
+    def _body(self) -> torch.Tensor:
+        opt, scaler = self.optimizer, self.scaler
+        opt.zero_grad(set_to_none=False)  # gradient buffers keep their addresses
+        input_ids, labels = self.data.tensors()
+        with autocast(self.device, self.precision, graph_safe=self.graph is not None):
+            loss = self.model(input_ids=input_ids, labels=labels, use_cache=False).loss
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            if self.max_grad_norm:
+                scaler.unscale_(opt)
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+        return loss.detach()
+
+    def _snapshot(self) -> dict:
+        state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+                 for p, s in self.optimizer.state.items()}  # fmt: skip
+        scaler = None
+        if self.scaler is not None and self.scaler._scale is not None:
+            scaler = (self.scaler._scale.clone(), self.scaler._growth_tracker.clone())
+        return {
+            "params": [p.detach().clone() for p in self.params],
+            "state": state,
+            "scaler": scaler,
+            "lr": self.lr.clone(),
+        }
+
+    @torch.no_grad()
+    def _restore(self, snap: dict) -> None:
+        for p, saved in zip(self.params, snap["params"], strict=True):
+            p.copy_(saved)
+        for p, s in self.optimizer.state.items():  # created by the warm-up: back to fresh
+            saved = snap["state"].get(id(p), {})
+            for k, v in s.items():
+                if not torch.is_tensor(v):
+                    continue
+                if k in saved:
+                    v.copy_(saved[k])
+                else:
+                    v.zero_()
+        if self.scaler is not None and self.scaler._scale is not None:
+            if snap["scaler"] is None:  # not used before: its initial (or loaded) state
+                self.scaler._scale.fill_(self.scaler._init_scale)
+                self.scaler._growth_tracker.fill_(self.scaler._init_growth_tracker)
+            else:
+                self.scaler._scale.copy_(snap["scaler"][0])
+                self.scaler._growth_tracker.copy_(snap["scaler"][1])
+        self.lr.copy_(snap["lr"])
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    def _capture(self) -> None:
+        snap = self._snapshot()
+        self.lr.zero_()  # warm-up steps must not move the weights
+        self.data.load(1)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    self._body()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.graph = graph  # _body sees it: autocast without its cast cache
+            with torch.cuda.graph(graph):
+                self.loss = self._body()
+        except Exception as err:  # noqa: BLE001 - any capture failure: run the same step eagerly
+            self.graph = None
+            log.warning("CUDA graph capture failed (%s: %s); running the step eagerly",
+                        type(err).__name__, err)  # fmt: skip
+        torch.cuda.synchronize(self.device)
+        self._restore(snap)
+
+    def run(self, step: int, lr: float) -> None:
+        """Optimizer step `step` at learning rate lr; its loss is added to loss_sum."""
+        self.data.load(step)
+        self.lr.fill_(lr)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.loss = self._body()
+        self.loss_sum += self.loss
+
+    def take_loss_sum(self) -> float:
+        """Sum of the losses since the last call (one host sync), then reset."""
+        value = self.loss_sum.item()
+        self.loss_sum.zero_()
+        return value
