@@ -171,6 +171,23 @@ def _sample_rows(res: dict, objs: dict) -> list[dict]:
     return rows
 
 
+LM_EVAL_OPTIONS = (
+    "batch_size",
+    "limit",
+    "include_path",
+    "num_fewshot",
+    "backend",
+    "dtype",
+    "model_args",
+)
+
+
+def lm_eval_options(section: dict) -> dict:
+    """run_lm_eval keyword arguments from a study's `lm_eval` config section (keys it lacks
+    keep run_lm_eval's defaults)."""
+    return {k: section[k] for k in LM_EVAL_OPTIONS if k in section}
+
+
 def run_lm_eval(
     *,
     model: str,

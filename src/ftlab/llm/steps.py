@@ -174,7 +174,7 @@ def evaluate_point(
     (llm.delete_weights, decided per checkpoint by the rule).
     """
     from ftlab.llm.in_domain import score_in_domain
-    from ftlab.llm.lm_eval_runner import run_lm_eval
+    from ftlab.llm.lm_eval_runner import lm_eval_options, run_lm_eval
     from ftlab.llm.weights import delete_weights, weights_deleted
 
     deleted = weights_deleted(model_path) if Path(model_path).is_dir() else None
@@ -191,14 +191,8 @@ def evaluate_point(
         out_json=outputs["lm_eval"],
         samples_path=outputs["lm_eval_samples"],
         cache_path=cache_path,
-        batch_size=lm_eval["batch_size"],
-        limit=lm_eval["limit"],
-        include_path=lm_eval["include_path"],
-        num_fewshot=lm_eval["num_fewshot"],
-        backend=lm_eval["backend"],
-        dtype=lm_eval["dtype"],
-        model_args=lm_eval["model_args"],
         meta=meta,
+        **lm_eval_options(lm_eval),
     )
     results, samples = {}, []
     for dataset, rows_path in test_rows.items():

@@ -97,7 +97,7 @@ def evaluate_lm_eval(
 ) -> None:
     """suite: lm-eval task -> domain; metrics: task -> metric; lm_eval: batch_size, limit,
     include_path, num_fewshot, backend (as the llm kind's `llm.lm_eval`)."""
-    from ftlab.llm.lm_eval_runner import run_lm_eval
+    from ftlab.llm.lm_eval_runner import lm_eval_options, run_lm_eval
 
     raw_json, raw_samples = f"{out_json}.lm_eval.json", f"{out_samples}.lm_eval.jsonl"
     run_lm_eval(
@@ -106,12 +106,8 @@ def evaluate_lm_eval(
         out_json=raw_json,
         samples_path=raw_samples,
         cache_path=cache_path,
-        batch_size=lm_eval["batch_size"],
-        limit=lm_eval["limit"],
-        include_path=lm_eval["include_path"],
-        num_fewshot=lm_eval["num_fewshot"],
-        backend=lm_eval["backend"],
         meta=meta,
+        **lm_eval_options(lm_eval),
     )
     tasks, samples = lm_eval_outcomes(read_json(raw_json), read_jsonl(raw_samples), suite, metrics)
     _write(out_json, out_samples, tasks, samples, meta)
