@@ -11,6 +11,9 @@ MTL_WORLD = MTL["objective"] == "world"
 MTL_TASKS = training_tasks(MTL)
 MTL_SPLIT_TASKS = world_data_tasks(MTL) if MTL_WORLD else []
 MTL_REPORT = STUDY.report_outputs(P)
+# mtl.base_model "tiny": a small random causal LM the workflow builds (CPU tests)
+MTL_TINY_BASE = P.path("checkpoint", model="base", step=0)
+MTL_TINY = not MTL_WORLD and MTL["base_model"] == "tiny"
 
 
 wildcard_constraints:
@@ -26,6 +29,10 @@ def mtl_source_rows(wildcards=None):
     if MTL_WORLD:
         return [mtl_world_split(t, "train") for t in MTL_TASKS]
     return [P.path("mtl_task_rows", task=t) for t in MTL_TASKS]
+
+
+def mtl_base_inputs(wildcards=None):
+    return [MTL_TINY_BASE] if MTL_TINY else []
 
 
 def mtl_test_sets(wildcards=None):

@@ -65,6 +65,23 @@ else:
         script:
             "../workflow/scripts/mtl_dataset.py"
 
+    rule mtl_tiny_base:
+        output:
+            checkpoint=directory(MTL_TINY_BASE),
+        log:
+            log_path("mtl_tiny_base"),
+        benchmark:
+            benchmark_path("mtl_tiny_base")
+        conda:
+            "../envs/llm.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            seed=config["seeds"][0],
+        script:
+            "../workflow/scripts/llm_tiny_base.py"
+
 
 rule mtl_mix:
     input:

@@ -1,12 +1,27 @@
-from ftlab.mtl.steps import train_run
+from ftlab.launch import as_plan, run_stage
 from ftlab.runlog import setup_logging
 
 setup_logging(snakemake.log[0])
-train_run(
-    snakemake.input.train,
-    snakemake.input.validation,
-    snakemake.output.model,
-    snakemake.params.state_dir,
-    snakemake.threads,
-    **snakemake.params.settings,
+plan = as_plan(snakemake.params.launch)
+settings = dict(snakemake.params.settings)
+bf16 = False
+if settings["objective"] != "world":
+    from ftlab.llm.recipes import resolve_bf16
+
+    bf16 = resolve_bf16(settings["trl"]["bf16"])
+# One process: train_run runs right here; several (sft/grpo): in every launched process.
+run_stage(
+    plan,
+    "ftlab.mtl.steps:train_run",
+    kwargs=dict(
+        train_rows=snakemake.input.train,
+        validation_rows=snakemake.input.validation,
+        out_dir=snakemake.output.model,
+        state_dir=snakemake.params.state_dir,
+        threads=plan.threads if plan.launched else snakemake.threads,
+        **settings,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    mixed_precision="bf16" if bf16 else "no",
+    log_path=snakemake.log[0],
 )

@@ -50,7 +50,10 @@ def dataset(cfg: dict, task: str) -> dict:
     return {"spec": dict(cfg["mtl"]["datasets"][task]), "seed": 0}
 
 
-def training(cfg: dict, run: str, study: MTLStudy | None = None) -> dict:
+def training(
+    cfg: dict, run: str, study: MTLStudy | None = None, tiny_base: str | None = None
+) -> dict:
+    """tiny_base: where the workflow builds the tiny model (mtl.base_model: tiny)."""
     mtl = cfg["mtl"]
     spec = (study or MTLStudy(cfg)).unit(run)
     settings = {
@@ -73,7 +76,8 @@ def training(cfg: dict, run: str, study: MTLStudy | None = None) -> dict:
     if mtl["objective"] == "world":
         settings["model_cfg"] = dict(mtl["world"]["model"])
     else:
-        settings["base_model"] = mtl["base_model"]
+        settings["base_model"] = tiny_base if mtl["base_model"] == "tiny" else mtl["base_model"]
+        settings["validation"]["max_new_tokens"] = mtl["validation"]["max_new_tokens"]
         settings["trl"] = dict(mtl["trl"])
         settings["formats"] = {t: mtl["datasets"][t]["format"] for t in training_tasks(mtl)}
     return settings

@@ -42,15 +42,19 @@ def make_world_mix(
              sum(map(len, train.values())), sum(map(len, val.values())))  # fmt: skip
 
 
-def prepare_task_dataset(task: str, out: str, *, spec: dict, seed: int) -> None:
+def prepare_task_dataset(
+    task: str, out: str, *, spec: dict, seed: int, data_root: str | None = None
+) -> None:
     """One sft/grpo training dataset, normalized (ftlab.llm.data rows)."""
     from ftlab.llm.steps import prepare_dataset
 
-    # prepare_dataset writes a test split too; this study validates on held-out train rows
+    # prepare_dataset writes a test split and a report too; this study validates on held-out
+    # train rows (ftlab.mtl.steps.make_llm_mix)
     with tempfile.TemporaryDirectory() as tmp:
         full = {**spec, "test": spec["train"], "test_split": spec["train_split"],
                 "limit_test": 1}  # fmt: skip
-        prepare_dataset(task, full, seed, out, str(Path(tmp) / "unused.jsonl"))
+        prepare_dataset(task, full, data_root, seed, out, str(Path(tmp) / "unused.jsonl"),
+                        str(Path(tmp) / "report.json"))  # fmt: skip
 
 
 def make_llm_mix(
@@ -89,18 +93,13 @@ def train_run(
 ) -> None:  # fmt: skip
     """One run; settings: ftlab.mtl.settings.training (objective-specific keys included)."""
     if objective == "world":
-        from ftlab.mtl.world_train import run_mtl_training
-
-        run_mtl_training(
-            train_rows=train_rows, validation_rows=validation_rows, out_dir=out_dir,
-            state_dir=state_dir, threads=threads, **settings,
-        )  # fmt: skip
+        from ftlab.mtl.world_train import run_mtl_training as run
     else:
-        raise NotImplementedError(
-            f"config key 'mtl.objective': {objective!r} training is not available yet - the "
-            "TRL run loop around ftlab.mtl.trl.SurgeryMixin is unfinished; objective world "
-            "runs end to end"
-        )
+        from ftlab.mtl.trl_train import run_trl_training as run
+
+        settings["objective"] = objective
+    run(train_rows=train_rows, validation_rows=validation_rows, out_dir=out_dir,
+        state_dir=state_dir, threads=threads, **settings)  # fmt: skip
 
 
 # -- evaluation -------------------------------------------------------------------------

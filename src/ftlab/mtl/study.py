@@ -78,7 +78,9 @@ def rows_per_step(mtl: dict, gpus: int) -> int:
 def n_train_rows(mtl: dict) -> int:
     if mtl["objective"] == "world":
         return mtl["world"]["data"]["pretrain_rows_per_task"] * len(training_tasks(mtl))
-    return sum(mtl["datasets"][t]["limit_train"] or 0 for t in training_tasks(mtl))
+    # the last rows_per_task rows of each dataset validate (ftlab.mtl.steps.make_llm_mix)
+    n_val = mtl["validation"]["rows_per_task"]
+    return sum((mtl["datasets"][t]["limit_train"] or 0) - n_val for t in training_tasks(mtl))
 
 
 class MTLStudy:

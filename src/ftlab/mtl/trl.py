@@ -1,28 +1,36 @@
-"""Gradient surgery inside TRL's trainers (objectives sft and grpo, the GPU path).
+"""Gradient surgery inside TRL's trainers (objectives sft and grpo).
 
 `SurgeryMixin.training_step` replaces the Trainer's "compute_loss, backward" with: prepare the
 batch as the trainer does (GRPO: generate, score, compute advantages), split its rows by task
-("task_ids", carried from the dataset's "task" column), one `compute_loss` per task on its rows,
-and `surgery_backward` of those losses (ftlab.mtl.surgery), each divided by the gradient
-accumulation steps as the Trainer divides its loss; clipping, the optimizer and the scheduler
-stay the Trainer's. Each task's loss is the trainer's own loss on that task's rows (SFT: mean
-token loss; GRPO: its configured loss_type), so the baseline (plain sum) weighs tasks equally,
-as the world objective does.
+("task_ids"), one `compute_loss` per task on its rows, and `surgery_backward` of those losses
+(ftlab.mtl.surgery: baseline = their plain sum, pcgrad = projected); clipping, the optimizer
+and the scheduler stay the Trainer's. Both methods take this same path, so they differ only in
+the combiner.
 
-Multi-GPU: per-task gradients are computed with torch.autograd.grad, which DDP's reducer does
-not see; with torch.distributed initialized they are all-reduced (averaged) before the
-projection, so every rank projects the same global task gradients. (Not run here: this
-project's CI has no GPU.)
+Where the task of a row comes from: the training rows carry "task" (the mix, ftlab.mtl.steps);
+ftlab.mtl.trl_data turns it into an integer "task_ids" column.
+- SFT: `TaskCollator` wraps TRL's collator and keeps the column as a tensor, and the trainer
+  keeps it among the signature columns (the Trainer would drop it as unused).
+- GRPO: the dataloader yields raw rows; `_generate_and_score_completions` (the scored batch:
+  prompt/completion ids, advantages, ...) gets "task_ids" in the row order of its inputs, and
+  TRL's `_prepare_inputs` shuffles and splits that dict in unison, so each micro-batch has
+  its rows' tasks.
 
-Status: this mixin is the surgery step for any Trainer and is tested on CPU
-(tests/test_mtl_trl.py); the sft/grpo run loop around it (the "task" column carried into
-`task_ids` by the collator / GRPO's scored batch, the early-stopping callback, the manifest) is
-not built yet, so objective sft/grpo studies plan and dry-run but their training job stops
-with an error naming 'mtl.objective'.
+Each task's loss is the trainer's own loss on that task's rows:
+- SFT: the mean token loss of the task's completions (tasks weigh equally in the sum, as in
+  the world objective), divided by the gradient accumulation steps as the Trainer does;
+- GRPO: TRL's loss_type (default dapo) with the batch's normalizer (the token count of the
+  whole generation batch), which already covers gradient accumulation: the per-task losses
+  sum to TRL's own GRPO loss, so the baseline step is exactly TRL's step.
+
+Multi-GPU (DDP): per-task gradients come from torch.autograd.grad, which DDP's reducer does not
+see, so the forward passes run under `no_sync` and the task gradients are all-reduced
+(averaged) before the projection: every rank projects the same global task gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -30,6 +38,8 @@ import torch
 from ftlab.mtl.surgery import Combiner, surgery_backward
 
 log = logging.getLogger("ftlab.mtl.trl")
+
+TASK_IDS = "task_ids"
 
 
 def split_by_task(inputs: dict, task_ids: torch.Tensor) -> dict[int, dict]:
@@ -57,15 +67,72 @@ class SurgeryMixin:
     """Put before a transformers/TRL Trainer class: class T(SurgeryMixin, SFTTrainer)."""
 
     surgery: Combiner
+    # True where compute_loss already divides by the accumulation steps (TRL's GRPO)
+    loss_scaled_for_accumulation = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         model.train()
         inputs = self._prepare_inputs(inputs)
-        task_ids = inputs.pop("task_ids")
+        task_ids = inputs.pop(TASK_IDS)
+        scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: we all-reduce
         losses = []
-        with self.compute_loss_context_manager():
+        with self.compute_loss_context_manager(), no_sync():
             for sub in split_by_task(inputs, task_ids).values():
-                losses.append(self.compute_loss(model, sub) / self.args.gradient_accumulation_steps)
+                losses.append(self.compute_loss(model, sub) / scale)
         params = [p for p in model.parameters() if p.requires_grad]
         surgery_backward(losses, params, self.surgery, reduce_grads=_all_reduce_mean)
         return torch.stack([loss.detach() for loss in losses]).sum()
+
+
+class TaskCollator:
+    """Wraps a collator: each example's "task_ids" leaves before, and returns as a tensor."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict]) -> dict:
+        ids = torch.tensor([int(e[TASK_IDS]) for e in examples], dtype=torch.long)
+        batch = self.inner([{k: v for k, v in e.items() if k != TASK_IDS} for e in examples])
+        batch[TASK_IDS] = ids
+        return batch
+
+
+def surgery_trainer_class(objective: str):
+    """SurgerySFTTrainer or SurgeryGRPOTrainer (TRL imported here: it is heavy)."""
+    from trl import GRPOTrainer, SFTTrainer
+
+    class SurgerySFTTrainer(SurgeryMixin, SFTTrainer):
+        def __init__(self, *args, surgery: Combiner, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.surgery = surgery
+            self.data_collator = TaskCollator(self.data_collator)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if TASK_IDS not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, TASK_IDS]
+
+    class SurgeryGRPOTrainer(SurgeryMixin, GRPOTrainer):
+        loss_scaled_for_accumulation = True
+
+        def __init__(self, *args, surgery: Combiner, task_index: dict[str, int], **kwargs):
+            super().__init__(*args, **kwargs)
+            self.surgery = surgery
+            self.task_index = task_index
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            device = out["advantages"].device
+            out[TASK_IDS] = torch.tensor([self.task_index[x["task"]] for x in inputs],
+                                         dtype=torch.long, device=device)  # fmt: skip
+            return out
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            # GRPOTrainer.training_step counts micro-steps (when to generate again); the
+            # mixin's step replaces it, so the count is kept here.
+            loss = SurgeryMixin.training_step(self, model, inputs, num_items_in_batch)
+            self._step += 1
+            return loss
+
+    return {"sft": SurgerySFTTrainer, "grpo": SurgeryGRPOTrainer}[objective]

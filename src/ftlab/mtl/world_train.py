@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import shutil
 import time
@@ -44,9 +43,10 @@ import transformers
 
 from ftlab.batches import Batches, encode_rows, make_batches, read_rows
 from ftlab.device import resolve_device
-from ftlab.io import read_json, sha256_file, sha256_json
+from ftlab.io import sha256_file, sha256_json
 from ftlab.modeling import n_params
-from ftlab.mtl.early_stopping import EarlyStopping, save_epochs, select, validation_epochs
+from ftlab.mtl.early_stopping import EarlyStopping, kept_checkpoints, save_epochs, validation_epochs
+from ftlab.mtl.manifest import MANIFEST, build_manifest, manifest_text
 from ftlab.mtl.surgery import make_combiner, surgery_backward
 from ftlab.paths import checkpoint_dirname
 from ftlab.train_checkpoints import (
@@ -65,7 +65,6 @@ from ftlab.train_eager import lr_multiplier, optimizer_update
 log = logging.getLogger("ftlab.mtl.train")
 
 FORMAT_VERSION = 1
-MANIFEST = "mtl_manifest.json"
 LOG_NAME = "training_log.csv"
 
 
@@ -426,13 +425,13 @@ def _save(run: _MtlRun, epoch: int, elapsed: float, state_dir: Path, meta: dict)
 def _publish(run: _MtlRun, out_dir: Path, state_dir: Path) -> dict:
     """Publish the kept checkpoints, the training log and the manifest; returns the manifest."""
     inputs = run.inputs
-    manifest = _manifest(run.saved, run.values, run.spe, run.stopper, run.max_epochs,
-                         inputs["checkpoints"], inputs["validation"], inputs)  # fmt: skip
+    manifest = build_manifest(run.saved, run.values, run.spe, run.stopper, run.max_epochs,
+                              inputs["checkpoints"], inputs["validation"], inputs)  # fmt: skip
     publish_steps(
         out_dir,
         state_dir,
         [c["step"] for c in manifest["checkpoints"]],
-        {LOG_NAME: _log_csv(run.log_rows, list(run.tasks)), MANIFEST: _json(manifest)},
+        {LOG_NAME: _log_csv(run.log_rows, list(run.tasks)), MANIFEST: manifest_text(manifest)},
     )
     log.info(
         "published %s: kept epochs %s, selected epoch %d (%s)",
@@ -442,59 +441,12 @@ def _publish(run: _MtlRun, out_dir: Path, state_dir: Path) -> dict:
     return manifest
 
 
-def _kept(saved: list[int], values: dict, keep_last: int, mode: str) -> tuple[list[int], int]:
-    selected = select({e: values[e] for e in saved}, mode)
-    return sorted(set(saved[-keep_last:]) | {selected}), selected
-
-
 def _prune(state_dir: Path, saved, values, spe, keep_last: int, mode: str) -> None:
     """Delete saved checkpoints that are neither among the newest keep_last nor the best."""
-    kept, _ = _kept(saved, values, keep_last, mode)
+    kept, _ = kept_checkpoints(saved, values, keep_last, mode)
     for epoch in saved:
         if epoch not in kept:
             d = state_dir / checkpoint_dirname(epoch * spe)
             if d.exists():
                 shutil.rmtree(d)
                 log.info("removed %s (keep_last)", d)
-
-
-def _manifest(saved, values, spe, stopper, max_epochs, checkpoints, validation, inputs) -> dict:
-    kept, selected = _kept(saved, values, checkpoints["keep_last"], stopper.mode)
-    last = saved[-1]
-    if stopper.stopped_epoch is not None:
-        reason = "early_stopping"
-    else:
-        reason = "max_epochs"
-    return {
-        "model_name": inputs["model_name"],
-        "method": inputs["method"],
-        "seed": inputs["seed"],
-        "tasks": inputs["tasks"],
-        "steps_per_epoch": spe,
-        "max_epochs": max_epochs,
-        "last_epoch": last,
-        "stop_reason": reason,
-        "metric": validation["metric"],
-        "mode": stopper.mode,
-        "checkpoints": [
-            {"step": e * spe, "epoch": e, "validation": values[e], "selected": e == selected}
-            for e in kept
-        ],
-        "selected": {"step": selected * spe, "epoch": selected, "validation": values[selected]},
-        "saved_epochs": saved,
-        "validations": [{"epoch": e, "value": v} for e, v in stopper.history],
-        "best_validation": {"epoch": stopper.best_epoch, "value": stopper.best},
-        "early_stopping": {k: inputs["early_stopping"][k] for k in inputs["early_stopping"]},
-    }
-
-
-def _json(obj) -> str:
-    return json.dumps(obj, indent=2) + "\n"
-
-
-def read_manifest(model_dir: str | Path) -> dict:
-    return read_json(Path(model_dir) / MANIFEST)
-
-
-def kept_steps(model_dir: str | Path) -> list[int]:
-    return [c["step"] for c in read_manifest(model_dir)["checkpoints"]]

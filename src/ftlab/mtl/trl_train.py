@@ -1,0 +1,201 @@
+"""Multi-task training of a causal LM through TRL (objectives sft and grpo) with early stopping.
+
+The llm kind supplies the recipes (ftlab.llm.recipes: TrainingArguments, SFT/GRPO configs), the
+tokenizer and GRPO prompt rows, the rewards, and the checkpoint contract (ftlab.llm.train:
+checkpoint folders stamped last, fingerprinted resume through the Trainer's
+resume_from_checkpoint, rank 0 publishes); ftlab.mtl adds the surgery step (ftlab.mtl.trl),
+the epoch schedule (ftlab.mtl.trl_schedule) and the manifest (ftlab.mtl.manifest).
+
+Steps per epoch: ceil(training rows / rows per step) as ftlab.mtl.study plans them (SFT: rows
+= records, per step batch_size x grad_accum x processes; GRPO: prompts, per step that over
+num_generations). The learning rate warms up for warmup_steps, then decays linearly to 0 at
+the maximum epochs. Published (out_dir): the kept checkpoints in HF layout (model, tokenizer,
+ftlab_checkpoint.json; no optimizer state), training_log.csv (the Trainer's log history),
+mtl_manifest.json. Resume continues the run through the Trainer (optimizer, scheduler, RNG,
+data position) plus the early-stopping state and PCGrad's generator; it is not guaranteed
+bit-identical (as ftlab.llm.train).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import transformers
+
+from ftlab.checkpointing import publish_checkpoints
+from ftlab.io import read_json, read_jsonl, sha256_file, sha256_json
+from ftlab.llm import train as llm_train
+from ftlab.mtl.manifest import MANIFEST, build_manifest, manifest_text
+from ftlab.mtl.surgery import make_combiner
+from ftlab.mtl.trl_schedule import STATE_FILES, EpochSchedule
+
+log = logging.getLogger("ftlab.mtl.train")
+
+FORMAT_VERSION = 1
+
+
+def steps_per_epoch(objective: str, n_rows: int, training: dict, trl: dict, processes: int):
+    from ftlab.mtl.study import rows_per_step
+
+    mtl = {"objective": objective, "training": training, "trl": trl}
+    return max(1, math.ceil(n_rows / rows_per_step(mtl, processes)))
+
+
+def make_recipe(objective: str, training: dict, trl: dict, max_steps: int):
+    """The llm kind's recipe of the run; checkpoints are saved by the epoch schedule only."""
+    from ftlab.llm.recipes import GRPORecipe, SFTRecipe
+
+    common = dict(lr=training["lr"], max_steps=max_steps, save_steps=max_steps + 1,
+                  batch_size=training["batch_size"], grad_accum=trl["grad_accum"],
+                  warmup_steps=training["warmup_steps"], lr_scheduler_type="linear",
+                  bf16=trl["bf16"])  # fmt: skip
+    if objective == "sft":
+        return SFTRecipe(**common, max_length=trl["max_length"])
+    keys = ("num_generations", "max_prompt_length", "max_completion_length", "beta",
+            "temperature", "format_weight", "use_vllm")  # fmt: skip
+    return GRPORecipe(**common, **{k: trl[k] for k in keys})
+
+
+def trl_args(recipe, objective: str, training: dict, state_dir: str, seed: int):
+    if objective == "sft":
+        args = recipe.trl_config(state_dir, seed)
+    else:
+        args = recipe.trl_config(
+            state_dir, seed, vllm=recipe.use_vllm and llm_train._vllm_available()
+        )
+    args.weight_decay = training["weight_decay"]
+    args.max_grad_norm = training["max_grad_norm"] or 0.0  # 0: no clipping
+    args.logging_steps = training["log_every"]
+    return args
+
+
+def _is_state_file(name: str) -> bool:
+    return name in STATE_FILES or llm_train._is_state_file(name)
+
+
+def run_trl_training(
+    *, objective: str, model_name: str, train_rows: str, validation_rows: str, tasks: list[str],
+    method: str, reduction: str, base_model: str, trl: dict, formats: dict, training: dict,
+    validation: dict, early_stopping: dict, checkpoints: dict, seed: int, out_dir: str,
+    state_dir: str, threads: int = 1, device: str = "cpu", meta: dict | None = None,
+    callbacks: list | None = None,
+) -> dict | None:  # fmt: skip
+    """Train (or resume) one run and publish its kept checkpoints; returns the manifest (None
+    on ranks other than 0). callbacks: extra TrainerCallbacks (tests)."""
+    import datasets
+
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    dist = llm_train._distributed_state()
+    processes = dist.num_processes if dist is not None else 1
+    tok = llm_train._load_tokenizer(base_model, "right" if objective == "sft" else "left")
+    rows, val_rows = read_jsonl(train_rows), read_jsonl(validation_rows)
+    data = _dataset_rows(objective, rows, tasks, formats, tok, trl)
+    spe = steps_per_epoch(objective, len(data), training, trl, processes)
+    inputs = {
+        "format": FORMAT_VERSION, "objective": objective, "model_name": model_name,
+        "method": method, "reduction": reduction, "tasks": list(tasks), "seed": seed,
+        **llm_train._base_model_identity(base_model), "formats": formats,
+        "train_data_sha256": sha256_file(train_rows),
+        "validation_data_sha256": sha256_file(validation_rows), "n_rows": len(data),
+        "training": training, "trl": trl, "validation": validation,
+        "early_stopping": early_stopping, "checkpoints": checkpoints, "processes": processes,
+        "steps_per_epoch": spe,
+    }  # fmt: skip
+    fingerprint = sha256_json(inputs)
+    state_path = Path(state_dir)
+    resume = llm_train._main_first(
+        dist, lambda: llm_train.find_resume_point(state_path, fingerprint)
+    )
+    combiner = make_combiner(method, seed=seed, reduction=reduction)
+    max_steps = training["epochs"] * spe
+    schedule = EpochSchedule(
+        spe=spe, max_epochs=training["epochs"], validation=validation,
+        early_stopping=early_stopping, checkpoints=checkpoints, combiner=combiner,
+        validate=_validator(tok, val_rows, tasks, formats, validation, trl),
+        info={**inputs, "fingerprint": fingerprint, "meta": meta or {},
+              "torch_version": torch.__version__, "trl_version": llm_train._trl_version(),
+              "transformers_version": transformers.__version__},
+    )  # fmt: skip
+    if resume is not None:
+        schedule.load(resume)
+        log.info("resuming %s from %s (epoch %s)", model_name, resume, schedule.saved[-1])
+    if not schedule.finished:
+        recipe = make_recipe(objective, training, trl, max_steps)
+        trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
+                           state_dir, combiner, [schedule, *(callbacks or [])])  # fmt: skip
+        log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
+                 model_name, method, len(tasks), len(data), training["epochs"], spe,
+                 processes)  # fmt: skip
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if dist is not None:
+        dist.wait_for_everyone()
+        if not dist.is_main_process:
+            return None
+    return _publish(schedule, inputs, Path(out_dir), state_path)
+
+
+def _dataset_rows(objective, rows, tasks, formats, tok, trl) -> list[dict]:
+    from ftlab.mtl.trl_data import grpo_rows, sft_rows
+
+    if objective == "sft":
+        return sft_rows(rows, tasks)
+    return grpo_rows(rows, tasks, formats, tok, trl["max_prompt_length"])
+
+
+def _validator(tok, val_rows, tasks, formats, validation, trl):
+    from ftlab.mtl.trl_validate import validate
+
+    max_new = validation.get("max_new_tokens") or trl["max_completion_length"]
+
+    def run(model) -> float:
+        return validate(model, tok, val_rows, tasks, formats, metric=validation["metric"],
+                        batch_size=validation["batch_size"], max_new_tokens=max_new)  # fmt: skip
+
+    return run
+
+
+def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, state_dir,
+             combiner, callbacks):  # fmt: skip
+    from datasets import Dataset
+
+    from ftlab.mtl.trl import surgery_trainer_class
+    from ftlab.mtl.trl_data import task_index
+
+    kwargs = {}
+    if objective == "grpo":
+        from ftlab.llm.rewards import correctness_reward, format_reward
+
+        kwargs = {"reward_funcs": [correctness_reward, format_reward],
+                  "task_index": task_index(tasks)}  # fmt: skip
+    trainer = surgery_trainer_class(objective)(
+        model=base_model, args=trl_args(recipe, objective, training, state_dir, seed),
+        train_dataset=Dataset.from_list(data), processing_class=tok, surgery=combiner,
+        callbacks=[*callbacks, llm_train._LogToLogger()], **kwargs,
+    )  # fmt: skip
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+    return trainer
+
+
+def _publish(schedule: EpochSchedule, inputs: dict, out_dir: Path, state_dir: Path) -> dict:
+    manifest = build_manifest(schedule.saved, schedule.values, schedule.spe, schedule.stopper,
+                              schedule.max_epochs, inputs["checkpoints"], inputs["validation"],
+                              inputs)  # fmt: skip
+    ckpts = llm_train.complete_checkpoints(state_dir)
+    kept = [c["step"] for c in manifest["checkpoints"]]
+    if sorted(ckpts) != kept:
+        raise RuntimeError(f"{state_dir}: checkpoints {sorted(ckpts)} on disk, kept {kept}")
+    history = read_json(ckpts[max(ckpts)] / llm_train.TRAINER_STATE).get("log_history", [])
+    publish_checkpoints(
+        out_dir, state_dir, ckpts.values(), is_state_file=_is_state_file,
+        extra_files={llm_train.LOG_NAME: llm_train._log_csv(history),
+                     MANIFEST: manifest_text(manifest)},
+    )  # fmt: skip
+    log.info("published %s: kept epochs %s, selected epoch %d (%s)", out_dir,
+             [c["epoch"] for c in manifest["checkpoints"]], manifest["selected"]["epoch"],
+             manifest["stop_reason"])  # fmt: skip
+    return manifest

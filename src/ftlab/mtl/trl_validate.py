@@ -1,0 +1,96 @@
+"""Validation of a model while TRL trains it (objectives sft and grpo).
+
+- `score` (seed 000: the validation reward mean, mode max): greedy answers to the validation
+  prompts, each rewarded 1 when correct (ftlab.llm.rewards: extract, normalize, compare, by
+  the row's format), else 0; the mean over all validation rows.
+- `loss` (mode min): mean token cross-entropy of the ground-truth completions (the SFT
+  records, eos included) given their prompts, over all completion tokens.
+Every process computes the same value on the full validation set (greedy decoding is
+deterministic), so every rank takes the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ftlab.mtl.trl_data import validation_prompts
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int,
+                       batch_size: int) -> list[str]:  # fmt: skip
+    from transformers import GenerationConfig
+
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)  # fmt: skip
+    out = []
+    for lo in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[lo : lo + batch_size], return_tensors="pt", padding=True,
+                        padding_side="left").to(model.device)  # fmt: skip
+        ids = model.generate(**enc, generation_config=cfg)
+        # left padding: every prompt ends at the same column, the rest is generated
+        out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def validation_score(model, tokenizer, rows, tasks, formats, *, max_new_tokens,
+                     batch_size) -> float:  # fmt: skip
+    """formats: task -> answer format (mtl.datasets.<task>.format)."""
+    from ftlab.llm.rewards import extract_answer, is_correct
+
+    items = validation_prompts(rows, tasks)
+    texts = greedy_completions(model, tokenizer, [i["prompt"] for i in items], max_new_tokens,
+                               batch_size)  # fmt: skip
+    fmt = [formats[i["task"]] for i in items]
+    right = [is_correct(extract_answer(t, f), i["row"], f)
+             for t, f, i in zip(texts, fmt, items, strict=True)]  # fmt: skip
+    return sum(right) / len(right)
+
+
+def completion_batch(tokenizer, records: list[dict], device) -> dict:
+    """Right-padded prompt+completion ids, labels only on the completion (and eos)."""
+    seqs, labels = [], []
+    for r in records:
+        p = tokenizer(r["prompt"])["input_ids"]
+        c = tokenizer(r["completion"], add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            c = [*c, tokenizer.eos_token_id]
+        seqs.append(p + c)
+        labels.append([-100] * len(p) + c)
+    width = max(map(len, seqs))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+    lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+@torch.no_grad()
+def validation_loss(model, tokenizer, rows, tasks, *, batch_size) -> float:
+    from ftlab.llm.data import sft_records
+    from ftlab.mtl.world_train import token_losses
+
+    validation_prompts(rows, tasks)  # checks the rows' tasks
+    records = sft_records(rows, "gt", "reasoning")
+    total, count = 0.0, 0
+    for lo in range(0, len(records), batch_size):
+        batch = completion_batch(tokenizer, records[lo : lo + batch_size], model.device)
+        loss, n = token_losses(model, batch)
+        total, count = total + float(loss.sum()), count + int(n.sum())
+    return total / count
+
+
+def validate(model, tokenizer, rows: list[dict], tasks: list[str], formats: dict, *,
+             metric: str, batch_size: int, max_new_tokens: int) -> float:  # fmt: skip
+    """The validation value of the current weights (the model is left in train mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        if metric == "score":
+            return validation_score(model, tokenizer, rows, tasks, formats,
+                                    max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size)  # fmt: skip
+        return validation_loss(model, tokenizer, rows, tasks, batch_size=batch_size)
+    finally:
+        model.train(was_training)
