@@ -1,4 +1,5 @@
 # LLM post-training study (kind: llm): input functions of its rules.
+from ftlab.llm.steps import job_plan
 from ftlab.llm.study import BASE, TEACHERS
 
 TINY_BASE_CHECKPOINT = P.path("checkpoint", model=BASE, step=0)
@@ -92,3 +93,60 @@ def llm_warn_over_caps():
 
 
 llm_warn_over_caps()
+
+
+# -- job shapes of evaluation and teacher jobs (several GPUs) --------------------------------
+
+
+def llm_job(family, one_model, key, how="device_map"):
+    """(launch, SLURM resources) of an LLM evaluation or teacher job: the family's launch plan
+    (one process per GPU, work split by rank), or with one_model a single process that splits
+    one model over the job's GPUs (ftlab.llm.steps.job_plan)."""
+    try:
+        return job_plan(
+            family, RES[family], config["threads"], one_model=one_model, key=key, how=how
+        )
+    except LaunchError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def llm_teacher_job(source):
+    """llm.<teacher>.parallel: model (default; vLLM tensor parallel, else HF device_map) or
+    data (one process per GPU, shards split by rank; HF generate)."""
+    section = TEACHERS[source]
+    settings = config["llm"][section]
+    one_model = settings["parallel"] == "model"
+    if not one_model and settings["backend"] == "vllm":
+        raise WorkflowError(
+            f"config key 'llm.{section}.parallel' is data, which generates with HF in every "
+            f"process; 'llm.{section}.backend: vllm' splits one model over the GPUs instead "
+            "(parallel: model)"
+        )
+    # backend auto picks vLLM at run time when it is installed and a GPU is present
+    how = {"vllm": "vllm_tp", "hf": "device_map"}.get(settings["backend"], "vllm_tp-or-device_map")
+    return llm_job("teacher", one_model, f"llm.{section}.parallel", how)
+
+
+def llm_teacher_resources():
+    """SLURM resources of the teacher jobs, per source (llm.teacher / llm.cf_teacher may place
+    their model differently); both share resources.teacher, so their shapes must have the same
+    keys (a launched and a one-process job do not)."""
+    shapes = {s: llm_teacher_job(s)[1] for s in STUDY.teacher_sources()}
+    keys = {tuple(sorted(shape)) for shape in shapes.values()}
+    if len(keys) > 1:
+        raise WorkflowError(
+            "config keys 'llm.teacher.parallel' and 'llm.cf_teacher.parallel' give the teacher "
+            f"jobs different shapes ({shapes}) from one resources.teacher section: set both to "
+            "the same value"
+        )
+    return {k: (lambda wc, k=k: shapes[wc.source][k]) for k in (keys.pop() if keys else ())}
+
+
+# lm_eval.parallel model and the vllm backend: one process, the model over the job's GPUs
+LLM_EVAL_JOB = llm_job(
+    "evaluate",
+    config["llm"]["lm_eval"]["parallel"] == "model"
+    or config["llm"]["lm_eval"]["backend"] == "vllm",
+    "llm.lm_eval.parallel",
+    "vllm_tp" if config["llm"]["lm_eval"]["backend"] == "vllm" else "device_map",
+)

@@ -100,13 +100,14 @@ rule teacher_trajectories:
     conda:
         "../envs/llm.yaml"
     resources:
+        **llm_teacher_resources(),
         mem_mb=scaled("teacher", "mem_mb"),
         runtime=scaled("teacher", "runtime"),
-        gpu=gpus("teacher"),
     params:
         teacher=llm_teacher_model,
         settings=lambda wc: config["llm"][TEACHERS[wc.source]],
         gpus=gpus("teacher"),
+        launch=lambda wc: llm_teacher_job(wc.source)[0],
         fmt=lambda wc: config["llm"]["datasets"][wc.dataset]["format"],
         shards=lambda wc: P.path("teacher_shards", dataset=wc.dataset, source=wc.source),
         declared=lambda wc: (config["llm"]["datasets"][wc.dataset]["rows"].get(wc.source)),

@@ -1,5 +1,9 @@
 # LLM evaluation: one job per checkpoint (and one for the base model) runs every lm-eval
 # benchmark and the in-domain sets, with a per-sample cache so a killed job resumes.
+# Several GPUs (resources.evaluate.gpus): llm.lm_eval.parallel data (default) starts one process
+# per GPU through ftlab.launch (lm-eval's data-parallel mode, a cache file per rank merged by
+# rank 0); model runs one process with the model split over the GPUs (HF device_map); the vllm
+# backend always runs one process with tensor_parallel_size = the job's GPUs.
 
 
 rule evaluate_llm:
@@ -20,9 +24,9 @@ rule evaluate_llm:
         "../envs/llm.yaml"
     threads: config["threads"]
     resources:
+        **LLM_EVAL_JOB[1],
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
-        gpu=gpus("evaluate"),
     params:
         model_path=llm_model_path,
         test_rows=llm_test_rows,
@@ -31,5 +35,7 @@ rule evaluate_llm:
         settings={k: config["llm"][k] for k in ("benchmarks", "lm_eval", "in_domain")},
         formats={d: spec["format"] for d, spec in config["llm"]["datasets"].items()},
         study=config["study"],
+        gpus=gpus("evaluate"),
+        launch=LLM_EVAL_JOB[0],
     script:
         "../workflow/scripts/llm_evaluate.py"

@@ -1,4 +1,6 @@
 # TIR training: GRPO with multi-turn sandbox rollouts (tools off = the single-turn baseline).
+# A job with several GPUs (resources.train: gpus, nodes, strategy) runs the GRPO trainer in every
+# process that ftlab.launch starts (accelerate launch; srun across nodes), like rules/llm_train.smk.
 
 
 rule train_tir:
@@ -15,9 +17,9 @@ rule train_tir:
         "../envs/llm.yaml"
     threads: config["threads"]
     resources:
+        **job_shape("train"),
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
-        gpu=gpus("train"),
     params:
         run=lambda wc: {
             k: getattr(STUDY.run(wc.model), k) for k in ("tools", "mask_void_turns", "max_turns")
@@ -29,5 +31,6 @@ rule train_tir:
         scorer=TIR["reward"],
         seed=lambda wc: STUDY.run(wc.model).seed,
         state_dir=lambda wc: P.path("train_state", model=wc.model),
+        launch=launch_plan("train"),
     script:
         "../workflow/scripts/tir_train.py"

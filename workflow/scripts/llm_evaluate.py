@@ -1,21 +1,30 @@
-from ftlab.llm.steps import evaluate_point
+from ftlab.launch import as_plan, run_stage
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
-evaluate_point(
-    model_name=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
-    model_path=snakemake.params.model_path,
-    test_rows=dict(snakemake.params.test_rows),
-    formats=dict(snakemake.params.formats),
-    **snakemake.params.settings,
-    outputs={
-        k: snakemake.output[k]
-        for k in ("lm_eval", "lm_eval_samples", "in_domain", "in_domain_samples")
-    },
-    cache_path=snakemake.params.cache,
-    study=snakemake.params.study,
-    release_weights=snakemake.params.release_weights,
+# One process: evaluate_point runs right here; several (llm.lm_eval.parallel: data with several
+# GPUs): in every process the launcher starts, rank 0 writing the results.
+run_stage(
+    as_plan(snakemake.params.launch),
+    "ftlab.llm.steps:evaluate_point",
+    kwargs=dict(
+        model_name=snakemake.wildcards.model,
+        step=int(snakemake.wildcards.step),
+        model_path=snakemake.params.model_path,
+        test_rows=dict(snakemake.params.test_rows),
+        formats=dict(snakemake.params.formats),
+        **snakemake.params.settings,
+        outputs={
+            k: snakemake.output[k]
+            for k in ("lm_eval", "lm_eval_samples", "in_domain", "in_domain_samples")
+        },
+        cache_path=snakemake.params.cache,
+        study=snakemake.params.study,
+        release_weights=snakemake.params.release_weights,
+        gpus=snakemake.params.gpus,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    log_path=snakemake.log[0],
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.

@@ -1,16 +1,25 @@
-from ftlab.llm.steps import teacher_trajectories
+from ftlab.launch import as_plan, run_stage
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
-teacher_trajectories(
-    snakemake.params.teacher,
-    dict(snakemake.params.settings),
-    snakemake.params.fmt,
-    snakemake.input.rows,
-    snakemake.output.records,
-    snakemake.output.report,
-    shards_dir=snakemake.params.shards,
-    gpus=snakemake.params.gpus,
-    declared=snakemake.params.declared,
-    declared_key=snakemake.params.declared_key,
+# One process (llm.teacher.parallel: model, or one GPU): right here, the model over all the
+# job's GPUs; parallel: data with several GPUs: in every process the launcher starts, each
+# rank generating its shards (rank 0 writes the records).
+run_stage(
+    as_plan(snakemake.params.launch),
+    "ftlab.llm.steps:teacher_trajectories",
+    kwargs=dict(
+        teacher=snakemake.params.teacher,
+        settings=dict(snakemake.params.settings),
+        fmt=snakemake.params.fmt,
+        rows_path=snakemake.input.rows,
+        out=snakemake.output.records,
+        report=snakemake.output.report,
+        shards_dir=snakemake.params.shards,
+        gpus=snakemake.params.gpus,
+        declared=snakemake.params.declared,
+        declared_key=snakemake.params.declared_key,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    log_path=snakemake.log[0],
 )

@@ -1,16 +1,27 @@
+from ftlab.launch import as_plan, run_stage
 from ftlab.runlog import setup_logging
-from ftlab.tir.steps import train
 
 setup_logging(snakemake.log[0])
-train(
-    dict(snakemake.params.run),
-    dict(snakemake.params.grpo),
-    base_model=snakemake.params.base_model,
-    rows_path=snakemake.input.rows,
-    prompt_template=snakemake.params.prompt_template,
-    sandbox=dict(snakemake.params.sandbox),
-    scorer=dict(snakemake.params.scorer),
-    seed=snakemake.params.seed,
-    out_dir=snakemake.output.model,
-    state_dir=snakemake.params.state_dir,
+# One process: train runs right here; several: in every process the launcher starts (rank 0
+# resumes and publishes, as for the llm kind). bf16 on GPUs, as the trainer's own config
+# (TIRRecipe.trl_config: bf16 whenever a GPU is present).
+plan = as_plan(snakemake.params.launch)
+run_stage(
+    plan,
+    "ftlab.tir.steps:train",
+    kwargs=dict(
+        run=dict(snakemake.params.run),
+        grpo=dict(snakemake.params.grpo),
+        base_model=snakemake.params.base_model,
+        rows_path=snakemake.input.rows,
+        prompt_template=snakemake.params.prompt_template,
+        sandbox=dict(snakemake.params.sandbox),
+        scorer=dict(snakemake.params.scorer),
+        seed=snakemake.params.seed,
+        out_dir=snakemake.output.model,
+        state_dir=snakemake.params.state_dir,
+    ),
+    payload_path=snakemake.log[0] + ".launch.json",
+    mixed_precision="bf16" if plan.gpus_per_node else "no",
+    log_path=snakemake.log[0],
 )

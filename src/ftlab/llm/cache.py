@@ -8,11 +8,18 @@ them; ``lm_eval_runner.cache_identity``), so two checkpoints, or one checkpoint 
 fp32, never share answers.
 
 One file per checkpoint (``eval_cache/<model>/checkpoint-<step>.sqlite``): each file has exactly
-one writer, the checkpoint's evaluation job. SQLite's locking (WAL needs shared memory next to
-the file) is unsafe on NFS and many Lustre setups when jobs on several nodes write one file;
-with one writer per file nothing is ever written concurrently. The file uses WAL where the file
-system allows it (readers never block the writer; a crashed writer leaves the last committed
-transaction intact) and falls back to the rollback journal elsewhere.
+one writer, the checkpoint's evaluation job. A job with several processes (data parallel,
+``ftlab.launch``) keeps that rule: every rank reads the merged file read-only and writes its
+new answers to a file of its own (``checkpoint-<step>.rank<k>.sqlite``); rank 0 merges the rank
+files into the checkpoint's file when the ranks are done, and at the start of every run (a
+killed run leaves its rank files behind; their answers are kept whatever the new process
+count). Keys are the same as with one process, so the merged file is the 1-process file.
+
+SQLite's locking (WAL needs shared memory next to the file) is unsafe on NFS and many Lustre
+setups when jobs on several nodes write one file; with one writer per file nothing is ever
+written concurrently. The file uses WAL where the file system allows it (readers never block
+the writer; a crashed writer leaves the last committed transaction intact) and falls back to
+the rollback journal elsewhere.
 
 ``CachedLM`` puts the cache in front of an lm-eval model: every request it is asked goes
 through ``SampleCache`` first, and only the missing ones reach the wrapped model.
@@ -25,12 +32,16 @@ import inspect
 import json
 import logging
 import os
+import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
+
+from ftlab.llm.ranks import Ranks
 
 log = logging.getLogger("ftlab.llm.evaluate")
 
@@ -82,8 +93,13 @@ class SampleCache:
     Use as a context manager or call ``close()``.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        if readonly:  # another process owns the file: no pragma, no table creation, no write
+            uri = self.path.absolute().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+            self.journal_mode = None
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         # WAL + synchronous=NORMAL: a committed row survives a process kill (the WAL is in the
@@ -123,6 +139,26 @@ class SampleCache:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO samples (key, value) VALUES (?, ?)", rows)
 
+    def items(self) -> dict[str, Any]:
+        """Every row, {key: value} (tests, merges)."""
+        rows = self._db.execute("SELECT key, value FROM samples").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def merge_from(self, other: str | Path) -> int:
+        """Copy every row of the cache file `other` into this one (one transaction); the
+        number of rows copied."""
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            n = self._db.execute("SELECT COUNT(*) FROM other.samples").fetchone()[0]
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO samples SELECT key, value FROM other.samples"
+                )
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return n
+
     def __contains__(self, key: str) -> bool:
         return (
             self._db.execute("SELECT 1 FROM samples WHERE key = ?", (key,)).fetchone() is not None
@@ -148,6 +184,82 @@ class SampleCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- several processes: one cache file per rank, merged by rank 0 -------------------------------
+def rank_path(path: str | Path, rank: int) -> Path:
+    """The cache file rank `rank` writes in a job with several processes."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def rank_files(path: str | Path) -> list[Path]:
+    """The rank files of the cache file `path` on disk (not their -wal / -shm companions)."""
+    path = Path(path)
+    pat = re.compile(re.escape(path.stem) + r"\.rank\d+" + re.escape(path.suffix) + "$")
+    return sorted(p for p in path.parent.glob(f"{path.stem}.rank*") if pat.fullmatch(p.name))
+
+
+def merge_rank_files(path: str | Path) -> int:
+    """Merge every rank file of `path` into it, then delete them; the rows merged. A kill
+    between the commit and the deletion only makes the next merge copy the rows again."""
+    n = 0
+    files = rank_files(path)
+    with SampleCache(path) as cache:
+        for f in files:
+            n += cache.merge_from(f)
+    for f in files:
+        for p in (f, f.with_name(f.name + "-wal"), f.with_name(f.name + "-shm")):
+            p.unlink(missing_ok=True)
+    if files:
+        log.info("merged %d answers from %d rank files into %s", n, len(files), path)
+    return n
+
+
+class RankCache:
+    """One rank's cache in a job with several processes: reads the merged file (read-only,
+    nobody writes it while the ranks run) and its own rank file; writes the rank file only."""
+
+    def __init__(self, path: str | Path, rank: int):
+        self.merged = SampleCache(path, readonly=True)
+        self.own = SampleCache(rank_path(path, rank))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        keys = list(keys)
+        found = self.merged.get_many(keys)
+        found.update(self.own.get_many(k for k in keys if k not in found))
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        self.own.put_many(items)
+
+    def close(self) -> None:
+        self.merged.close()
+        self.own.close()
+
+
+@contextmanager
+def open_cache(path: str | Path, ranks: Ranks | None = None) -> Iterator[SampleCache | RankCache]:
+    """The cache a process reads and writes. One process: the checkpoint's file itself.
+    Several: rank 0 first merges rank files a killed run left, then each rank gets a
+    RankCache; when every rank is done (a barrier), rank 0 merges the rank files. A rank that
+    fails leaves its rank file for the next run."""
+    if ranks is None or ranks.world_size == 1:
+        with SampleCache(path) as cache:
+            yield cache
+        return
+    if ranks.main:
+        merge_rank_files(path)  # also creates the file the others open read-only
+    ranks.barrier()
+    cache = RankCache(path, ranks.rank)
+    try:
+        yield cache
+    finally:
+        cache.close()
+    ranks.barrier()
+    if ranks.main:
+        merge_rank_files(path)
+    ranks.barrier()  # the merged file is complete for every rank from here on
 
 
 def crash_limit() -> int | None:
@@ -198,17 +310,24 @@ class CachedLM(LM):
     With HFLM and ``batch_size="auto"`` the batch size is detected on the first chunk of a
     call (the longest requests) and kept for the following chunks: re-detecting per chunk would
     cost several full-size forward passes each time.
+
+    Several processes (`ranks`): the rank and world size lm-eval shards documents by, and its
+    gathers, are this class's (torch.distributed, global ranks); the wrapped model runs as a
+    single-process model on its rank's device, so it never enters a collective that a rank
+    whose answers are all cached would not join.
     """
 
     def __init__(
         self,
         lm: LM,
-        cache: SampleCache,
+        cache: SampleCache | RankCache,
         model_hash: str,
         chunk_size: int = DEFAULT_CHUNK,
         crash_after_chunks: int | None = None,
+        ranks: Ranks | None = None,
     ):
         super().__init__()
+        self.ranks = ranks or Ranks()
         self.lm = lm
         self.cache = cache
         self.model_hash = model_hash
@@ -227,11 +346,20 @@ class CachedLM(LM):
 
     @property
     def rank(self) -> int:
-        return self.lm.rank
+        return self.ranks.rank if self.ranks.world_size > 1 else self.lm.rank
 
     @property
     def world_size(self) -> int:
-        return self.lm.world_size
+        return self.ranks.world_size if self.ranks.world_size > 1 else self.lm.world_size
+
+    def all_gather(self, tensor):
+        return self.ranks.all_gather(tensor) if self.ranks.world_size > 1 else tensor
+
+    def gather_object(self, obj, dst=0):
+        return self.ranks.gather(obj, dst) if self.ranks.world_size > 1 else [obj]
+
+    def barrier(self) -> None:
+        self.ranks.barrier()
 
     @property
     def device(self):

@@ -6,9 +6,14 @@ import copy
 
 
 def default_device() -> str:
+    """The GPU of this process (LOCAL_RANK's under a launcher: each rank its own), or "cpu"."""
+    import os
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 class HFGenerator:
@@ -18,10 +23,14 @@ class HFGenerator:
     sampling (temperature, top_p), which must not change a greedy result. Sampling at
     temperature > 0 keeps the checkpoint's other sampling settings (top_k, top_p), as its model
     card intends. `chat_template`: wrap each prompt as one user turn of the tokenizer's
-    template.
+    template. `device_map` ("auto"): one model split over every visible GPU by accelerate (a
+    model too large for one GPU; the inputs go to its first device).
     """
 
-    def __init__(self, model: str, device: str | None = None, chat_template: bool = False):
+    def __init__(
+        self, model: str, device: str | None = None, chat_template: bool = False,
+        device_map: str | None = None,
+    ):  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,7 +39,12 @@ class HFGenerator:
         self.tok = AutoTokenizer.from_pretrained(model, padding_side="left")
         if self.tok.pad_token_id is None:  # batching needs one; eos is the usual stand-in
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device)
+        if device_map and self.device.startswith("cuda"):
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype,
+                                                              device_map=device_map)  # fmt: skip
+            self.device = str(self.model.device)  # the first layer's: where inputs start
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device)
         self.model.eval()
         self.chat_template = chat_template
 

@@ -8,7 +8,14 @@ import time
 from collections.abc import Callable
 
 from ftlab.io import atomic_write_json, read_jsonl, write_jsonl
-from ftlab.llm.cache import SampleCache, crash_if_due, crash_limit, request_key
+from ftlab.llm.cache import (
+    Ranks,
+    SampleCache,
+    crash_if_due,
+    crash_limit,
+    open_cache,
+    request_key,
+)
 from ftlab.llm.data import prompt_for
 from ftlab.llm.fingerprint import model_fingerprint, model_identity
 from ftlab.llm.rewards import score_completion
@@ -23,17 +30,25 @@ GenerateFn = Callable[[list[str], int], list[str]]  # (prompts, max_new_tokens) 
 def _completions(
     prompts: list[str], keys: list[str], cache_path: str, batch_size: int,
     generate: Callable[[], GenerateFn], max_new_tokens: int, label: str,
-) -> tuple[dict[str, str], int]:  # fmt: skip
+    ranks: Ranks | None = None,
+) -> tuple[dict[str, str] | None, int]:  # fmt: skip
     """{key: completion} for every prompt, generating (longest first) only what the cache
-    lacks, one committed batch at a time; and how many were generated."""
+    lacks, one committed batch at a time; and how many were generated.
+
+    Several processes: every rank sees the same missing prompts in the same batches and
+    generates batches rank, rank + world_size, ... (the batches of a 1-process run, so greedy
+    completions are the same); rank 0 returns every completion from the merged cache, the
+    other ranks None."""
+    ranks = ranks or Ranks()
     limit = crash_limit()
     n_computed = 0
-    with SampleCache(cache_path) as cache:
+    with open_cache(cache_path, ranks) as cache:
         done = cache.get_many(keys)
         todo = sorted({k: p for k, p in zip(keys, prompts, strict=True) if k not in done}.items(),
                       key=lambda kp: -len(kp[1]))  # fmt: skip
-        generate_fn = generate() if todo else None
-        for n_batch, start in enumerate(range(0, len(todo), batch_size), 1):
+        starts = list(range(0, len(todo), batch_size))[ranks.rank :: ranks.world_size]
+        generate_fn = generate() if starts else None
+        for n_batch, start in enumerate(starts, 1):
             batch = todo[start : start + batch_size]
             outs = generate_fn([p for _, p in batch], max_new_tokens)
             cache.put_many(zip([k for k, _ in batch], outs, strict=True))
@@ -41,6 +56,12 @@ def _completions(
             n_computed += len(batch)
             log.info("in_domain %s: %d/%d generated", label, n_computed, len(todo))
             crash_if_due(n_batch, limit)
+    n_computed = ranks.sum(n_computed)
+    if ranks.world_size > 1:
+        if not ranks.main:
+            return None, n_computed
+        with SampleCache(cache_path) as cache:  # merged: every rank's completions
+            done = cache.get_many(keys)
     return done, n_computed
 
 
@@ -63,7 +84,8 @@ def score_in_domain(
     device: str | None = None,
     chat_template: bool = False,
     generate_fn: GenerateFn | None = None,
-) -> tuple[dict, list[dict]]:
+    device_map: str | None = None,
+) -> tuple[dict, list[dict]] | tuple[None, None]:
     """Greedy accuracy of `model` on normalized `rows`: (result, per-sample rows).
 
     Prompts are ``prompt_for(row, prompt_style)``; completions are scored with
@@ -71,7 +93,9 @@ def score_in_domain(
     result. Completions are cached per prompt (key: model fingerprint, "in_domain:<fmt>",
     prompt + generation settings), so a resumed run generates only what is missing; scores
     are recomputed from the completions. `generate_fn(prompts, max_new_tokens)` replaces the
-    HF model (tests, other backends).
+    HF model (tests, other backends). `device_map` ("auto"): one model split over every
+    visible GPU (HFGenerator). Several processes (ftlab.launch): each rank generates its share
+    of the batches; rank 0 returns the result, the other ranks (None, None).
     """
     t0 = time.perf_counter()
     prompts = [prompt_for(r, prompt_style) for r in rows]
@@ -87,11 +111,13 @@ def score_in_domain(
     def generate() -> GenerateFn:
         from ftlab.llm.generate import HFGenerator
 
-        return generate_fn or HFGenerator(model, device, chat_template)
+        return generate_fn or HFGenerator(model, device, chat_template, device_map=device_map)
 
     done, n_computed = _completions(
         prompts, keys, cache_path, batch_size, generate, max_new_tokens, fmt
     )
+    if done is None:  # a rank other than 0: its completions are in the merged cache
+        return None, None
     samples, sums = [], dict.fromkeys(SCORES, 0.0)
     for row, prompt, key in zip(rows, prompts, keys, strict=True):
         completion = done[key]
@@ -125,6 +151,8 @@ def evaluate_in_domain(
     """``score_in_domain`` on the first `limit` rows of `rows_path` (jsonl); writes the samples
     and then `out_json` (atomically, so its existence implies the samples file)."""
     result, samples = score_in_domain(rows=read_jsonl(rows_path)[:limit], **kwargs)
+    if result is None:  # not rank 0
+        return None
     write_jsonl(samples_path, samples)
     atomic_write_json(out_json, result)
     return result

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.io import atomic_write_json, sha256_json, write_jsonl
-from ftlab.llm.cache import DEFAULT_CHUNK, CachedLM, SampleCache
+from ftlab.llm.cache import DEFAULT_CHUNK, CachedLM, Ranks, open_cache
 from ftlab.llm.fingerprint import model_fingerprint, model_identity
 from ftlab.llm.generate import default_device
 
@@ -101,12 +101,40 @@ def _load_benchmarks(tm, benchmarks: dict[str, str]) -> dict[str, Any]:
     return objs
 
 
-def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict | None):
+PARALLEL = ("data", "model")
+
+
+def placement_args(backend: str, parallel: str, gpus: int, model_args: dict | None) -> dict:
+    """lm-eval model arguments that place one model over the job's GPUs (not part of the cache
+    key: where the layers sit does not change the answers' dtype or arithmetic).
+
+    vllm: `tensor_parallel_size` = the job's GPUs (vLLM shards the model itself; one process),
+    unless model_args sets it. hf with `parallel: model` and several GPUs: `parallelize=True`,
+    lm-eval's `device_map="auto"` split of one model over every visible GPU (a model too large
+    for one GPU). hf with `parallel: data`: nothing, the launcher's processes split the
+    documents instead."""
+    if parallel not in PARALLEL:
+        raise ValueError(f"config key 'lm_eval.parallel': {parallel!r} is not one of {PARALLEL}")
+    given = model_args or {}
+    if backend == "vllm" and gpus > 1 and "tensor_parallel_size" not in given:
+        return {"tensor_parallel_size": int(gpus)}
+    if backend == "hf" and parallel == "model" and gpus > 1 and "parallelize" not in given:
+        return {"parallelize": True}
+    return {}
+
+
+def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict | None,
+             ranks: Ranks | None = None):  # fmt: skip
     kwargs = dict(model_args or {})
     if backend == "hf":
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(pretrained=model, batch_size=batch_size, device=device, **kwargs)
+        lm = HFLM(pretrained=model, batch_size=batch_size, device=device, **kwargs)
+        if ranks is not None and ranks.world_size > 1:
+            # Under a launcher HFLM placed the model on this rank's device (its Accelerator);
+            # the sharding and gathers are CachedLM's, so HFLM itself stays single-process.
+            lm._rank, lm._world_size = 0, 1
+        return lm
     if backend == "vllm":
         try:  # imported lazily: vllm exists on GPU machines only
             from lm_eval.models.vllm_causallms import VLLM
@@ -179,6 +207,7 @@ LM_EVAL_OPTIONS = (
     "backend",
     "dtype",
     "model_args",
+    "parallel",
 )
 
 
@@ -206,7 +235,9 @@ def run_lm_eval(
     bootstrap_iters: int = 100000,
     model_args: dict | None = None,
     dtype: str = "auto",
-) -> dict:
+    parallel: str = "data",
+    gpus: int = 0,
+) -> dict | None:
     """Score `model` on lm-eval `benchmarks` ({task or group: metric}) with one model load.
 
     `metric` is a metric name ("acc_norm"; the "none" filter is taken when there are several)
@@ -218,6 +249,12 @@ def run_lm_eval(
     "cuda" when a GPU is visible, else "cpu". `dtype` ("auto": the checkpoint's own) and
     `model_args` go to the lm-eval model and, with the backend, into every cache key: answers
     computed in another precision or with other arguments are never reused.
+
+    Several processes (started by ftlab.launch, WORLD_SIZE > 1): lm-eval's data-parallel mode;
+    each rank scores its share of the documents, caches its answers in a rank file of
+    `cache_path` (merged by rank 0; see ftlab.llm.cache), and rank 0 gathers the samples and
+    writes the results; other ranks return None. `parallel` ("data" | "model") and `gpus` (the
+    job's GPUs) place one model over several GPUs instead (``placement_args``).
     """
     import lm_eval.evaluator
     from lm_eval.utils import handle_non_serializable
@@ -232,10 +269,13 @@ def run_lm_eval(
     objs = _load_benchmarks(tm, benchmarks)
     model_hash = model_fingerprint(model)
     args = {**(model_args or {}), **({"dtype": dtype} if dtype != "auto" else {})}
-    lm = _make_lm(model, backend, batch_size, device or default_device(), args)
+    placement = placement_args(backend, parallel, gpus, model_args)
+    ranks = Ranks()
+    lm = _make_lm(model, backend, batch_size, device or default_device(), {**args, **placement},
+                  ranks)  # fmt: skip
     cache_id = cache_identity(model_hash, backend, args)
-    with SampleCache(cache_path) as cache:
-        clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size)
+    with open_cache(cache_path, ranks) as cache:
+        clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size, ranks=ranks)
         res = lm_eval.evaluator.simple_evaluate(
             model=clm,
             tasks=[objs[n] for n in benchmarks],
@@ -245,19 +285,24 @@ def run_lm_eval(
             log_samples=True,
             bootstrap_iters=bootstrap_iters,
         )
+    n_cached, n_computed = ranks.sum(clm.n_cached), ranks.sum(clm.n_computed)
+    if not ranks.main:  # rank 0 has every rank's samples and metrics
+        return None
     rows = [_metric_row(res, n, m, objs[n]) for n, m in benchmarks.items()]
     meta = dict(meta or {})
     out = {
         **model_identity(model, model_hash, meta),
         "benchmarks": rows,
         "elapsed_s": round(time.perf_counter() - t0, 3),
-        "n_cached": clm.n_cached,
-        "n_computed": clm.n_computed,
+        "n_cached": n_cached,
+        "n_computed": n_computed,
         "lm_eval_version": version("lm_eval"),
         "backend": backend,
         "dtype": dtype,
         "model_args": model_args or {},
         "cache_identity": cache_id,
+        "processes": ranks.world_size,
+        "placement": placement,
         "batch_size": batch_size,
         "batch_sizes_used": clm.batch_sizes_used,
         "num_fewshot": num_fewshot,

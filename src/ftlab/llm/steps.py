@@ -16,6 +16,38 @@ from ftlab.io import atomic_write_json, atomic_write_text, read_jsonl, write_jso
 log = logging.getLogger("ftlab.llm")
 
 
+def job_plan(
+    family: str, resources: dict, threads: int, *, one_model: bool, key: str,
+    how: str = "device_map",
+) -> tuple[object, dict]:  # fmt: skip
+    """(launch param, SLURM resources) of an evaluation or teacher job (Snakefile time).
+
+    one_model False: the family's plan - one process per GPU (or `processes` on CPU) through
+    ftlab.launch, the work split by rank. True (`key` is "model", or a vLLM backend): one
+    process that holds every GPU of the job and splits one model over them (`how`:
+    "device_map" or "vllm_tp", shown as the job's launcher, e.g. vllm_tp:2); it cannot span
+    nodes. The launch param follows rules/common.smk's launch_plan: a dict when several
+    processes run (recorded by Snakemake), else the Plan.
+    """
+    import dataclasses
+
+    from ftlab.launch import LaunchError, plan_for, slurm_resources
+
+    plan = plan_for(family, resources, threads)
+    if not one_model:
+        return (plan.to_dict() if plan.launched else plan), slurm_resources(plan)
+    if plan.nodes > 1:
+        raise LaunchError(
+            f"config key 'resources.{family}.nodes' is {plan.nodes}, but {key} places one "
+            f"model on the GPUs of one node: set nodes: 1, or {key}: data"
+        )
+    one = dataclasses.replace(plan, procs_per_node=1, tasks_per_node=1)
+    shape = slurm_resources(one)
+    if plan.gpus_per_node > 1:  # what a dry run shows: how the GPUs are used
+        shape["launcher"] = f"{how}:{plan.gpus_per_node}"
+    return one, shape
+
+
 def build_tiny_base(seed: int, out_checkpoint: str) -> None:
     from ftlab.llm.tiny import build_tiny_causal_lm
 
@@ -86,9 +118,16 @@ def teacher_trajectories(
     shards_dir: str, gpus: int = 0, declared: int | None = None, declared_key: str = "",
 ) -> None:  # fmt: skip
     """settings: the validated llm.teacher / llm.cf_teacher section (its `model` resolved to
-    `teacher`); gpus: the job's GPUs (tensor parallelism when the section leaves it null);
-    declared: the record count the config declares at `declared_key` (epochs-length runs)."""
+    `teacher`); gpus: the job's GPUs; declared: the record count the config declares at
+    `declared_key` (epochs-length runs).
+
+    settings["parallel"] "model": this one process splits the teacher over the job's GPUs
+    (vLLM tensor parallelism, `tensor_parallel_size` null = the GPUs; HF device_map="auto");
+    "data": runs in every process of a launched job, each rank generating its shards.
+    """
     from ftlab.llm.teacher import generate_trajectories
+
+    split = settings.get("parallel", "model") == "model"
 
     result = generate_trajectories(
         teacher_model=teacher,
@@ -96,15 +135,19 @@ def teacher_trajectories(
         fmt=fmt,
         out_path=out,
         report_path=report,
-        backend=settings["backend"],
+        # data: every rank has its own whole model on its GPU - HF generate (auto -> hf)
+        backend=settings["backend"] if split else "hf",
         max_new_tokens=settings["max_new_tokens"],
         batch_size=settings["batch_size"],
         samples_per_question=settings["samples_per_question"],
         temperature=settings["temperature"],
         shard_size=settings["shard_size"],
         shards_dir=shards_dir,
-        tensor_parallel_size=settings["tensor_parallel_size"] or max(1, gpus),
+        tensor_parallel_size=(settings["tensor_parallel_size"] or max(1, gpus)) if split else 1,
+        device_map="auto" if split and gpus > 1 else None,
     )
+    if result is None:  # a rank other than 0: rank 0 wrote the records
+        return
     log.info("teacher %s (%s): pass rate %.3f", teacher, fmt, result["pass_rate"])
     # After the records are written: a wrong declaration costs a config edit, not the teacher.
     check_record_count(result["n_kept"], declared, declared_key, f"{out}")
@@ -165,14 +208,20 @@ def evaluate_point(
     cache_path: str,
     study: str,
     release_weights: bool = False,
+    gpus: int = 0,
 ) -> None:
     """Score one checkpoint (or the base model) on the lm-eval benchmarks and in-domain sets.
 
     test_rows / formats: test rows file and row format per dataset; benchmarks, lm_eval,
     in_domain: the validated llm sections of those names; cache_path: this checkpoint's own
     cache file; release_weights: delete the checkpoint's weights once everything is written
-    (llm.delete_weights, decided per checkpoint by the rule).
+    (llm.delete_weights, decided per checkpoint by the rule); gpus: the job's GPUs (one model
+    over all of them with lm_eval.parallel: model, or vLLM's tensor parallelism).
+
+    Runs in every process of a launched job (lm_eval.parallel: data): the ranks share the
+    documents and prompts; rank 0 writes the results and releases the weights.
     """
+    from ftlab.llm.cache import Ranks
     from ftlab.llm.in_domain import score_in_domain
     from ftlab.llm.lm_eval_runner import lm_eval_options, run_lm_eval
     from ftlab.llm.weights import delete_weights, weights_deleted
@@ -192,8 +241,11 @@ def evaluate_point(
         samples_path=outputs["lm_eval_samples"],
         cache_path=cache_path,
         meta=meta,
+        gpus=gpus,
         **lm_eval_options(lm_eval),
     )
+    # The in-domain generator splits one model over the GPUs when lm-eval does.
+    split = lm_eval.get("parallel") == "model" and gpus > 1
     results, samples = {}, []
     for dataset, rows_path in test_rows.items():
         results[dataset], rows = score_in_domain(
@@ -205,8 +257,11 @@ def evaluate_point(
             max_new_tokens=in_domain["max_new_tokens"],
             batch_size=in_domain["batch_size"],
             meta=meta,
+            device_map="auto" if split else None,
         )
-        samples += [{"dataset": dataset, **row} for row in rows]
+        samples += [{"dataset": dataset, **row} for row in rows or []]
+    if not Ranks().main:  # rank 0 holds every rank's results
+        return
     write_jsonl(outputs["in_domain_samples"], samples)
     atomic_write_json(outputs["in_domain"], {**meta, "datasets": results})  # last: complete
     if release_weights:  # every evaluation of this checkpoint is written by now

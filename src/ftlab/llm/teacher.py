@@ -13,6 +13,13 @@ shard's generations are written to ``<shards_dir>/shard-<k>.jsonl`` (atomically,
 key over the teacher, the settings and the shard's questions). A job killed at its time limit
 re-runs only the unfinished shards; a changed setting or question never reuses a shard. The
 model is loaded only when some shard is missing. Seed 003 needed ~6 h for MATH's 7.4k questions.
+
+Several GPUs (resources.teacher.gpus) are used in one of two ways (llm.teacher.parallel):
+`model` (default) - one process holds one model split over the job's GPUs: vLLM tensor
+parallelism, or HF `device_map="auto"` without vLLM (a 32B or 70B teacher); `data` - the
+launcher starts one process per GPU, each with the whole model, and rank r generates shards
+r, r + world_size, ... (a shard is generated exactly as by one process, so a greedy teacher
+gives the same records); rank 0 then reads every shard and writes the records and report.
 """
 
 from __future__ import annotations
@@ -46,12 +53,14 @@ def choose_backend(backend: str) -> str:
 
 
 def hf_generator(
-    model_path: str, *, max_new_tokens: int, batch_size: int, temperature: float
-) -> GenerateFn:
-    """Batched HF generate (ftlab.llm.generate.HFGenerator); greedy at temperature 0."""
+    model_path: str, *, max_new_tokens: int, batch_size: int, temperature: float,
+    device_map: str | None = None,
+) -> GenerateFn:  # fmt: skip
+    """Batched HF generate (ftlab.llm.generate.HFGenerator); greedy at temperature 0.
+    device_map "auto": one model over every visible GPU."""
     from ftlab.llm.generate import HFGenerator
 
-    gen = HFGenerator(model_path)
+    gen = HFGenerator(model_path, device_map=device_map)
 
     def generate(prompts: list[str], n: int) -> list[list[str]]:
         return gen.samples(
@@ -155,13 +164,20 @@ def generate_trajectories(
     shard_size: int = 512,
     shards_dir: str | None = None,
     tensor_parallel_size: int = 1,
-) -> dict:
+    device_map: str | None = None,
+) -> dict | None:
     """Generate, verify and keep teacher trajectories; writes out_path and report_path.
 
     rows_path: normalised rows jsonl. generate: an injected generator (tests); otherwise one
     is built for the chosen backend when the first unfinished shard needs it. shards_dir:
-    where finished shards are kept (default: beside out_path). Returns the report.
+    where finished shards are kept (default: beside out_path). tensor_parallel_size (vLLM) /
+    device_map (HF, "auto"): one model over several GPUs. Returns the report; in a launched
+    job (several processes) each rank generates its shards and only rank 0 writes and returns
+    the report (the others None).
     """
+    from ftlab.llm.ranks import Ranks
+
+    ranks = Ranks()
     if samples_per_question > 1 and temperature <= 0:
         log.warning("%d samples per question at temperature 0 are identical", samples_per_question)
     rows = read_jsonl(rows_path)[:limit]
@@ -179,7 +195,7 @@ def generate_trajectories(
             else:
                 built.append(hf_generator(
                     teacher_model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    temperature=temperature,
+                    temperature=temperature, device_map=device_map,
                 ))  # fmt: skip
         return built[0]
 
@@ -190,17 +206,28 @@ def generate_trajectories(
     n_shards = -(-len(rows) // shard_size) if rows else 0
     log.info("teacher %s (%s): %d questions x %d in %d shards of %d", teacher_model, chosen,
              len(rows), samples_per_question, n_shards, shard_size)  # fmt: skip
-    generations, n_resumed = [], 0
-    for k in range(n_shards):
+    if 1 < ranks.world_size and n_shards < ranks.world_size:
+        log.warning("%d shards for %d processes: some stay idle (llm.teacher.shard_size)",
+                    n_shards, ranks.world_size)  # fmt: skip
+
+    def shard(k: int) -> tuple[list[list[str]], bool]:
         part = rows[k * shard_size : (k + 1) * shard_size]
         prompts = [prompt_for(r, style) for r in part]
         key = sha256_json({**settings, "questions": [[r.get("id"), r["question"]] for r in part]})
-        gens, fresh = _shard_generations(
+        return _shard_generations(
             shards / SHARD_NAME.format(k), key, part, make_generate, prompts, samples_per_question
         )
-        generations += gens
+
+    n_resumed = 0
+    for k in range(ranks.rank, n_shards, ranks.world_size):  # this rank's shards
+        _, fresh = shard(k)
         n_resumed += not fresh
         log.info("shard %d/%d %s", k + 1, n_shards, "generated" if fresh else "kept from disk")
+    n_resumed = ranks.sum(n_resumed)
+    if not ranks.main:  # rank 0 reads every rank's shards
+        return None
+    # Every shard is on disk now; one that is not (or stale) is generated here.
+    generations = [g for k in range(n_shards) for g in shard(k)[0]]
     records, counts = verify_and_keep(rows, generations, fmt, style)
     write_jsonl(out_path, records)
     report = {
@@ -217,6 +244,8 @@ def generate_trajectories(
         "shards_resumed": n_resumed,
         "shard_size": shard_size,
         "tensor_parallel_size": tensor_parallel_size,
+        "device_map": device_map,
+        "processes": ranks.world_size,
     }
     atomic_write_json(report_path, report)
     log.info("kept %d of %d generations (pass rate %.3f)", counts["n_kept"],
