@@ -6,10 +6,13 @@ both atomically and the metrics last, so an existing metrics file implies its sa
 Device: `device` auto | cpu | cuda (ftlab.device); weights stay float32 on every device (decoding
 a 1.6 M-parameter model is launch-bound, and fp32 keeps greedy answers comparable across
 devices). `batch_size="auto"` sizes batches from the GPU's free memory (64 on the CPU).
-Not done: a CUDA-graph-captured decode step with a static KV cache. Left-padded prompts of
-varying length need a static 2-D mask and cache positions per batch shape, i.e. one capture
-per (batch, prompt-length) bucket; benchmarks/gpu_world.py measures the loop against HF
-generate() so that this headroom can be judged on a GPU first.
+
+Decoding (`eval.decode`, ftlab.decode): `loop` (the KV-cache loop), `static` (a static KV
+cache whose per-token step is captured as one CUDA graph on a CUDA device when `cuda_graphs`
+is on) or `generate` (HF generate, the reference); `auto` = static on CUDA, loop on the CPU,
+where the static cache measured no faster (benchmarks/gpu_world.py --decode-only). All give
+the same tokens; one capture per eval set serves every batch: the cache length is the set's
+longest prompt + new tokens and the prompt width of a batch is a device tensor, not a shape.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from transformers import AutoModelForCausalLM
 
 from ftlab.batches import read_rows
 from ftlab.checkpointing import META_FILE
+from ftlab.decode import StaticDecoder, decode_generate, decode_loop, static_max_len
 from ftlab.device import auto_eval_batch_size, resolve_device
 from ftlab.io import atomic_write_json, atomic_write_lines, checkpoint_sha256, read_json
 from ftlab.paths import EVAL_SET_SEP
@@ -47,69 +51,17 @@ def load_checkpoint(path: str | Path, threads: int = 1, device: str = "auto"):
     return model, tokenizer
 
 
-def _left_pad(seqs: list[list[int]], pad_id: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
-    return ids.to(dev), mask.to(dev)
+DECODE_METHODS = ("loop", "static", "generate")
 
 
-@torch.inference_mode()
-def _decode_loop(model, seqs, pad_id: int, eos_id: int, max_new_tokens: int) -> torch.Tensor:
-    """Greedy decoding with the KV cache; [B, <=max_new_tokens] generated ids.
-
-    Why not generate(): for 5-10 new tokens its per-step overhead (logits processors, stopping
-    criteria, cache bookkeeping) dominates a tiny model; this loop does the same arithmetic.
-    """
-    input_ids, mask = _left_pad(seqs, pad_id, model.device)
-    # Left padding: positions count real tokens only, so a row's result ignores its padding.
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    # Batches are length-sorted, so most have no padding: then no mask is needed at all (the
-    # causal fast path gives the same result and skips building a 4-D mask every step).
-    padded = not bool(mask.all())
-    out = model(
-        input_ids=input_ids,
-        attention_mask=mask if padded else None,
-        position_ids=pos,
-        logits_to_keep=1,
-    )
-    done = torch.zeros(len(seqs), dtype=torch.bool, device=model.device)
-    steps = []
-    for t in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)
-        nxt = nxt.masked_fill(done, eos_id)
-        steps.append(nxt)
-        done |= nxt == eos_id
-        if done.all() or t == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask if padded else None,
-            position_ids=pos,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
-    return torch.stack(steps, dim=1)
-
-
-@torch.inference_mode()
-def _decode_generate(model, seqs, pad_id: int, eos_id: int, max_new_tokens: int) -> torch.Tensor:
-    """The same greedy decoding through HF generate() (kept for comparison/benchmarks)."""
-    input_ids, mask = _left_pad(seqs, pad_id, model.device)
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-    )
-    return out[:, input_ids.shape[1] :]
+def decode_method(name: str, dev: torch.device) -> str:
+    """The decoder `eval.decode` names; auto = static on CUDA (the captured step pays on a
+    launch-bound GPU), the KV-cache loop on the CPU (measured: no faster there)."""
+    if name == "auto":
+        return "static" if dev.type == "cuda" else "loop"
+    if name not in DECODE_METHODS:
+        raise ValueError(f"unknown decode method {name!r}: use auto or one of {DECODE_METHODS}")
+    return name
 
 
 def greedy_decode(
@@ -119,19 +71,40 @@ def greedy_decode(
     batch_size: int,
     max_new_tokens: int,
     method: str = "loop",
+    *,
+    graphs: bool = False,
+    encoded: list[list[int]] | None = None,
 ) -> list[str]:
     """Greedy continuation of every prompt, up to (excluding) <eos>, in the prompts' order.
 
     Prompts are tokenized with <bos>, sorted by length (so batches carry little padding),
-    decoded in left-padded batches with the KV cache; method "loop" (default, faster) or
-    "generate" (HF generate with do_sample=False).
+    decoded in left-padded batches with the KV cache; method "loop" (default), "static" (a
+    static KV cache, ftlab.decode.StaticDecoder; graphs=True captures its per-token step as a
+    CUDA graph on a CUDA device) or "generate" (HF generate with do_sample=False). All three
+    give the same tokens (tests/test_decode.py). encoded: the prompts' token ids when the
+    caller has them (tokenizing is the largest host cost of a GPU evaluation).
     """
     if not prompts:
         return []
-    decode = {"loop": _decode_loop, "generate": _decode_generate}[method]
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    enc = tokenizer(list(prompts))["input_ids"]
+    enc = encoded if encoded is not None else tokenizer(list(prompts))["input_ids"]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    if method == "static":
+        graph = bool(graphs) and model.device.type == "cuda"
+        max_len = static_max_len(max(len(e) for e in enc), max_new_tokens)
+        decoders: dict[int, StaticDecoder] = {}
+
+        def decode(model, seqs, pad_id, eos_id, max_new_tokens):
+            # One captured decoder serves every batch (a short last batch is filled up to its
+            # shape); eagerly, a short batch gets its own decoder rather than wasted rows.
+            rows = min(batch_size, len(enc)) if graph else len(seqs)
+            if rows not in decoders:
+                decoders[rows] = StaticDecoder(
+                    model, rows, max_len, max_new_tokens, eos_id, graph=graph
+                )
+            return decoders[rows].decode(seqs, pad_id)
+    else:
+        decode = {"loop": decode_loop, "generate": decode_generate}[method]
     outputs: list[str | None] = [None] * len(enc)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -154,9 +127,13 @@ def resolve_batch_size(batch_size: int | str, model, n_rows: int, seq_len: int) 
 
 
 def evaluate_set(
-    model, tokenizer, name: str, rows: list[str], batch_size: int | str
-) -> tuple[list[dict], dict]:
-    """Decode and score one eval set: (per-sample records, partial metrics dict)."""
+    model, tokenizer, name: str, rows: list[str], batch_size: int | str, *,
+    decode: str = "auto", cuda_graphs: bool = True,
+) -> tuple[list[dict], dict]:  # fmt: skip
+    """Decode and score one eval set: (per-sample records, partial metrics dict).
+
+    decode: auto | loop | static | generate (decode_method); cuda_graphs: capture the static
+    decoder's step on a CUDA device."""
     from ftlab.world.tasks import split_prompt, task_of_row
 
     variant = name.split(EVAL_SET_SEP, 1)[1] if EVAL_SET_SEP in name else ""
@@ -165,11 +142,16 @@ def evaluate_set(
     t0 = time.perf_counter()
     outputs: list[str] = []
     if rows:
-        longest_prompt = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+        enc = tokenizer(prompts)["input_ids"]
+        longest_prompt = max(len(ids) for ids in enc)
         room = model.config.max_position_embeddings - longest_prompt
         max_new = max(1, min(max(len(a) for _, a in pairs) + 2, room))
         batch_size = resolve_batch_size(batch_size, model, len(rows), longest_prompt + max_new)
-        outputs = greedy_decode(model, tokenizer, prompts, batch_size, max_new)
+        method = decode_method(decode, model.device)
+        outputs = greedy_decode(
+            model, tokenizer, prompts, batch_size, max_new, method, graphs=cuda_graphs,
+            encoded=enc,
+        )  # fmt: skip
     samples, per_task = [], {}
     for row, (prompt, target), output in zip(rows, pairs, outputs, strict=True):
         task = task_of_row(row)
@@ -207,7 +189,8 @@ def evaluate_set(
         "elapsed_s": round(elapsed, 4),
         "rows_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
     }
-    log.info("%s: batch size %s on %s", name, batch_size, model.device)
+    log.info("%s: batch size %s on %s (decode %s)", name, batch_size, model.device,
+             decode_method(decode, model.device))  # fmt: skip
     return samples, metrics
 
 
@@ -222,10 +205,13 @@ def evaluate_checkpoint(
     threads: int = 1,
     meta: dict | None = None,
     device: str = "auto",
+    decode: str = "auto",
+    cuda_graphs: bool = True,
 ) -> None:
     """Evaluate one checkpoint on every eval set (name -> jsonl path) with one model load.
 
-    batch_size: an integer or "auto" (from free GPU memory); device: auto | cpu | cuda."""
+    batch_size: an integer or "auto" (from free GPU memory); device: auto | cpu | cuda;
+    decode: auto | loop | static | generate; cuda_graphs: capture the static decode step."""
     meta = dict(meta or {})
     info_path = Path(checkpoint) / META_FILE
     if info_path.is_file():  # fall back to the checkpoint's self-description
@@ -238,7 +224,9 @@ def evaluate_checkpoint(
         rows = read_rows(path)
         if rows_per_set is not None:
             rows = rows[:rows_per_set]
-        samples, partial = evaluate_set(model, tokenizer, name, rows, batch_size)
+        samples, partial = evaluate_set(
+            model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs
+        )
         metrics = {
             "model": meta.get("model"),
             "step": meta.get("step"),

@@ -167,6 +167,8 @@ def evaluate_model(
     batch_size: int | str,
     device: str,
     meta: dict,
+    decode: str = "auto",
+    cuda_graphs: bool = True,
 ) -> None:
     from ftlab.evaluate import evaluate_checkpoint
 
@@ -180,6 +182,8 @@ def evaluate_model(
         threads=threads,
         meta=meta,
         device=device,
+        decode=decode,
+        cuda_graphs=cuda_graphs,
     )
 
 

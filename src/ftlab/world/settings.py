@@ -89,12 +89,19 @@ def training(cfg: dict, model: str, study: Study | None = None) -> dict:
 
 
 def evaluation(cfg: dict, model: str, step: int) -> dict:
-    return {
+    settings = {
         "rows_per_set": cfg["eval"]["rows_per_set"],
         "batch_size": cfg["eval"]["batch_size"],
         "device": cfg["device"],
         "meta": {"model": model, "step": int(step), "study": cfg["study"]},
     }
+    # The decoder never changes the answers (tests/test_decode.py): only a non-default choice
+    # enters params, so the defaults do not re-run finished evaluations.
+    if cfg["eval"]["decode"] != "auto":
+        settings["decode"] = cfg["eval"]["decode"]
+    if not cfg["cuda_graphs"]:
+        settings["cuda_graphs"] = False
+    return settings
 
 
 def probe(cfg: dict) -> dict:
