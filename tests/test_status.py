@@ -137,3 +137,83 @@ def test_failed_slurm_job_is_shown_with_its_log(tmp_path):
     text = status.render(cfg, jobs)
     assert f"SLURM job {train.slurm.job_id} FAILED" in text
     assert train.slurm.log in text and "logs/train/base_seed1.log" in text
+
+
+# -- the saved plan: what it decides from the disk equals Snakemake's own DAG ----------------
+def _answer(jobs):
+    return {(j.rule, j.unit, j.step): (j.state, j.reason) for j in jobs}
+
+
+def _dag_and_plan(wd):
+    """Snakemake's answer (DAG built, plan saved) and the answer from the saved plan alone."""
+    from ftlab.registry import plan
+
+    _, slow, _ = status.collect(str(TINY), workdir=wd, use_slurm=False, cache=False)
+    key = plan.plan_key([TINY.resolve()], wd.resolve(), (REPO / "Snakefile").resolve())
+    saved = plan.load(wd.resolve(), key)
+    assert saved is not None and not saved["unsupported"]
+    assert saved["emulated_ok"], "the plan's needrun disagreed with Snakemake's DAG"
+    assert status.usable(saved, plan.Disk(wd))
+    _, fast, _ = status.collect(str(TINY), workdir=wd, use_slurm=False, cache=True)
+    return _answer(slow), _answer(fast)
+
+
+def test_saved_plan_agrees_with_the_dag(half_done, tmp_path):
+    from ftlab.registry.plan import Records, _record_path
+
+    def fresh(name):
+        wd = tmp_path / name
+        shutil.copytree(half_done, wd, symlinks=True)
+        return wd
+
+    wd = fresh("as_is")
+    slow, fast = _dag_and_plan(wd)
+    assert fast == slow
+    assert slow[("evaluate", "ftwb1-1_seed1", 6)] == ("pending", "Missing output files")
+    assert slow[("evaluate", "base_seed1", 44)][0] == "done"
+
+    # A changed param recorded in Snakemake's metadata: the rule re-runs.
+    wd = fresh("params")
+    recs = Records(wd)
+    path = Path(_record_path(recs.meta, f"{RES}/models/ftwb1-1_seed1", recs.max_len))
+    record = json.loads(path.read_text())
+    record["params"] = [*record["params"], "'changed'"]
+    path.write_text(json.dumps(record))
+    slow, fast = _dag_and_plan(wd)
+    assert fast == slow
+    assert "Params have changed" in slow[("train_finetune", "ftwb1-1_seed1", None)][1]
+
+    # A job that started and never finished: its outputs are marked incomplete.
+    wd = fresh("incomplete")
+    recs = Records(wd)
+    marker = Path(_record_path(recs.incomplete_dir, f"{RES}/models/base_seed1", recs.max_len))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"external_jobid": None}))
+    slow, fast = _dag_and_plan(wd)
+    assert fast == slow
+    assert slow[("train_base", "base_seed1", None)][0] == "incomplete"
+
+    # An input newer than the outputs (a test set rewritten): its evaluations re-run.
+    wd = fresh("mtime")
+    test_set = wd / RES / "data/angle/no_atlantis/test.jsonl"
+    test_set.write_text(test_set.read_text() + "\n")
+    slow, fast = _dag_and_plan(wd)
+    assert fast == slow
+    assert slow[("evaluate", "base_seed1", 44)][0] == "pending"  # was done
+
+
+def test_plan_follows_the_config(half_done, tmp_path):
+    """Another config (another key) is a new DAG, not the old plan."""
+    from ftlab.registry import plan
+
+    wd = tmp_path / "copy"
+    shutil.copytree(half_done, wd, symlinks=True)
+    cfg = tmp_path / "tiny2.yaml"
+    cfg.write_text(TINY.read_text().replace("ftwb1: [1, 2]", "ftwb1: [1]"))
+    k1 = plan.plan_key([TINY.resolve()], wd, REPO / "Snakefile")
+    k2 = plan.plan_key([cfg.resolve()], wd, REPO / "Snakefile")
+    assert k1 != k2
+    _, jobs, _ = status.collect(str(cfg), workdir=wd, use_slurm=False)
+    _, jobs2, _ = status.collect(str(cfg), workdir=wd, use_slurm=False)
+    assert _answer(jobs) == _answer(jobs2)
+    assert not any(j.unit == "ftwb1-2_seed1" for j in jobs)

@@ -15,6 +15,12 @@ Three sources, each asked for what only it knows:
 
 Snakemake internals used: ``Workflow._prepare_dag``/``_build_dag`` (what ``snakemake
 --summary`` calls) and ``DAG.jobs``/``needrun``/``reason``; checked with snakemake 9.27.
+
+The DAG is built once per config and code version: its job graph is saved (``plan``) and later
+calls decide what would run from the disk alone, with Snakemake's rules (checked against the
+DAG's own answer each time the DAG is built). An output marked incomplete by Snakemake (a job
+that started and did not finish) shows as running (a Snakemake process holds the lock) or
+incomplete, whatever the DAG says.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftlab.paths import PATTERNS
-from ftlab.registry import slurmjobs
+from ftlab.registry import plan, slurmjobs
 
 REPO = Path(__file__).resolve().parents[3]
 STATES = ("failed", "running", "queued", "incomplete", "pending", "done")
@@ -44,12 +50,6 @@ class JobStatus:
     logs: list[str] = field(default_factory=list)
     slurm: slurmjobs.SlurmJob | None = None
     progress: str | None = None  # e.g. "2/6 checkpoints" for a training in progress
-
-
-def _reason(reason) -> str:
-    text = str(reason)
-    parts = [line.split(":")[0].strip() for line in text.splitlines() if line.strip()]
-    return "; ".join(dict.fromkeys(parts))
 
 
 def snakemake_dag(config: str | None, workdir: Path, snakefile: Path, targets=()):
@@ -91,60 +91,110 @@ def collect(
     snakefile: Path | None = None,
     use_slurm: bool | None = None,
     slurm_logdir: str = ".snakemake/slurm_logs",
+    cache: bool = True,
 ):
     """Every job of the study's DAG with its state: (study config, [JobStatus], rule names in
-    the Snakefile's order)."""
+    the Snakefile's order).
+
+    With ``cache`` the job graph saved by an earlier call with the same config and code is
+    reused and only the disk is read (``plan``); otherwise, or when nothing is saved yet,
+    Snakemake builds the DAG (and the graph is saved for the next call)."""
     workdir = Path(workdir).resolve()
     snakefile = Path(snakefile or REPO / "Snakefile").resolve()
+    configfiles = [Path(config).resolve()] if config else []
+    key = plan.plan_key(configfiles, workdir, snakefile)
+    disk = plan.Disk(workdir)
+    p = plan.load(workdir, key) if cache else None
+    if p is not None and usable(p, disk):
+        need = plan.needrun(p, workdir, disk)
+    else:
+        p, need = _plan_from_snakemake(config, workdir, snakefile, key)
+        disk = plan.Disk(workdir)  # the DAG build may have created folders
+    cfg = p["config"]
+    incomplete = plan.incomplete_outputs(p, workdir, disk)
+    locked = any((workdir / ".snakemake" / "locks").glob("*"))
+    if use_slurm is None:
+        use_slurm = slurmjobs.available()
+    slurm = slurmjobs.latest_by_key(workdir / slurm_logdir, use_slurm=use_slurm)
+    out = []
+    for i, job in enumerate(p["jobs"]):
+        if job["rule"] == "all" or job["target"] and not job["output"]:
+            continue
+        wc = job["wildcards"]
+        st = JobStatus(
+            rule=job["rule"],
+            unit=wc.get("model", "(study)"),
+            step=int(wc["step"]) if "step" in wc else None,
+            state="done",
+            outputs=list(job["output"]),
+            logs=list(job["log"]),
+        )
+        if i in incomplete:  # Snakemake would redo it (--rerun-incomplete) or stop
+            st.state = "running" if locked else "incomplete"
+            st.reason = "Incomplete output files"
+        elif i in need:
+            st.state = "pending"
+            st.reason = "; ".join(need[i])
+        if st.state != "done":
+            group = job["group"]
+            sj = slurm.get(slurmjobs.job_key(job["rule"], wc, group))
+            if sj is None and group:  # a group job's log folder has no wildcards
+                sj = slurm.get(f"group_{group}")
+            if sj is not None:
+                st.slurm = sj
+                if sj.active:
+                    st.state = "running" if sj.state.startswith("RUNNING") else "queued"
+                elif sj.failed:
+                    st.state = "failed"
+            st.progress = _training_progress(workdir, cfg, st)
+        out.append(st)
+    out.sort(key=lambda s: (s.unit == "(study)", s.unit, s.step or 0, s.rule))
+    return cfg, out, p["rules"]
+
+
+def usable(p: dict, disk: plan.Disk) -> bool:
+    """A saved plan serves when it reproduced Snakemake's answer when it was made and no
+    checkpoint output (which decides other jobs' inputs) changed since."""
+    return (
+        p["emulated_ok"] and not p["unsupported"] and plan.watch_state(p, disk) == p["watch_state"]
+    )
+
+
+def _plan_from_snakemake(config, workdir: Path, snakefile: Path, key: str):
+    """Build the DAG with Snakemake: its needrun answer and the plan (saved when the
+    emulation gives the same answer on the same disk)."""
     api, workflow = snakemake_dag(config, workdir, snakefile)
     try:
         dag = workflow.dag
-        cfg = dict(workflow.config)
-        locked = any((workdir / ".snakemake" / "locks").glob("*"))
-        if use_slurm is None:
-            use_slurm = slurmjobs.available()
-        slurm = slurmjobs.latest_by_key(workdir / slurm_logdir, use_slurm=use_slurm)
-        matrix = _matrix(cfg)
-        out = []
-        for job in dag.jobs:
-            if job.rule.name == "all" or getattr(job.rule, "is_target", False) and not job.output:
-                continue
-            wc = dict(job.wildcards_dict)
-            st = JobStatus(
-                rule=job.rule.name,
-                unit=wc.get("model", "(study)"),
-                step=int(wc["step"]) if "step" in wc else None,
-                state="done",
-                outputs=[str(f) for f in job.output],
-                logs=[str(f) for f in job.log],
-            )
-            if dag.needrun(job):
-                reason = dag.reason(job)
-                st.reason = _reason(reason)
-                st.state = "pending"
-                if reason.incomplete_output:
-                    st.state = "running" if locked else "incomplete"
-                group = _group(job)
-                sj = slurm.get(slurmjobs.job_key(job.rule.name, wc, group))
-                if sj is None and group:  # a group job's log folder has no wildcards
-                    sj = slurm.get(f"group_{group}")
-                if sj is not None:
-                    st.slurm = sj
-                    if sj.active:
-                        st.state = "running" if sj.state.startswith("RUNNING") else "queued"
-                    elif sj.failed:
-                        st.state = "failed"
-                st.progress = _training_progress(workdir, cfg, st, matrix)
-            out.append(st)
-        out.sort(key=lambda s: (s.unit == "(study)", s.unit, s.step or 0, s.rule))
-        return cfg, out, [r.name for r in workflow.rules]
+        p = plan.from_dag(workflow, key)
+        jobs = list(dag.jobs)
+        need = {
+            i: plan.snakemake_reason_names(dag.reason(job))
+            for i, job in enumerate(jobs)
+            if dag.needrun(job)
+        }
+        p["config"] = _plain(dict(workflow.config))
+        p["rules"] = [r.name for r in workflow.rules]
     finally:
         api.__exit__(None, None, None)
+    disk = plan.Disk(workdir)
+    p["watch_state"] = plan.watch_state(p, disk)
+    if not p["unsupported"]:
+        p["emulated_ok"] = plan.needrun(p, workdir, disk) == need
+    try:
+        plan.save(workdir, p)
+    except OSError:
+        pass  # a read-only workdir: the next call builds the DAG again
+    return p, need
 
 
-def _group(job) -> str | None:
-    group = getattr(job, "group", None)
-    return group if isinstance(group, str) else None
+def _plain(value):
+    """The config as plain dicts/lists (Snakemake's Config objects need not pickle)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _matrix(cfg: dict):
@@ -156,18 +206,21 @@ def _matrix(cfg: dict):
         return None
 
 
-def _training_progress(workdir: Path, cfg: dict, st: JobStatus, matrix) -> str | None:
+def _training_progress(workdir: Path, cfg: dict, st: JobStatus) -> str | None:
     """Checkpoints already saved by an unfinished training (train_state/<model>/)."""
     model_dir = PATTERNS["model_dir"].format(model=st.unit)
-    if matrix is None or not any(o.endswith(model_dir) for o in st.outputs):
-        return None
-    try:
-        unit = matrix.unit(st.unit)
-    except KeyError:
+    if not any(o.endswith(model_dir) for o in st.outputs):
         return None
     state_dir = workdir / "results" / cfg["study"] / PATTERNS["train_state"].format(model=st.unit)
     saved = [p for p in state_dir.glob("checkpoint-*") if p.is_dir()] if state_dir.is_dir() else []
-    return f"{len(saved)}/{len(unit.saved_steps)} checkpoints" if saved else None
+    if not saved:
+        return None
+    matrix = _matrix(cfg)  # imports the study kinds: only when a training is under way
+    try:
+        unit = matrix.unit(st.unit)
+    except (KeyError, AttributeError):
+        return None
+    return f"{len(saved)}/{len(unit.saved_steps)} checkpoints"
 
 
 # -- rendering ------------------------------------------------------------------------------
