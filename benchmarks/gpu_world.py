@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_world.py               # on a machine with a CUDA GPU
     python benchmarks/gpu_world.py --cpu         # smoke test of the same code on the CPU
+    python benchmarks/gpu_world.py --decode-only [--cpu]   # only part 3, no training (below)
 
 1. Builds the tiny study's data (tests/config_tiny.yaml) and trains its base model through the
    project's own entry point (ftlab.steps.train_model) on the GPU; fails (exit 1) unless the
@@ -11,9 +12,17 @@
    GPU loop vs the captured fast path (fp32, and bf16/fp16 mixed precision), in one run, with
    the fast/eager ratio; optionally --share N concurrent fast-path processes on the one GPU
    (aggregate steps/s = sum of their rates).
-3. Greedy-evaluation rows/s of the trained paper model: the project's decode loop vs HF
-   generate() at the same batch (and agreement of their answers), plus the auto batch size.
+3. Greedy-evaluation rows/s of the trained paper model at --eval-batch sizes (GPU 256 and
+   2048): the KV-cache loop, the static-KV-cache decoder eager and with its per-token step
+   captured as a CUDA graph, and HF generate() (ratios to the loop and to generate; answers
+   equal to the loop's), plus the auto batch size.
 Prints GPU memory per part and a JSON summary (also written with --json PATH).
+
+--decode-only: part 3 alone, on --checkpoint or a random-initialised model (--decode-model
+paper = 6 x 128, mini = mini.yaml's 3 x 64) at --decode-batches (CPU 1,64,512; GPU
+256,2048,8192), --eval-rows prompts (1024) of the tiny study's multitask test rows or
+--rows-file; --threads, --repeat (best of N). A random model rarely emits <eos>, so its rows
+run to the 8-token limit (no early stop): a trained checkpoint is the realistic case.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +51,7 @@ from ftlab.world import settings as world_settings  # noqa: E402
 
 PAPER_MODEL = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256}
 SMALL_MODEL = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "max_length": 64}
+MINI_MODEL = {"layers": 3, "hidden": 64, "heads": 4, "ffn": 256, "max_length": 64}  # mini.yaml
 
 
 def gpu_mem(dev: str) -> dict:
@@ -202,34 +213,108 @@ def shared(root: Path, rows: Path, model_cfg: dict, n: int, n_steps: int, batch:
     }
 
 
-def eval_speed(checkpoint: str, test: Path, n_rows: int, batch: int, dev: str) -> dict:
+DECODERS = ("loop", "static", "static_graph", "generate")  # static_graph: CUDA only
+
+
+def _decode_rate(model, tok, prompts, batch, method, dev, max_new=8, repeat=1):
+    """(rows/s best of `repeat`, outputs) of ftlab.evaluate.greedy_decode; one untimed
+    warm-up batch first (a captured decoder is built per call, so its capture is timed)."""
+    from ftlab.evaluate import greedy_decode
+
+    name, graphs = ("static", True) if method == "static_graph" else (method, False)
+    enc = tok(prompts)["input_ids"]  # tokenized once, untimed, as evaluate_set does
+    greedy_decode(model, tok, prompts[:batch], batch, max_new, name, graphs=graphs,
+                  encoded=enc[:batch])  # fmt: skip
+    best, outputs = 0.0, None
+    for _ in range(repeat):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        outputs = greedy_decode(model, tok, prompts, batch, max_new, name, graphs=graphs,
+                                encoded=enc)  # fmt: skip
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, len(prompts) / (time.perf_counter() - t0))
+    return round(best, 1), outputs
+
+
+def decode_speed(model, tok, prompts, batches, dev, repeat=1) -> dict:
+    """Rows/s of every decoder at each batch size, the ratios to the loop and to HF generate,
+    and how many answers equal the loop's."""
+    methods = [m for m in DECODERS if m != "static_graph" or dev == "cuda"]
+    table = {}
+    for batch in batches:
+        row, outs = {}, {}
+        for m in methods:
+            if dev == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            row[f"{m}_rows_per_s"], outs[m] = _decode_rate(
+                model, tok, prompts, batch, m, dev, repeat=repeat
+            )
+            if dev == "cuda":
+                row[f"{m}_max_allocated_mib"] = gpu_mem(dev)["max_allocated_mib"]
+        for m in methods:
+            rate = row[f"{m}_rows_per_s"]
+            row[f"{m}_vs_loop"] = round(rate / row["loop_rows_per_s"], 2)
+            row[f"{m}_vs_generate"] = round(rate / row["generate_rows_per_s"], 2)
+            same = sum(a == b for a, b in zip(outs[m], outs["loop"], strict=True))
+            row[f"{m}_answers_equal_loop"] = f"{same}/{len(prompts)}"
+        table[batch] = row
+        print(f"decode batch {batch}:", json.dumps(row), flush=True)
+    return {"rows": len(prompts), "batches": table}
+
+
+def eval_speed(checkpoint: str, test: Path, n_rows: int, batches: list[int], dev: str) -> dict:
     from ftlab.batches import read_rows
-    from ftlab.evaluate import greedy_decode, load_checkpoint, resolve_batch_size
+    from ftlab.evaluate import load_checkpoint, resolve_batch_size
     from ftlab.world.tasks import split_prompt
 
     model, tok = load_checkpoint(checkpoint, threads=2, device=dev)
     prompts = [split_prompt(r)[0] for r in read_rows(test)]
     prompts = (prompts * (n_rows // max(len(prompts), 1) + 1))[:n_rows]
-    result = {"rows": len(prompts), "batch_size": batch}
-    outputs = {}
-    for method in ("loop", "generate"):
-        greedy_decode(model, tok, prompts[: min(batch, len(prompts))], batch, 8, method)  # warm
-        if dev == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        outputs[method] = greedy_decode(model, tok, prompts, batch, 8, method)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        result[f"{method}_rows_per_s"] = round(len(prompts) / (time.perf_counter() - t0), 1)
-        result[f"{method}_memory"] = gpu_mem(dev)
-    same = sum(a == b for a, b in zip(outputs["loop"], outputs["generate"], strict=True))
-    result["answers_agree"] = round(same / max(len(prompts), 1), 4)
-    result["ratio_loop_vs_generate"] = round(
-        result["loop_rows_per_s"] / result["generate_rows_per_s"], 2
-    )
+    result = decode_speed(model, tok, prompts, batches, dev)
     seq = max(len(x) for x in tok(prompts)["input_ids"]) + 8
     result["auto_batch_size"] = resolve_batch_size("auto", model, len(prompts), seq)
+    return result
+
+
+def decode_only(args, dev: str) -> dict:
+    """--decode-only: the decoders on a given checkpoint, else a random-initialised model of
+    --decode-model's shape, on --rows-file prompts, else the tiny study's multitask test rows
+    (no training)."""
+    from ftlab.batches import read_rows
+    from ftlab.evaluate import load_checkpoint
+    from ftlab.modeling import build_model
+    from ftlab.tokenizer import build_char_tokenizer
+    from ftlab.world.tasks import split_prompt
+
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        model, tok = load_checkpoint(args.checkpoint, threads=args.threads, device=dev)
+        origin = args.checkpoint
+    else:
+        shape = {"paper": PAPER_MODEL, "mini": MINI_MODEL}[args.decode_model]
+        tok = build_char_tokenizer(model_max_length=shape["max_length"])
+        tok.padding_side = "left"
+        torch.manual_seed(0)
+        model = build_model({**shape, "init_std": 0.1}, tok).to(dev).eval()
+        origin = f"random {args.decode_model} model {shape}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.rows_file:
+            rows = read_rows(args.rows_file)
+        else:
+            cfg = validate_config(yaml.safe_load((ROOT / "tests/config_tiny.yaml").read_text()))
+            rows = read_rows(build_data(cfg, Path(tmp))[1])
+    prompts = [split_prompt(r)[0] for r in rows]
+    n_rows = args.eval_rows or 1024
+    prompts = (prompts * (n_rows // max(len(prompts), 1) + 1))[:n_rows]
+    batches = [int(b) for b in (args.decode_batches or ("1,64,512" if dev == "cpu" else
+                                                        "256,2048,8192")).split(",")]  # fmt: skip
+    print(f"decode-only on {dev}: {origin}; {len(prompts)} prompts; torch threads "
+          f"{torch.get_num_threads()}; load {os.getloadavg()}", flush=True)  # fmt: skip
+    result = decode_speed(model, tok, prompts, batches, dev, repeat=args.repeat)
+    result["model"] = origin
+    result["loadavg_after"] = os.getloadavg()
     return result
 
 
@@ -239,7 +324,25 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per speed run (GPU 2000)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--eval-rows", type=int, default=None, help="GPU 8192")
-    ap.add_argument("--eval-batch", type=int, default=None, help="GPU 2048")
+    ap.add_argument(
+        "--eval-batch", default=None, help="batch sizes, comma-separated (GPU 256,2048)"
+    )
+    ap.add_argument(
+        "--decode-only",
+        action="store_true",
+        help="only the decoders' rows/s (no training): --checkpoint or a random model",
+    )
+    ap.add_argument("--checkpoint", default=None, help="--decode-only: an HF checkpoint dir")
+    ap.add_argument(
+        "--decode-model",
+        choices=["paper", "mini"],
+        default="paper",
+        help="--decode-only without --checkpoint: the random model's shape",
+    )
+    ap.add_argument("--rows-file", default=None, help="--decode-only: jsonl rows to prompt with")
+    ap.add_argument("--decode-batches", default=None, help="--decode-only (CPU 1,64,512)")
+    ap.add_argument("--threads", type=int, default=2, help="--decode-only: torch threads")
+    ap.add_argument("--repeat", type=int, default=1, help="--decode-only: best of N")
     ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
     ap.add_argument("--precisions", default="fp32,bf16,fp16", help="fast-path precisions")
     ap.add_argument("--json", default=None, help="also write the summary here")
@@ -250,10 +353,21 @@ def main(argv=None) -> int:
         print("no CUDA GPU visible to torch; run with --cpu for the smoke test", file=sys.stderr)
         return 2
     dev = "cpu" if args.cpu else "cuda"
+    if args.decode_only:
+        summary = {"device": dev, "torch": torch.__version__,
+                   "gpu_name": torch.cuda.get_device_name() if dev == "cuda" else None,
+                   "decode": decode_only(args, dev)}  # fmt: skip
+        text = json.dumps(summary, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        return 0
     n_steps = args.steps or (30 if args.cpu else 2000)
     batch = args.batch if not args.cpu else min(args.batch, 16)
     eval_rows = args.eval_rows or (64 if args.cpu else 8192)
-    eval_batch = args.eval_batch or (16 if args.cpu else 2048)
+    eval_batches = [
+        int(b) for b in (args.eval_batch or ("16" if args.cpu else "256,2048")).split(",")
+    ]
     share = args.share if args.share is not None else (0 if args.cpu else 4)
     model_cfg = SMALL_MODEL if args.cpu else PAPER_MODEL
     torch.set_num_threads(2)
@@ -296,7 +410,7 @@ def main(argv=None) -> int:
             print("shared:", json.dumps(summary["shared_gpu"]), flush=True)
 
         ckpt = (speed.get("fast_fp32") or speed["eager_fp32"])["checkpoint"]
-        summary["eval_speed"] = eval_speed(ckpt, test, eval_rows, eval_batch, dev)
+        summary["eval_speed"] = eval_speed(ckpt, test, eval_rows, eval_batches, dev)
         print("eval:", json.dumps(summary["eval_speed"]), flush=True)
     text = json.dumps(summary, indent=2)
     print(text)

@@ -1,5 +1,6 @@
 """Device and precision switch; the static-shape fast training path (on the CPU, no graph);
-GPU tests (CUDA graph capture, GPU resume) skip without a GPU."""
+GPU tests (CUDA graph capture of the training and decode steps, GPU resume) skip without a
+GPU."""
 
 import json
 import random
@@ -246,3 +247,42 @@ def test_gpu_resume_within_tolerance(tmp_path, monkeypatch, precision):
     b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
+
+
+@cuda
+def test_gpu_captured_decode_equals_eager():
+    """The static decoder's per-token step captured as one CUDA graph gives the eager step's
+    tokens, and the KV-cache loop's and HF generate's answers, token for token."""
+    from ftlab import decode as D
+    from ftlab import evaluate
+
+    tok = build_char_tokenizer(model_max_length=256)
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    paper = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256}
+    model = build_model({**paper, "init_std": 0.1}, tok).to("cuda").eval()
+    with torch.no_grad():  # more <eos>: rows end at different steps, batches stop early
+        model.lm_head.weight[tok.eos_token_id] *= 2.0
+    rng = random.Random(1)
+    cid = lambda: f"c_{rng.randrange(10000):04d}"  # noqa: E731
+    prompts = [
+        f"dist({cid()},{cid()})=" if i % 3 == 0 else
+        f"inside({cid()};{','.join(cid() for _ in range(rng.randrange(3, 6)))})=" if i % 3 == 1
+        else f"compass({cid()},{cid()})="
+        for i in range(300)
+    ]  # fmt: skip
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    seqs = sorted(tok(prompts)["input_ids"], key=len)
+    max_len = D.static_max_len(max(map(len, seqs)), 8)
+    captured = D.StaticDecoder(model, 64, max_len, 8, eos, graph=True)
+    assert captured.graph is not None  # the capture worked (a failure falls back to eager)
+    eager = D.StaticDecoder(model, 64, max_len, 8, eos, graph=False)
+    for s in range(0, len(seqs), 64):  # batches of other widths; the last one 44 rows
+        chunk = seqs[s : s + 64]
+        got = captured.decode(chunk, pad)
+        assert torch.equal(got, eager.decode(chunk, pad))
+        assert torch.equal(got, D.decode_loop(model, chunk, pad, eos, 8))
+    loop = evaluate.greedy_decode(model, tok, prompts, 64, 8, "loop")
+    assert evaluate.greedy_decode(model, tok, prompts, 64, 8, "static", graphs=True) == loop
+    assert evaluate.greedy_decode(model, tok, prompts, 64, 8, "generate") == loop
+    assert evaluate.decode_method("auto", model.device) == "static"
