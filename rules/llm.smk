@@ -124,7 +124,7 @@ def llm_teacher_job(source):
         )
     # backend auto picks vLLM at run time when it is installed and a GPU is present
     how = {"vllm": "vllm_tp", "hf": "device_map"}.get(settings["backend"], "vllm_tp-or-device_map")
-    return llm_job("teacher", one_model, f"llm.{section}.parallel", how)
+    return llm_job("teacher", one_model, f"llm.{section}.parallel: {settings['parallel']}", how)
 
 
 def llm_teacher_resources():
@@ -147,6 +147,6 @@ LLM_EVAL_JOB = llm_job(
     "evaluate",
     config["llm"]["lm_eval"]["parallel"] == "model"
     or config["llm"]["lm_eval"]["backend"] == "vllm",
-    "llm.lm_eval.parallel",
+    "llm.lm_eval.parallel: model (or backend: vllm)",
     "vllm_tp" if config["llm"]["lm_eval"]["backend"] == "vllm" else "device_map",
 )

@@ -1,8 +1,21 @@
 # Tool-integrated reasoning study (kind: tir): wildcard constraints and input functions.
+from ftlab.llm.steps import job_plan
 from ftlab.tir.study import BASE, SEP
 
 TIR = config["tir"]
 TIR_TINY_BASE = P.path("checkpoint", model=BASE, step=0)
+# Evaluation generation: one process, one model over the job's GPUs (vLLM tensor parallelism,
+# HF device_map); the SLURM shape shows how (launcher vllm_tp:N / device_map:N).
+try:
+    TIR_EVAL_JOB = job_plan(
+        "evaluate", RES["evaluate"], config["threads"], one_model=True,
+        key="tir evaluation (one model per job)",
+        how={"vllm": "vllm_tp", "hf": "device_map"}.get(
+            TIR["eval"]["backend"], "vllm_tp-or-device_map"
+        ),
+    )  # fmt: skip
+except LaunchError as err:
+    raise WorkflowError(str(err)) from None
 
 
 wildcard_constraints:

@@ -17,11 +17,12 @@ rule tir_generate:
         "../envs/llm.yaml"
     threads: config["threads"]
     resources:
+        **TIR_EVAL_JOB[1],
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
-        gpu=gpus("evaluate"),
     params:
         model_path=tir_model_path,
+        gpus=gpus("evaluate"),
         sampling=tir_sampling,
         prompt_template=lambda wc: TIR["prompt_template"],
         backend=TIR["eval"]["backend"],

@@ -23,7 +23,8 @@ def job_plan(
     """(launch param, SLURM resources) of an evaluation or teacher job (Snakefile time).
 
     one_model False: the family's plan - one process per GPU (or `processes` on CPU) through
-    ftlab.launch, the work split by rank. True (`key` is "model", or a vLLM backend): one
+    ftlab.launch, the work split by rank. True (`key`, the setting that asks for it, e.g.
+    "llm.lm_eval.parallel: model", names it in errors): one
     process that holds every GPU of the job and splits one model over them (`how`:
     "device_map" or "vllm_tp", shown as the job's launcher, e.g. vllm_tp:2); it cannot span
     nodes. The launch param follows rules/common.smk's launch_plan: a dict when several
@@ -38,8 +39,8 @@ def job_plan(
         return (plan.to_dict() if plan.launched else plan), slurm_resources(plan)
     if plan.nodes > 1:
         raise LaunchError(
-            f"config key 'resources.{family}.nodes' is {plan.nodes}, but {key} places one "
-            f"model on the GPUs of one node: set nodes: 1, or {key}: data"
+            f"config key 'resources.{family}.nodes' is {plan.nodes}, but with {key} one "
+            "process holds the model on the GPUs of one node: set nodes: 1"
         )
     one = dataclasses.replace(plan, procs_per_node=1, tasks_per_node=1)
     shape = slurm_resources(one)

@@ -85,7 +85,8 @@ class HFTurnGenerator:
     """HF transformers generation; `chat`: the prompt is already chat-formatted text."""
 
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
-                 top_p: float = 1.0, device: str | None = None, seed: int = 0):  # fmt: skip
+                 top_p: float = 1.0, device: str | None = None, seed: int = 0,
+                 gpus: int = 1):  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,8 +95,14 @@ class HFTurnGenerator:
         self.tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        self.model.to(self.device).eval()
+        if gpus > 1 and self.device.startswith("cuda"):  # one model over the job's GPUs
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                              device_map="auto")  # fmt: skip
+            self.device = str(self.model.device)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+            self.model.to(self.device)
+        self.model.eval()
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         torch.manual_seed(seed)
 
@@ -116,12 +123,12 @@ class VLLMTurnGenerator:
 
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int = 0, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None):  # fmt: skip
+                 max_model_len: int | None = None, gpus: int = 1):  # fmt: skip
         from vllm import LLM, SamplingParams
 
         self.llm = LLM(
             model=model_path, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
+            max_model_len=max_model_len, tensor_parallel_size=max(1, gpus),
         )  # fmt: skip
         self.tok = self.llm.get_tokenizer()
         self.params = SamplingParams(

@@ -73,8 +73,10 @@ def build_tiny_base(settings: dict, prompt_template: str, seed: int, out_checkpo
 def generate(
     model_path: str, rows_path: str, sampling: dict, *, prompt_template: str, backend: str,
     batch_size: int, seed: int, sandbox: dict, out_generations: str, out_info: str,
+    gpus: int = 1,
 ) -> None:  # fmt: skip
-    """Run the multi-turn loop n times per problem and record everything (no scoring)."""
+    """Run the multi-turn loop n times per problem and record everything (no scoring).
+    gpus: the job's GPUs, all holding one model (vLLM tensor parallelism, HF device_map)."""
     from ftlab.tir.generation import make_generator
     from ftlab.tir.rollout import run_rollouts
     from ftlab.tir.sandbox import Sandbox, SandboxLimits
@@ -84,7 +86,7 @@ def generate(
                 for r in rows]  # fmt: skip
     gen = make_generator(
         backend, model_path, max_new_tokens=sampling["max_new_tokens"],
-        temperature=sampling["temperature"], top_p=sampling["top_p"], seed=seed,
+        temperature=sampling["temperature"], top_p=sampling["top_p"], seed=seed, gpus=gpus,
     )  # fmt: skip
     box = Sandbox(SandboxLimits.from_config(sandbox)) if sampling["tools"] else None
     start = time.perf_counter()
@@ -98,7 +100,7 @@ def generate(
     atomic_write_json(out_info, {
         "model": model_path, "rows": rows_path, "sampling": sampling,
         "backend": type(gen).__name__, "prompt_template": prompt_template, "seed": seed,
-        "sandbox": box.isolation if box else None, "n_samples": len(trajs),
+        "sandbox": box.isolation if box else None, "n_samples": len(trajs), "gpus": gpus,
         "seconds": elapsed, "samples_per_second": len(trajs) / elapsed if elapsed else None,
     })  # fmt: skip
     log.info("%d samples in %.1f s (%.2f samples/s)", len(trajs), elapsed, len(trajs) / elapsed)
