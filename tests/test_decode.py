@@ -74,11 +74,11 @@ def batches(model, tok, prompts, batch, max_new):
     out = []
     for s in range(0, len(seqs), batch):
         chunk = seqs[s : s + batch]
-        dec = D.StaticDecoder(model, len(chunk), max_len, max_new, eos)
+        dec = D.StaticDecoder(model, len(chunk), max_len, eos)
         out.append(
             (
                 D.decode_loop(model, chunk, pad, eos, max_new),
-                dec.decode(chunk, pad),
+                dec.decode(chunk, pad, max_new),
                 D.decode_generate(model, chunk, pad, eos, max_new),
             )
         )
@@ -195,10 +195,26 @@ def test_left_pad_matches_per_row_padding():
 def test_static_decoder_limits():
     model, tok = model_of(TINY, 3, eos_scale=1.0)
     seqs = tok(prompts_of(rows(5, 9)))["input_ids"]
-    dec = D.StaticDecoder(model, 4, 24, 6, tok.eos_token_id)
+    dec = D.StaticDecoder(model, 4, 24, tok.eos_token_id)
     with pytest.raises(ValueError, match="5 prompts"):
-        dec.decode(seqs, tok.pad_token_id)
+        dec.decode(seqs, tok.pad_token_id, 6)
     long = [seqs[0] * 2]  # wider than the cache leaves room for
     with pytest.raises(ValueError, match="exceeds the static cache"):
-        dec.decode(long, tok.pad_token_id)
-    assert D.static_max_len(23, 6) == 32 and D.static_max_len(26, 6) == 32
+        dec.decode(long, tok.pad_token_id, 6)
+    assert D.static_max_len(23, 6) == 32 and D.static_max_len(26, 7) == 64
+
+
+def test_kept_decoders_serve_other_sets():
+    """One kept decoder serves sets of other prompt widths and answer lengths; at most
+    MAX_KEPT_DECODERS are kept."""
+    model, tok = model_of(TINY, 6, eos_scale=2.0)
+    kept: dict = {}
+    data = rows(70, 10)
+    sets = [prompts_of(data[i::7]) for i in range(7)]  # one task each: widths 16..60
+    for max_new in (3, 7):
+        for prompts in sets:
+            loop = ev.greedy_decode(model, tok, prompts, 4, max_new, "loop")
+            static = ev.greedy_decode(model, tok, prompts, 4, max_new, "static", decoders=kept)
+            assert static == loop
+            assert 0 < len(kept) <= ev.MAX_KEPT_DECODERS
+    assert {key[2] for key in kept} <= {32, 64, 96}  # cache lengths in steps of 32

@@ -274,13 +274,13 @@ def test_gpu_captured_decode_equals_eager():
     pad, eos = tok.pad_token_id, tok.eos_token_id
     seqs = sorted(tok(prompts)["input_ids"], key=len)
     max_len = D.static_max_len(max(map(len, seqs)), 8)
-    captured = D.StaticDecoder(model, 64, max_len, 8, eos, graph=True)
+    captured = D.StaticDecoder(model, 64, max_len, eos, graph=True)
     assert captured.graph is not None  # the capture worked (a failure falls back to eager)
-    eager = D.StaticDecoder(model, 64, max_len, 8, eos, graph=False)
+    eager = D.StaticDecoder(model, 64, max_len, eos, graph=False)
     for s in range(0, len(seqs), 64):  # batches of other widths; the last one 44 rows
         chunk = seqs[s : s + 64]
-        got = captured.decode(chunk, pad)
-        assert torch.equal(got, eager.decode(chunk, pad))
+        got = captured.decode(chunk, pad, 8)
+        assert torch.equal(got, eager.decode(chunk, pad, 8))
         assert torch.equal(got, D.decode_loop(model, chunk, pad, eos, 8))
     loop = evaluate.greedy_decode(model, tok, prompts, 64, 8, "loop")
     assert evaluate.greedy_decode(model, tok, prompts, 64, 8, "static", graphs=True) == loop

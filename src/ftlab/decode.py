@@ -145,18 +145,19 @@ class StaticKV:
 class StaticDecoder:
     """Greedy decoding of up to `batch` prompts with a static KV cache of `max_len` columns
     (prompt width + max_new_tokens - 1 must fit). `graph=True` (CUDA only): the per-token step
-    is captured as one CUDA graph; a capture that fails falls back to the eager step."""
+    is captured as one CUDA graph; a capture that fails falls back to the eager step. One
+    decoder serves any prompt width and number of new tokens that fit: the evaluator keeps it
+    for every eval set of a checkpoint, so a capture is paid once, not per set."""
 
     WARMUP = 3
 
     @torch.inference_mode()
-    def __init__(self, model, batch: int, max_len: int, max_new_tokens: int, eos_id: int, *,
-                 graph: bool = False):  # fmt: skip
+    def __init__(self, model, batch: int, max_len: int, eos_id: int, *, graph: bool = False):
         if not supports_static(model):
             raise ValueError("the static decoder needs full attention in every layer")
         dev, dtype = model.device, next(model.parameters()).dtype
         self.model, self.batch, self.max_len = model, batch, max_len
-        self.max_new_tokens, self.eos_id = max_new_tokens, eos_id
+        self.eos_id = eos_id
         self.kv = StaticKV(model.config, batch, max_len, dev, dtype)
         # The step's static state: the token fed, its RoPE positions [B, 1], which key columns
         # a row may attend to, which rows ended, and the output ids with their next column.
@@ -164,7 +165,7 @@ class StaticDecoder:
         self.pos = torch.zeros((batch, 1), dtype=torch.long, device=dev)
         self.bias = torch.zeros((batch, 1, 1, max_len), dtype=dtype, device=dev)
         self.done = torch.zeros(batch, dtype=torch.bool, device=dev)
-        self.out = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=dev)
+        self.out = torch.zeros((batch, max_len), dtype=torch.long, device=dev)
         self.out_col = torch.zeros(1, dtype=torch.long, device=dev)
         self.mask_types = sorted(set(getattr(model.config, "layer_types", None) or []))
         self.graph = None
@@ -224,7 +225,7 @@ class StaticDecoder:
         torch.cuda.synchronize(dev)
 
     @torch.inference_mode()
-    def decode(self, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
+    def decode(self, seqs: list[list[int]], pad_id: int, max_new_tokens: int) -> torch.Tensor:
         """[len(seqs), <=max_new_tokens] greedy ids for up to `batch` prompts. Fewer prompts
         than `batch` are completed with copies of the last one (outputs dropped), so the
         captured shapes hold."""
@@ -232,8 +233,8 @@ class StaticDecoder:
         if not 0 < n <= self.batch:
             raise ValueError(f"{n} prompts for a decoder of batch {self.batch}")
         width = max(len(s) for s in seqs)
-        if width + self.max_new_tokens - 1 > self.max_len:
-            raise ValueError(f"prompt width {width} + {self.max_new_tokens} new tokens - 1 "
+        if width + max_new_tokens - 1 > self.max_len:
+            raise ValueError(f"prompt width {width} + {max_new_tokens} new tokens - 1 "
                              f"exceeds the static cache ({self.max_len})")  # fmt: skip
         rows = list(seqs) + [seqs[-1]] * (self.batch - n)
         out, mask, pos, _ = _prefill(self.model, rows, pad_id)
@@ -248,7 +249,7 @@ class StaticDecoder:
         self.out_col.zero_()
         self._emit(first)
         steps = 1
-        while steps < self.max_new_tokens and not bool(self.done.all()):
+        while steps < max_new_tokens and not bool(self.done.all()):
             if self.graph is not None:
                 self.graph.replay()
             else:
@@ -257,8 +258,8 @@ class StaticDecoder:
         return self.out[:n, :steps].clone()
 
 
-def static_max_len(longest_prompt: int, max_new_tokens: int, multiple: int = 8) -> int:
+def static_max_len(longest_prompt: int, max_new_tokens: int, multiple: int = 32) -> int:
     """Cache columns for a set: its longest prompt + the new tokens, rounded up to `multiple`
-    (aligned mask rows for the fused attention kernels; one capture serves every batch)."""
+    (few distinct lengths, so eval sets share a captured decoder; aligned mask rows)."""
     need = longest_prompt + max_new_tokens
     return -(-need // multiple) * multiple

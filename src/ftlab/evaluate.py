@@ -11,8 +11,9 @@ Decoding (`eval.decode`, ftlab.decode): `loop` (the KV-cache loop), `static` (a 
 cache whose per-token step is captured as one CUDA graph on a CUDA device when `cuda_graphs`
 is on) or `generate` (HF generate, the reference); `auto` = static on CUDA, loop on the CPU,
 where the static cache measured no faster (benchmarks/gpu_world.py --decode-only). All give
-the same tokens; one capture per eval set serves every batch: the cache length is the set's
-longest prompt + new tokens and the prompt width of a batch is a device tensor, not a shape.
+the same tokens. A capture serves every batch and every eval set of a checkpoint with the
+same batch size and cache length (longest prompt + new tokens, rounded up to 32): a batch's
+prompt width and its number of new tokens are device tensors and loop bounds, not shapes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def load_checkpoint(path: str | Path, threads: int = 1, device: str = "auto"):
 
 
 DECODE_METHODS = ("loop", "static", "generate")
+MAX_KEPT_DECODERS = 2  # static decoders (KV buffers + graph) a checkpoint's evaluation keeps
 
 
 def decode_method(name: str, dev: torch.device) -> str:
@@ -74,6 +76,7 @@ def greedy_decode(
     *,
     graphs: bool = False,
     encoded: list[list[int]] | None = None,
+    decoders: dict | None = None,
 ) -> list[str]:
     """Greedy continuation of every prompt, up to (excluding) <eos>, in the prompts' order.
 
@@ -82,7 +85,8 @@ def greedy_decode(
     static KV cache, ftlab.decode.StaticDecoder; graphs=True captures its per-token step as a
     CUDA graph on a CUDA device) or "generate" (HF generate with do_sample=False). All three
     give the same tokens (tests/test_decode.py). encoded: the prompts' token ids when the
-    caller has them (tokenizing is the largest host cost of a GPU evaluation).
+    caller has them (tokenizing is the largest host cost of a GPU evaluation); decoders: a
+    dict that keeps static decoders (and their captures) for later calls on the same model.
     """
     if not prompts:
         return []
@@ -92,17 +96,18 @@ def greedy_decode(
     if method == "static":
         graph = bool(graphs) and model.device.type == "cuda"
         max_len = static_max_len(max(len(e) for e in enc), max_new_tokens)
-        decoders: dict[int, StaticDecoder] = {}
+        kept = decoders if decoders is not None else {}
 
         def decode(model, seqs, pad_id, eos_id, max_new_tokens):
             # One captured decoder serves every batch (a short last batch is filled up to its
             # shape); eagerly, a short batch gets its own decoder rather than wasted rows.
             rows = min(batch_size, len(enc)) if graph else len(seqs)
-            if rows not in decoders:
-                decoders[rows] = StaticDecoder(
-                    model, rows, max_len, max_new_tokens, eos_id, graph=graph
-                )
-            return decoders[rows].decode(seqs, pad_id)
+            key = (id(model), rows, max_len, graph)
+            if key not in kept:
+                while len(kept) >= MAX_KEPT_DECODERS:  # bound the memory of kept KV caches
+                    kept.pop(next(iter(kept)))
+                kept[key] = StaticDecoder(model, rows, max_len, eos_id, graph=graph)
+            return kept[key].decode(seqs, pad_id, max_new_tokens)
     else:
         decode = {"loop": decode_loop, "generate": decode_generate}[method]
     outputs: list[str | None] = [None] * len(enc)
@@ -128,12 +133,12 @@ def resolve_batch_size(batch_size: int | str, model, n_rows: int, seq_len: int) 
 
 def evaluate_set(
     model, tokenizer, name: str, rows: list[str], batch_size: int | str, *,
-    decode: str = "auto", cuda_graphs: bool = True,
+    decode: str = "auto", cuda_graphs: bool = True, decoders: dict | None = None,
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """Decode and score one eval set: (per-sample records, partial metrics dict).
 
     decode: auto | loop | static | generate (decode_method); cuda_graphs: capture the static
-    decoder's step on a CUDA device."""
+    decoder's step on a CUDA device; decoders: kept static decoders (greedy_decode)."""
     from ftlab.world.tasks import split_prompt, task_of_row
 
     variant = name.split(EVAL_SET_SEP, 1)[1] if EVAL_SET_SEP in name else ""
@@ -150,7 +155,7 @@ def evaluate_set(
         method = decode_method(decode, model.device)
         outputs = greedy_decode(
             model, tokenizer, prompts, batch_size, max_new, method, graphs=cuda_graphs,
-            encoded=enc,
+            encoded=enc, decoders=decoders,
         )  # fmt: skip
     samples, per_task = [], {}
     for row, (prompt, target), output in zip(rows, pairs, outputs, strict=True):
@@ -220,13 +225,15 @@ def evaluate_checkpoint(
         meta.setdefault("step", info.get("step"))
     model, tokenizer = load_checkpoint(checkpoint, threads, device)
     ckpt_sha = checkpoint_sha256(checkpoint)
+    decoders: dict = {}  # static decoders shared by the sets (one capture serves several)
     for name, path in eval_sets.items():
         rows = read_rows(path)
         if rows_per_set is not None:
             rows = rows[:rows_per_set]
         samples, partial = evaluate_set(
-            model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs
-        )
+            model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs,
+            decoders=decoders,
+        )  # fmt: skip
         metrics = {
             "model": meta.get("model"),
             "step": meta.get("step"),
