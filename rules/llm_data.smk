@@ -105,7 +105,10 @@ rule teacher_trajectories:
         runtime=scaled("teacher", "runtime"),
     params:
         teacher=llm_teacher_model,
-        settings=lambda wc: config["llm"][TEACHERS[wc.source]],
+        # parallel left out (placement; the launch plan says it): same records either way
+        settings=lambda wc: {
+            k: v for k, v in config["llm"][TEACHERS[wc.source]].items() if k != "parallel"
+        },
         gpus=gpus("teacher"),
         launch=lambda wc: llm_teacher_job(wc.source)[0],
         fmt=lambda wc: config["llm"]["datasets"][wc.dataset]["format"],

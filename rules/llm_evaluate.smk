@@ -32,10 +32,15 @@ rule evaluate_llm:
         test_rows=llm_test_rows,
         cache=lambda wc: P.path("eval_cache", model=wc.model, step=wc.step),
         release_weights=llm_release_weights,
-        settings={k: config["llm"][k] for k in ("benchmarks", "lm_eval", "in_domain")},
+        # lm_eval.parallel left out: where the model sits does not change a result (the
+        # launch plan says it; a launched plan is recorded)
+        settings={
+            "benchmarks": config["llm"]["benchmarks"],
+            "lm_eval": {k: v for k, v in config["llm"]["lm_eval"].items() if k != "parallel"},
+            "in_domain": config["llm"]["in_domain"],
+        },
         formats={d: spec["format"] for d, spec in config["llm"]["datasets"].items()},
         study=config["study"],
-        gpus=gpus("evaluate"),
         launch=LLM_EVAL_JOB[0],
     script:
         "../workflow/scripts/llm_evaluate.py"

@@ -22,7 +22,6 @@ rule tir_generate:
         runtime=scaled("evaluate", "runtime"),
     params:
         model_path=tir_model_path,
-        gpus=gpus("evaluate"),
         sampling=tir_sampling,
         prompt_template=lambda wc: TIR["prompt_template"],
         backend=TIR["eval"]["backend"],

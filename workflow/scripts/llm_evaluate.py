@@ -2,10 +2,14 @@ from ftlab.launch import as_plan, run_stage
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
-# One process: evaluate_point runs right here; several (llm.lm_eval.parallel: data with several
-# GPUs): in every process the launcher starts, rank 0 writing the results.
+# One process: evaluate_point runs right here (with several GPUs it holds the model on all of
+# them: llm.lm_eval.parallel model, or vLLM); several (parallel: data): in every process the
+# launcher starts, rank 0 writing the results.
+plan = as_plan(snakemake.params.launch)
+settings = dict(snakemake.params.settings)
+settings["lm_eval"] = {**settings["lm_eval"], "parallel": "data" if plan.launched else "model"}
 run_stage(
-    as_plan(snakemake.params.launch),
+    plan,
     "ftlab.llm.steps:evaluate_point",
     kwargs=dict(
         model_name=snakemake.wildcards.model,
@@ -13,7 +17,7 @@ run_stage(
         model_path=snakemake.params.model_path,
         test_rows=dict(snakemake.params.test_rows),
         formats=dict(snakemake.params.formats),
-        **snakemake.params.settings,
+        **settings,
         outputs={
             k: snakemake.output[k]
             for k in ("lm_eval", "lm_eval_samples", "in_domain", "in_domain_samples")
@@ -21,7 +25,7 @@ run_stage(
         cache_path=snakemake.params.cache,
         study=snakemake.params.study,
         release_weights=snakemake.params.release_weights,
-        gpus=snakemake.params.gpus,
+        gpus=int(snakemake.resources.gpu),
     ),
     payload_path=snakemake.log[0] + ".launch.json",
     log_path=snakemake.log[0],

@@ -5,12 +5,16 @@ setup_logging(snakemake.log[0])
 # One process (llm.teacher.parallel: model, or one GPU): right here, the model over all the
 # job's GPUs; parallel: data with several GPUs: in every process the launcher starts, each
 # rank generating its shards (rank 0 writes the records).
+plan = as_plan(snakemake.params.launch)
 run_stage(
-    as_plan(snakemake.params.launch),
+    plan,
     "ftlab.llm.steps:teacher_trajectories",
     kwargs=dict(
         teacher=snakemake.params.teacher,
-        settings=dict(snakemake.params.settings),
+        settings={
+            **snakemake.params.settings,
+            "parallel": "data" if plan.launched else "model",
+        },
         fmt=snakemake.params.fmt,
         rows_path=snakemake.input.rows,
         out=snakemake.output.records,

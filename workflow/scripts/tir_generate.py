@@ -13,5 +13,5 @@ generate(
     sandbox=dict(snakemake.params.sandbox),
     out_generations=snakemake.output.generations,
     out_info=snakemake.output.info,
-    gpus=snakemake.params.gpus,
+    gpus=int(snakemake.resources.gpu),
 )
