@@ -160,7 +160,8 @@ def _validator(tok, val_rows, tasks, formats, validation, trl):
 
 
 def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, state_dir,
-             combiner, callbacks):  # fmt: skip
+             combiner, callbacks, reward_funcs=None):  # fmt: skip
+    """reward_funcs (GRPO): None = correctness and format (ftlab.llm.rewards)."""
     from datasets import Dataset
 
     from ftlab.mtl.trl import surgery_trainer_class
@@ -170,7 +171,7 @@ def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, st
     if objective == "grpo":
         from ftlab.llm.rewards import correctness_reward, format_reward
 
-        kwargs = {"reward_funcs": [correctness_reward, format_reward],
+        kwargs = {"reward_funcs": reward_funcs or [correctness_reward, format_reward],
                   "task_index": task_index(tasks)}  # fmt: skip
     trainer = surgery_trainer_class(objective)(
         model=base_model, args=trl_args(recipe, objective, training, state_dir, seed),
