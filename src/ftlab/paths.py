@@ -59,6 +59,7 @@ Multi-task studies (kind: mtl); runs <method>_seed<S> (baseline, pcgrad):
                                                    their "task") and its held-out validation
   data/<task>/no_atlantis/{train,test}.jsonl       world: geometry splits (as kind worldmodel)
   data/mtl/<task>.jsonl                            sft/grpo: one training dataset, normalized
+  models/base/checkpoint-0/                        sft/grpo: the tiny base model (tiny only)
   models/<run>/checkpoint-<step>/                  the KEPT checkpoints (early stopping)
   models/<run>/mtl_manifest.json                   kept checkpoints (step, epoch, validation),
                                                    the selected one, stop reason, validations
