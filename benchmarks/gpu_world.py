@@ -216,43 +216,43 @@ def shared(root: Path, rows: Path, model_cfg: dict, n: int, n_steps: int, batch:
 DECODERS = ("loop", "static", "static_graph", "generate")  # static_graph: CUDA only
 
 
-def _decode_rate(model, tok, prompts, batch, method, dev, max_new=8, repeat=1):
-    """(rows/s best of `repeat`, outputs) of ftlab.evaluate.greedy_decode; one untimed
-    warm-up batch first (a captured decoder is built per call, so its capture is timed)."""
+def _decode_run(model, tok, prompts, enc, batch, method, dev, max_new=8):
+    """(seconds, outputs) of one ftlab.evaluate.greedy_decode call (a captured decoder is
+    built per call, so its capture is timed)."""
     from ftlab.evaluate import greedy_decode
 
     name, graphs = ("static", True) if method == "static_graph" else (method, False)
-    enc = tok(prompts)["input_ids"]  # tokenized once, untimed, as evaluate_set does
-    greedy_decode(model, tok, prompts[:batch], batch, max_new, name, graphs=graphs,
-                  encoded=enc[:batch])  # fmt: skip
-    best, outputs = 0.0, None
-    for _ in range(repeat):
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        outputs = greedy_decode(model, tok, prompts, batch, max_new, name, graphs=graphs,
-                                encoded=enc)  # fmt: skip
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, len(prompts) / (time.perf_counter() - t0))
-    return round(best, 1), outputs
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = greedy_decode(model, tok, prompts, batch, max_new, name, graphs=graphs, encoded=enc)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
 
 
 def decode_speed(model, tok, prompts, batches, dev, repeat=1) -> dict:
-    """Rows/s of every decoder at each batch size, the ratios to the loop and to HF generate,
-    and how many answers equal the loop's."""
+    """Rows/s of every decoder at each batch size (best of `repeat` rounds; each round runs
+    every decoder once, so load changes hit them alike), the ratios to the loop and to HF
+    generate, and how many answers equal the loop's. Untimed: tokenizing (once, as
+    evaluate_set does) and one warm-up batch per decoder."""
     methods = [m for m in DECODERS if m != "static_graph" or dev == "cuda"]
+    enc = tok(prompts)["input_ids"]
     table = {}
     for batch in batches:
-        row, outs = {}, {}
+        row, outs, best = {}, {}, dict.fromkeys(methods, float("inf"))
         for m in methods:
-            if dev == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            row[f"{m}_rows_per_s"], outs[m] = _decode_rate(
-                model, tok, prompts, batch, m, dev, repeat=repeat
-            )
-            if dev == "cuda":
-                row[f"{m}_max_allocated_mib"] = gpu_mem(dev)["max_allocated_mib"]
+            _decode_run(model, tok, prompts[:batch], enc[:batch], batch, m, dev)  # warm-up
+        for _ in range(repeat):
+            for m in methods:
+                if dev == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                sec, outs[m] = _decode_run(model, tok, prompts, enc, batch, m, dev)
+                best[m] = min(best[m], sec)
+                if dev == "cuda":
+                    row[f"{m}_max_allocated_mib"] = gpu_mem(dev)["max_allocated_mib"]
+        for m in methods:
+            row[f"{m}_rows_per_s"] = round(len(prompts) / best[m], 1)
         for m in methods:
             rate = row[f"{m}_rows_per_s"]
             row[f"{m}_vs_loop"] = round(rate / row["loop_rows_per_s"], 2)
@@ -272,7 +272,7 @@ def eval_speed(checkpoint: str, test: Path, n_rows: int, batches: list[int], dev
     model, tok = load_checkpoint(checkpoint, threads=2, device=dev)
     prompts = [split_prompt(r)[0] for r in read_rows(test)]
     prompts = (prompts * (n_rows // max(len(prompts), 1) + 1))[:n_rows]
-    result = decode_speed(model, tok, prompts, batches, dev)
+    result = decode_speed(model, tok, prompts, batches, dev, repeat=3 if dev == "cuda" else 1)
     seq = max(len(x) for x in tok(prompts)["input_ids"]) + 8
     result["auto_batch_size"] = resolve_batch_size("auto", model, len(prompts), seq)
     return result
