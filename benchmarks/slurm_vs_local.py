@@ -5,10 +5,10 @@ the number of SLURM submissions the demo and the paper config would make.
 
 Runs (one after the other, each in its own temp dir) `snakemake --cores 2` and
 `snakemake --profile slurm --workflow-profile tests/slurm_profile` (the test's 1 s first poll)
-on tests/config_tiny.yaml and prints both times and their ratio. Then dry-runs
-config/config.yaml and config/experiments/paper_exp1.yaml: SLURM jobs are all jobs but the
-rules that run in the head process (`all`); sbatch calls count an array job once per
-array_limit tasks (profile: slurm-array-jobs).
+on tests/config_tiny.yaml and prints both times and their ratio, and the machine load. Then
+dry-runs config/config.yaml and config/experiments/paper_exp1.yaml under the profile: SLURM
+jobs are all jobs but the rules that run in the head process (`all`); a group job (profile
+and rules' `group:`) is one sbatch call, an array job one per array_limit tasks.
 """
 
 from __future__ import annotations
@@ -56,14 +56,30 @@ def job_stats(configfile: Path) -> dict[str, int]:
     return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
-def submissions(stats: dict[str, int], array_rules: set[str], array_limit: int) -> tuple[int, int]:
-    jobs = {rule: n for rule, n in stats.items() if rule not in HEAD_RULES}
-    calls = sum(
-        math.ceil(n / array_limit) if (rule in array_rules or "all" in array_rules) and n > 1
-        else n
-        for rule, n in jobs.items()
-    )  # fmt: skip
-    return sum(jobs.values()), calls
+def submissions(configfile: Path) -> tuple[int, int, int]:
+    """(SLURM jobs, sbatch calls, group jobs) of a dry run under the profile: a group job is
+    one sbatch however many jobs it runs; other jobs one each (array rules: one per
+    array_limit tasks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = snakemake(Path(tmp), configfile, "-n", *PROFILE)
+    grouped = re.findall(r"^    rule (\w+):$", log, re.M)
+    alone = [r for r in re.findall(r"^rule (\w+):$", log, re.M) if r not in HEAD_RULES]
+    groups = len(re.findall(r"^\[.*\] Group job \w+", log, re.M))
+    profile = read_profile(REPO / "slurm")
+    array_rules = {r.strip() for r in (profile.get("slurm-array-jobs") or "").split(",") if r}
+    limit = int(profile.get("slurm-array-limit") or 1000)
+    per_rule: dict[str, int] = {}
+    for r in alone:
+        per_rule[r] = per_rule.get(r, 0) + 1
+    calls = groups + sum(
+        math.ceil(n / limit) if (r in array_rules or "all" in array_rules) and n > 1 else n
+        for r, n in per_rule.items()
+    )
+    return len(grouped) + len(alone), calls, groups
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
@@ -71,6 +87,7 @@ def main() -> None:
     parser.add_argument("--skip-runs", action="store_true", help="only the dry-run counts")
     args = parser.parse_args()
     if not args.skip_runs:
+        print("load before:", uptime())
         with tempfile.TemporaryDirectory() as tmp:
             local = timed(Path(tmp) / "local", "--cores", "2")
             slurm = timed(Path(tmp) / "slurm", *PROFILE)
@@ -78,15 +95,16 @@ def main() -> None:
         print(f"  local executor (--cores 2):   {local:7.1f} s")
         print(f"  local SLURM (--profile slurm): {slurm:7.1f} s")
         print(f"  ratio SLURM / local:           {slurm / local:7.2f}")
-    profile = read_profile(REPO / "slurm")
-    array_rules = {r.strip() for r in (profile.get("slurm-array-jobs") or "").split(",") if r}
-    array_limit = int(profile.get("slurm-array-limit") or 1000)
-    print(f"SLURM submissions (dry run; array rules: {', '.join(sorted(array_rules)) or 'none'}):")
+        print("load after:", uptime())
+    print("SLURM submissions (dry run under --profile slurm; a group job is one sbatch):")
     for config in (REPO / "config/config.yaml", REPO / "config/experiments/paper_exp1.yaml"):
         stats = job_stats(config)
-        jobs, calls = submissions(stats, array_rules, array_limit)
+        jobs, calls, groups = submissions(config)
         per_rule = ", ".join(f"{r} {n}" for r, n in stats.items() if r not in HEAD_RULES)
-        print(f"  {config.relative_to(REPO)}: {jobs} SLURM jobs, {calls} sbatch calls ({per_rule})")
+        print(
+            f"  {config.relative_to(REPO)}: {jobs} jobs in {calls} sbatch calls "
+            f"({groups} group jobs; {per_rule})"
+        )
 
 
 if __name__ == "__main__":

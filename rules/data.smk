@@ -8,6 +8,8 @@ rule cities:
         log_path("cities"),
     benchmark:
         benchmark_path("cities")
+    group:
+        "data"
     conda:
         "../envs/data.yaml"
     resources:
@@ -33,6 +35,8 @@ rule task_split:
         benchmark_path("task_split", "{task}__{variant}")
     wildcard_constraints:
         task="|".join(TASKS),
+    group:
+        "data"
     conda:
         "../envs/data.yaml"
     resources:
@@ -55,6 +59,8 @@ rule multitask:
         log_path("multitask"),
     benchmark:
         benchmark_path("multitask")
+    group:
+        "data"
     conda:
         "../envs/data.yaml"
     resources:
@@ -75,6 +81,8 @@ rule mixture:
         log_path("mixture", "{mixture}"),
     benchmark:
         benchmark_path("mixture", "{mixture}")
+    group:
+        "data"
     conda:
         "../envs/data.yaml"
     resources:

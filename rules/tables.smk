@@ -14,6 +14,8 @@ rule tables:
         log_path("tables"),
     benchmark:
         benchmark_path("tables")
+    group:
+        "report"
     conda:
         "../envs/plots.yaml"
     resources:

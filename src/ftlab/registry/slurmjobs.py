@@ -65,6 +65,15 @@ def job_key(rule: str, wildcards: dict, group: str | None = None) -> str:
     return f"{head}_wildcards_{wc}" if wc else head
 
 
+def group_job(latest: dict[str, SlurmJob], group: str) -> SlurmJob | None:
+    """The newest SLURM job of a group. The plugin names a group job after the group and its
+    rules (GroupJob.name: ``<group>_<rule>_<rule>...``): its logs are in
+    ``group_<group>_<rules>/`` and its comment is ``rule_<group>_<rules>``."""
+    prefixes = (f"group_{group}_", f"rule_{group}_")
+    found = [j for k, j in latest.items() if k == f"group_{group}" or k.startswith(prefixes)]
+    return max(found, key=lambda j: _id_order(j.job_id)) if found else None
+
+
 def available() -> bool:
     return shutil.which("squeue") is not None and _ok(["sinfo", "-h"])
 

@@ -137,9 +137,10 @@ def collect(
             st.reason = "; ".join(need[i])
         if st.state != "done":
             group = job["group"]
-            sj = slurm.get(slurmjobs.job_key(job["rule"], wc, group))
-            if sj is None and group:  # a group job's log folder has no wildcards
-                sj = slurm.get(f"group_{group}")
+            if group:  # one SLURM job ran the group's jobs (several: the newest)
+                sj = slurmjobs.group_job(slurm, group)
+            else:
+                sj = slurm.get(slurmjobs.job_key(job["rule"], wc))
             if sj is not None:
                 st.slurm = sj
                 if sj.active:
