@@ -215,3 +215,35 @@ def test_teacher_with_two_processes_equals_one_and_resumes_its_shards(env):
     assert all((two / "shards" / n).stat().st_mtime_ns == t for n, t in kept.items()
                if n != shards[1])  # fmt: skip
     assert read_jsonl(two / "records.jsonl") == read_jsonl(one / "records.jsonl")
+
+
+def test_a_killed_two_process_evaluation_resumes_from_its_rank_files(env, runs, monkeypatch):
+    """Both ranks exit like a SIGKILL after their first committed chunk (the cache's test
+    hook): their rank files stay; the re-run - with 1 process, the count may change - merges
+    them first, computes only the rest, and ends with the 1-process cache."""
+    from ftlab.llm.cache import CRASH_ENV
+
+    one, _ = runs
+    root = env["root"]
+    monkeypatch.setenv(CRASH_ENV, "1")
+    with pytest.raises(RuntimeError, match="2-process evaluate job failed"):
+        evaluate(root, "killed", env, processes=2)
+    cache = root / "cache" / "killed.sqlite"
+    left = rank_files(cache)
+    assert left and not (root / "killed" / "lm_eval.json").exists()
+    kept = 0
+    for f in left:
+        with SampleCache(f) as c:
+            kept += len(c)
+    assert kept >= 1  # the rank that exited first had committed its chunk
+    monkeypatch.delenv(CRASH_ENV)
+    again = evaluate(root, "killed", env, processes=1)
+    out = json.loads(again["lm_eval"].read_text())
+    assert out["n_cached"] == kept and out["n_computed"] == N_REQUESTS - kept
+    assert rank_files(cache) == []
+    with SampleCache(one["cache"]) as ca, SampleCache(cache) as cb:
+        ka, kb = ca.items(), cb.items()
+    assert ka.keys() == kb.keys() and all(_close(ka[k], kb[k]) for k in ka)
+    want = json.loads(one["lm_eval"].read_text())["benchmarks"]
+    for a, b in zip(want, out["benchmarks"], strict=True):
+        assert b["value"] == pytest.approx(a["value"], abs=1e-12)

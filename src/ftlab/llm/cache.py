@@ -205,6 +205,8 @@ def merge_rank_files(path: str | Path) -> int:
     between the commit and the deletion only makes the next merge copy the rows again."""
     n = 0
     files = rank_files(path)
+    if not files:
+        return 0
     with SampleCache(path) as cache:
         for f in files:
             n += cache.merge_from(f)
@@ -240,16 +242,18 @@ class RankCache:
 
 @contextmanager
 def open_cache(path: str | Path, ranks: Ranks | None = None) -> Iterator[SampleCache | RankCache]:
-    """The cache a process reads and writes. One process: the checkpoint's file itself.
-    Several: rank 0 first merges rank files a killed run left, then each rank gets a
-    RankCache; when every rank is done (a barrier), rank 0 merges the rank files. A rank that
-    fails leaves its rank file for the next run."""
+    """The cache a process reads and writes. One process: the checkpoint's file itself, after
+    merging the rank files a killed multi-process run left. Several: rank 0 first merges
+    them, then each rank gets a RankCache; when every rank is done (a barrier), rank 0 merges
+    the rank files. A rank that fails leaves its rank file for the next run."""
     if ranks is None or ranks.world_size == 1:
+        merge_rank_files(path)  # a killed multi-process run's answers
         with SampleCache(path) as cache:
             yield cache
         return
     if ranks.main:
-        merge_rank_files(path)  # also creates the file the others open read-only
+        merge_rank_files(path)
+        SampleCache(path).close()  # the file the others open read-only exists from here on
     ranks.barrier()
     cache = RankCache(path, ranks.rank)
     try:

@@ -271,6 +271,12 @@ def run_lm_eval(
     args = {**(model_args or {}), **({"dtype": dtype} if dtype != "auto" else {})}
     placement = placement_args(backend, parallel, gpus, model_args)
     ranks = Ranks()
+    if limit is not None and limit < ranks.world_size:
+        # lm-eval gives rank r documents r, r + N, ...: a rank without any fails in lm-eval
+        raise ValueError(
+            f"config key 'lm_eval.limit' ({limit}) is below the evaluation's {ranks.world_size} "
+            "processes (resources.evaluate.gpus): every rank needs a document of each task"
+        )
     lm = _make_lm(model, backend, batch_size, device or default_device(), {**args, **placement},
                   ranks)  # fmt: skip
     cache_id = cache_identity(model_hash, backend, args)
