@@ -1,12 +1,13 @@
 """Evaluator throughput (rows/s): ftlab's greedy evaluator vs lm-eval's hf backend.
 
     python benchmarks/eval_throughput.py [--checkpoint DIR] [--rows 256] \
-        [--batch-sizes 1,8,32,64,128,256] [--threads 1] [--repeat 1]
+        [--batch-sizes 1,8,32,64,128,256] [--threads 1] [--repeat 1] [--decode auto]
 
 Both backends decode the same `distance` rows with the same model on the CPU:
 
 - ftlab: `ftlab.evaluate.evaluate_set` (what `evaluate_checkpoint` runs per eval set once the
-  model is loaded: tokenize, length-sorted batched greedy decoding with the KV cache, scoring).
+  model is loaded: tokenize, length-sorted batched greedy decoding with the KV cache, scoring;
+  --decode: its `eval.decode`, e.g. static; decoders side by side: gpu_world.py --decode-only).
   Timed: that call. Not timed: model load.
 - lm-eval: `HFLM(pretrained=DIR, batch_size=B, device="cpu")` + `lm_eval.evaluator.evaluate` on
   a local `generate_until` task (YAML written to a temp dir, loaded through
@@ -101,11 +102,11 @@ def untrained_checkpoint(cfg: dict, out: Path) -> Path:
     return out
 
 
-def run_ftlab(model, tokenizer, rows, batch_size):
+def run_ftlab(model, tokenizer, rows, batch_size, decode="auto"):
     from ftlab.evaluate import evaluate_set
 
     t0 = time.perf_counter()
-    samples, _ = evaluate_set(model, tokenizer, "distance", rows, batch_size)
+    samples, _ = evaluate_set(model, tokenizer, "distance", rows, batch_size, decode=decode)
     return time.perf_counter() - t0, [s["output"] for s in samples]
 
 
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,64,128,256")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--repeat", type=int, default=1, help="best of N timed runs")
+    parser.add_argument("--decode", default="auto", help="ftlab's eval.decode (auto: loop on CPU)")
     args = parser.parse_args()
     sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {1})
 
@@ -185,7 +187,9 @@ def main() -> None:
         run_ftlab(model, tokenizer, rows[:16], 8)  # warm-up
         ftlab_out = {}
         for b in sizes:
-            sec, out = best_of(args.repeat, lambda b=b: run_ftlab(model, tokenizer, rows, b))
+            sec, out = best_of(
+                args.repeat, lambda b=b: run_ftlab(model, tokenizer, rows, b, args.decode)
+            )
             results.append(("ftlab", b, sec))
             ftlab_out[b] = out
             print(f"  ftlab   batch {b:>4}: {len(rows) / sec:8.1f} rows/s")

@@ -12,7 +12,7 @@ cache whose per-token step is captured as one CUDA graph on a CUDA device when `
 is on) or `generate` (HF generate, the reference); `auto` = static on CUDA, loop on the CPU,
 where the static cache measured no faster (benchmarks/gpu_world.py --decode-only). All give
 the same tokens. A capture serves every batch and every eval set of a checkpoint with the
-same batch size and cache length (longest prompt + new tokens, rounded up to 32): a batch's
+same batch size and cache length (longest prompt + new tokens, rounded up to 16): a batch's
 prompt width and its number of new tokens are device tensors and loop bounds, not shapes.
 """
 
@@ -53,7 +53,10 @@ def load_checkpoint(path: str | Path, threads: int = 1, device: str = "auto"):
 
 
 DECODE_METHODS = ("loop", "static", "generate")
-MAX_KEPT_DECODERS = 2  # static decoders (KV buffers + graph) a checkpoint's evaluation keeps
+# Static decoders (KV buffers + graph) a checkpoint's evaluation keeps: eval sets come in
+# task order, so neighbours share one; more would hold GPU memory that auto batch sizing
+# (ftlab.device) does not count.
+MAX_KEPT_DECODERS = 1
 
 
 def decode_method(name: str, dev: torch.device) -> str:
