@@ -147,10 +147,15 @@ def task_gradients(
     losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grads [T, P], reached [T, P]): each loss's flattened gradient w.r.t. params (one
-    backward per task, the graph kept until the last), zeros where it does not reach."""
+    backward per task, the graph kept until the last), zeros where it does not reach. A None
+    loss (a task absent from this process's batch, data parallel) reaches nothing."""
     flat, reached = [], []
+    last = max((k for k, loss in enumerate(losses) if loss is not None), default=-1)
     for k, loss in enumerate(losses):
-        gs = torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1, allow_unused=True)
+        if loss is None:
+            gs = [None] * len(params)
+        else:
+            gs = torch.autograd.grad(loss, params, retain_graph=k < last, allow_unused=True)
         flat.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
                                for p, g in zip(params, gs, strict=True)]))  # fmt: skip
         reached.append(torch.cat([torch.full((p.numel(),), g is not None, device=p.device)
@@ -182,18 +187,19 @@ def surgery_backward(
 
     params: the parameters the optimizer updates (those with requires_grad). stats: also
     return the conflict statistics of the original task gradients (costs a T x T Gram matrix).
-    reduce_grads: applied to the [T, P] task gradients before combining (data parallel: an
-    all-reduce, so every process projects the same global gradients).
+    reduce_grads: (grads, reached) -> (grads, reached), applied to the [T, P] task gradients
+    before combining (data parallel: an all-reduce, so every process projects the same global
+    gradients). A None loss: a task with no rows here (its gradient is zero, reached nothing).
     """
     params = list(params)
     if not losses:
         raise ValueError("surgery_backward needs at least one task loss")
-    if not combiner.needs_task_gradients:
-        combiner.reduced_loss(losses).backward()
+    if not combiner.needs_task_gradients and reduce_grads is None:
+        combiner.reduced_loss([loss for loss in losses if loss is not None]).backward()
         return SurgeryStats(len(losses), 0, None) if stats else None
     grads, reached = task_gradients(losses, params)
     if reduce_grads is not None:
-        grads = reduce_grads(grads)
+        grads, reached = reduce_grads(grads, reached)
     merged = combiner.combine(grads, reached)
     offset = 0
     for p in params:

@@ -56,17 +56,34 @@ def split_by_task(inputs: dict, task_ids: torch.Tensor) -> dict[int, dict]:
     return out
 
 
-def _all_reduce_mean(grads: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduce_weighted(weights: torch.Tensor):
+    """(grads, reached) -> the processes' task gradients averaged with `weights` [T] (this
+    process's share of each task: its tokens for a mean-token loss, 1 for GRPO's globally
+    normalized loss), and reached anywhere."""
+
+    def reduce(grads: torch.Tensor, reached: torch.Tensor):
+        w = weights.to(grads)
+        total = w.clone()
+        grads = grads * w[:, None]
         torch.distributed.all_reduce(grads)
-        grads /= torch.distributed.get_world_size()
-    return grads
+        torch.distributed.all_reduce(total)
+        grads /= total.clamp_min(1e-30)[:, None]
+        reached = reached.to(torch.uint8)
+        torch.distributed.all_reduce(reached, op=torch.distributed.ReduceOp.MAX)
+        return grads, reached.bool()
+
+    return reduce
 
 
 class SurgeryMixin:
     """Put before a transformers/TRL Trainer class: class T(SurgeryMixin, SFTTrainer)."""
 
     surgery: Combiner
+    n_tasks: int  # data parallel: every process has a (maybe None) loss for every task
     # True where compute_loss already divides by the accumulation steps (TRL's GRPO)
     loss_scaled_for_accumulation = False
 
@@ -74,15 +91,41 @@ class SurgeryMixin:
         model.train()
         inputs = self._prepare_inputs(inputs)
         task_ids = inputs.pop(TASK_IDS)
-        scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: we all-reduce
-        losses = []
         with self.compute_loss_context_manager(), no_sync():
-            for sub in split_by_task(inputs, task_ids).values():
-                losses.append(self.compute_loss(model, sub) / scale)
+            losses, weights = self._task_losses(model, inputs, task_ids)
         params = [p for p in model.parameters() if p.requires_grad]
-        surgery_backward(losses, params, self.surgery, reduce_grads=_all_reduce_mean)
-        return torch.stack([loss.detach() for loss in losses]).sum()
+        reduce = _all_reduce_weighted(weights) if _distributed() else None
+        surgery_backward(losses, params, self.surgery, reduce_grads=reduce)
+        present = [loss.detach() for loss in losses if loss is not None]
+        return torch.stack(present).sum()
+
+    def _task_losses(self, model, inputs, task_ids):
+        """One loss per task present here; data parallel: one per task (None where absent,
+        after a no-grad call on one row, so every process makes the same collective calls
+        inside compute_loss), with this process's weight of each task."""
+        scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
+        parts = split_by_task(inputs, task_ids)
+        if not _distributed():
+            return [self.compute_loss(model, sub) / scale for sub in parts.values()], None
+        losses, weights = [], []
+        for t in range(self.n_tasks):
+            if t in parts:
+                losses.append(self.compute_loss(model, parts[t]) / scale)
+                weights.append(self._task_weight(parts[t]))
+            else:
+                with torch.no_grad():
+                    self.compute_loss(model, split_by_task(inputs, torch.arange(len(task_ids)))[0])
+                losses.append(None)
+                weights.append(0.0)
+        return losses, torch.tensor(weights, dtype=torch.float64)
+
+    def _task_weight(self, sub: dict) -> float:
+        """This process's share of a task in the all-reduce: its predicted tokens (SFT's
+        loss is a per-process token mean); 1 where the loss is globally normalized (GRPO)."""
+        if self.loss_scaled_for_accumulation:
+            return 1.0
+        return float((sub["labels"][:, 1:] != -100).sum())
 
 
 class TaskCollator:
@@ -103,9 +146,10 @@ def surgery_trainer_class(objective: str):
     from trl import GRPOTrainer, SFTTrainer
 
     class SurgerySFTTrainer(SurgeryMixin, SFTTrainer):
-        def __init__(self, *args, surgery: Combiner, **kwargs):
+        def __init__(self, *args, surgery: Combiner, n_tasks: int, **kwargs):
             super().__init__(*args, **kwargs)
             self.surgery = surgery
+            self.n_tasks = n_tasks
             self.data_collator = TaskCollator(self.data_collator)
 
         def _set_signature_columns_if_needed(self):
@@ -120,6 +164,7 @@ def surgery_trainer_class(objective: str):
             super().__init__(*args, **kwargs)
             self.surgery = surgery
             self.task_index = task_index
+            self.n_tasks = len(task_index)
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)

@@ -167,7 +167,7 @@ def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, st
     from ftlab.mtl.trl import surgery_trainer_class
     from ftlab.mtl.trl_data import task_index
 
-    kwargs = {}
+    kwargs = {"n_tasks": len(tasks)}
     if objective == "grpo":
         from ftlab.llm.rewards import correctness_reward, format_reward
 
