@@ -8,6 +8,12 @@ if MTL_WORLD and _plan("train").launched:
         "config keys 'resources.train.gpus' / 'processes' / 'nodes' ask for several "
         "processes, but mtl.objective world trains in one process: set them to 1"
     )
+if not MTL_WORLD and _plan("train").launched and RES["train"]["strategy"] != "ddp":
+    raise WorkflowError(
+        f"config key 'resources.train.strategy' is {RES['train']['strategy']!r}: multi-task "
+        "sft/grpo runs data parallel only (strategy: ddp) - gradient surgery needs every "
+        "task's full gradient in each process"
+    )
 
 
 checkpoint mtl_train:

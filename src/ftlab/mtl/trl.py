@@ -23,9 +23,14 @@ Each task's loss is the trainer's own loss on that task's rows:
   whole generation batch), which already covers gradient accumulation: the per-task losses
   sum to TRL's own GRPO loss, so the baseline step is exactly TRL's step.
 
-Multi-GPU (DDP): per-task gradients come from torch.autograd.grad, which DDP's reducer does not
-see, so the forward passes run under `no_sync` and the task gradients are all-reduced
-(averaged) before the projection: every rank projects the same global task gradients.
+Multi-GPU (DDP only): per-task gradients come from torch.autograd.grad, which DDP's reducer
+does not see, so the forward passes run under `no_sync` and the task gradients are all-reduced
+before the projection, weighted by each process's share of the task (SFT: its completion
+tokens, so the result is the global per-task token mean; GRPO: equal, its loss is already
+normalized by the global token count): every rank projects the same global task gradients. A
+task absent from one process's micro-batch still gets a (no-grad) compute_loss call there, so
+the collectives inside TRL's compute_loss stay matched. Tested on CPU with 2 processes (gloo,
+tests/test_mtl_ddp.py).
 """
 
 from __future__ import annotations
