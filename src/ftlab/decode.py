@@ -6,9 +6,10 @@ per-token step can be captured as one CUDA graph.
 - `StaticDecoder`: the same prefill call (so the first token is bit-identical), whose keys and
   values are copied into preallocated buffers [batch, kv_heads, max_len, head_dim] per layer;
   every later step feeds one token with fixed shapes: the write column and the RoPE positions
-  are device tensors advanced in place, the attention mask is a static [batch, max_len] boolean
-  buffer (prompt padding + the columns written so far), the argmax, <eos> handling and the
-  output column are part of the step. Nothing in a step depends on the host, so on CUDA
+  are device tensors advanced in place, the attention mask is a static additive bias
+  [batch, 1, 1, max_len] (0 on the prompt's real tokens and the columns written so far, the
+  float minimum elsewhere), the argmax, <eos> handling and the output column are part of the
+  step. Nothing in a step depends on the host, so on CUDA
   (`graph=True`) the step is captured once (warm-up on a side stream, as ftlab.train_graph
   does for training) and replayed per token. On the CPU it runs eagerly.
 
@@ -167,7 +168,6 @@ class StaticDecoder:
         self.done = torch.zeros(batch, dtype=torch.bool, device=dev)
         self.out = torch.zeros((batch, max_len), dtype=torch.long, device=dev)
         self.out_col = torch.zeros(1, dtype=torch.long, device=dev)
-        self.mask_types = sorted(set(getattr(model.config, "layer_types", None) or []))
         self.graph = None
         if graph:
             self._capture()
@@ -183,12 +183,11 @@ class StaticDecoder:
     def _step(self) -> None:
         """Feed `tok` at column kv.col, emit the next token, advance the columns/positions."""
         self.bias.index_fill_(3, self.kv.col, 0.0)
-        mask = self.bias
-        # A dict of ready masks skips HF's mask construction (host work, shape-dependent).
-        masks = {t: mask for t in self.mask_types} or {"full_attention": mask}
         logits = self.model(
             input_ids=self.tok[:, None],
-            attention_mask=masks,
+            # A ready mask per layer type skips HF's mask construction (host work that
+            # depends on shapes); every layer is full attention (supports_static).
+            attention_mask={"full_attention": self.bias},
             position_ids=self.pos,
             past_key_values=self.kv,
             use_cache=True,
