@@ -104,11 +104,23 @@ def test_dry_run_shows_gpus_nodes_and_launcher_of_every_gpu_job(case, tmp_path):
                 assert resource(res, "mpi") == "srun" and resource(res, "tasks") == str(nodes)
 
 
-def test_model_parallel_jobs_cannot_span_nodes(tmp_path):
+REFUSED = {
+    "model-parallel evaluation on 2 nodes": (
+        "llm: {lm_eval: {parallel: model}}\nresources: {evaluate: {gpus: 4, nodes: 2}}\n",
+        ["config key 'resources.evaluate.nodes' is 2", "llm.lm_eval.parallel: model"],
+    ),
+    "data-parallel vLLM teacher": (
+        "llm: {teacher: {parallel: data, backend: vllm}}\nresources: {teacher: {gpus: 4}}\n",
+        ["config key 'llm.teacher.parallel' is data", "'llm.teacher.backend: vllm'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_shapes_that_cannot_run_are_refused_naming_the_key(case, tmp_path):
+    overrides, messages = REFUSED[case]
     extra = tmp_path / "o.yaml"
-    extra.write_text(
-        "llm: {lm_eval: {parallel: model}}\nresources: {evaluate: {gpus: 4, nodes: 2}}\n"
-    )
+    extra.write_text(overrides)
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--configfile", str(SEED_003), str(extra),
          "-d", str(tmp_path / "w")],
@@ -116,5 +128,5 @@ def test_model_parallel_jobs_cannot_span_nodes(tmp_path):
     )  # fmt: skip
     log = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "config key 'resources.evaluate.nodes' is 2" in log, log[-2000:]
-    assert "llm.lm_eval.parallel: model" in log
+    for message in messages:
+        assert message in log, log[-2000:]
