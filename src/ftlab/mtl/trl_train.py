@@ -112,20 +112,14 @@ def run_trl_training(
         dist, lambda: llm_train.find_resume_point(state_path, fingerprint)
     )
     combiner = make_combiner(method, seed=seed, reduction=reduction)
-    max_steps = training["epochs"] * spe
-    schedule = EpochSchedule(
-        spe=spe, max_epochs=training["epochs"], validation=validation,
-        early_stopping=early_stopping, checkpoints=checkpoints, combiner=combiner,
-        validate=_validator(tok, val_rows, tasks, formats, validation, trl),
-        info={**inputs, "fingerprint": fingerprint, "meta": meta or {},
-              "torch_version": torch.__version__, "trl_version": llm_train._trl_version(),
-              "transformers_version": transformers.__version__},
-    )  # fmt: skip
+    info = {**inputs, "fingerprint": fingerprint, "meta": meta or {}}
+    schedule = _schedule(inputs, info, combiner, _validator(tok, val_rows, tasks, formats,
+                                                            validation, trl))  # fmt: skip
     if resume is not None:
         schedule.load(resume)
         log.info("resuming %s from %s (epoch %s)", model_name, resume, schedule.saved[-1])
     if not schedule.finished:
-        recipe = make_recipe(objective, training, trl, max_steps)
+        recipe = make_recipe(objective, training, trl, training["epochs"] * spe)
         trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
                            state_dir, combiner, [schedule, *(callbacks or [])])  # fmt: skip
         log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
@@ -137,6 +131,18 @@ def run_trl_training(
         if not dist.is_main_process:
             return None
     return _publish(schedule, inputs, Path(out_dir), state_path)
+
+
+def _schedule(inputs: dict, info: dict, combiner, validate) -> EpochSchedule:
+    """The run's epoch schedule; info: what each checkpoint's stamp records (with versions)."""
+    versions = {"torch_version": torch.__version__, "trl_version": llm_train._trl_version(),
+                "transformers_version": transformers.__version__}  # fmt: skip
+    return EpochSchedule(
+        spe=inputs["steps_per_epoch"], max_epochs=inputs["training"]["epochs"],
+        validation=inputs["validation"], early_stopping=inputs["early_stopping"],
+        checkpoints=inputs["checkpoints"], combiner=combiner, validate=validate,
+        info={**info, **versions},
+    )  # fmt: skip
 
 
 def _dataset_rows(objective, rows, tasks, formats, tok, trl) -> list[dict]:
