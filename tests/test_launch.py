@@ -190,3 +190,33 @@ def test_one_process_runs_in_this_process(tmp_path):
     launch.run_stage(launch.Plan(family="train"), "ftlab.io:atomic_write_text", kwargs=kw,
                      payload_path=tmp_path / "p.json")  # fmt: skip
     assert out.read_text() == "hi" and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_one_node_launch_takes_a_free_port(tmp_path, monkeypatch, launcher):
+    """Two multi-process jobs on one machine must not both rendezvous on torch's 29500: with
+    29500 held by another job, the launcher is given a port that is free."""
+    import socket
+    import subprocess
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    seen = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: seen.append(cmd) or _Done())
+    flag = "--main_process_port" if launcher == "accelerate" else "--master-port"
+    with socket.socket() as held:
+        try:
+            held.bind(("127.0.0.1", 29500))
+        except OSError:
+            pass  # already held by someone else: the point stands
+        p = launch.plan_for("train", {"processes": 2, "launcher": launcher}, threads=1)
+        for _ in range(2):
+            launch.run_stage(p, "os:getcwd", kwargs={}, payload_path=tmp_path / "p.json")
+        ports = [int(cmd[cmd.index(flag) + 1]) for cmd in seen]
+        for port in ports:
+            assert port != 29500
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))  # free (the launcher was not started)
+
+
+class _Done:
+    returncode = 0

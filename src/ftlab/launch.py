@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import zlib
@@ -194,6 +195,14 @@ def rendezvous_port(job_id: str | None) -> int:
     return PORT_BASE + zlib.crc32(str(job_id).encode()) % PORT_SPAN
 
 
+def free_port() -> int:
+    """A port free on this host now. Single-node launches that share a machine (two local jobs,
+    gpu_share, two jobs on one SLURM node) would otherwise all rendezvous on torch's 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def accelerate_args(plan: Plan, mixed_precision: str) -> list[str]:
     """`accelerate launch` options of the plan's strategy (without the machine/rank ones)."""
     if mixed_precision not in MIXED_PRECISIONS:
@@ -326,7 +335,7 @@ def run_stage(
             raise LaunchError("inside a SLURM job, but srun is not on PATH")
         cmd = srun_command(plan, mixed_precision, str(payload_path))
     else:  # one node: the launcher starts every process of the node here
-        cmd = launcher_command(plan, mixed_precision, str(payload_path))
+        cmd = launcher_command(plan, mixed_precision, str(payload_path), port=free_port())
     log.info("launching %d processes (%s): %s", plan.world_size, plan.describe(), shlex.join(cmd))
     env = dict(os.environ)
     # the workers import ftlab from wherever this process did
