@@ -176,6 +176,7 @@ def test_decode_method():
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert ev.decode_method("auto", cpu) == "loop"  # the CPU default: unchanged results
     assert ev.decode_method("auto", gpu) == "static"
+    assert ev.decode_method("auto", gpu, graphs=False) == "loop"  # no capture, no gain
     assert ev.decode_method("generate", gpu) == "generate"
     with pytest.raises(ValueError, match="unknown decode method"):
         ev.decode_method("beam", cpu)

@@ -9,9 +9,9 @@ devices). `batch_size="auto"` sizes batches from the GPU's free memory (64 on th
 
 Decoding (`eval.decode`, ftlab.decode): `loop` (the KV-cache loop), `static` (a static KV
 cache whose per-token step is captured as one CUDA graph on a CUDA device when `cuda_graphs`
-is on) or `generate` (HF generate, the reference); `auto` = static on CUDA, loop on the CPU,
-where the static cache measured no faster (benchmarks/gpu_world.py --decode-only). All give
-the same tokens. A capture serves every batch and every eval set of a checkpoint with the
+is on) or `generate` (HF generate, the reference); `auto` = static on CUDA with cuda_graphs,
+else loop (on the CPU the static cache measured no faster: benchmarks/gpu_world.py
+--decode-only). All give the same tokens. A capture serves every batch and every eval set of a checkpoint with the
 same batch size and cache length (longest prompt + new tokens, rounded up to 16): a batch's
 prompt width and its number of new tokens are device tensors and loop bounds, not shapes.
 """
@@ -59,11 +59,12 @@ DECODE_METHODS = ("loop", "static", "generate")
 MAX_KEPT_DECODERS = 1
 
 
-def decode_method(name: str, dev: torch.device) -> str:
-    """The decoder `eval.decode` names; auto = static on CUDA (the captured step pays on a
-    launch-bound GPU), the KV-cache loop on the CPU (measured: no faster there)."""
+def decode_method(name: str, dev: torch.device, graphs: bool = True) -> str:
+    """The decoder `eval.decode` names; auto = static where its step is captured (CUDA with
+    cuda_graphs: the graph is the gain on a launch-bound GPU), else the KV-cache loop (on the
+    CPU the static cache measured no faster)."""
     if name == "auto":
-        return "static" if dev.type == "cuda" else "loop"
+        return "static" if dev.type == "cuda" and graphs else "loop"
     if name not in DECODE_METHODS:
         raise ValueError(f"unknown decode method {name!r}: use auto or one of {DECODE_METHODS}")
     return name
@@ -155,7 +156,7 @@ def evaluate_set(
         room = model.config.max_position_embeddings - longest_prompt
         max_new = max(1, min(max(len(a) for _, a in pairs) + 2, room))
         batch_size = resolve_batch_size(batch_size, model, len(rows), longest_prompt + max_new)
-        method = decode_method(decode, model.device)
+        method = decode_method(decode, model.device, cuda_graphs)
         outputs = greedy_decode(
             model, tokenizer, prompts, batch_size, max_new, method, graphs=cuda_graphs,
             encoded=enc, decoders=decoders,
@@ -198,7 +199,7 @@ def evaluate_set(
         "rows_per_s": round(len(rows) / elapsed, 2) if elapsed > 0 else None,
     }
     log.info("%s: batch size %s on %s (decode %s)", name, batch_size, model.device,
-             decode_method(decode, model.device))  # fmt: skip
+             decode_method(decode, model.device, cuda_graphs))  # fmt: skip
     return samples, metrics
 
 
