@@ -11,9 +11,10 @@ Decoding (`eval.decode`, ftlab.decode): `loop` (the KV-cache loop), `static` (a 
 cache whose per-token step is captured as one CUDA graph on a CUDA device when `cuda_graphs`
 is on) or `generate` (HF generate, the reference); `auto` = static on CUDA with cuda_graphs,
 else loop (on the CPU the static cache measured no faster: benchmarks/gpu_world.py
---decode-only). All give the same tokens. A capture serves every batch and every eval set of a checkpoint with the
-same batch size and cache length (longest prompt + new tokens, rounded up to 16): a batch's
-prompt width and its number of new tokens are device tensors and loop bounds, not shapes.
+--decode-only). All give the same tokens. A capture serves every batch and every eval set
+of a checkpoint with the same batch size and cache length (longest prompt + new tokens,
+rounded up to 16): a batch's prompt width and its number of new tokens are device tensors
+and loop bounds, not shapes.
 """
 
 from __future__ import annotations
