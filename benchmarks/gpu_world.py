@@ -20,8 +20,8 @@ Prints GPU memory per part and a JSON summary (also written with --json PATH).
 
 --decode-only: part 3 alone, on --checkpoint or a random-initialised model (--decode-model
 paper = 6 x 128, mini = mini.yaml's 3 x 64) at --decode-batches (CPU 1,64,512; GPU
-256,2048,8192), --eval-rows prompts (1024) of the tiny study's multitask test rows or
---rows-file; --threads, --repeat (best of N). A random model rarely emits <eos>, so its rows
+256,2048,8192), --eval-rows prompts (CPU 1024, GPU 8192) of the tiny study's multitask test
+rows or --rows-file; --threads, --repeat (best of N). A random model rarely emits <eos>, so its rows
 run to the 8-token limit (no early stop): a trained checkpoint is the realistic case.
 """
 
@@ -306,7 +306,7 @@ def decode_only(args, dev: str) -> dict:
             cfg = validate_config(yaml.safe_load((ROOT / "tests/config_tiny.yaml").read_text()))
             rows = read_rows(build_data(cfg, Path(tmp))[1])
     prompts = [split_prompt(r)[0] for r in rows]
-    n_rows = args.eval_rows or 1024
+    n_rows = args.eval_rows or (1024 if dev == "cpu" else 8192)
     prompts = (prompts * (n_rows // max(len(prompts), 1) + 1))[:n_rows]
     batches = [int(b) for b in (args.decode_batches or ("1,64,512" if dev == "cpu" else
                                                         "256,2048,8192")).split(",")]  # fmt: skip
