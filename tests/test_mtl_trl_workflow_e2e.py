@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_mtl_workflow_e2e import assert_exactly_the_kept_checkpoints_evaluated
 
 from ftlab.config import load_config
 from ftlab.mtl.early_stopping import EarlyStopping, kept_checkpoints
@@ -96,17 +97,7 @@ def test_some_run_stops_early(run):
 
 def test_exactly_the_kept_checkpoints_are_evaluated(run):
     workdir, _, study, layout, _ = run
-    for name, m in manifests(workdir, study, layout).items():
-        evaluated = sorted(
-            int(p.parent.name.split("-")[1])
-            for p in (workdir / "results" / study.cfg["study"] / "evals" / name).glob(
-                "checkpoint-*/mtl_eval.json"
-            )
-        )
-        assert evaluated == [c["step"] for c in m["checkpoints"]], name
-        for step in evaluated:
-            ev = json.loads((workdir / layout.path("mtl_eval", model=name, step=step)).read_text())
-            assert {t["task"] for t in ev["tasks"]} == set(study.suite)
+    assert_exactly_the_kept_checkpoints_evaluated(workdir, study, layout)
 
 
 def test_report_compares_pcgrad_with_baseline(run):

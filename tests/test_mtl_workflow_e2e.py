@@ -75,8 +75,8 @@ def test_early_stopping_stops_a_run_and_keeps_checkpoints(run):
             assert m["last_epoch"] >= study.mtl["early_stopping"]["min_epochs"]
 
 
-def test_exactly_the_kept_checkpoints_are_evaluated(run):
-    workdir, study, layout, _ = run
+def assert_exactly_the_kept_checkpoints_evaluated(workdir, study, layout):
+    """Every checkpoint the manifest kept has its evaluation on every suite task; no other."""
     for name, m in manifests(workdir, study, layout).items():
         evaluated = sorted(
             int(p.parent.name.split("-")[1])
@@ -88,6 +88,11 @@ def test_exactly_the_kept_checkpoints_are_evaluated(run):
         for step in evaluated:
             ev = json.loads((workdir / layout.path("mtl_eval", model=name, step=step)).read_text())
             assert {t["task"] for t in ev["tasks"]} == set(study.suite)
+
+
+def test_exactly_the_kept_checkpoints_are_evaluated(run):
+    workdir, study, layout, _ = run
+    assert_exactly_the_kept_checkpoints_evaluated(workdir, study, layout)
 
 
 def test_report_tables(run):

@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytest.importorskip("lm_eval")
+
+from test_llm_eval import local_tasks  # noqa: E402
 
 from ftlab import launch  # noqa: E402
 from ftlab.io import read_jsonl, write_jsonl  # noqa: E402
@@ -25,22 +26,10 @@ from ftlab.llm import data, tiny  # noqa: E402
 from ftlab.llm.cache import SampleCache, merge_rank_files, rank_files, rank_path  # noqa: E402
 from ftlab.llm.lm_eval_runner import placement_args  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval_tasks"
 BENCH = {"ftlab_tiny_arith": "exact_match", "ftlab_tiny_mc": "acc_norm"}
 N_REQUESTS = 12 + 8 * 4
 N_IN_DOMAIN = 6
 REL = 1e-5
-
-
-def local_tasks(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in FIXTURES.glob("*.yaml"):
-        cfg = yaml.safe_load(src.read_text())
-        files = cfg["dataset_kwargs"]["data_files"]
-        cfg["dataset_kwargs"]["data_files"] = {k: str(FIXTURES / v) for k, v in files.items()}
-        cfg["dataset_kwargs"]["cache_dir"] = str(dest / "datasets_cache")
-        (dest / src.name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dest
 
 
 def evaluate(root: Path, name: str, env: dict, processes: int) -> dict[str, Path]:
