@@ -17,8 +17,6 @@ rule plot_ftwb_heatmap:
         benchmark_path("plots", "seed{seed}_{kind}_heatmap")
     wildcard_constraints:
         kind="ftwb1|ftwb2",
-    group:
-        "report"
     conda:
         "../envs/plots.yaml"
     resources:
@@ -44,8 +42,6 @@ rule plot_actual_minus_expected:
         log_path("plots", "seed{seed}_ftwb2_actual_minus_expected"),
     benchmark:
         benchmark_path("plots", "seed{seed}_ftwb2_actual_minus_expected")
-    group:
-        "report"
     conda:
         "../envs/plots.yaml"
     resources:
@@ -68,8 +64,6 @@ rule plot_probes:
         log_path("plots", "probes"),
     benchmark:
         benchmark_path("plots", "probes")
-    group:
-        "report"
     conda:
         "../envs/plots.yaml"
     resources:

@@ -14,8 +14,6 @@ rule tables:
         log_path("tables"),
     benchmark:
         benchmark_path("tables")
-    group:
-        "report"
     conda:
         "../envs/plots.yaml"
     resources:

@@ -217,3 +217,23 @@ def test_plan_follows_the_config(half_done, tmp_path):
     _, jobs2, _ = status.collect(str(cfg), workdir=wd, use_slurm=False)
     assert _answer(jobs) == _answer(jobs2)
     assert not any(j.unit == "ftwb1-2_seed1" for j in jobs)
+
+
+def test_group_job_found_by_the_plugins_group_names(tmp_path):
+    """The plugin names a group job <group>_<rules>: logs in group_<group>_<rules>/, comment
+    rule_<group>_<rules>; the newest job of the group is the one shown."""
+    from ftlab.registry import slurmjobs
+
+    logs = tmp_path / "slurm_logs"
+    for rel in (
+        "group_data_cities_task_split/120.log",
+        "group_data_cities_mixture_multitask_task_split/131.log",
+        "group_database_x/140.log",  # another group whose name starts the same
+        "rule_train_base/base_seed1/125.log",
+    ):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_text("")
+    latest = slurmjobs.latest_by_key(logs, use_slurm=False)
+    assert slurmjobs.group_job(latest, "data").job_id == "131"
+    assert slurmjobs.group_job(latest, "report") is None
+    assert latest[slurmjobs.job_key("train_base", {"model": "base_seed1"})].job_id == "125"
