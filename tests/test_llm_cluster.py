@@ -24,8 +24,11 @@ def _profile(tmp_path, mem, gpus):
 
 
 def test_site_caps_become_global_resources(tmp_path):
-    assert "resources" not in read_profile(REPO / "slurm")  # no caps unless the site sets them
-    assert read_profile(_profile(tmp_path, 96000, 4))["resources"] == {"mem_mb": 96000, "gpu": 4}
+    # no caps unless the site sets them (cpu_slots is the group jobs' width, not a cap)
+    shipped = read_profile(REPO / "slurm")["resources"]
+    assert not {"mem_mb", "gpu"} & set(shipped)
+    capped = read_profile(_profile(tmp_path, 96000, 4))["resources"]
+    assert capped == {**shipped, "mem_mb": 96000, "gpu": 4}
 
 
 def test_memory_cap_honoured_in_a_dry_run_under_the_profile(tmp_path):
