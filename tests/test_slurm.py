@@ -56,7 +56,7 @@ def start(workdir: Path, *args: str, configfiles: tuple = (TINY,)) -> subprocess
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -73,11 +73,11 @@ def sacct(run_id: str, since: str) -> pd.DataFrame:
     names jobs by run; the local cluster does not store job comments)."""
     out = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-S", since, "--name", run_id,
-         "-o", "JobID,State,Timelimit"],
+         "-o", "JobID,State,Timelimit,AllocCPUS"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rows = [line.split("|") for line in out.splitlines() if line]
-    return pd.DataFrame(rows, columns=["job", "state", "timelimit"])
+    return pd.DataFrame(rows, columns=["job", "state", "timelimit", "cpus"])
 
 
 def run_ids(log: str) -> list[str]:
@@ -101,10 +101,16 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     [run_id] = run_ids(log)
     jobs = sacct(run_id, since)
     planned = int(re.search(r"^total\s+(\d+)$", log, re.M)[1]) - 1  # `all` runs in the head
-    assert len(jobs) == planned, jobs
+    stats = log.split("Job stats:")[1].split("total")[0]
+    per_rule = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    data = sum(per_rule[r] for r in ("cities", "task_split", "multitask", "mixture"))
+    assert data == 1 + 14 + 1 + 3
+    # the data rules run as one group job (rules/data.smk group "data"), every other job alone
+    assert len(jobs) == planned - data + 1, jobs
     assert (jobs.state == "COMPLETED").all(), jobs[jobs.state != "COMPLETED"]
-    # the 14 task_split jobs go out as one array job (profile: slurm-array-jobs)
-    assert jobs.job.str.contains("_").sum() == 14
+    # the group job asks the profile's group_cpus (2, the node's CPUs), not its 19 members'
+    # sum; every other job of the tiny study asks 1 CPU (threads: 1)
+    assert sorted(jobs.cpus.astype(int)) == [1] * (len(jobs) - 1) + [2], jobs
 
 
 @needs_cluster
@@ -208,3 +214,35 @@ def test_submit_names_a_rejected_partition(tmp_path, monkeypatch, capsys):
     assert cli.main(["submit", "--profile", str(profile), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "partition 'nosuchpartition'" in err and "SITE SETTINGS" in err
+
+
+def test_status_checks_capped_at_seconds_between_status_checks(monkeypatch):
+    """The plugin's own check (no active jobs: wait init_seconds_before_status_checks, 40 s
+    here; after checks that find nothing finished it grows by 10 s) is capped at the
+    profile's seconds-between-status-checks once the workflow bounds it."""
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm import Executor
+
+    from ftlab.slurm import bound_status_interval
+
+    monkeypatch.setattr(Executor, "check_active_jobs", Executor.check_active_jobs)
+    executor = object.__new__(Executor)  # only what check_active_jobs reads
+    executor._next_seconds_between_status_checks = None
+    executor.logger = logging.getLogger("test")
+    settings = SimpleNamespace(seconds_between_status_checks=2)
+    executor.workflow = SimpleNamespace(
+        executor_settings=SimpleNamespace(init_seconds_before_status_checks=40),
+        remote_execution_settings=settings,
+    )
+
+    async def check():
+        return [j async for j in Executor.check_active_jobs(executor, [])]
+
+    assert asyncio.run(check()) == []
+    assert executor.next_seconds_between_status_checks == 40  # the plugin alone
+    assert bound_status_interval(SimpleNamespace(remote_execution_settings=settings)) == 2
+    assert asyncio.run(check()) == []
+    assert executor.next_seconds_between_status_checks == 2
