@@ -58,6 +58,10 @@ def eval_outputs(model):
     return STUDY.eval_outputs(P, model)
 
 
+def eval_handles(model):
+    return STUDY.eval_handles(P, model)
+
+
 def probe_output(model):
     return STUDY.probe_output(P, model)
 
@@ -65,6 +69,6 @@ def probe_output(model):
 def plot_eval_inputs(*kinds):
     def inputs(wildcards):
         models = STUDY.models_of(int(wildcards.seed))
-        return [path for m in models if m.kind in ("base", *kinds) for path in eval_outputs(m.name)]
+        return [path for m in models if m.kind in ("base", *kinds) for path in eval_handles(m.name)]
 
     return inputs

@@ -118,3 +118,22 @@ def test_forgetting_study_plans_every_checkpoint(tmp_path):
     for point in [("gt_sft-gsm8k_seed1", 1401), ("gt_sft-math_seed1", 1386),
                   ("gt_sft-triviaqa_seed1", 1404), ("grpo-math_seed1", 800)]:  # fmt: skip
         assert point in last
+
+
+def test_aggregates_depend_on_one_file_per_evaluation_job():
+    """Tables and plots list one metrics file per evaluation job (the DAG of a 100x matrix
+    is mostly input files) and read all of the job's eval sets, in the order of the files."""
+    from ftlab.config import load_config
+    from ftlab.paths import Layout
+    from ftlab.study import Study
+
+    study = Study(load_config(PAPER))
+    layout = Layout(study.cfg["study"])
+    everything = [f for m in study.models for f in study.eval_outputs(layout, m)]
+    handles = [h for m in study.models for h in study.eval_handles(layout, m)]
+    assert len(handles) == sum(len(m.eval_steps) for m in study.models.values())
+    assert len(everything) == len(handles) * len(study.eval_sets()) == 87 * 15
+    assert study.eval_files(handles) == everything
+    assert study.eval_files(everything) == everything  # files or handles: the same list
+    with pytest.raises(ValueError, match="not an eval set's metrics file"):
+        study.eval_files([layout.path("probe", model="base_seed1", step=1)])

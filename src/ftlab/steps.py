@@ -225,10 +225,11 @@ def represent_model(
 def build_tables(
     study: Study, summary: dict, eval_paths, probe_paths, outputs: dict[str, str]
 ) -> None:
+    """eval_paths: one metrics file per evaluation job (Study.eval_handles) or all of them."""
     from ftlab import tables
     from ftlab.io import atomic_write_text
 
-    metrics = tables.metrics_frame(eval_paths, study)
+    metrics = tables.metrics_frame(study.eval_files(eval_paths), study)
     normalized = tables.normalized_frame(metrics, study)
     frames = {
         "metrics": metrics,
@@ -241,17 +242,23 @@ def build_tables(
         log.info("%s: %d rows -> %s", name, len(frame), outputs[name])
 
 
-def plot_heatmap(study: Study, eval_paths, seed: int, kind: str, out: str) -> None:
-    from ftlab import plots, tables
+def _normalized(study: Study, eval_paths):
+    from ftlab import tables
 
-    normalized = tables.normalized_frame(tables.metrics_frame(eval_paths, study), study)
+    return tables.normalized_frame(tables.metrics_frame(study.eval_files(eval_paths), study), study)
+
+
+def plot_heatmap(study: Study, eval_paths, seed: int, kind: str, out: str) -> None:
+    from ftlab import plots
+
+    normalized = _normalized(study, eval_paths)
     plots.plot_ftwb_heatmap(normalized, int(seed), kind, out, tasks=study.tasks)
 
 
 def plot_actual_minus_expected(study: Study, eval_paths, seed: int, out: str) -> None:
-    from ftlab import plots, tables
+    from ftlab import plots
 
-    normalized = tables.normalized_frame(tables.metrics_frame(eval_paths, study), study)
+    normalized = _normalized(study, eval_paths)
     plots.plot_actual_minus_expected(normalized, int(seed), out, tasks=study.tasks)
 
 

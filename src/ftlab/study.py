@@ -6,6 +6,7 @@ so the Snakemake DAG (and a dry run) is known without touching any data.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from ftlab.kinds import StudyKind, lookup_unit
@@ -221,6 +222,26 @@ class Study:
             for step in spec.eval_steps
             for s in self.eval_sets()
         ]
+
+    def eval_handles(self, layout, name: str) -> list[str]:
+        """One output per evaluation job (its first eval set's metrics): what a rule reading
+        all of a job's eval sets depends on. Listing every set made the tables' and plots'
+        inputs most of a large study's DAG (~400k of ~600k input files at 100x the paper
+        matrix); rule all still requests every file, so a deleted one is rebuilt."""
+        first = self.eval_sets()[0]
+        steps = self.model(name).eval_steps
+        return [layout.path("eval_metrics", model=name, step=s, eval_set=first) for s in steps]
+
+    def eval_files(self, paths) -> list[str]:
+        """Every eval set's metrics file of the evaluation jobs that wrote `paths` (handles or
+        any of their files), in job order then eval-set order, each once."""
+        files: dict[str, None] = {}
+        for path in map(str, paths):
+            folder, name = os.path.split(path)
+            if not name.endswith(".json") or name[: -len(".json")] not in self.eval_sets():
+                raise ValueError(f"{path} is not an eval set's metrics file of this study")
+            files.update((os.path.join(folder, f"{s}.json"), None) for s in self.eval_sets())
+        return list(files)
 
     def probe_output(self, layout, name: str) -> str:
         return layout.path("probe", model=name, step=self.model(name).final_step)
