@@ -160,3 +160,21 @@ def test_conflict_stats_and_errors():
         PCGrad(seed=0, reduction="max")
     with pytest.raises(ValueError, match="at least one task loss"):
         surgery_backward([], [], Baseline())
+
+
+def test_config_method_names_are_the_implemented_combiners():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ftlab.mtl import study, surgery
+
+    assert tuple(surgery.METHODS) == study.METHODS
+    # loading any config imports every kind's module: none of that may import torch
+    config = Path(__file__).parent / "config_mtl_tiny.yaml"
+    code = (
+        "import sys; from ftlab.config import load_config; from ftlab.kinds import matrix_of; "
+        f"matrix_of(load_config({str(config)!r})); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

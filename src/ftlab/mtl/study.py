@@ -19,8 +19,12 @@ from dataclasses import dataclass
 
 from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.mtl.early_stopping import save_epochs, validation_epochs
-from ftlab.mtl.surgery import METHODS
 from ftlab.study import TASKS as WORLD_TASKS
+
+# The methods ftlab.mtl.surgery.METHODS implements (a test keeps the two equal). Named here so
+# that loading a config - which imports every kind - does not import torch (~1.3 s per
+# Snakemake start, i.e. per SLURM job).
+METHODS = ("baseline", "pcgrad")
 
 OBJECTIVES = ("world", "sft", "grpo")
 
