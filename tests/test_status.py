@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ftlab.cli import main
-from ftlab.registry import status
+from ftlab.registry import slurmjobs, status
 from ftlab.registry.store import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,3 +237,19 @@ def test_group_job_found_by_the_plugins_group_names(tmp_path):
     assert slurmjobs.group_job(latest, "data").job_id == "131"
     assert slurmjobs.group_job(latest, "report") is None
     assert latest[slurmjobs.job_key("train_base", {"model": "base_seed1"})].job_id == "125"
+
+
+def test_queued_jobs_of_another_study_are_not_this_ones(tmp_path, monkeypatch):
+    """A pending job has no log yet, so squeue is all status knows of it: only jobs submitted
+    from this study's work dir count, though another study queues the same rule+wildcards."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    key = "rule_train_base_wildcards_base_seed1"
+    squeue = f"101|PENDING|0:00|{there}|{key}\n102|RUNNING|1:05|{here}|{key}\n"
+    monkeypatch.setattr(slurmjobs, "_run", lambda cmd: squeue if cmd[0] == "squeue" else "")
+    assert set(slurmjobs.queued_jobs()) == {"101", "102"}
+    mine = slurmjobs.queued_jobs(here)
+    assert list(mine) == ["102"] and (mine["102"].key, mine["102"].state) == (key, "RUNNING")
+    latest = slurmjobs.latest_by_key(here / ".snakemake/slurm_logs", workdir=here)
+    assert [j.job_id for j in latest.values()] == ["102"]

@@ -110,16 +110,22 @@ def logged_jobs(slurm_logdir: Path) -> dict[str, SlurmJob]:
     return jobs
 
 
-def queued_jobs() -> dict[str, SlurmJob]:
-    """{job id: SlurmJob} of this user's queued and running jobs (squeue), with their key."""
+def queued_jobs(workdir: Path | None = None) -> dict[str, SlurmJob]:
+    """{job id: SlurmJob} of this user's queued and running jobs (squeue), with their key;
+    with `workdir`, only the jobs submitted from it (the plugin submits with -D <workdir>), so
+    another study's job with the same rule and wildcards is not taken for this one's."""
     import getpass
 
-    out = _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%M|%k"])
+    out = _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%T|%M|%Z|%k"])
+    where = str(Path(workdir).resolve()) if workdir is not None else None
     jobs = {}
     for line in (out or "").splitlines():
-        parts = line.strip().split("|", 3)
-        if len(parts) == 4 and parts[3].startswith(("rule_", "group_")):
-            jobs[parts[0]] = SlurmJob(parts[0], parts[3], parts[1], parts[2])
+        parts = line.strip().split("|", 4)
+        if len(parts) != 5 or not parts[4].startswith(("rule_", "group_")):
+            continue
+        if where is not None and str(Path(parts[3]).resolve()) != where:
+            continue
+        jobs[parts[0]] = SlurmJob(parts[0], parts[4], parts[1], parts[2])
     return jobs
 
 
@@ -138,9 +144,12 @@ def accounting(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def latest_by_key(slurm_logdir: Path, use_slurm: bool = True) -> dict[str, SlurmJob]:
+def latest_by_key(
+    slurm_logdir: Path, use_slurm: bool = True, workdir: Path | None = None
+) -> dict[str, SlurmJob]:
     """The most recent SLURM job of each rule+wildcards: its state (squeue, else sacct), elapsed
-    time and log. The newest job id wins, so a retried job shows its last attempt."""
+    time and log. The newest job id wins, so a retried job shows its last attempt. Queued jobs
+    without a log yet (pending) count only if submitted from `workdir` (when given)."""
     jobs = logged_jobs(slurm_logdir)
     if use_slurm:
         for job_id, (state, elapsed, code) in accounting(sorted(jobs)).items():
@@ -150,7 +159,7 @@ def latest_by_key(slurm_logdir: Path, use_slurm: bool = True) -> dict[str, Slurm
                     elapsed,
                     code,
                 )
-        for job_id, q in queued_jobs().items():
+        for job_id, q in queued_jobs(workdir).items():
             if job_id in jobs:
                 jobs[job_id].state, jobs[job_id].elapsed = q.state, q.elapsed
             else:

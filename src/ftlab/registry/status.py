@@ -115,7 +115,7 @@ def collect(
     locked = any((workdir / ".snakemake" / "locks").glob("*"))
     if use_slurm is None:
         use_slurm = slurmjobs.available()
-    slurm = slurmjobs.latest_by_key(workdir / slurm_logdir, use_slurm=use_slurm)
+    slurm = slurmjobs.latest_by_key(workdir / slurm_logdir, use_slurm=use_slurm, workdir=workdir)
     out = []
     for i, job in enumerate(p["jobs"]):
         if job["rule"] == "all" or job["target"] and not job["output"]:
