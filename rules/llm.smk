@@ -115,13 +115,7 @@ def llm_teacher_job(source):
     data (one process per GPU, shards split by rank; HF generate)."""
     section = TEACHERS[source]
     settings = config["llm"][section]
-    one_model = settings["parallel"] == "model"
-    if not one_model and settings["backend"] == "vllm":
-        raise WorkflowError(
-            f"config key 'llm.{section}.parallel' is data, which generates with HF in every "
-            f"process; 'llm.{section}.backend: vllm' splits one model over the GPUs instead "
-            "(parallel: model)"
-        )
+    one_model = settings["parallel"] == "model"  # data with vllm: refused by the config check
     # backend auto picks vLLM at run time when it is installed and a GPU is present
     how = {"vllm": "vllm_tp", "hf": "device_map"}.get(settings["backend"], "vllm_tp-or-device_map")
     return llm_job("teacher", one_model, f"llm.{section}.parallel: {settings['parallel']}", how)

@@ -111,7 +111,7 @@ REFUSED = {
     ),
     "data-parallel vLLM teacher": (
         "llm: {teacher: {parallel: data, backend: vllm}}\nresources: {teacher: {gpus: 4}}\n",
-        ["config key 'llm.teacher.parallel' is data", "'llm.teacher.backend: vllm'"],
+        ["'llm.teacher.parallel' is data", "'llm.teacher.backend: vllm'"],
     ),
 }
 
@@ -130,3 +130,15 @@ def test_shapes_that_cannot_run_are_refused_naming_the_key(case, tmp_path):
     assert out.returncode != 0
     for message in messages:
         assert message in log, log[-2000:]
+
+
+def test_data_parallel_vllm_teacher_is_a_config_error():
+    """Refused by the config check, so `ftlab validate` says it before any job is planned."""
+    import yaml
+
+    from ftlab.config import ConfigError, validate_config
+
+    cfg = yaml.safe_load(SEED_003.read_text())
+    cfg["llm"]["cf_teacher"] = {"parallel": "data", "backend": "vllm"}
+    with pytest.raises(ConfigError, match=r"'llm\.cf_teacher\.parallel' is data"):
+        validate_config(cfg)

@@ -246,6 +246,13 @@ def check_config(cfg: dict) -> list[str]:
         if not llm[TEACHERS[source]]["model"]:
             method = next(m for m, s in RECORDS.items() if s == source)
             problems.append(f"'llm.{TEACHERS[source]}.model' is not set but {method} needs it")
+    for section in TEACHERS.values():
+        if llm[section]["parallel"] == "data" and llm[section]["backend"] == "vllm":
+            problems.append(
+                f"'llm.{section}.parallel' is data, which generates with HF in every process; "
+                f"'llm.{section}.backend: vllm' splits one model over the GPUs instead "
+                "(parallel: model)"
+            )
     for key, over in llm["runs"].items():
         method, _, dataset = key.partition("-")
         if method not in llm["methods"] or dataset not in llm["datasets"]:
