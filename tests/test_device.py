@@ -249,6 +249,15 @@ def test_gpu_resume_within_tolerance(tmp_path, monkeypatch, precision):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
 
 
+def _answers(ids: torch.Tensor, eos: int) -> list[list[int]]:
+    """Each row's tokens up to and with its first <eos> (what follows is fill, and a decoder
+    that stopped earlier returns fewer columns)."""
+    rows = []
+    for row in ids.tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
 @cuda
 def test_gpu_captured_decode_equals_eager():
     """The static decoder's per-token step captured as one CUDA graph gives the eager step's
@@ -277,12 +286,22 @@ def test_gpu_captured_decode_equals_eager():
     captured = D.StaticDecoder(model, 64, max_len, eos, graph=True)
     assert captured.graph is not None  # the capture worked (a failure falls back to eager)
     eager = D.StaticDecoder(model, 64, max_len, eos, graph=False)
+    # Captured and eager replay the same kernels: equal. The loop and HF generate attend over a
+    # growing cache with other attention kernels, so a near-tie in this random model's logits
+    # may flip a token without any bug (tests/test_decode.py asserts equality on the CPU); a
+    # wrong position, mask or cache column changes most rows, so ask >= 99% of rows equal.
+    differ = 0
     for s in range(0, len(seqs), 64):  # batches of other widths; the last one 44 rows
         chunk = seqs[s : s + 64]
         got = captured.decode(chunk, pad, 8)
         assert torch.equal(got, eager.decode(chunk, pad, 8))
-        assert torch.equal(got, D.decode_loop(model, chunk, pad, eos, 8))
+        loop_rows = D.decode_loop(model, chunk, pad, eos, 8)
+        pairs = zip(_answers(got, eos), _answers(loop_rows, eos), strict=True)
+        differ += sum(a != b for a, b in pairs)
+    assert differ <= len(seqs) // 100, f"{differ} of {len(seqs)} rows differ from the loop"
     loop = evaluate.greedy_decode(model, tok, prompts, 64, 8, "loop")
-    assert evaluate.greedy_decode(model, tok, prompts, 64, 8, "static", graphs=True) == loop
-    assert evaluate.greedy_decode(model, tok, prompts, 64, 8, "generate") == loop
+    for method, extra in (("static", {"graphs": True}), ("generate", {})):
+        got = evaluate.greedy_decode(model, tok, prompts, 64, 8, method, **extra)
+        n = sum(a != b for a, b in zip(got, loop, strict=True))
+        assert n <= len(prompts) // 100, f"{method}: {n} of {len(prompts)} answers differ"
     assert evaluate.decode_method("auto", model.device) == "static"
