@@ -236,3 +236,27 @@ def test_a_killed_two_process_evaluation_resumes_from_its_rank_files(env, runs, 
     want = json.loads(one["lm_eval"].read_text())["benchmarks"]
     for a, b in zip(want, out["benchmarks"], strict=True):
         assert b["value"] == pytest.approx(a["value"], abs=1e-12)
+
+
+def test_a_rank_without_documents_is_refused_before_the_model_load(tmp_path):
+    """lm-eval fails inside a rank that gets no document of a task: refused up front, naming
+    the task (the fixture tasks have 8 and 12 documents) or the limit key."""
+    from ftlab.llm.lm_eval_runner import _load_benchmarks, _task_manager, check_documents_per_rank
+
+    names = {"ftlab_tiny_mc": "acc", "ftlab_tiny_arith": "exact_match"}
+    tm = _task_manager(list(names), str(local_tasks(tmp_path / "tasks")))
+    docs: dict[str, int] = {}
+    _load_benchmarks(tm, names, docs)
+    lines = {
+        f.stem: sum(1 for _ in f.open())
+        for f in (Path(__file__).parent / "fixtures").rglob("*.jsonl")
+    }
+    assert docs == {t: lines[t] for t in names}  # counted independently: lines of the data
+    for world in (1, 2, 8):
+        check_documents_per_rank(docs, world, None)
+    with pytest.raises(
+        ValueError, match=r"\{'ftlab_tiny_mc': 8\} have fewer documents than the evaluation's 9"
+    ):
+        check_documents_per_rank(docs, 9, None)
+    with pytest.raises(ValueError, match=r"config key 'lm_eval.limit' \(3\) is below"):
+        check_documents_per_rank(docs, 4, 3)

@@ -84,8 +84,9 @@ def _metrics_of(obj) -> list[str]:
     return list(obj.aggregation())
 
 
-def _load_benchmarks(tm, benchmarks: dict[str, str]) -> dict[str, Any]:
-    """{name: Task | Group}, after checking every task and metric name (before the model load)."""
+def _load_benchmarks(tm, benchmarks: dict[str, str], docs: dict[str, int]) -> dict[str, Any]:
+    """{name: Task | Group}, after checking every task and metric name (before the model load);
+    fills `docs` with {task: evaluation documents}."""
     objs = {}
     for name, metric in benchmarks.items():
         if name not in tm.all_tasks:
@@ -98,10 +99,31 @@ def _load_benchmarks(tm, benchmarks: dict[str, str]) -> dict[str, Any]:
         if metric.split(",")[0] not in metrics:
             raise _unknown("metric", metric, metrics, f"for benchmark {name!r} (has {metrics})")
         objs[name] = obj
+        # documents of every task the benchmark runs (a group's subtasks), for the rank check
+        docs.update({t: len(task.eval_docs) for t, task in loaded["tasks"].items()})
     return objs
 
 
 PARALLEL = ("data", "model")
+
+
+def check_documents_per_rank(docs: dict[str, int], world_size: int, limit) -> None:
+    """lm-eval gives rank r documents r, r + N, ...; a rank left without any document of a task
+    fails inside lm-eval after the model load, so refuse it before, naming the task."""
+    if world_size == 1:
+        return
+    if isinstance(limit, int) and limit < world_size:
+        raise ValueError(
+            f"config key 'lm_eval.limit' ({limit}) is below the evaluation's {world_size} "
+            "processes (resources.evaluate.gpus): every rank needs a document of each task"
+        )
+    few = {t: n for t, n in docs.items() if n < world_size}
+    if few:
+        raise ValueError(
+            f"lm-eval task(s) {few} have fewer documents than the evaluation's {world_size} "
+            "processes (resources.evaluate.gpus): every rank needs a document of each task; "
+            "evaluate with fewer processes"
+        )
 
 
 def placement_args(backend: str, parallel: str, gpus: int, model_args: dict | None) -> dict:
@@ -266,17 +288,13 @@ def run_lm_eval(
     if include_path:
         include_path = portable_tasks(include_path, tmp.name)
     tm = _task_manager(list(benchmarks), include_path)
-    objs = _load_benchmarks(tm, benchmarks)
+    docs: dict[str, int] = {}
+    objs = _load_benchmarks(tm, benchmarks, docs)
     model_hash = model_fingerprint(model)
     args = {**(model_args or {}), **({"dtype": dtype} if dtype != "auto" else {})}
     placement = placement_args(backend, parallel, gpus, model_args)
     ranks = Ranks()
-    if limit is not None and limit < ranks.world_size:
-        # lm-eval gives rank r documents r, r + N, ...: a rank without any fails in lm-eval
-        raise ValueError(
-            f"config key 'lm_eval.limit' ({limit}) is below the evaluation's {ranks.world_size} "
-            "processes (resources.evaluate.gpus): every rank needs a document of each task"
-        )
+    check_documents_per_rank(docs, ranks.world_size, limit)
     lm = _make_lm(model, backend, batch_size, device or default_device(), {**args, **placement},
                   ranks)  # fmt: skip
     cache_id = cache_identity(model_hash, backend, args)
