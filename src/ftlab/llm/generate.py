@@ -48,6 +48,14 @@ class HFGenerator:
         self.model.eval()
         self.chat_template = chat_template
 
+    @classmethod
+    def of(cls, model, tokenizer, chat_template: bool = False) -> HFGenerator:
+        """A generator over a model already in memory (e.g. one being trained)."""
+        gen = cls.__new__(cls)
+        gen.model, gen.tok, gen.chat_template = model, tokenizer, chat_template
+        gen.device = str(model.device)
+        return gen
+
     def _config(self, max_new_tokens: int, n: int, temperature: float):
         from transformers import GenerationConfig
 
@@ -76,8 +84,9 @@ class HFGenerator:
                 for p in prompts
             ]
         enc = self.tok(
-            prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat_template
-        ).to(self.device)
+            prompts, return_tensors="pt", padding=True, padding_side="left",
+            add_special_tokens=not self.chat_template,
+        ).to(self.device)  # fmt: skip
         cfg = self._config(max_new_tokens, n, temperature)
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=cfg)

@@ -16,22 +16,14 @@ import torch
 from ftlab.mtl.trl_data import validation_prompts
 
 
-@torch.no_grad()
 def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int,
                        batch_size: int) -> list[str]:  # fmt: skip
-    from transformers import GenerationConfig
+    from ftlab.llm.generate import HFGenerator
 
-    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
-    cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
-                           pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)  # fmt: skip
-    out = []
-    for lo in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[lo : lo + batch_size], return_tensors="pt", padding=True,
-                        padding_side="left").to(model.device)  # fmt: skip
-        ids = model.generate(**enc, generation_config=cfg)
-        # left padding: every prompt ends at the same column, the rest is generated
-        out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return out
+    gen = HFGenerator.of(model, tokenizer)
+    samples = gen.samples(prompts, 1, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          temperature=0.0)  # fmt: skip
+    return [texts[0] for texts in samples]
 
 
 def validation_score(model, tokenizer, rows, tasks, formats, *, max_new_tokens,
