@@ -220,3 +220,25 @@ def test_one_node_launch_takes_a_free_port(tmp_path, monkeypatch, launcher):
 
 class _Done:
     returncode = 0
+
+
+class _Failed:
+    returncode = 3
+
+
+def test_rule_stage_puts_the_payload_beside_the_rule_log(tmp_path, monkeypatch):
+    """A rule's script hands `snakemake` over: the plan is params.launch (a dict when several
+    processes), the payload is <log>.launch.json, and a failed launch names the log."""
+    import subprocess
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: _Failed())
+    log = tmp_path / "logs/train/m.log"
+    p = launch.plan_for("train", {"processes": 2}, threads=1)
+    smk = SimpleNamespace(log=[str(log)], params=SimpleNamespace(launch=p.to_dict()))
+    with pytest.raises(RuntimeError, match=f"2-process train job failed.*{log}"):
+        launch.run_rule_stage(smk, "os:getcwd", kwargs={"x": 1}, mixed_precision="bf16")
+    payload = json.loads((tmp_path / "logs/train/m.log.launch.json").read_text())
+    assert payload["target"] == "os:getcwd" and payload["kwargs"] == {"x": 1}
+    assert payload["log"] == str(log) and payload["plan"] == p.to_dict()

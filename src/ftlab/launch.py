@@ -4,7 +4,7 @@ A rule family's `resources` in the study config say how a job is shaped (config/
 `gpus` per node, `nodes`, `tasks_per_node`, `processes` (CPU processes per node when gpus is 0),
 `cpus_per_task`, and for training `strategy` (ddp | fsdp | deepspeed), `zero_stage`, `offload`
 and `launcher` (accelerate | torchrun). `plan_for` turns that into a `Plan`; the rule
-passes the plan to its script, which calls `run_stage`:
+passes the plan to its script, which calls `run_rule_stage` (`run_stage` for a rule):
 
 - one process: the stage function runs in the script's own process, exactly as before;
 - several processes on one node: `accelerate launch` (or `torchrun`) starts them on this node;
@@ -350,6 +350,17 @@ def run_stage(
             f"{plan.world_size}-process {plan.family} job failed (exit {proc.returncode}); "
             f"each rank's error is above in {log_path or 'the job log'}. Command: {shlex.join(cmd)}"
         )
+
+
+def run_rule_stage(smk, target: str, *, kwargs: dict, mixed_precision: str = "no") -> None:
+    """`run_stage` from a rule's script: the plan is the rule's `launch` param, the payload
+    goes beside the rule's log (`<log>.launch.json`) and launch failures name that log."""
+    log_path = smk.log[0]
+    run_stage(
+        as_plan(smk.params.launch), target, kwargs=kwargs,
+        payload_path=log_path + ".launch.json", mixed_precision=mixed_precision,
+        log_path=log_path,
+    )  # fmt: skip
 
 
 def _resolve(target: str):

@@ -1,4 +1,4 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import as_plan, run_rule_stage
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -8,8 +8,8 @@ setup_logging(snakemake.log[0])
 plan = as_plan(snakemake.params.launch)
 settings = dict(snakemake.params.settings)
 settings["lm_eval"] = {**settings["lm_eval"], "parallel": "data" if plan.launched else "model"}
-run_stage(
-    plan,
+run_rule_stage(
+    snakemake,
     "ftlab.llm.steps:evaluate_point",
     kwargs=dict(
         model_name=snakemake.wildcards.model,
@@ -27,8 +27,6 @@ run_stage(
         release_weights=snakemake.params.release_weights,
         gpus=int(snakemake.resources.gpu),
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
-    log_path=snakemake.log[0],
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.

@@ -1,4 +1,4 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import as_plan, run_rule_stage
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -6,8 +6,8 @@ setup_logging(snakemake.log[0])
 # job's GPUs; parallel: data with several GPUs: in every process the launcher starts, each
 # rank generating its shards (rank 0 writes the records).
 plan = as_plan(snakemake.params.launch)
-run_stage(
-    plan,
+run_rule_stage(
+    snakemake,
     "ftlab.llm.steps:teacher_trajectories",
     kwargs=dict(
         teacher=snakemake.params.teacher,
@@ -24,6 +24,4 @@ run_stage(
         declared=snakemake.params.declared,
         declared_key=snakemake.params.declared_key,
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
-    log_path=snakemake.log[0],
 )

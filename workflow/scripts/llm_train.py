@@ -1,12 +1,12 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import run_rule_stage
 from ftlab.llm.recipes import resolve_bf16
 from ftlab.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 # One process: train_run runs right here; several: in every process the launcher starts.
 recipe = dict(snakemake.params.recipe)
-run_stage(
-    as_plan(snakemake.params.launch),
+run_rule_stage(
+    snakemake,
     "ftlab.llm.steps:train_run",
     kwargs=dict(
         run=dict(snakemake.params.run),
@@ -18,9 +18,7 @@ run_stage(
         study=snakemake.params.study,
         checkpoint_dtype=snakemake.params.checkpoint_dtype,
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
     mixed_precision="bf16" if resolve_bf16(recipe.get("bf16")) else "no",
-    log_path=snakemake.log[0],
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.

@@ -1,4 +1,4 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import as_plan, run_rule_stage
 from ftlab.runlog import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -10,8 +10,8 @@ if settings["objective"] != "world":
 
     bf16 = resolve_bf16(settings["trl"]["bf16"])
 # One process: train_run runs right here; several (sft/grpo): in every launched process.
-run_stage(
-    plan,
+run_rule_stage(
+    snakemake,
     "ftlab.mtl.steps:train_run",
     kwargs=dict(
         train_rows=snakemake.input.train,
@@ -21,7 +21,5 @@ run_stage(
         threads=plan.threads if plan.launched else snakemake.threads,
         **settings,
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
     mixed_precision="bf16" if bf16 else "no",
-    log_path=snakemake.log[0],
 )

@@ -1,4 +1,4 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import as_plan, run_rule_stage
 from ftlab.runlog import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -6,8 +6,8 @@ setup_logging(snakemake.log[0])
 # resumes and publishes, as for the llm kind). bf16 on GPUs, as the trainer's own config
 # (TIRRecipe.trl_config: bf16 whenever a GPU is present).
 plan = as_plan(snakemake.params.launch)
-run_stage(
-    plan,
+run_rule_stage(
+    snakemake,
     "ftlab.tir.steps:train",
     kwargs=dict(
         run=dict(snakemake.params.run),
@@ -21,7 +21,5 @@ run_stage(
         out_dir=snakemake.output.model,
         state_dir=snakemake.params.state_dir,
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
     mixed_precision="bf16" if plan.gpus_per_node else "no",
-    log_path=snakemake.log[0],
 )

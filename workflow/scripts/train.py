@@ -1,12 +1,12 @@
-from ftlab.launch import as_plan, run_stage
+from ftlab.launch import as_plan, run_rule_stage
 from ftlab.runlog import setup_logging
 
 setup_logging(snakemake.log[0])
 plan = as_plan(snakemake.params.launch)
 settings = dict(snakemake.params.settings)
 # One process: train_model runs right here; several: each launched process runs it (DDP).
-run_stage(
-    plan,
+run_rule_stage(
+    snakemake,
     "ftlab.steps:train_model",
     kwargs=dict(
         rows_path=snakemake.input.rows,
@@ -16,9 +16,7 @@ run_stage(
         threads=plan.threads if plan.launched else snakemake.threads,
         **settings,
     ),
-    payload_path=snakemake.log[0] + ".launch.json",
     mixed_precision="no" if settings["precision"] == "fp32" else settings["precision"],
-    log_path=snakemake.log[0],
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.
