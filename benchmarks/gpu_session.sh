@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every GPU figure the open issues ask for, in ONE call of the lent GPU machine (a session has
+# 15 minutes of device time, the machine's start included):
+#   here:    bash benchmarks/gpu_wheels.sh            # TRL, lm-eval, ... as wheels in .whl/
+#   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
+#   here:    GPU_SESSION_CPU=1 bash benchmarks/gpu_session.sh   # the same parts, small, on CPU
+# Parts run one after another, each under its own time limit (they add up to 540 s), so one
+# slow part cannot starve the rest; summary.txt lists each part's exit status and seconds.
+# Logs and JSON go to $OUT (at most 8 files come back from the device).
+#   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
+#   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
+#   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
+#   llm           benchmarks/gpu_llm_eval.py on a fifth of the requests, minutes per
+#                 checkpoint extrapolated; TRL SFT/GRPO steps on the GPU (issues 10, 14)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_session}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+CPU=${GPU_SESSION_CPU:-}
+if [ -z "$CPU" ] && compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+part() {  # part NAME SECONDS COMMAND...
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  echo "$name: exit $rc, $(($(date +%s) - start)) s (limit $limit s)" >> "$OUT/summary.txt"
+}
+
+{
+  date -u
+  git rev-parse HEAD 2> /dev/null || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2> /dev/null || echo "no nvidia-smi"
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"
+} > "$OUT/summary.txt" 2>&1
+if [ -n "$CPU" ]; then
+  part device_tests 120 "$PY" -m pytest -q tests/test_device.py
+  part pcgrad 120 "$PY" benchmarks/pcgrad_step.py --device cpu --steps 3 --warmup 1 --tasks 2 4
+  part world 300 "$PY" benchmarks/gpu_world.py --cpu --json "$OUT/world.json"
+  part llm 300 "$PY" benchmarks/gpu_llm_eval.py --cpu --tiny --json "$OUT/llm.json"
+else
+  part device_tests 90 "$PY" -m pytest -q tests/test_device.py
+  part pcgrad 45 "$PY" benchmarks/pcgrad_step.py --device cuda --steps 50 --warmup 5
+  part world 225 "$PY" benchmarks/gpu_world.py --json "$OUT/world.json"
+  part llm 180 "$PY" benchmarks/gpu_llm_eval.py --fraction 0.2 --sample 20 --sample-gen 2 \
+    --json "$OUT/llm.json"
+fi
+cat "$OUT/summary.txt"
