@@ -246,3 +246,20 @@ def test_status_checks_capped_at_seconds_between_status_checks(monkeypatch):
     assert bound_status_interval(SimpleNamespace(remote_execution_settings=settings)) == 2
     assert asyncio.run(check()) == []
     assert executor.next_seconds_between_status_checks == 2
+
+
+def test_profile_keys_are_snakemake_options():
+    """Every key of the shipped profile and the test overrides is a Snakemake (or SLURM
+    plugin) option: Snakemake silently ignores a mapping under a key that names no option
+    (`resource-scopes:` for --set-resource-scopes left cpu_slots a global cap, so at most 2
+    SLURM jobs were queued at once for any study)."""
+    import yaml
+    from snakemake.cli import get_argument_parser
+
+    from ftlab.slurm import read_profile
+
+    options = {s[2:] for a in get_argument_parser()._actions for s in a.option_strings}
+    workflow_profile = yaml.safe_load((REPO / "tests/slurm_profile/config.yaml").read_text())
+    for profile in (read_profile(REPO / "slurm"), workflow_profile):
+        assert set(profile) - options == set()
+    assert read_profile(REPO / "slurm")["set-resource-scopes"] == {"cpu_slots": "local"}
