@@ -4,12 +4,14 @@ from ftlab.tir.study import BASE, SEP
 
 TIR = config["tir"]
 TIR_TINY_BASE = P.path("checkpoint", model=BASE, step=0)
-# Evaluation generation: one process, one model over the job's GPUs (vLLM tensor parallelism,
-# HF device_map); the SLURM shape shows how (launcher vllm_tp:N / device_map:N).
+# Evaluation generation, tir.eval.parallel: model (default) - one process, one model over the
+# job's GPUs (vLLM tensor parallelism, HF device_map; the SLURM shape shows vllm_tp:N /
+# device_map:N); data - one process per GPU (or resources.evaluate.processes on CPU) through
+# ftlab.launch, each rank generating its shards of the problems (launcher accelerate:ddp:MxN).
 try:
     TIR_EVAL_JOB = job_plan(
-        "evaluate", RES["evaluate"], config["threads"], one_model=True,
-        key="tir evaluation (one model per job)",
+        "evaluate", RES["evaluate"], config["threads"],
+        one_model=TIR["eval"]["parallel"] == "model", key="tir.eval.parallel: model",
         how={"vllm": "vllm_tp", "hf": "device_map"}.get(
             TIR["eval"]["backend"], "vllm_tp-or-device_map"
         ),

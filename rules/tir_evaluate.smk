@@ -1,5 +1,8 @@
 # TIR evaluation: generation (model + sandbox) writes generations.jsonl; scoring reads it, so a
-# scorer change (tir.scoring, this rule's params) re-runs scoring only.
+# scorer change (tir.scoring, this rule's params) re-runs scoring only. Generation runs in shards
+# of tir.eval.shard_size problems, each kept on disk when done (a killed job resumes after the
+# finished ones); with tir.eval.parallel data and several GPUs (resources.evaluate) ftlab.launch
+# starts one process per GPU and rank r generates shards r, r + N, ... (rank 0 merges them).
 
 
 rule tir_generate:
@@ -28,6 +31,10 @@ rule tir_generate:
         batch_size=TIR["eval"]["batch_size"],
         seed=TIR["eval"]["seed"],
         sandbox=TIR["sandbox"],
+        shard_size=TIR["eval"]["shard_size"],
+        # tir.eval.parallel itself is left out: the launch plan says how the job runs (a
+        # launched plan is recorded); the records do not depend on it
+        launch=TIR_EVAL_JOB[0],
     script:
         "../workflow/scripts/tir_generate.py"
 

@@ -104,6 +104,13 @@ class HFTurnGenerator:
             self.model.to(self.device)
         self.model.eval()
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Sample from here on as a fresh run with this seed (torch's global generator, which
+        HF generate draws from): each shard of an evaluation starts with its own seed."""
+        import torch
+
         torch.manual_seed(seed)
 
     def count_tokens(self, text: str) -> int:
@@ -131,16 +138,26 @@ class VLLMTurnGenerator:
             max_model_len=max_model_len, tensor_parallel_size=max(1, gpus),
         )  # fmt: skip
         self.tok = self.llm.get_tokenizer()
-        self.params = SamplingParams(
-            temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-            max_tokens=max_new_tokens, seed=seed,
-        )  # fmt: skip
+        self._sampling_params = SamplingParams
+        self.sampling = {"temperature": temperature, "top_p": top_p if temperature > 0 else 1.0,
+                         "max_tokens": max_new_tokens}  # fmt: skip
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Sample from here on as a fresh run with this seed. Each request gets its own seed
+        (from this one, the call and its place in the call): one seed shared by every request
+        would give the n samples of a problem - the same context - the same text."""
+        self.seed, self.calls = int(seed), 0
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def __call__(self, contexts: list[str]) -> list[Generated]:
-        outs = self.llm.generate(contexts, self.params, use_tqdm=False)
+        base = (self.seed * 1_000_003 + self.calls * 65_537) % 2**31
+        self.calls += 1
+        params = [self._sampling_params(**self.sampling, seed=(base + i) % 2**31)
+                  for i in range(len(contexts))]  # fmt: skip
+        outs = self.llm.generate(contexts, params, use_tqdm=False)
         return [Generated(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
 
 

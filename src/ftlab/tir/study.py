@@ -162,10 +162,37 @@ def check_config(cfg: dict) -> list[str]:
             f"{g['grad_accum']}) must be a multiple of 'tir.grpo.num_generations' "
             f"({g['num_generations']})"
         )
+    problems += _eval_shape_problems(tir["eval"], (cfg.get("resources") or {}).get("evaluate"))
     if not tir["eval"]["datasets"]:
         problems.append("'tir.eval.datasets' is empty")
     if not tir["eval"]["samplings"]:
         problems.append("'tir.eval.samplings' is empty")
+    return problems
+
+
+def _eval_shape_problems(ev: dict, res: dict | None) -> list[str]:
+    """Generation job shapes that cannot run (resources.evaluate with tir.eval.parallel)."""
+    res = res or {}
+    nodes, gpus, procs = res.get("nodes", 1), res.get("gpus", 0), res.get("processes", 1)
+    if ev["parallel"] == "data":
+        if ev["backend"] == "vllm":
+            return [
+                "'tir.eval.parallel' is data, which generates with HF in every process; "
+                "'tir.eval.backend: vllm' splits one model over the GPUs in one process instead "
+                "(parallel: model, or backend: auto / hf)"
+            ]
+        return []
+    problems = []
+    if nodes > 1:
+        problems.append(
+            f"'resources.evaluate.nodes' is {nodes}, but with 'tir.eval.parallel: model' one "
+            "process holds the model on the GPUs of one node: set nodes: 1 (or parallel: data)"
+        )
+    if gpus == 0 and procs > 1:
+        problems.append(
+            f"'resources.evaluate.processes' is {procs}, but with 'tir.eval.parallel: model' a "
+            "generation job runs one process: set tir.eval.parallel: data (or processes: 1)"
+        )
     return problems
 
 
