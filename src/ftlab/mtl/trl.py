@@ -26,11 +26,15 @@ Each task's loss is the trainer's own loss on that task's rows:
 Multi-GPU (DDP only): per-task gradients come from torch.autograd.grad, which DDP's reducer
 does not see, so the forward passes run under `no_sync` and the task gradients are all-reduced
 before the projection, weighted by each process's share of the task (SFT: its completion
-tokens, so the result is the global per-task token mean; GRPO: equal, its loss is already
-normalized by the global token count): every rank projects the same global task gradients. A
-task absent from one process's micro-batch still gets a (no-grad) compute_loss call there, so
-the collectives inside TRL's compute_loss stay matched. Tested on CPU with 2 processes (gloo,
-tests/test_mtl_ddp.py).
+tokens, 0 without rows, so the result is the global per-task token mean; GRPO: 1 on every
+process, rows or not, as TRL divides each process's loss by the global token count / processes):
+every rank projects the same global task gradients. The tasks are those present in any process
+(one all-reduce), so the combiner sees the tasks of the 1-process global batch; a task absent
+from one process's micro-batch still gets a (no-grad) compute_loss call there, so the
+collectives inside TRL's compute_loss stay matched, and its per-row gathers are padded to the
+longest process (`_uneven_gathers`). Tested on CPU with 2 processes (gloo): SFT + PCGrad
+(tests/test_mtl_ddp.py) and GRPO with PCGrad and the baseline on fixed completions
+(tests/test_mtl_grpo_ddp.py) equal 1 process with the same global batch.
 """
 
 from __future__ import annotations
@@ -84,6 +88,33 @@ def _all_reduce_weighted(weights: torch.Tensor):
     return reduce
 
 
+@contextlib.contextmanager
+def _uneven_gathers(accelerator):
+    """While per-task losses are computed: `accelerator.gather` pads per-row tensors to the
+    longest process's rows (floats with NaN, others with 0). TRL's GRPO compute_loss gathers
+    per-sequence metrics (clip ratios) with it, and gloo/NCCL all_gather needs the same size
+    on every process, but a task's rows differ between processes (the collective mismatch
+    aborted a 2-process run); its nanmin/nanmax metrics skip the NaN padding."""
+    from accelerate.utils import pad_across_processes
+
+    gather, own = accelerator.gather, "gather" in vars(accelerator)
+
+    def padded(tensor):
+        if torch.is_tensor(tensor) and tensor.dim() > 0:
+            pad = float("nan") if tensor.is_floating_point() else 0
+            tensor = pad_across_processes(tensor, dim=0, pad_index=pad)
+        return gather(tensor)
+
+    accelerator.gather = padded
+    try:
+        yield
+    finally:
+        if own:
+            accelerator.gather = gather
+        else:
+            del accelerator.gather
+
+
 class SurgeryMixin:
     """Put before a transformers/TRL Trainer class: class T(SurgeryMixin, SFTTrainer)."""
 
@@ -106,30 +137,42 @@ class SurgeryMixin:
         return torch.stack(present).sum()
 
     def _task_losses(self, model, inputs, task_ids):
-        """One loss per task present here; data parallel: one per task (None where absent,
-        after a no-grad call on one row, so every process makes the same collective calls
-        inside compute_loss), with this process's weight of each task."""
+        """One loss per task present here, in task order; data parallel: one per task present
+        in ANY process (the tasks one process would see with the whole global batch), None
+        where absent here after a no-grad call on one row, so every process makes the same
+        collective calls inside compute_loss; with this process's weight of each task."""
         scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
         parts = split_by_task(inputs, task_ids)
         if not _distributed():
             return [self.compute_loss(model, sub) / scale for sub in parts.values()], None
+        present = torch.zeros(self.n_tasks, dtype=torch.int32, device=task_ids.device)
+        present[list(parts)] = 1
+        torch.distributed.all_reduce(present, op=torch.distributed.ReduceOp.MAX)
         losses, weights = [], []
-        for t in range(self.n_tasks):
-            if t in parts:
-                losses.append(self.compute_loss(model, parts[t]) / scale)
-                weights.append(self._task_weight(parts[t]))
-            else:
-                with torch.no_grad():
-                    self.compute_loss(model, split_by_task(inputs, torch.arange(len(task_ids)))[0])
-                losses.append(None)
-                weights.append(0.0)
+        with _uneven_gathers(self.accelerator):
+            for t in present.nonzero().flatten().tolist():
+                sub = parts.get(t)
+                if sub is not None:
+                    losses.append(self.compute_loss(model, sub) / scale)
+                else:
+                    with torch.no_grad():
+                        first = split_by_task(inputs, torch.arange(len(task_ids)))[0]
+                        self.compute_loss(model, first)
+                    losses.append(None)
+                weights.append(self._task_weight(sub))
         return losses, torch.tensor(weights, dtype=torch.float64)
 
-    def _task_weight(self, sub: dict) -> float:
-        """This process's share of a task in the all-reduce: its predicted tokens (SFT's
-        loss is a per-process token mean); 1 where the loss is globally normalized (GRPO)."""
+    def _task_weight(self, sub: dict | None) -> float:
+        """This process's weight of a task in the all-reduce (sub: its rows of the task here,
+        None if it has none). SFT's loss is a per-process token mean: its predicted tokens (0
+        without rows). GRPO's is TRL's loss over the process's tokens divided by the global
+        token count / processes (DDP then averages): 1 on EVERY process, rows or not - the
+        global gradient is the plain mean over processes, a process without rows adding 0
+        (weighting only the processes with rows scales the task up by processes / those)."""
         if self.loss_scaled_for_accumulation:
             return 1.0
+        if sub is None:
+            return 0.0
         return float((sub["labels"][:, 1:] != -100).sum())
 
 
