@@ -27,8 +27,13 @@ def test_site_caps_become_global_resources(tmp_path):
     # no caps unless the site sets them (cpu_slots is the group jobs' width, not a cap)
     shipped = read_profile(REPO / "slurm")["resources"]
     assert not {"mem_mb", "gpu"} & set(shipped)
-    capped = read_profile(_profile(tmp_path, 96000, 4))["resources"]
-    assert capped == {**shipped, "mem_mb": 96000, "gpu": 4}
+    capped = read_profile(_profile(tmp_path, 96000, 4))
+    assert capped["resources"] == {**shipped, "mem_mb": 96000, "gpu": 4}
+    # mem_mb is scoped local by Snakemake (a bound per job only) unless the profile scopes it
+    # global; gpu is global by default
+    scopes = read_profile(REPO / "slurm")["set-resource-scopes"]
+    assert "mem_mb" not in scopes
+    assert capped["set-resource-scopes"] == {**scopes, "mem_mb": "global"}
 
 
 def test_memory_cap_honoured_in_a_dry_run_under_the_profile(tmp_path):
