@@ -28,7 +28,10 @@ MAX_COMPLETION = 6
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 "
 
 
-def train(*, log_dir: str, weighting: str | None = None, **kwargs) -> None:
+def train(*, log_dir: str, weighting: str | None = None, rollouts: str = "fixed",
+          **kwargs) -> None:  # fmt: skip
+    """steps.train_run(**kwargs) with the test doubles; rollouts "sampled": TRL's own
+    generation (from the policy, with the process's generator) instead of fixed completions."""
     from test_mtl_trl_train import REWARDS
 
     from ftlab.mtl import steps, trl, trl_train
@@ -42,6 +45,10 @@ def train(*, log_dir: str, weighting: str | None = None, **kwargs) -> None:
         class FixedRollouts(base):
             def _generate_single_turn(self, prompt_ids, images, multimodal_fields,
                                       num_generations, has_tool_images=False):  # fmt: skip
+                if rollouts == "sampled":
+                    return super()._generate_single_turn(
+                        prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                    )
                 tok = self.processing_class
                 vocab = tok.convert_tokens_to_ids(list(CHARS))
                 local, rank = len(prompt_ids), self.accelerator.process_index
@@ -59,7 +66,8 @@ def train(*, log_dir: str, weighting: str | None = None, **kwargs) -> None:
                 out = super()._generate_and_score_completions(inputs)
                 path = Path(log_dir) / f"rank{self.accelerator.process_index}.jsonl"
                 line = {"step": self.state.global_step, "tasks": out[trl.TASK_IDS].tolist(),
-                        "advantages": out["advantages"].tolist()}  # fmt: skip
+                        "advantages": out["advantages"].tolist(),
+                        "completions": out["completion_ids"].tolist()}  # fmt: skip
                 with path.open("a") as fh:
                     fh.write(json.dumps(line) + "\n")
                 return out

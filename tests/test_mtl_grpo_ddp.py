@@ -12,6 +12,11 @@ weights within float summation order (1e-5, as tests/test_mtl_ddp.py), at every 
 checkpoint. The batches make the weighting matter: in some steps a task has rows on one
 process only, and replacing the weighting by one where such a process does not count
 (`absent_zero`) moves the weights far beyond the tolerance.
+
+With TRL's own sampling (`rollouts="sampled"`) what holds is weaker: 2-process runs repeat
+exactly (the same completions, bitwise the same weights), and they differ from 1 process from
+the first batch on - even rank 0's rows, which the 1-process run draws in a batch of twice the
+size from the same seed.
 """
 
 import json
@@ -40,7 +45,8 @@ def write_rows(root: Path) -> tuple[str, str]:
     return str(root / "train.jsonl"), str(root / "val.jsonl")
 
 
-def train(root: Path, base: str, method: str, processes: int, weighting=None) -> Path:
+def train(root: Path, base: str, method: str, processes: int, weighting=None,
+          rollouts="fixed") -> Path:  # fmt: skip
     """A 2-epoch GRPO run; the global batch is 8 completions (4 prompts x 2) whatever the
     process count (batch_size is per process)."""
     root.mkdir(parents=True)
@@ -56,7 +62,7 @@ def train(root: Path, base: str, method: str, processes: int, weighting=None) ->
         early_stopping={"enabled": False, "min_epochs": 0, "patience": 1, "min_delta": 0.0,
                         "mode": "max"},
         checkpoints={"save_every_epochs": 1, "keep_last": 2}, seed=3, device="cpu",
-        log_dir=str(root / "batches"), weighting=weighting,
+        log_dir=str(root / "batches"), weighting=weighting, rollouts=rollouts,
     )  # fmt: skip
     plan = launch.plan_for("train", {"processes": processes}, threads=1)
     launch.run_stage(plan, "mtl_grpo_fixed:train", kwargs=kwargs,
@@ -143,3 +149,26 @@ def test_a_wrong_cross_rank_weighting_fails_the_comparison(runs):
     globally normalized loss is 0, not missing): leaving it out changes the update."""
     wrong = max_diff(weights(runs["absent_zero"], 8), weights(runs["pcgrad", 1], 8))
     assert wrong > 100 * ATOL
+
+
+def completions(run: Path, processes: int) -> dict[int, list]:
+    """{step: the completion ids of the global batch, rank 0's rows first}."""
+    out: dict[int, list] = {}
+    for r in range(processes):
+        for line in read_jsonl(run / "batches" / f"rank{r}.jsonl"):
+            out.setdefault(line["step"], []).extend(line["completions"])
+    return out
+
+
+def test_with_trls_sampling_two_process_runs_repeat_but_are_not_one_process(base, tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(TESTS))
+        mp.setenv("PYTHONPATH", str(TESTS))
+        one = train(tmp_path / "one", base, "pcgrad", 1, rollouts="sampled")
+        two, again = (train(tmp_path / n, base, "pcgrad", 2, rollouts="sampled")
+                      for n in ("two", "again"))  # fmt: skip
+    c1, c2 = completions(one, 1), completions(two, 2)
+    assert completions(again, 2) == c2 and sorted(c2) == list(range(8))
+    assert max_diff(weights(again, 8), weights(two, 8)) == 0.0
+    assert not any(a == b for a, b in zip(c1[0], c2[0], strict=True))  # no row of the first batch
+    assert max_diff(weights(one, 8), weights(two, 8)) > 100 * ATOL
