@@ -112,15 +112,15 @@ def part1_tiny_base(cfg: dict, root: Path, rows: Path, test: Path, dev: str) -> 
     evaluate_checkpoint(
         checkpoint=str(last),
         eval_sets={"multitask__no_atlantis": str(test)},
-        out_metrics={"multitask__no_atlantis": str(metrics)},
-        out_samples={"multitask__no_atlantis": str(root / "eval.samples.jsonl")},
+        out_metrics=str(metrics),
+        out_samples=str(root / "eval.samples.jsonl"),
         rows_per_set=None,
         batch_size="auto",
         threads=2,
         device=dev,
     )
     m = json.loads(metrics.read_text())
-    result["eval"] = {k: m[k] for k in ("n_rows", "rows_per_s")}
+    result["eval"] = {k: m["sets"][0][k] for k in ("n_rows", "rows_per_s")}
     return result
 
 

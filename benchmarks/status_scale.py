@@ -43,8 +43,7 @@ def timed(fn, *args, **kwargs):
 
 def write_results(study: Path, models: set[str]) -> None:
     for m in sorted(models):
-        for s in SETS:
-            synthetic.world_eval(study, m, 100, s, "mae", [1.0, 2.0])
+        synthetic.world_eval(study, m, 100, {s: ("mae", [1.0, 2.0]) for s in SETS})
 
 
 def board(results: Path) -> list[dict]:

@@ -1,4 +1,5 @@
-# Evaluation: one job per selected checkpoint scores all of its eval sets (one model load).
+# Evaluation: one job per selected checkpoint scores all of its eval sets (one model load) and
+# writes one metrics and one samples file for all of them (paths.py eval_metrics/eval_samples).
 
 
 rule evaluate:
@@ -6,8 +7,8 @@ rule evaluate:
         model=lambda wc: model_dir(wc.model),
         sets=eval_set_inputs,
     output:
-        metrics=expand(P.eval_metrics, eval_set=EVAL_SETS, allow_missing=True),
-        samples=expand(P.eval_samples, eval_set=EVAL_SETS, allow_missing=True),
+        metrics=P.eval_metrics,
+        samples=P.eval_samples,
     log:
         log_path("evaluate", "{model}", "checkpoint-{step}"),
     benchmark:

@@ -3,7 +3,7 @@
 
 rule tables:
     input:
-        evals=[path for m in STUDY.models for path in eval_handles(m)],  # one per eval job
+        evals=[path for m in STUDY.models for path in eval_outputs(m)],  # one per eval job
         probes=[probe_output(m) for m in STUDY.models],
     output:
         metrics=report(P.metrics_table, caption="../report/metrics.rst", category="Tables"),

@@ -55,11 +55,8 @@ def eval_set_inputs(wildcards=None):
 
 
 def eval_outputs(model):
+    """The metrics file of each evaluation job of a model (every eval set in one file)."""
     return STUDY.eval_outputs(P, model)
-
-
-def eval_handles(model):
-    return STUDY.eval_handles(P, model)
 
 
 def probe_output(model):
@@ -69,6 +66,6 @@ def probe_output(model):
 def plot_eval_inputs(*kinds):
     def inputs(wildcards):
         models = STUDY.models_of(int(wildcards.seed))
-        return [path for m in models if m.kind in ("base", *kinds) for path in eval_handles(m.name)]
+        return [path for m in models if m.kind in ("base", *kinds) for path in eval_outputs(m.name)]
 
     return inputs

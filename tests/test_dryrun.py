@@ -76,10 +76,10 @@ def test_paper_exp1_evaluations_and_extractions(paper_jobs):
     counts = rule_counts(paper_jobs)
     assert counts["evaluate"] == 87  # one job (one model load) per model's last checkpoint
     assert counts["represent"] == 87
-    metric_files = [
-        f for j in paper_jobs if j["rule"] == "evaluate" for f in j["output"] if f.endswith(".json")
-    ]
-    assert len(set(metric_files)) == 87 * 15
+    outputs = [f for j in paper_jobs if j["rule"] == "evaluate" for f in j["output"]]
+    # every eval set of a checkpoint in one metrics and one samples file
+    assert len(set(outputs)) == len(outputs) == 87 * 2
+    assert sum(f.endswith("/world_eval.json") for f in outputs) == 87
 
 
 def test_paper_exp1_one_heatmap_set_per_seed(paper_jobs):
@@ -120,20 +120,21 @@ def test_forgetting_study_plans_every_checkpoint(tmp_path):
         assert point in last
 
 
-def test_aggregates_depend_on_one_file_per_evaluation_job():
-    """Tables and plots list one metrics file per evaluation job (the DAG of a 100x matrix
-    is mostly input files) and read all of the job's eval sets, in the order of the files."""
+def test_one_metrics_and_one_samples_file_per_evaluation_job():
+    """An evaluation job writes two files whatever the number of eval sets (each file is
+    Snakemake work in every DAG of a 100x matrix); tables and plots read one per job, and rule
+    all requests both, so a deleted one is rebuilt."""
     from ftlab.config import load_config
     from ftlab.paths import Layout
     from ftlab.study import Study
 
     study = Study(load_config(PAPER))
     layout = Layout(study.cfg["study"])
-    everything = [f for m in study.models for f in study.eval_outputs(layout, m)]
-    handles = [h for m in study.models for h in study.eval_handles(layout, m)]
-    assert len(handles) == sum(len(m.eval_steps) for m in study.models.values())
-    assert len(everything) == len(handles) * len(study.eval_sets()) == 87 * 15
-    assert study.eval_files(handles) == everything
-    assert study.eval_files(everything) == everything  # files or handles: the same list
-    with pytest.raises(ValueError, match="not an eval set's metrics file"):
-        study.eval_files([layout.path("probe", model="base_seed1", step=1)])
+    n_jobs = sum(len(m.eval_steps) for m in study.models.values())
+    metrics = [f for m in study.models for f in study.eval_outputs(layout, m)]
+    assert len(metrics) == len(set(metrics)) == n_jobs == 87
+    targets = set(study.targets(layout))
+    for m in study.models:
+        for step in study.model(m).eval_steps:
+            assert layout.path("eval_metrics", model=m, step=step) in targets
+            assert layout.path("eval_samples", model=m, step=step) in targets

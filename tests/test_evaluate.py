@@ -46,10 +46,9 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def _paths(root, names):
-    metrics = {n: str(root / "evals/m/checkpoint-7" / f"{n}.json") for n in names}
-    samples = {n: str(root / "evals/m/checkpoint-7" / f"{n}.samples.jsonl") for n in names}
-    return metrics, samples
+def _paths(root):
+    folder = root / "evals/m/checkpoint-7"
+    return str(folder / "world_eval.json"), str(folder / "world_eval.samples.jsonl")
 
 
 def test_evaluate_checkpoint_files(checkpoint, tmp_path):
@@ -58,7 +57,7 @@ def test_evaluate_checkpoint_files(checkpoint, tmp_path):
         "distance__atlantis_required": _write(tmp_path / "d.jsonl", dist_rows),
         "multitask__no_atlantis": _write(tmp_path / "m.jsonl", _rows(30, 2)),
     }
-    metrics_p, samples_p = _paths(tmp_path, sets)
+    metrics_p, samples_p = _paths(tmp_path)
     ev.evaluate_checkpoint(
         checkpoint=str(checkpoint),
         eval_sets=sets,
@@ -69,35 +68,40 @@ def test_evaluate_checkpoint_files(checkpoint, tmp_path):
         meta={"model": "m", "step": 7},
     )
     out_dir = tmp_path / "evals/m/checkpoint-7"
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        [f"{n}.json" for n in sets] + [f"{n}.samples.jsonl" for n in sets]
-    )  # nothing temporary left behind
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "world_eval.json",
+        "world_eval.samples.jsonl",
+    ]  # one metrics and one samples file for every set; nothing temporary left behind
 
+    metrics = json.loads(open(metrics_p).read())
+    samples = [json.loads(line) for line in open(samples_p)]
+    assert list(metrics) == [
+        "model", "step", "checkpoint", "checkpoint_sha256", "eval_sets", "results", "sets",
+    ]  # fmt: skip
+    assert (metrics["model"], metrics["step"]) == ("m", 7)
+    assert metrics["eval_sets"] == list(sets)
+    assert metrics["checkpoint"] == str(checkpoint)
+    assert metrics["checkpoint_sha256"] == checkpoint_sha256(checkpoint)
+    assert [s["eval_set"] for s in metrics["sets"]] == list(sets)
+    for s in samples:
+        assert set(s) == {"eval_set", "prompt", "target", "output", "task", "score", "parsed"}
+        assert s["prompt"].endswith("=") and "<eos>" not in s["output"]
     for name in sets:
-        metrics = json.loads(open(metrics_p[name]).read())
-        samples = [json.loads(line) for line in open(samples_p[name])]
-        assert list(metrics) == [
-            "model", "step", "eval_set", "checkpoint", "checkpoint_sha256", "n_rows",
-            "results", "elapsed_s", "rows_per_s",
-        ]  # fmt: skip
-        assert (metrics["model"], metrics["step"], metrics["eval_set"]) == ("m", 7, name)
-        assert metrics["checkpoint"] == str(checkpoint)
-        assert metrics["checkpoint_sha256"] == checkpoint_sha256(checkpoint)
-        assert metrics["n_rows"] == len(samples) == 12
-        assert metrics["elapsed_s"] > 0 and metrics["rows_per_s"] > 0
-        for s in samples:
-            assert set(s) == {"prompt", "target", "output", "task", "score", "parsed"}
-            assert s["prompt"].endswith("=") and "<eos>" not in s["output"]
-        for r in metrics["results"]:
-            mine = [s for s in samples if s["task"] == r["task"]]
+        [timing] = [s for s in metrics["sets"] if s["eval_set"] == name]
+        mine_set = [s for s in samples if s["eval_set"] == name]
+        assert timing["n_rows"] == len(mine_set) == 12
+        assert timing["elapsed_s"] > 0 and timing["rows_per_s"] > 0
+        for r in (r for r in metrics["results"] if r["eval_set"] == name):
+            mine = [s for s in mine_set if s["task"] == r["task"]]
             assert r["variant"] == name.split("__")[1]
             assert r["n"] == len(mine)
             assert r["n_unparsable"] == sum(not s["parsed"] for s in mine)
             assert r["value"] == pytest.approx(sum(s["score"] for s in mine) / len(mine))
 
-    single = json.loads(open(metrics_p["distance__atlantis_required"]).read())["results"]
+    results = metrics["results"]
+    single = [r for r in results if r["eval_set"] == "distance__atlantis_required"]
     assert [(r["task"], r["metric"]) for r in single] == [("distance", "mae")]
-    multi = json.loads(open(metrics_p["multitask__no_atlantis"]).read())["results"]
+    multi = [r for r in results if r["eval_set"] == "multitask__no_atlantis"]
     assert [(r["task"], r["metric"], r["n"]) for r in multi] == [
         ("distance", "mae", 4), ("compass", "accuracy", 4), ("inside", "accuracy", 4),
     ]  # fmt: skip
@@ -113,16 +117,13 @@ def test_scores_of_known_outputs(checkpoint, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ev, "greedy_decode", fake)
     sets = {"multitask__no_atlantis": _write(tmp_path / "m.jsonl", rows)}
-    metrics_p, samples_p = _paths(tmp_path, sets)
+    metrics_p, samples_p = _paths(tmp_path)
     ev.evaluate_checkpoint(
         checkpoint=str(checkpoint), eval_sets=sets, out_metrics=metrics_p,
         out_samples=samples_p, rows_per_set=None, batch_size=4, meta={"model": "m", "step": 7},
     )  # fmt: skip
     assert calls == [max(len(r.split("=")[1]) for r in rows) + 2]
-    res = {
-        r["task"]: r
-        for r in json.loads(open(metrics_p["multitask__no_atlantis"]).read())["results"]
-    }
+    res = {r["task"]: r for r in json.loads(open(metrics_p).read())["results"]}
     # rows 0,3,6 distance (right, junk, right); 1,4,7 compass (junk, right, junk); 2,5,8 inside
     assert res["distance"]["value"] == pytest.approx(4025 / 3)
     assert res["distance"]["n_unparsable"] == 1

@@ -168,28 +168,27 @@ VALUES = {
 
 
 def _write_evals(tmp_path, values=VALUES):
-    paths = []
+    """One metrics file per evaluated checkpoint, every eval set in it (world_eval.json)."""
+    docs = {}
     for (model, step), cells in values.items():
+        doc = docs.setdefault((model, step), {"model": model, "step": step, "results": []})
         for (task, variant), value in cells.items():
             eval_set = f"{task}__{variant}"
             res = {"task": task, "variant": variant, "metric": "mae", "value": value, "n": 8}
-            doc = {"model": model, "step": step, "eval_set": eval_set, "results": [res]}
-            path = tmp_path / f"{model}-{step}-{eval_set}.json"
-            path.write_text(json.dumps(doc))
-            paths.append(path)
+            doc["results"].append({"eval_set": eval_set, **res})
     # the multitask set: one entry per task; kept in metrics.csv, left out of normalized.csv
-    doc = {
-        "model": "base_seed1",
-        "step": 100,
-        "eval_set": "multitask__no_atlantis",
-        "results": [
-            {"task": t, "variant": "no_atlantis", "metric": "mae", "value": 3.0, "n": 4}
-            for t in ("distance", "angle")
-        ],
-    }
-    path = tmp_path / "multi.json"
-    path.write_text(json.dumps(doc))
-    return paths + [path]
+    base = docs.setdefault(("base_seed1", 100), {"model": "base_seed1", "step": 100, "results": []})
+    base["results"] += [
+        {"eval_set": "multitask__no_atlantis", "task": t, "variant": "no_atlantis", "metric": "mae",
+         "value": 3.0, "n": 4}
+        for t in ("distance", "angle")
+    ]  # fmt: skip
+    paths = []
+    for (model, step), doc in docs.items():
+        path = tmp_path / f"{model}-{step}.json"
+        path.write_text(json.dumps(doc))
+        paths.append(path)
+    return paths
 
 
 def _row(df, model, task, variant="atlantis_required"):

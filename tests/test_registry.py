@@ -49,9 +49,9 @@ def _planted(root):
             for step in (10, 20):
                 boost = 0.0 if step == 20 else -0.2  # the last checkpoint is the better one
                 correct = (rng.random(N) < acc[grp] + boost).astype(float)
-                synthetic.world_eval(study, model, step, SETS[1], "accuracy", correct)
                 errors = np.abs(rng.normal(err[grp], 1.0, N)).round(1)
-                synthetic.world_eval(study, model, step, SETS[0], "mae", errors)
+                sets = {SETS[1]: ("accuracy", correct), SETS[0]: ("mae", errors)}
+                synthetic.world_eval(study, model, step, sets)
     llm = root / "llmish"
     a = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
     b = [0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1]
@@ -93,10 +93,9 @@ def test_leaderboard_values_equal_the_files(results):
     """Independent path: the mean of the samples file is the metric file's value."""
     with Registry(results, ["planted"]) as reg:
         for e in views.leaderboard(reg, "mae", task=SETS[0]):
-            path = (
-                results / "planted/evals" / e["run"] / "checkpoint-20" / f"{SETS[0]}.samples.jsonl"
-            )
-            scores = [json.loads(line)["score"] for line in path.read_text().splitlines()]
+            path = results / "planted/evals" / e["run"] / "checkpoint-20/world_eval.samples.jsonl"
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            scores = [r["score"] for r in rows if r["eval_set"] == SETS[0]]
             assert e["value"] == pytest.approx(np.mean(scores))
 
 
@@ -315,7 +314,8 @@ def _writer(args):
     root, i = args
     study = root / "conc"
     for step in (1, 2, 3):
-        path = synthetic.world_eval(study, f"m{i}_seed1", step, SETS[1], "accuracy", [1, 0, i % 2])
+        sets = {SETS[1]: ("accuracy", [1, 0, i % 2])}
+        path = synthetic.world_eval(study, f"m{i}_seed1", step, sets)
         provenance.write_provenance(
             path.with_name("provenance.json"),
             stage="evaluate",
@@ -344,9 +344,10 @@ def test_refresh_follows_the_files(results):
     study = results / "planted"
     assert index.refresh(study)["updated"] > 0  # first read: everything
     assert index.refresh(study)["updated"] == 0  # nothing changed: nothing re-read
-    path = study / "evals/good_seed1/checkpoint-20" / f"{SETS[1]}.json"
+    path = study / "evals/good_seed1/checkpoint-20/world_eval.json"
     obj = json.loads(path.read_text())
-    obj["results"][0]["value"] = 0.123
+    [entry] = [r for r in obj["results"] if r["eval_set"] == SETS[1]]
+    entry["value"] = 0.123
     path.write_text(json.dumps(obj))
     assert index.refresh(study)["updated"] == 1
     with Registry(results, ["planted"]) as reg:

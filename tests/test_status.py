@@ -51,16 +51,17 @@ def by_key(jobs):
 
 @pytest.fixture(scope="module")
 def half_done(tmp_path_factory):
-    """Base model and ftwb1-1 trained and evaluated; then one evaluation output deleted."""
+    """Base model and ftwb1-1 trained and evaluated; then one evaluation output deleted (its
+    samples file: rule all requests it, so the evaluation is pending again)."""
     wd = tmp_path_factory.mktemp("status")
     snakemake(
         wd,
         "--cores",
         "2",
-        f"{RES}/evals/ftwb1-1_seed1/checkpoint-6/angle__no_atlantis.json",
-        f"{RES}/evals/base_seed1/checkpoint-44/angle__no_atlantis.json",
+        f"{RES}/evals/ftwb1-1_seed1/checkpoint-6/world_eval.json",
+        f"{RES}/evals/base_seed1/checkpoint-44/world_eval.json",
     )
-    (wd / RES / "evals/ftwb1-1_seed1/checkpoint-6/distance__no_atlantis.json").unlink()
+    (wd / RES / "evals/ftwb1-1_seed1/checkpoint-6/world_eval.samples.jsonl").unlink()
     return wd
 
 

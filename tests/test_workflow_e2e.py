@@ -71,13 +71,14 @@ def test_all_contract_files_exist(run):
             meta = json.loads((ckpt / "ftlab_checkpoint.json").read_text())
             assert meta["step"] == step and meta["seed"] == spec.seed
         for step in spec.eval_steps:
-            for s in study.eval_sets():
-                assert (
-                    workdir / layout.path("eval_metrics", model=name, step=step, eval_set=s)
-                ).exists()
-                assert (
-                    workdir / layout.path("eval_samples", model=name, step=step, eval_set=s)
-                ).exists()
+            metrics = json.loads(
+                (workdir / layout.path("eval_metrics", model=name, step=step)).read_text()
+            )
+            assert metrics["eval_sets"] == study.eval_sets()
+            assert {r["eval_set"] for r in metrics["results"]} == set(study.eval_sets())
+            samples = workdir / layout.path("eval_samples", model=name, step=step)
+            sets = {json.loads(line)["eval_set"] for line in samples.read_text().splitlines()}
+            assert sets == set(study.eval_sets())
         probe = workdir / layout.path("probe", model=name, step=spec.final_step)
         assert json.loads(probe.read_text())["model"] == name
         assert not (workdir / layout.path("train_state", model=name)).exists()
@@ -154,6 +155,19 @@ def test_deleting_one_model_rebuilds_only_what_depends_on_it(run):
     }
     snakemake(workdir, "--cores", "2")
     assert planned_jobs(workdir) == {}
+
+
+def test_deleting_one_evaluation_file_rebuilds_its_job(run):
+    """Rule all requests both files of each evaluation job: a deleted samples file (no rule
+    reads it) or metrics file brings the job back, and what reads its metrics."""
+    workdir, study, layout = run
+    for name in ("eval_samples", "eval_metrics"):
+        (workdir / layout.path(name, model="ftwb1-1_seed1", step=6)).unlink()
+        jobs = planned_jobs(workdir)
+        assert jobs["evaluate"] == 1 and jobs["tables"] == 1
+        assert not {"train_base", "train_finetune", "represent"} & set(jobs)
+        snakemake(workdir, "--cores", "2")
+        assert planned_jobs(workdir) == {}
 
 
 def test_report_shows_plots(run):

@@ -1,7 +1,8 @@
 """Greedy evaluation of one checkpoint on many eval sets (one model load).
 
-Per eval set it writes <set>.samples.jsonl (one object per row) and then <set>.json (metrics),
-both atomically and the metrics last, so an existing metrics file implies its samples file.
+It writes one samples file (one object per row of every set, with its eval_set) and then one
+metrics file (a results row per eval set and task), both atomically and the metrics last, so an
+existing metrics file implies its samples file.
 
 Device: `device` auto | cpu | cuda (ftlab.device); weights stay float32 on every device (decoding
 a 1.6 M-parameter model is launch-bound, and fp32 keeps greedy answers comparable across
@@ -208,8 +209,8 @@ def evaluate_checkpoint(
     *,
     checkpoint: str,
     eval_sets: dict[str, str],
-    out_metrics: dict[str, str],
-    out_samples: dict[str, str],
+    out_metrics: str,
+    out_samples: str,
     rows_per_set: int | None,
     batch_size: int | str,
     threads: int = 1,
@@ -219,6 +220,11 @@ def evaluate_checkpoint(
     cuda_graphs: bool = True,
 ) -> None:
     """Evaluate one checkpoint on every eval set (name -> jsonl path) with one model load.
+
+    Writes two files whatever the number of sets (paths.py `eval_metrics`/`eval_samples`):
+    out_samples, one object per row with its `eval_set` first, then out_metrics, one
+    `results` row per (eval_set, task) and per-set timing under `sets`; both atomically and
+    the metrics last, so an existing metrics file implies its samples file.
 
     batch_size: an integer or "auto" (from free GPU memory); device: auto | cpu | cuda;
     decode: auto | loop | static | generate; cuda_graphs: capture the static decode step."""
@@ -231,6 +237,9 @@ def evaluate_checkpoint(
     model, tokenizer = load_checkpoint(checkpoint, threads, device)
     ckpt_sha = checkpoint_sha256(checkpoint)
     decoders: dict = {}  # static decoders shared by the sets (one capture serves several)
+    all_samples: list[dict] = []
+    results: list[dict] = []
+    sets: list[dict] = []
     for name, path in eval_sets.items():
         rows = read_rows(path)
         if rows_per_set is not None:
@@ -239,19 +248,24 @@ def evaluate_checkpoint(
             model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs,
             decoders=decoders,
         )  # fmt: skip
-        metrics = {
-            "model": meta.get("model"),
-            "step": meta.get("step"),
-            "eval_set": name,
-            "checkpoint": str(checkpoint),
-            "checkpoint_sha256": ckpt_sha,
-            **{k: v for k, v in partial.items() if k != "eval_set"},
-        }
-        atomic_write_lines(out_samples[name], (json.dumps(s) for s in samples))
-        atomic_write_json(out_metrics[name], metrics)  # last: its presence implies the samples
-        results = metrics["results"]
-        summary = ", ".join(f"{r['task']} {r['metric']} {r['value']:.4g}" for r in results)
+        all_samples += ({"eval_set": name, **s} for s in samples)
+        results += ({"eval_set": name, **r} for r in partial["results"])
+        sets.append({k: v for k, v in partial.items() if k != "results"})
+        summary = ", ".join(
+            f"{r['task']} {r['metric']} {r['value']:.4g}" for r in partial["results"]
+        )
         log.info(
             "%s: %d rows in %.2fs (%s rows/s): %s",
-            name, len(rows), metrics["elapsed_s"], metrics["rows_per_s"], summary,
+            name, len(rows), partial["elapsed_s"], partial["rows_per_s"], summary,
         )  # fmt: skip
+    metrics = {
+        "model": meta.get("model"),
+        "step": meta.get("step"),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_sha,
+        "eval_sets": list(eval_sets),
+        "results": results,
+        "sets": sets,
+    }
+    atomic_write_lines(out_samples, (json.dumps(s) for s in all_samples))
+    atomic_write_json(out_metrics, metrics)  # last: its presence implies the samples

@@ -13,8 +13,11 @@ results/<study>/
                                                    ftlab_checkpoint.json (self-description)
   models/<model>/training_log.csv                  step, loss, lr per logged step
   train_state/<model>/                             resumable state of an unfinished training
-  evals/<model>/checkpoint-<step>/<eval_set>.json          per-set metrics
-  evals/<model>/checkpoint-<step>/<eval_set>.samples.jsonl per-sample prompts/outputs/scores
+  evals/<model>/checkpoint-<step>/world_eval.json  metrics of every eval set of the
+                                                   checkpoint: one results row per (eval_set,
+                                                   task), per-set timing under "sets"
+  evals/<model>/checkpoint-<step>/world_eval.samples.jsonl  per-sample eval_set, prompt,
+                                                   target, output, task, score
   representations/<model>/checkpoint-<step>/features.npz   probe features per city
   representations/<model>/checkpoint-<step>/probe.json     probe R^2 / errors
   tables/metrics.csv, tables/normalized.csv, tables/probes.csv, tables/summary.csv
@@ -86,8 +89,10 @@ PATTERNS: dict[str, str] = {
     "checkpoint": "models/{model}/checkpoint-{step}",
     "training_log": "models/{model}/training_log.csv",
     "train_state": "train_state/{model}",
-    "eval_metrics": "evals/{model}/checkpoint-{step}/{eval_set}.json",
-    "eval_samples": "evals/{model}/checkpoint-{step}/{eval_set}.samples.jsonl",
+    # one evaluation job writes two files whatever the number of eval sets: each file is
+    # one more for Snakemake to track per job (a 100x paper dry run: 8,700 jobs)
+    "eval_metrics": "evals/{model}/checkpoint-{step}/world_eval.json",
+    "eval_samples": "evals/{model}/checkpoint-{step}/world_eval.samples.jsonl",
     "features": "representations/{model}/checkpoint-{step}/features.npz",
     "probe": "representations/{model}/checkpoint-{step}/probe.json",
     "metrics_table": "tables/metrics.csv",

@@ -159,8 +159,8 @@ def evaluate_model(
     checkpoint: str,
     eval_sets: list[str],
     set_paths: list[str],
-    out_metrics: list[str],
-    out_samples: list[str],
+    out_metrics: str,
+    out_samples: str,
     threads: int,
     *,
     rows_per_set: int | None,
@@ -175,8 +175,8 @@ def evaluate_model(
     evaluate_checkpoint(
         checkpoint=checkpoint,
         eval_sets=dict(zip(eval_sets, set_paths, strict=True)),
-        out_metrics=dict(zip(eval_sets, out_metrics, strict=True)),
-        out_samples=dict(zip(eval_sets, out_samples, strict=True)),
+        out_metrics=out_metrics,
+        out_samples=out_samples,
         rows_per_set=rows_per_set,
         batch_size=batch_size,
         threads=threads,
@@ -225,11 +225,11 @@ def represent_model(
 def build_tables(
     study: Study, summary: dict, eval_paths, probe_paths, outputs: dict[str, str]
 ) -> None:
-    """eval_paths: one metrics file per evaluation job (Study.eval_handles) or all of them."""
+    """eval_paths: the metrics file of each evaluation job (paths.py `eval_metrics`)."""
     from ftlab import tables
     from ftlab.io import atomic_write_text
 
-    metrics = tables.metrics_frame(study.eval_files(eval_paths), study)
+    metrics = tables.metrics_frame(eval_paths, study)
     normalized = tables.normalized_frame(metrics, study)
     frames = {
         "metrics": metrics,
@@ -245,7 +245,7 @@ def build_tables(
 def _normalized(study: Study, eval_paths):
     from ftlab import tables
 
-    return tables.normalized_frame(tables.metrics_frame(study.eval_files(eval_paths), study), study)
+    return tables.normalized_frame(tables.metrics_frame(eval_paths, study), study)
 
 
 def plot_heatmap(study: Study, eval_paths, seed: int, kind: str, out: str) -> None:

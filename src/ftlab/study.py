@@ -6,7 +6,6 @@ so the Snakemake DAG (and a dry run) is known without touching any data.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 from ftlab.kinds import StudyKind, lookup_unit
@@ -216,32 +215,20 @@ class Study:
     unit = model
 
     def eval_outputs(self, layout, name: str) -> list[str]:
+        """The metrics file of each evaluation job of a model (one per evaluated step): what
+        the tables and plots read; each holds every eval set of its checkpoint."""
+        spec = self.model(name)
+        return [layout.path("eval_metrics", model=name, step=step) for step in spec.eval_steps]
+
+    def eval_targets(self, layout, name: str) -> list[str]:
+        """Every file the evaluation jobs of a model write (metrics and samples per step):
+        requested by rule all, so a deleted one is rebuilt."""
         spec = self.model(name)
         return [
-            layout.path("eval_metrics", model=name, step=step, eval_set=s)
+            layout.path(pattern, model=name, step=step)
             for step in spec.eval_steps
-            for s in self.eval_sets()
+            for pattern in ("eval_metrics", "eval_samples")
         ]
-
-    def eval_handles(self, layout, name: str) -> list[str]:
-        """One output per evaluation job (its first eval set's metrics): what a rule reading
-        all of a job's eval sets depends on. Listing every set made the tables' and plots'
-        inputs most of a large study's DAG (~400k of ~600k input files at 100x the paper
-        matrix); rule all still requests every file, so a deleted one is rebuilt."""
-        first = self.eval_sets()[0]
-        steps = self.model(name).eval_steps
-        return [layout.path("eval_metrics", model=name, step=s, eval_set=first) for s in steps]
-
-    def eval_files(self, paths) -> list[str]:
-        """Every eval set's metrics file of the evaluation jobs that wrote `paths` (handles or
-        any of their files), in job order then eval-set order, each once."""
-        files: dict[str, None] = {}
-        for path in map(str, paths):
-            folder, name = os.path.split(path)
-            if not name.endswith(".json") or name[: -len(".json")] not in self.eval_sets():
-                raise ValueError(f"{path} is not an eval set's metrics file of this study")
-            files.update((os.path.join(folder, f"{s}.json"), None) for s in self.eval_sets())
-        return list(files)
 
     def probe_output(self, layout, name: str) -> str:
         return layout.path("probe", model=name, step=self.model(name).final_step)
@@ -260,7 +247,7 @@ class Study:
         # even while the aggregate tables downstream of it still exist.
         targets = [layout.path("model_dir", model=m) for m in self.models]
         for m in self.models:
-            targets += self.eval_outputs(layout, m)
+            targets += self.eval_targets(layout, m)
             targets.append(self.probe_output(layout, m))
         targets += [
             layout.metrics_table,

@@ -1,6 +1,6 @@
 """Result tables of a study: tidy metrics, normalized improvements, probes, summary.
 
-metrics.csv     one row per (model, step, eval set, task) from the per-set eval JSONs.
+metrics.csv     one row per (model, step, eval set, task) from the eval metrics files.
 normalized.csv  the per-task eval sets only (the multitask set stays in metrics.csv: its rows
                 duplicate the per-task no_atlantis measurement on a mixed sample and are not part
                 of the paper's normalization), with baselines, normalized improvement, expected
@@ -115,7 +115,8 @@ def _sort(df: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 # -- metrics.csv ----------------------------------------------------------------------------
 def metrics_frame(eval_json_paths: Iterable[str | Path], study: Study) -> pd.DataFrame:
-    """Tidy table of every results entry of the given per-set eval JSONs."""
+    """Tidy table of every results entry (one per eval set and task) of the given metrics
+    files (paths.py `eval_metrics`: one per evaluated checkpoint, every eval set in it)."""
     rows = []
     for path in eval_json_paths:
         with open(path) as fh:
@@ -129,7 +130,7 @@ def metrics_frame(eval_json_paths: Iterable[str | Path], study: Study) -> pd.Dat
                     "kind": spec.kind,
                     "trained_tasks": "+".join(spec.trained_tasks),
                     "step": int(doc["step"]),
-                    "eval_set": doc["eval_set"],
+                    "eval_set": res["eval_set"],
                     "task": res["task"],
                     "variant": res["variant"],
                     "metric": res["metric"],

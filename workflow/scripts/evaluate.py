@@ -6,8 +6,8 @@ evaluate_model(
     snakemake.params.checkpoint,
     list(snakemake.params.eval_sets),
     list(snakemake.input.sets),
-    list(snakemake.output.metrics),
-    list(snakemake.output.samples),
+    snakemake.output.metrics,
+    snakemake.output.samples,
     snakemake.threads,
     **snakemake.params.settings,
 )

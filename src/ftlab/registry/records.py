@@ -3,15 +3,17 @@
 An evaluation of model M at step S writes ``evals/M/checkpoint-S/<name>.json`` and, beside it,
 ``<name>.samples.jsonl``. Three metric-file shapes are understood, whatever the study kind:
 
-- ``{"results": [{"task", "metric", "value", "n", ...}]}``: the world model's per-set files,
-  and the shape a new study kind should write (docs/adding-a-study-kind.md);
+- ``{"results": [{"task", "metric", "value", "n", ...}]}``: the shape a new study kind should
+  write (docs/adding-a-study-kind.md); an entry may name its ``eval_set``, so one file holds
+  several sets (the world model's ``world_eval.json``: every eval set of a checkpoint);
 - ``{"benchmarks": [{"task", "metric", "value", "stderr", "n"}]}``: ``lm_eval.json``;
 - ``{"datasets": {dataset: {"accuracy", "partial_accuracy", "format_accuracy", "n"}}}``:
   ``in_domain.json``.
 
-A row's ``task`` label is the file's name when the file holds one task (``angle__no_atlantis``)
-and ``<name>:<task>`` otherwise (``multitask__no_atlantis:angle``); lm-eval and in-domain rows
-are labelled by their benchmark / dataset. Per-sample rows get the same labels, so a
+A row's ``task`` label is its set's name (the entry's ``eval_set``, else the file's name) when
+the set holds one task (``angle__no_atlantis``) and ``<set>:<task>`` otherwise
+(``multitask__no_atlantis:angle``); lm-eval and in-domain rows are labelled by their benchmark /
+dataset. Per-sample rows (a world sample names its ``eval_set``) get the same labels, so a
 leaderboard row and the samples behind it always agree.
 """
 
@@ -87,10 +89,9 @@ def parse_result(path: str | Path) -> list[dict]:
     rows = []
     if isinstance(obj.get("results"), list):
         entries = [e for e in obj["results"] if isinstance(e, dict)]
-        tasks = {e.get("task") for e in entries}
+        tasks = _set_tasks(entries, source)
         for e in entries:
-            task = source if len(tasks) <= 1 else f"{source}:{e.get('task')}"
-            rows.append(_row(path, source, task, e.get("metric"), e))
+            rows.append(_row(path, source, _label(tasks, source, e), e.get("metric"), e))
     elif isinstance(obj.get("benchmarks"), list):
         for e in obj["benchmarks"]:
             rows.append(_row(path, source, e.get("task"), e.get("metric"), e))
@@ -104,6 +105,22 @@ def parse_result(path: str | Path) -> list[dict]:
                         )
                     )
     return rows
+
+
+def _set_tasks(entries: list[dict], source: str) -> dict[str, set]:
+    """{set name: its tasks} of `results` entries; an entry without `eval_set` is of the set
+    the file is named after."""
+    tasks: dict[str, set] = defaultdict(set)
+    for e in entries:
+        tasks[str(e.get("eval_set") or source)].add(e.get("task"))
+    return tasks
+
+
+def _label(set_tasks: dict[str, set], source: str, entry: dict) -> str:
+    """`<set>` for a set of one task, `<set>:<task>` otherwise (entry: a results entry or a
+    sample row)."""
+    name = str(entry.get("eval_set") or source)
+    return name if len(set_tasks.get(name, ())) <= 1 else f"{name}:{entry.get('task')}"
 
 
 def _row(path: Path, source: str, task, metric, entry: dict) -> dict:
@@ -142,11 +159,15 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
     if not path.is_file():
         raise ResultFileError(f"{path}: per-sample file missing (needed for significance)")
     obj = _load_json(result_path)
-    single, task_metric = None, {}
+    source = result_path.stem
+    set_tasks, task_metric = {}, {}
     base_metric = metric.split(",")[0]
     if isinstance(obj.get("results"), list):
-        task_metric = {e.get("task"): str(e.get("metric")) for e in obj["results"]}
-        single = result_path.stem if len(task_metric) <= 1 else None
+        entries = [e for e in obj["results"] if isinstance(e, dict)]
+        set_tasks = _set_tasks(entries, source)
+        task_metric = {
+            (str(e.get("eval_set") or source), e.get("task")): str(e.get("metric")) for e in entries
+        }
     out: dict[str, dict[tuple, float]] = defaultdict(dict)
     seen: dict[tuple, int] = defaultdict(int)
     with open(path, encoding="utf-8") as fh:
@@ -157,7 +178,8 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ResultFileError(f"{path}:{line_no}: not JSON ({err})") from None
-            if task_metric and task_metric.get(row.get("task")) != base_metric:
+            group = (str(row.get("eval_set") or source), row.get("task"))
+            if task_metric and task_metric.get(group) != base_metric:
                 continue  # a world row scored with another metric than the one asked for
             value = _sample_value(row, base_metric)
             if value is None:
@@ -169,7 +191,7 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
                 label = row["dataset"]
                 key = (row.get("id") if row.get("id") is not None else row.get("prompt"),)
             else:
-                label = single or f"{result_path.stem}:{row.get('task')}"
+                label = _label(set_tasks, source, row)
                 key = (row.get("prompt"),)
             seen[(label, key)] += 1  # the same prompt twice is two items
             out[label][(*key, seen[(label, key)])] = value

@@ -20,19 +20,19 @@ def world_eval(
     study_dir,
     model: str,
     step: int,
-    eval_set: str,
-    metric: str,
-    scores: Sequence[float],
+    sets: dict[str, tuple[str, Sequence[float]]],
     prompts: Sequence[str] | None = None,
 ) -> Path:
-    """One world-model eval set (``<task>__<variant>.json`` + samples), one task."""
-    task, variant = eval_set.split("__")
-    prompts = prompts or [f"{task}(c_{i:04d})=" for i in range(len(scores))]
-    out = _ckpt(study_dir, model, step) / f"{eval_set}.json"
-    write_jsonl(
-        out.with_name(f"{eval_set}.samples.jsonl"),
-        [
+    """One world-model evaluation job: ``world_eval.json`` + samples, every set of
+    {eval_set: (metric, per-row scores)} with one task each."""
+    out = _ckpt(study_dir, model, step) / "world_eval.json"
+    samples, results = [], []
+    for eval_set, (metric, scores) in sets.items():
+        task, variant = eval_set.split("__")
+        names = prompts or [f"{task}(c_{i:04d})=" for i in range(len(scores))]
+        samples += [
             {
+                "eval_set": eval_set,
                 "prompt": p,
                 "target": "0",
                 "output": "0",
@@ -40,26 +40,28 @@ def world_eval(
                 "score": float(s),
                 "parsed": True,
             }
-            for p, s in zip(prompts, scores, strict=True)
-        ],
-    )
+            for p, s in zip(names, scores, strict=True)
+        ]
+        results.append(
+            {
+                "eval_set": eval_set,
+                "task": task,
+                "variant": variant,
+                "metric": metric,
+                "value": sum(scores) / len(scores),
+                "n": len(scores),
+                "n_unparsable": 0,
+            }
+        )
+    write_jsonl(out.with_name("world_eval.samples.jsonl"), samples)
     atomic_write_json(
         out,
         {
             "model": model,
             "step": step,
-            "eval_set": eval_set,
-            "n_rows": len(scores),
-            "results": [
-                {
-                    "task": task,
-                    "variant": variant,
-                    "metric": metric,
-                    "value": sum(scores) / len(scores),
-                    "n": len(scores),
-                    "n_unparsable": 0,
-                }
-            ],
+            "eval_sets": list(sets),
+            "results": results,
+            "sets": [{"eval_set": s, "n_rows": len(v[1])} for s, v in sets.items()],
         },
     )
     return out
