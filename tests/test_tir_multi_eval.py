@@ -100,6 +100,7 @@ def test_two_processes_write_the_samples_and_pass_at_k_of_one(runs):
     ia, ib = (json.loads(r["info"].read_text()) for r in (one, two))
     assert (ia["processes"], ib["processes"]) == (1, 2)
     assert ia["shards"] == ib["shards"] == 4 and ib["shards_resumed"] == 0
+    assert ia["shards_generated_by_rank"] == [4] and ib["shards_generated_by_rank"] == [2, 2]
     assert ia["backend"] == ib["backend"] == "hf"
     for r in (one, two):  # merged and removed
         assert not steps.shards_dir_of(str(r["generations"])).exists()
@@ -126,6 +127,7 @@ def test_a_killed_job_resumes_after_its_finished_shards(env, runs, monkeypatch):
     again = generate(env, "killed", 2)
     info = json.loads(again["info"].read_text())
     assert info["shards_resumed"] == len(left) and info["shards"] == 4
+    assert sum(info["shards_generated_by_rank"]) == 4 - len(left)
     got = read_jsonl(again["generations"])
     assert sum(g["seconds"] == -1.0 for g in got) == 1
     assert [untimed(g) for g in got] == [untimed(g) for g in read_jsonl(one["generations"])]
