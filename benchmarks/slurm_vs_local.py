@@ -9,6 +9,12 @@ on tests/config_tiny.yaml and prints both times and their ratio, and the machine
 dry-runs config/config.yaml and config/experiments/paper_exp1.yaml under the profile: SLURM
 jobs are all jobs but the rules that run in the head process (`all`); a group job (profile
 and rules' `group:`) is one sbatch call, an array job one per array_limit tasks.
+
+After the SLURM run it prints where the time went, per rule family, from `sacct` (submit,
+start, end; 1 s resolution) and the jobs' benchmark files (the script's own seconds): the wait
+from sbatch to start, the job's run time and, of that, what is not the script (the job-side
+Snakemake start-ups: the plugin runs one Snakemake as the batch script and, through srun,
+another that runs the job), and the delay from one job's end to the next sbatch (polling).
 """
 
 from __future__ import annotations
@@ -43,10 +49,73 @@ def snakemake(workdir: Path, configfile: Path, *args: str) -> str:
     return out.stdout + out.stderr
 
 
-def timed(workdir: Path, *args: str) -> float:
+def timed(workdir: Path, *args: str) -> tuple[float, str]:
     start = time.perf_counter()
-    snakemake(workdir, TINY, *args)
-    return time.perf_counter() - start
+    log = snakemake(workdir, TINY, *args)
+    return time.perf_counter() - start, log
+
+
+def family(name: str) -> str:
+    """Rule family of a plugin log folder (rule_train_base, group_data_...) or a benchmark
+    file's first path part (train, plots, task_split.tsv ...)."""
+    name = name.removeprefix("rule_").removesuffix(".tsv")
+    if name.startswith("group_data") or name in {"cities", "task_split", "mixture", "multitask"}:
+        return "data"
+    for fam in ("train", "plot", "evaluate", "represent", "tables"):
+        if name.startswith(fam):
+            return "plots" if fam == "plot" else fam
+    return name
+
+
+def script_seconds(workdir: Path) -> dict[str, float]:
+    """Seconds of the jobs' scripts (Snakemake `benchmark:` files), summed per family."""
+    out: dict[str, float] = {}
+    root = workdir / "results/tiny/benchmarks"
+    for f in root.rglob("*.tsv"):
+        fam = family(f.relative_to(root).parts[0])
+        out[fam] = out.get(fam, 0.0) + float(f.read_text().splitlines()[-1].split("\t")[0])
+    return out
+
+
+def breakdown(workdir: Path, log: str) -> None:
+    """Where a SLURM run's time went, per family (see the module docstring)."""
+    from datetime import datetime
+
+    run_id = re.search(r"SLURM run ID: (\S+)", log)[1]
+    names = {
+        jid: name for name, jid in re.findall(r"slurm_logs/([^/\s]+)/(?:[^/\s]+/)?(\d+)\.log", log)
+    }
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "--name", run_id, "-o",
+                          "JobID,Submit,Start,End,AllocCPUS"],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    jobs = []
+    for line in out.splitlines():
+        jid, *times, cpus = line.split("|")
+        sub, start, end = (datetime.fromisoformat(x).timestamp() for x in times)
+        jobs.append((family(names.get(jid, "?")), sub, start, end, int(cpus)))
+    if not jobs:
+        print("  (no sacct records for this run)")
+        return
+    scripts = script_seconds(workdir)
+    first = min(j[1] for j in jobs)
+    print(f"  where the SLURM run's time went ({len(jobs)} SLURM jobs, sacct 1 s resolution):")
+    print(f"    {'family':10} {'jobs':>4} {'wait':>6} {'run':>6} {'script':>7} {'not script':>10}")
+    for fam in sorted({j[0] for j in jobs}, key=lambda f: min(j[1] for j in jobs if j[0] == f)):
+        sel = [j for j in jobs if j[0] == fam]
+        wait = sum(j[2] - j[1] for j in sel) / len(sel)
+        run = sum(j[3] - j[2] for j in sel)
+        script = scripts.get(fam, 0.0)
+        # a group job runs its members side by side on its CPUs: compare CPU-seconds
+        slots = sum((j[3] - j[2]) * j[4] for j in sel)
+        extra = (slots - script) / len(sel)
+        print(f"    {fam:10} {len(sel):4d} {wait:5.1f}s {run:5.1f}s {script:6.1f}s "
+              f"{extra:6.1f}s/job")  # fmt: skip
+    ends = sorted(j[3] for j in jobs)
+    gaps = [j[1] - max(e for e in ends if e <= j[1]) for j in jobs if any(e <= j[1] for e in ends)]
+    print(f"    wait: sbatch to start (mean; includes waiting for a free CPU); run: sum of the "
+          f"jobs' run times; script: sum of their scripts' seconds; not script: CPU-seconds "
+          f"held per job beyond the script. Job end to next sbatch: max {max(gaps):.0f} s; "
+          f"last job ended {max(ends) - first:.0f} s after the first sbatch")  # fmt: skip
 
 
 def job_stats(configfile: Path) -> dict[str, int]:
@@ -89,13 +158,18 @@ def main() -> None:
     if not args.skip_runs:
         print("load before:", uptime())
         with tempfile.TemporaryDirectory() as tmp:
-            local = timed(Path(tmp) / "local", "--cores", "2")
-            slurm = timed(Path(tmp) / "slurm", *PROFILE)
-        print("tiny study (tests/config_tiny.yaml), wall time, one run each, same machine:")
-        print(f"  local executor (--cores 2):   {local:7.1f} s")
-        print(f"  local SLURM (--profile slurm): {slurm:7.1f} s")
-        print(f"  ratio SLURM / local:           {slurm / local:7.2f}")
-        print("load after:", uptime())
+            local, _ = timed(Path(tmp) / "local", "--cores", "2")
+            print("load between:", uptime())
+            slurm, log = timed(Path(tmp) / "slurm", *PROFILE)
+            print("load after:", uptime())
+            print("tiny study (tests/config_tiny.yaml), wall time, one run each, same machine:")
+            print(
+                f"  local executor (--cores 2):   {local:7.1f} s "
+                f"(scripts {sum(script_seconds(Path(tmp) / 'local').values()):.1f} s in all)"
+            )
+            print(f"  local SLURM (--profile slurm): {slurm:7.1f} s")
+            print(f"  ratio SLURM / local:           {slurm / local:7.2f}")
+            breakdown(Path(tmp) / "slurm", log)
     print("SLURM submissions (dry run under --profile slurm; a group job is one sbatch):")
     for config in (REPO / "config/config.yaml", REPO / "config/experiments/paper_exp1.yaml"):
         stats = job_stats(config)
