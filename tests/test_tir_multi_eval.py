@@ -267,3 +267,45 @@ def test_the_workflow_runs_a_data_parallel_generation_job_like_one_process(tmp_p
     assert (tmp_path / ev / "scored.jsonl").read_bytes() == (one / "scored.jsonl").read_bytes()
     two = json.loads((tmp_path / ev / "scores.json").read_text())
     assert two["pass_at_k"] == json.loads((one / "scores.json").read_text())["pass_at_k"]
+
+
+def test_vllm_requests_get_their_own_seeds(monkeypatch):
+    """vLLM seeds each request by its SamplingParams: one seed shared by the n copies of a
+    problem's context would give them one text. Each request gets its own seed, from the
+    shard's seed, the call and its place; reseed starts the sequence again (a stand-in vllm
+    module records what the generator asks for)."""
+    import sys
+    import types
+
+    calls = []
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LLM:
+        def __init__(self, **kw):
+            pass
+
+        def get_tokenizer(self):
+            return None
+
+        def generate(self, contexts, params, use_tqdm=False):
+            calls.append([p.kw["seed"] for p in params])
+            out = types.SimpleNamespace(text="x", token_ids=[1])
+            return [types.SimpleNamespace(outputs=[out]) for _ in contexts]
+
+    monkeypatch.setitem(
+        sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams)
+    )
+    from ftlab.tir.generation import VLLMTurnGenerator
+
+    gen = VLLMTurnGenerator("m", max_new_tokens=4, temperature=1.0, seed=0)
+    gen.reseed(steps.shard_seed(0, 3))
+    gen(["same context"] * 4)
+    gen(["same context"] * 4)  # the next turn
+    gen.reseed(steps.shard_seed(0, 3))
+    gen(["same context"] * 4)
+    first, second, again = calls
+    assert len(set(first)) == 4 and not set(first) & set(second)
+    assert again == first and all(0 <= s < 2**31 for s in first + second)
