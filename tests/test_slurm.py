@@ -73,11 +73,11 @@ def sacct(run_id: str, since: str) -> pd.DataFrame:
     names jobs by run; the local cluster does not store job comments)."""
     out = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-S", since, "--name", run_id,
-         "-o", "JobID,State,Timelimit,AllocCPUS"],
+         "-o", "JobID,State,Timelimit,AllocCPUS,Submit,End"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rows = [line.split("|") for line in out.splitlines() if line]
-    return pd.DataFrame(rows, columns=["job", "state", "timelimit", "cpus"])
+    return pd.DataFrame(rows, columns=["job", "state", "timelimit", "cpus", "submit", "end"])
 
 
 def run_ids(log: str) -> list[str]:
@@ -111,6 +111,11 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     # the group job asks the profile's group_cpus (2, the node's CPUs), not its 19 members'
     # sum; every other job of the tiny study asks 1 CPU (threads: 1)
     assert sorted(jobs.cpus.astype(int)) == [1] * (len(jobs) - 1) + [2], jobs
+    # every ready job is queued at once (cpu_slots is scoped local, not a global cap of 2):
+    # after the base model, its 3 fine-tunes, evaluation and probe are in the queue together
+    events = sorted([(t, 1) for t in jobs.submit] + [(t, -1) for t in jobs.end])
+    in_queue = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
+    assert max(in_queue) >= 5, jobs
 
 
 @needs_cluster
