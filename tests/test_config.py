@@ -145,3 +145,16 @@ def test_cli_validate_and_plan(repo):
         check=True,
     )
     assert "87 training jobs, 1305 per-set evaluation results" in ok.stdout
+
+
+def test_schema_reads_the_same_with_either_yaml_loader():
+    """load_schema uses libyaml's loader where PyYAML has it; the data must be what the pure
+    Python safe loader reads (the kind enum aside, which the registry fills in)."""
+    import yaml
+
+    from ftlab.config import SCHEMA_PATH, load_schema
+
+    plain = yaml.safe_load(SCHEMA_PATH.read_text())
+    loaded = load_schema()
+    plain["properties"]["kind"]["enum"] = loaded["properties"]["kind"]["enum"]
+    assert loaded == plain
