@@ -27,7 +27,20 @@ TWO_TASKS = "resources:\n  train: {processes: 2, tasks_per_node: 2, mem_mb: 1500
 
 def run(workdir, *args, configfiles=(TINY,), profile=(), timeout=600):
     proc = start(workdir, *profile, *args, configfiles=configfiles)
-    proc.wait(timeout=timeout)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # A head left running resubmits (retries) and its jobs hold the node for the tests
+        # after this one: stop it (SIGTERM: it cancels its jobs) and cancel what it submitted.
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        submitted = re.findall(r"SLURM jobid (\d+)", Path(f"{workdir}.log").read_text())
+        if submitted:
+            subprocess.run(["scancel", *submitted], check=False)
+        raise
     text = Path(f"{workdir}.log").read_text()
     return proc.returncode, text
 
