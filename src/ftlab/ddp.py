@@ -64,9 +64,9 @@ class World:
             dist.barrier()
 
     def close(self) -> None:
-        if self.size > 1 and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        """Every rank is done. The process group lives on: the launched worker ends its process
+        without Python's teardown (ftlab.launch._exit_now), where a gloo group can abort."""
+        self.barrier()
 
 
 def wrap(model, world: World, device: torch.device):
