@@ -21,3 +21,8 @@ rule all:
     default_target: True
     input:
         STUDY.targets(P),
+
+
+# Last, once every rule exists: Snakemake reads each rule function's signature once instead of
+# at every call (src/ftlab/signatures.py; planning speed).
+remember_signatures(workflow.rules)

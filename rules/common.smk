@@ -21,6 +21,7 @@ from ftlab.config import ConfigError, validate_config
 from ftlab.kinds import get_kind
 from ftlab.launch import LaunchError, plan_for, slurm_resources
 from ftlab.paths import Layout
+from ftlab.signatures import remember_signatures
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 
