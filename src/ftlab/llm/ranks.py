@@ -64,8 +64,9 @@ class Ranks:
         dist.all_gather(parts, t)
         return torch.cat(parts)
 
-    def sum(self, value: int) -> int:
-        """The sum of an integer over all ranks, on every rank."""
+    def sum(self, value: float) -> float:
+        """The sum of a number over all ranks, on every rank (added in rank order: the same
+        float on every rank)."""
         if self.world_size == 1:
             return value
         import torch.distributed as dist

@@ -5,8 +5,11 @@
   the row's format), else 0; the mean over all validation rows.
 - `loss` (mode min): mean token cross-entropy of the ground-truth completions (the SFT
   records, eos included) given their prompts, over all completion tokens.
-Every process computes the same value on the full validation set (greedy decoding is
-deterministic), so every rank takes the same early-stopping decision.
+Data parallel: each process takes every world_size-th row (rank r: rows r, r + n, ...) and the
+sums are combined over the processes (ftlab.llm.ranks), so every rank gets the same value and
+takes the same early-stopping decision, at 1/n of the work per process. The score is a count
+of exact 0/1 outcomes, the same as one process's wherever the greedy answers are; the loss
+sums the same token losses in another order.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
 def validation_score(model, tokenizer, rows, tasks, formats, *, max_new_tokens,
                      batch_size) -> float:  # fmt: skip
     """formats: task -> answer format (mtl.datasets.<task>.format)."""
+    from ftlab.llm.ranks import Ranks
     from ftlab.llm.rewards import extract_answer, is_correct
 
-    items = validation_prompts(rows, tasks)
+    ranks = Ranks()
+    items = validation_prompts(rows, tasks)[ranks.rank :: ranks.world_size]
     texts = greedy_completions(model, tokenizer, [i["prompt"] for i in items], max_new_tokens,
-                               batch_size)  # fmt: skip
+                               batch_size) if items else []  # fmt: skip
     fmt = [formats[i["task"]] for i in items]
     right = [is_correct(extract_answer(t, f), i["row"], f)
              for t, f, i in zip(texts, fmt, items, strict=True)]  # fmt: skip
-    return sum(right) / len(right)
+    return ranks.sum(sum(right)) / ranks.sum(len(right))
 
 
 def completion_batch(tokenizer, records: list[dict], device) -> dict:
@@ -61,16 +66,18 @@ def completion_batch(tokenizer, records: list[dict], device) -> dict:
 @torch.no_grad()
 def validation_loss(model, tokenizer, rows, tasks, *, batch_size) -> float:
     from ftlab.llm.data import sft_records
+    from ftlab.llm.ranks import Ranks
     from ftlab.mtl.world_train import token_losses
 
+    ranks = Ranks()
     validation_prompts(rows, tasks)  # checks the rows' tasks
-    records = sft_records(rows, "gt", "reasoning")
+    records = sft_records(rows, "gt", "reasoning")[ranks.rank :: ranks.world_size]
     total, count = 0.0, 0
     for lo in range(0, len(records), batch_size):
         batch = completion_batch(tokenizer, records[lo : lo + batch_size], model.device)
         loss, n = token_losses(model, batch)
         total, count = total + float(loss.sum()), count + int(n.sum())
-    return total / count
+    return ranks.sum(total) / ranks.sum(count)
 
 
 def validate(model, tokenizer, rows: list[dict], tasks: list[str], formats: dict, *,
