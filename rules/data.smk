@@ -92,3 +92,26 @@ rule mixture:
         settings=lambda wc: world_settings.mixture(config, wc.mixture, STUDY),
     script:
         "../workflow/scripts/make_mixture.py"
+
+
+# One file naming every eval set: each evaluation job depends on it, not on all 15 sets.
+rule eval_sets:
+    input:
+        sets=eval_set_inputs,
+    output:
+        index=P.eval_sets,
+    log:
+        log_path("eval_sets"),
+    benchmark:
+        benchmark_path("eval_sets")
+    group:
+        "data"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        eval_sets=EVAL_SETS,
+    script:
+        "../workflow/scripts/index_eval_sets.py"

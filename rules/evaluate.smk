@@ -1,11 +1,12 @@
 # Evaluation: one job per selected checkpoint scores all of its eval sets (one model load) and
 # writes one metrics and one samples file for all of them (paths.py eval_metrics/eval_samples).
+# The sets come through their index (rule eval_sets): one input file instead of 15.
 
 
 rule evaluate:
     input:
         model=lambda wc: model_dir(wc.model),
-        sets=eval_set_inputs,
+        eval_sets=P.eval_sets,
     output:
         metrics=P.eval_metrics,
         samples=P.eval_samples,
@@ -23,7 +24,6 @@ rule evaluate:
         gpu_share=int(config["device"] != "cpu"),
     params:
         checkpoint=saved_checkpoint,
-        eval_sets=EVAL_SETS,
         settings=lambda wc: world_settings.evaluation(config, wc.model, wc.step),
     script:
         "../workflow/scripts/evaluate.py"

@@ -103,12 +103,12 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     planned = int(re.search(r"^total\s+(\d+)$", log, re.M)[1]) - 1  # `all` runs in the head
     stats = log.split("Job stats:")[1].split("total")[0]
     per_rule = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    data = sum(per_rule[r] for r in ("cities", "task_split", "multitask", "mixture"))
-    assert data == 1 + 14 + 1 + 3
+    data = sum(per_rule[r] for r in ("cities", "task_split", "multitask", "mixture", "eval_sets"))
+    assert data == 1 + 14 + 1 + 3 + 1
     # the data rules run as one group job (rules/data.smk group "data"), every other job alone
     assert len(jobs) == planned - data + 1, jobs
     assert (jobs.state == "COMPLETED").all(), jobs[jobs.state != "COMPLETED"]
-    # the group job asks the profile's group_cpus (2, the node's CPUs), not its 19 members'
+    # the group job asks the profile's group_cpus (2, the node's CPUs), not its 20 members'
     # sum; every other job of the tiny study asks 1 CPU (threads: 1)
     assert sorted(jobs.cpus.astype(int)) == [1] * (len(jobs) - 1) + [2], jobs
     # every ready job is queued at once (cpu_slots is scoped local, not a global cap of 2):

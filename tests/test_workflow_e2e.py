@@ -1,5 +1,6 @@
 """The tiny study end to end through Snakemake, in a temporary working directory."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -89,6 +90,34 @@ def test_all_contract_files_exist(run):
         "probes",
     ):
         assert (workdir / layout.path("plot", plot=plot)).stat().st_size > 1000
+
+
+def test_eval_sets_index_names_every_set(run):
+    """data/eval_sets.json: each eval set in config order, with its path, rows and sha256."""
+    workdir, study, layout = run
+    index = json.loads((workdir / layout.eval_sets).read_text())["sets"]
+    assert [s["eval_set"] for s in index] == study.eval_sets()
+    for s in index:
+        data = (workdir / s["path"]).read_bytes()
+        assert s["rows"] == len(data.decode().splitlines()) > 0
+        assert s["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_rewritten_eval_set_re_runs_every_evaluation(run):
+    """Evaluation jobs depend on the index only; a changed set still reaches all of them."""
+    workdir, study, layout = run
+    # an Atlantis test set: read by evaluation only (the no_atlantis ones feed the multitask mix)
+    path = layout.path("task_split", task="angle", variant="atlantis_required", split="test")
+    path = workdir / path
+    rows = path.read_bytes()
+    path.write_bytes(rows + b"\n")
+    jobs = planned_jobs(workdir)
+    n_evals = sum(len(spec.eval_steps) for spec in study.models.values())
+    assert jobs.get("eval_sets") == 1 and jobs.get("evaluate") == n_evals, jobs
+    assert not {"train_base", "train_finetune", "represent"} & set(jobs)
+    # the same bytes again: Snakemake's recorded checksum matches, nothing is due
+    path.write_bytes(rows)
+    assert planned_jobs(workdir) == {}
 
 
 def test_checkpoints_load_with_auto_classes(run):

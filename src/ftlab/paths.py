@@ -85,6 +85,8 @@ PATTERNS: dict[str, str] = {
     "cities": "data/cities.csv",
     "task_split": "data/{task}/{variant}/{split}.jsonl",
     "mixture": "data/mixtures/{mixture}/train.jsonl",
+    # the eval sets (name, path, rows, sha256): an evaluation job's one input for all of them
+    "eval_sets": "data/eval_sets.json",
     "model_dir": "models/{model}",
     "checkpoint": "models/{model}/checkpoint-{step}",
     "training_log": "models/{model}/training_log.csv",

@@ -1,11 +1,12 @@
 from ftlab.runlog import setup_logging
-from ftlab.steps import evaluate_model
+from ftlab.steps import evaluate_model, read_eval_sets
 
 setup_logging(snakemake.log[0])
+eval_sets, set_paths = read_eval_sets(snakemake.input.eval_sets)
 evaluate_model(
     snakemake.params.checkpoint,
-    list(snakemake.params.eval_sets),
-    list(snakemake.input.sets),
+    eval_sets,
+    set_paths,
     snakemake.output.metrics,
     snakemake.output.samples,
     snakemake.threads,
@@ -25,6 +26,6 @@ write_provenance(
     model=snakemake.wildcards.model,
     step=int(snakemake.wildcards.step),
     config=snakemake.config,
-    data=[snakemake.params.checkpoint, *snakemake.input.sets],
+    data=[snakemake.params.checkpoint, *set_paths],
     device=dict(snakemake.params.settings).get("device"),
 )
