@@ -22,6 +22,13 @@ if [ -z "$CPU" ] && compgen -G ".whl/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
+  # The carried transformers is newer than the image's; if it cannot import there (a dependency
+  # of the image too old), fall back to the image's own rather than lose every part.
+  if ! "$PY" -c "import transformers, trl, lm_eval, datasets" > /tmp/import_check.log 2>&1; then
+    tail -3 /tmp/import_check.log
+    rm -rf /tmp/site/transformers /tmp/site/transformers-*.dist-info
+    echo "carried transformers did not import; using the image's"
+  fi
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
