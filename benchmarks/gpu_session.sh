@@ -4,13 +4,19 @@
 #   here:    bash benchmarks/gpu_wheels.sh            # TRL, lm-eval, ... as wheels in .whl/
 #   device:  run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=600)
 #   here:    GPU_SESSION_CPU=1 bash benchmarks/gpu_session.sh   # the same parts, small, on CPU
-# Parts run one after another, each under its own time limit (they add up to 530 s), so one
+# Parts run one after another, each under its own time limit (they add up to 560 s), so one
 # slow part cannot starve the rest; summary.txt lists each part's exit status and seconds.
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
+# GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit.
+# Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
+# benchmarks/measured/h100-2026-11-26/; left: launch, and llm past its 170 s (next session:
+# GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420).
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
-#   llm           benchmarks/gpu_llm_eval.py on a fifth of the requests, minutes per
+#   launch        benchmarks/gpu_world.py --launch-only: the paper model's training called directly
+#                 vs through torchrun and ftlab.launch's worker, one process (issue 14)
+#   llm           benchmarks/gpu_llm_eval.py on a twentieth of the requests, minutes per
 #                 checkpoint extrapolated; TRL SFT/GRPO steps on the GPU (issues 10, 14)
 set -u
 cd "$(dirname "$0")/.."
@@ -32,7 +38,7 @@ if [ -z "$CPU" ] && compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-PARTS=" ${GPU_SESSION_PARTS:-device_tests pcgrad world llm} "  # e.g. GPU_SESSION_PARTS="world llm"
+PARTS=" ${GPU_SESSION_PARTS:-device_tests pcgrad world launch llm} "  # e.g. GPU_SESSION_PARTS="world llm"
 part() {  # part NAME SECONDS COMMAND...
   local name=$1 limit=$2 start rc
   shift 2
@@ -53,12 +59,14 @@ if [ -n "$CPU" ]; then
   part device_tests 120 "$PY" -m pytest -q tests/test_device.py
   part pcgrad 120 "$PY" benchmarks/pcgrad_step.py --device cpu --steps 3 --warmup 1 --tasks 2 4
   part world 300 "$PY" benchmarks/gpu_world.py --cpu --json "$OUT/world.json"
+  part launch 120 "$PY" benchmarks/gpu_world.py --cpu --launch-only
   part llm 300 "$PY" benchmarks/gpu_llm_eval.py --cpu --tiny --json "$OUT/llm.json"
 else
-  part device_tests 90 "$PY" -m pytest -q tests/test_device.py
-  part pcgrad 45 "$PY" benchmarks/pcgrad_step.py --device cuda --steps 50 --warmup 5
-  part world 225 "$PY" benchmarks/gpu_world.py --json "$OUT/world.json"
-  part llm 170 "$PY" benchmarks/gpu_llm_eval.py --fraction 0.05 --sample 10 --sample-gen 1 \
-    --json "$OUT/llm.json"
+  part device_tests 80 "$PY" -m pytest -q tests/test_device.py
+  part pcgrad 40 "$PY" benchmarks/pcgrad_step.py --device cuda --steps 50 --warmup 5
+  part world 200 "$PY" benchmarks/gpu_world.py --json "$OUT/world.json"
+  part launch 70 "$PY" benchmarks/gpu_world.py --launch-only
+  part llm "${GPU_SESSION_LLM_S:-170}" "$PY" benchmarks/gpu_llm_eval.py --fraction 0.05 \
+    --sample 10 --sample-gen 1 --json "$OUT/llm.json"
 fi
 cat "$OUT/summary.txt"

@@ -135,9 +135,10 @@ def _log_rate(out_dir: Path, skip: int) -> float:
 
 
 def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
-               precision: str, graphs: bool, tag: str) -> dict:  # fmt: skip
-    from ftlab.train import run_training
-
+               precision: str, graphs: bool, tag: str,
+               launcher: str | None = None) -> dict:  # fmt: skip
+    """One training run of run_training; launcher (torchrun | accelerate): the same call as
+    the one process of a launched job (ftlab.launch's worker), started by that launcher."""
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = root / "speed" / tag
@@ -146,14 +147,20 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         "warmup_steps": 50, "save_every": n_steps, "max_grad_norm": 1.0,
         "log_every": max(1, min(50, n_steps // 10)),
     }  # fmt: skip
-    t0 = time.perf_counter()
-    run_training(
+    kwargs = dict(
         model_name=tag, train_rows=str(rows), init_checkpoint=None,
         model_cfg={**model_cfg, "init_std": 0.1}, training=training, seed=1,
         total_steps=n_steps, saved_steps=[n_steps], out_dir=str(out),
         state_dir=str(root / "speed-state" / tag), threads=2, device=dev,
         precision=precision, cuda_graphs=graphs,
     )  # fmt: skip
+    t0 = time.perf_counter()
+    if launcher is None:
+        from ftlab.train import run_training
+
+        run_training(**kwargs)
+    else:
+        launched(root / f"{tag}.launch.json", "ftlab.train:run_training", kwargs, launcher, dev)
     wall = time.perf_counter() - t0
     info = json.loads((out / f"checkpoint-{n_steps}" / "ftlab_checkpoint.json").read_text())
     with open(out / "training_log.csv") as fh:
@@ -164,9 +171,44 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         "wall_s": round(wall, 2),
         "final_loss": final_loss,
         "captured": info.get("cuda_graphs"),
-        **gpu_mem(dev),
+        **(gpu_mem(dev) if launcher is None else {"launcher": launcher}),
         "checkpoint": str(out / f"checkpoint-{n_steps}"),
     }
+
+
+def launched(payload: Path, target: str, kwargs: dict, launcher: str, dev: str) -> None:
+    """target(**kwargs) in the one process of a launched 1-GPU (or 1-CPU) job."""
+    from ftlab import launch
+
+    plan = launch.Plan(family="train", launcher=launcher, gpus_per_node=int(dev == "cuda"))
+    payload.write_text(json.dumps({"plan": plan.to_dict(), "target": target, "kwargs": kwargs}))
+    cmd = launch.launcher_command(plan, "no", str(payload), port=launch.free_port())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get(
+        "PYTHONPATH", "")])}  # fmt: skip
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode:
+        raise SystemExit(f"FAIL: the launched training exited {proc.returncode}: {cmd}")
+
+
+def launch_check(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
+                 direct: dict | None) -> dict:  # fmt: skip
+    """Issue 14's proof on one device: the launched path (torchrun starting ftlab.launch's
+    worker, one process) against the direct call; same steps/s beyond start-up, same final
+    loss. (accelerate refuses one process with --multi_gpu; ftlab launches only for >= 2.)"""
+    fast = dev == "cuda"
+    tag = "fast_fp32" if fast else "eager_fp32"
+    if direct is None:
+        direct = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast, tag)
+    out = {"direct": direct}
+    for launcher in ("torchrun",):
+        r = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast,
+                       f"{tag}_{launcher}", launcher=launcher)  # fmt: skip
+        r["steps_per_s_vs_direct"] = round(r["steps_per_s"] / direct["steps_per_s"], 3)
+        r["wall_s_minus_direct"] = round(r["wall_s"] - direct["wall_s"], 2)
+        r["final_loss_diff_vs_direct"] = abs(r["final_loss"] - direct["final_loss"])
+        out[launcher] = r
+        print(f"launched ({launcher}):", json.dumps(r), flush=True)
+    return out
 
 
 SHARE_CHILD = """
@@ -345,6 +387,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="--decode-only: best of N")
     ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
     ap.add_argument("--precisions", default="fp32,bf16,fp16", help="fast-path precisions")
+    ap.add_argument(
+        "--launch-only",
+        action="store_true",
+        help="only the launcher check: the direct call vs torchrun with one process",
+    )
     ap.add_argument("--json", default=None, help="also write the summary here")
     ap.add_argument("--workdir", default=None, help="keep files here (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -384,6 +431,13 @@ def main(argv=None) -> int:
         root = Path(args.workdir or tmp)
         root.mkdir(parents=True, exist_ok=True)
         rows, test = build_data(cfg, root / "data")
+        if args.launch_only:
+            summary["launch_check"] = launch_check(root, rows, model_cfg, n_steps, batch, dev, None)
+            text = json.dumps(summary, indent=2)
+            print(text)
+            if args.json:
+                Path(args.json).write_text(text + "\n")
+            return 0
         summary["tiny_base"] = part1_tiny_base(cfg, root / "tiny", rows, test, dev)
         print("tiny base:", json.dumps(summary["tiny_base"]), flush=True)
 
