@@ -133,9 +133,10 @@ def check_slurm_available():
     if plugin is None or plugin.name != "slurm":
         return
     from ftlab.slurm import JobShape, SiteValues, SubmitError, check_shapes, preflight
-    from ftlab.slurm import bound_status_interval
+    from ftlab.slurm import bound_status_interval, run_jobs_in_batch_step
 
     bound_status_interval(workflow)  # the plugin's back-off notices jobs minutes late
+    run_jobs_in_batch_step(workflow)  # one Snakemake per job, not two
     site, shapes = SiteValues(), []
     for job in workflow.dag.needrun_jobs():
         if job.resources.get("slurm_partition"):

@@ -116,6 +116,14 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     events = sorted([(t, 1) for t in jobs.submit] + [(t, -1) for t in jobs.end])
     in_queue = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
     assert max(in_queue) >= 5, jobs
+    # one Snakemake per job, in its batch step (ftlab.slurm.run_jobs_in_batch_step): no srun
+    # step (N.0) started a second one
+    steps = subprocess.run(
+        ["sacct", "-n", "-P", "-j", ",".join(jobs.job), "-o", "JobID"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert any(s.endswith(".batch") for s in steps), steps
+    assert not [s for s in steps if re.fullmatch(r"\d+\.\d+", s)], steps
 
 
 @needs_cluster
@@ -251,6 +259,30 @@ def test_status_checks_capped_at_seconds_between_status_checks(monkeypatch):
     assert bound_status_interval(SimpleNamespace(remote_execution_settings=settings)) == 2
     assert asyncio.run(check()) == []
     assert executor.next_seconds_between_status_checks == 2
+
+
+def test_jobs_run_in_their_batch_step_unless_arrays(monkeypatch):
+    """The plugin's job command names its jobstep executor (a second Snakemake through srun);
+    once the workflow applies run_jobs_in_batch_step it names none (the job's own Snakemake,
+    local executor), except for array jobs, which the jobstep executor dispatches."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm import Executor
+
+    from ftlab.slurm import run_jobs_in_batch_step
+
+    monkeypatch.setattr(Executor, "additional_general_args", Executor.additional_general_args)
+    executor = object.__new__(Executor)  # only what additional_general_args reads
+    executor.workflow = SimpleNamespace(
+        executor_settings=SimpleNamespace(pass_command_as_script=False)
+    )
+    executor.array_jobs = set()
+    assert "--executor slurm-jobstep" in executor.additional_general_args()  # the plugin alone
+    assert run_jobs_in_batch_step(None) is True
+    assert run_jobs_in_batch_step(None) is True  # applied once
+    assert executor.additional_general_args() == ""
+    executor.array_jobs = {"evaluate"}
+    assert "--executor slurm-jobstep" in executor.additional_general_args()
 
 
 def test_profile_keys_are_snakemake_options():

@@ -305,3 +305,32 @@ def bound_status_interval(workflow) -> float | None:
     check_active_jobs.ftlab_original = original
     Executor.check_active_jobs = check_active_jobs
     return cap
+
+
+def run_jobs_in_batch_step(workflow) -> bool:
+    """Run each SLURM job with one Snakemake, in the job's batch step.
+
+    The SLURM plugin (2.8) makes the batch script a Snakemake with its `slurm-jobstep`
+    executor, which starts the job through `srun` in a second Snakemake: two Snakemake starts
+    (~2.5 s each: imports, parsing the workflow, the job's DAG) before the job's script. This
+    drops the first one's executor, so the batch script is that second Snakemake (local
+    executor, `--mode remote`, the same arguments) and runs the job in the allocation's batch
+    step, as the plugin already does for jobs with `mpi`. Array jobs (`slurm-array-jobs`)
+    need the jobstep executor (it dispatches the array's tasks) and keep it. Returns whether
+    the plugin was changed."""
+    try:
+        from snakemake_executor_plugin_slurm import Executor
+    except ImportError:
+        return False
+    if getattr(Executor.additional_general_args, "ftlab_direct", False):
+        return True
+    original = Executor.additional_general_args
+
+    def additional_general_args(self):
+        if self.array_jobs:
+            return original(self)
+        return ""
+
+    additional_general_args.ftlab_direct = True
+    Executor.additional_general_args = additional_general_args
+    return True
