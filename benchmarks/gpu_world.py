@@ -137,8 +137,8 @@ def _log_rate(out_dir: Path, skip: int) -> float:
 def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
                precision: str, graphs: bool, tag: str,
                launcher: str | None = None) -> dict:  # fmt: skip
-    """One training run of run_training; launcher (torchrun | accelerate): the same call as
-    the one process of a launched job (ftlab.launch's worker), started by that launcher."""
+    """One training run of run_training; launcher (torchrun): the same call as the one
+    process of a launched job (ftlab.launch's worker), started by that launcher."""
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = root / "speed" / tag

@@ -14,7 +14,8 @@ After the SLURM run it prints where the time went, per rule family, from `sacct`
 start, end; 1 s resolution) and the jobs' benchmark files (the script's own seconds): the wait
 from sbatch to start, the job's run time and, of that, what is not the script (the job-side
 Snakemake start-up: one Snakemake as the batch script runs the job, ftlab.slurm.
-run_jobs_in_batch_step; the plugin alone starts a second one through srun), and the delay from one job's end to the next sbatch (polling).
+run_jobs_in_batch_step; the plugin alone starts a second one through srun), and the delay
+from one job's end to the next sbatch (polling).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def check_slurm_available():
     from ftlab.slurm import bound_status_interval, run_jobs_in_batch_step
 
     bound_status_interval(workflow)  # the plugin's back-off notices jobs minutes late
-    run_jobs_in_batch_step(workflow)  # one Snakemake per job, not two
+    run_jobs_in_batch_step()  # one Snakemake per job, not two
     site, shapes = SiteValues(), []
     for job in workflow.dag.needrun_jobs():
         if job.resources.get("slurm_partition"):

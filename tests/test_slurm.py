@@ -278,8 +278,10 @@ def test_jobs_run_in_their_batch_step_unless_arrays(monkeypatch):
     )
     executor.array_jobs = set()
     assert "--executor slurm-jobstep" in executor.additional_general_args()  # the plugin alone
-    assert run_jobs_in_batch_step(None) is True
-    assert run_jobs_in_batch_step(None) is True  # applied once
+    assert run_jobs_in_batch_step({"FTLAB_SLURM_SRUN_STEP": "1"}) is False  # opted out
+    assert "--executor slurm-jobstep" in executor.additional_general_args()
+    assert run_jobs_in_batch_step({}) is True
+    assert run_jobs_in_batch_step({}) is True  # applied once
     assert executor.additional_general_args() == ""
     executor.array_jobs = {"evaluate"}
     assert "--executor slurm-jobstep" in executor.additional_general_args()

@@ -307,7 +307,10 @@ def bound_status_interval(workflow) -> float | None:
     return cap
 
 
-def run_jobs_in_batch_step(workflow) -> bool:
+SRUN_STEP_ENV = "FTLAB_SLURM_SRUN_STEP"  # =1: keep the plugin's own job command
+
+
+def run_jobs_in_batch_step(environ=os.environ) -> bool:
     """Run each SLURM job with one Snakemake, in the job's batch step.
 
     The SLURM plugin (2.8) makes the batch script a Snakemake with its `slurm-jobstep`
@@ -316,8 +319,10 @@ def run_jobs_in_batch_step(workflow) -> bool:
     drops the first one's executor, so the batch script is that second Snakemake (local
     executor, `--mode remote`, the same arguments) and runs the job in the allocation's batch
     step, as the plugin already does for jobs with `mpi`. Array jobs (`slurm-array-jobs`)
-    need the jobstep executor (it dispatches the array's tasks) and keep it. Returns whether
-    the plugin was changed."""
+    need the jobstep executor (it dispatches the array's tasks) and keep it, as does every job
+    when the environment sets FTLAB_SLURM_SRUN_STEP=1. Returns whether the plugin is changed."""
+    if environ.get(SRUN_STEP_ENV, "") not in ("", "0"):
+        return False
     try:
         from snakemake_executor_plugin_slurm import Executor
     except ImportError:
