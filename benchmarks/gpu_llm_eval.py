@@ -170,32 +170,65 @@ def time_batch1(model, tok, device, max_length, ll, gen, sample: int, sample_gen
 
 
 def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path) -> dict:
-    """ftlab's CachedLM over HFLM(batch_size="auto") on every request, from an empty cache."""
+    """ftlab's CachedLM over HFLM(batch_size="auto") on every request, from an empty cache.
+
+    One call per benchmark, so HFLM detects its batch size once per benchmark (a few forward
+    passes at the longest request); a real evaluation sends every task's loglikelihood
+    requests in one call and detects once. The detections are timed apart (detect_s) so the
+    extrapolation scales only the scoring and counts one detection per request type."""
     from ftlab.llm.cache import CachedLM, SampleCache
 
     lm = hflm(model, tok, "auto", device, max_length)
-    out = {}
+    detect = {"s": 0.0}
+    detect_batch_size = lm._detect_batch_size
+
+    def timed_detect(*args, **kwargs):
+        _sync()
+        t0 = time.perf_counter()
+        try:
+            return detect_batch_size(*args, **kwargs)
+        finally:
+            _sync()
+            detect["s"] += time.perf_counter() - t0
+
+    lm._detect_batch_size = timed_detect
+    out, detect_s = {}, {}
     with SampleCache(cache_dir / "checkpoint-0.sqlite") as cache:
         clm = CachedLM(lm, cache, "benchmark-model")
         t_all = time.perf_counter()
         for bench, reqs in ll.items():
             _sync()
+            detect["s"] = 0.0
             t0 = time.perf_counter()
             clm.loglikelihood(reqs)
             _sync()
-            out[bench] = (len(reqs), time.perf_counter() - t0)
-            print(f"project, {bench}: {len(reqs)} requests in {out[bench][1]:.1f} s", flush=True)
+            out[bench], detect_s[bench] = (len(reqs), time.perf_counter() - t0), detect["s"]
+            print(f"project, {bench}: {len(reqs)} requests in {out[bench][1]:.1f} s "
+                  f"(batch-size detection {detect['s']:.1f} s)", flush=True)  # fmt: skip
+        detect["s"] = 0.0
         t0 = time.perf_counter()
         clm.generate_until(gen)
         _sync()
-        out["ifeval"] = (len(gen), time.perf_counter() - t0)
+        out["ifeval"], detect_s["ifeval"] = (len(gen), time.perf_counter() - t0), detect["s"]
         total = time.perf_counter() - t_all
         batch_sizes = clm.batch_sizes_used
     n_ll = sum(n for b, (n, _) in out.items() if b != "ifeval")
-    t_ll = sum(t for b, (_, t) in out.items() if b != "ifeval")
-    return {"per_benchmark": out, "total_s": total, "loglikelihood_requests_per_s": n_ll / t_ll,
-            "generations_per_s": out["ifeval"][0] / out["ifeval"][1],
+    t_ll = sum(t - detect_s[b] for b, (_, t) in out.items() if b != "ifeval")
+    return {"per_benchmark": out, "detect_s": detect_s, "total_s": total,
+            "loglikelihood_requests_per_s": n_ll / t_ll,
+            "generations_per_s": out["ifeval"][0] / (out["ifeval"][1] - detect_s["ifeval"]),
             "batch_sizes_used": batch_sizes}  # fmt: skip
+
+
+def extrapolate_minutes(proj: dict, counts: dict) -> tuple[float, float]:
+    """(minutes, naive minutes) of the full-size evaluation from the project's measured part:
+    scoring time scaled to the full counts plus one batch-size detection per request type
+    (the longest loglikelihood one, IFEval's); naive scales the detections too."""
+    per, det = proj["per_benchmark"], proj["detect_s"]
+    scored = sum(counts[b] * (t - det[b]) / n for b, (n, t) in per.items())
+    once = max(d for b, d in det.items() if b != "ifeval") + det["ifeval"]
+    naive = sum(counts[b] * t / n for b, (n, t) in per.items())
+    return (scored + once) / 60, naive / 60
 
 
 def time_training(device: str, steps: int, tmp: Path) -> dict:
@@ -282,8 +315,9 @@ def main(argv=None) -> int:
         keep("training", time_training(device, train_steps, Path(tmp)))
         proj = time_project(model, tok, device, max_length, ll, gen, Path(tmp))
         counts = full_counts()
-        minutes = sum(counts[b] * t / n for b, (n, t) in proj["per_benchmark"].items()) / 60
+        minutes, naive = extrapolate_minutes(proj, counts)
         proj["minutes_per_checkpoint_extrapolated"] = minutes
+        proj["minutes_naive_detection_scaled_too"] = naive
         keep("project", proj)
     b1 = time_batch1(model, tok, device, max_length, ll, gen, sample, sample_gen)
     # Extrapolation uses seed 003's counts at the generation length measured here.
