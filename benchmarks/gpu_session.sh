@@ -9,8 +9,9 @@
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
 # GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit.
 # Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
-# benchmarks/measured/h100-2026-11-26/; left: launch, and llm past its 170 s (next session:
-# GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420).
+# benchmarks/measured/h100-2026-11-26/; left: launch, llm past its 170 s, and world's new
+# replay_only_fp32 (next session: GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420, then
+# "world" in a second call if the device time allows).
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)

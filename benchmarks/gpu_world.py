@@ -10,8 +10,9 @@
 2. Optimizer steps/s of the paper model (6 layers x 128 hidden) at batch 128 over --steps
    (>= 2,000) on the tiny study's multitask rows, through ftlab.train.run_training: the eager
    GPU loop vs the captured fast path (fp32, and bf16/fp16 mixed precision), in one run, with
-   the fast/eager ratio; optionally --share N concurrent fast-path processes on the one GPU
-   (aggregate steps/s = sum of their rates).
+   the fast/eager ratio; the captured step alone in a tight loop (replay_only_fp32: the
+   loop's host work vs the step's own time); optionally --share N concurrent fast-path
+   processes on the one GPU (aggregate steps/s = sum of their rates).
 3. Greedy-evaluation rows/s of the trained paper model at --eval-batch sizes (GPU 256 and
    2048): the KV-cache loop, the static-KV-cache decoder eager and with its per-token step
    captured as a CUDA graph, and HF generate() (ratios to the loop and to generate; answers
@@ -209,6 +210,36 @@ def launch_check(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: i
         out[launcher] = r
         print(f"launched ({launcher}):", json.dumps(r), flush=True)
     return out
+
+
+def replay_only(rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str) -> dict:
+    """Steps/s of the captured step alone (CapturedStep.run in a tight loop: batch load, lr,
+    graph replay, loss sum; no schedule, logging or checkpoints), fp32, next to the training
+    loop's figure: if this is much higher, the gap to gpu-notes' 212 steps/s is the loop's
+    host work; if not, it is in the captured step itself."""
+    from ftlab.batches import StaticBatches, make_batches, read_rows
+    from ftlab.train_checkpoints import load_or_build_model
+    from ftlab.train_graph import CapturedStep
+
+    device = torch.device(dev)
+    model, tok = load_or_build_model(None, None, {**model_cfg, "init_std": 0.1}, 1, device)
+    batches = make_batches(read_rows(str(rows)), tok, model, batch, 1)
+    static = StaticBatches(batches.ids, batches.lengths, batch, 1, device)
+    lr = torch.tensor(3e-4, dtype=torch.float32, device=device)
+    fused = {"fused": True, "capturable": True} if dev == "cuda" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, **fused)
+    step = CapturedStep(model, opt, static, 1.0, lr=lr, graph=dev == "cuda")
+    for s in range(1, 21):  # warm-up replays
+        step.run(s, 3e-4)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for s in range(21, 21 + n_steps):
+        step.run(s, 3e-4)
+    step.take_loss_sum()  # one host sync: the GPU work is counted
+    dt = time.perf_counter() - t0
+    return {"steps": n_steps, "steps_per_s": round(n_steps / dt, 1),
+            "captured": step.graph is not None}  # fmt: skip
 
 
 SHARE_CHILD = """
@@ -459,6 +490,8 @@ def main(argv=None) -> int:
                     abs(speed["fast_fp32"]["final_loss"] - speed["eager_fp32"]["final_loss"]), 5
                 )
         summary["train_speed"] = {"model": model_cfg, "batch": batch, **speed}
+        summary["replay_only_fp32"] = replay_only(rows, model_cfg, n_steps, batch, dev)
+        print("replay only fp32:", json.dumps(summary["replay_only_fp32"]), flush=True)
         if share > 1:
             summary["shared_gpu"] = shared(root, rows, model_cfg, share, n_steps // 2, batch)
             print("shared:", json.dumps(summary["shared_gpu"]), flush=True)
