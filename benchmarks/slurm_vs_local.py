@@ -1,7 +1,7 @@
 """Wall time of the tiny test study under the local SLURM cluster vs the local executor, and
 the number of SLURM submissions the demo and the paper config would make.
 
-    python benchmarks/slurm_vs_local.py [--skip-runs]
+    python benchmarks/slurm_vs_local.py [--skip-runs] [--repeat N]
 
 Runs (one after the other, each in its own temp dir) `snakemake --cores 2` and
 `snakemake --profile slurm --workflow-profile tests/slurm_profile` (the test's 1 s first poll)
@@ -24,6 +24,7 @@ import argparse
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,9 +156,14 @@ def uptime() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-runs", action="store_true", help="only the dry-run counts")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="pairs of runs (local then SLURM, alternating); the median ratio of the pairs",
+    )  # fmt: skip
     args = parser.parse_args()
-    if not args.skip_runs:
-        print("load before:", uptime())
+    ratios = []
+    for i in range(0 if args.skip_runs else args.repeat):
+        print(f"pair {i + 1} of {args.repeat}, load before:", uptime())
         with tempfile.TemporaryDirectory() as tmp:
             local, _ = timed(Path(tmp) / "local", "--cores", "2")
             print("load between:", uptime())
@@ -170,7 +176,11 @@ def main() -> None:
             )
             print(f"  local SLURM (--profile slurm): {slurm:7.1f} s")
             print(f"  ratio SLURM / local:           {slurm / local:7.2f}")
+            ratios.append(slurm / local)
             breakdown(Path(tmp) / "slurm", log)
+    if len(ratios) > 1:
+        print(f"ratios of the {len(ratios)} pairs: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}")  # fmt: skip
     print("SLURM submissions (dry run under --profile slurm; a group job is one sbatch):")
     for config in (REPO / "config/config.yaml", REPO / "config/experiments/paper_exp1.yaml"):
         stats = job_stats(config)
