@@ -191,25 +191,21 @@ def launched(payload: Path, target: str, kwargs: dict, launcher: str, dev: str) 
         raise SystemExit(f"FAIL: the launched training exited {proc.returncode}: {cmd}")
 
 
-def launch_check(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
-                 direct: dict | None) -> dict:  # fmt: skip
+def launch_check(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int,
+                 dev: str) -> dict:  # fmt: skip
     """Issue 14's proof on one device: the launched path (torchrun starting ftlab.launch's
     worker, one process) against the direct call; same steps/s beyond start-up, same final
     loss. (accelerate refuses one process with --multi_gpu; ftlab launches only for >= 2.)"""
     fast = dev == "cuda"
     tag = "fast_fp32" if fast else "eager_fp32"
-    if direct is None:
-        direct = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast, tag)
-    out = {"direct": direct}
-    for launcher in ("torchrun",):
-        r = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast,
-                       f"{tag}_{launcher}", launcher=launcher)  # fmt: skip
-        r["steps_per_s_vs_direct"] = round(r["steps_per_s"] / direct["steps_per_s"], 3)
-        r["wall_s_minus_direct"] = round(r["wall_s"] - direct["wall_s"], 2)
-        r["final_loss_diff_vs_direct"] = abs(r["final_loss"] - direct["final_loss"])
-        out[launcher] = r
-        print(f"launched ({launcher}):", json.dumps(r), flush=True)
-    return out
+    direct = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast, tag)
+    r = train_once(root, rows, model_cfg, n_steps, batch, dev, "fp32", fast, f"{tag}_torchrun",
+                   launcher="torchrun")  # fmt: skip
+    r["steps_per_s_vs_direct"] = round(r["steps_per_s"] / direct["steps_per_s"], 3)
+    r["wall_s_minus_direct"] = round(r["wall_s"] - direct["wall_s"], 2)
+    r["final_loss_diff_vs_direct"] = abs(r["final_loss"] - direct["final_loss"])
+    print("launched (torchrun):", json.dumps(r), flush=True)
+    return {"direct": direct, "torchrun": r}
 
 
 def replay_only(rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str) -> dict:
@@ -463,7 +459,7 @@ def main(argv=None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         rows, test = build_data(cfg, root / "data")
         if args.launch_only:
-            summary["launch_check"] = launch_check(root, rows, model_cfg, n_steps, batch, dev, None)
+            summary["launch_check"] = launch_check(root, rows, model_cfg, n_steps, batch, dev)
             text = json.dumps(summary, indent=2)
             print(text)
             if args.json:
