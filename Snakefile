@@ -14,6 +14,13 @@ for rules_file in KIND.rule_files:
     include: f"rules/{rules_file}"
 
 
+# The report (tables, plots) runs in the head process under a cluster executor, not as
+# cluster jobs: seconds each, against a scheduling pass and a Snakemake start per job
+# (ftlab.slurm.report_in_head; FTLAB_REPORT_ON_CLUSTER=1 sends them to the cluster).
+if report_in_head():
+    workflow.localrules(*KIND.report_rules)
+
+
 report: "report/workflow.rst"
 
 

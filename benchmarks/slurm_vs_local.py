@@ -7,8 +7,9 @@ Runs (one after the other, each in its own temp dir) `snakemake --cores 2` and
 `snakemake --profile slurm --workflow-profile tests/slurm_profile` (the test's 1 s first poll)
 on tests/config_tiny.yaml and prints both times and their ratio, and the machine load. Then
 dry-runs config/config.yaml and config/experiments/paper_exp1.yaml under the profile: SLURM
-jobs are all jobs but the rules that run in the head process (`all`); a group job (profile
-and rules' `group:`) is one sbatch call, an array job one per array_limit tasks.
+jobs are all jobs but the rules that run in the head process (`all`, the tables and plots);
+a group job (profile and rules' `group:`) is one sbatch call, an array job one per
+array_limit tasks.
 
 After the SLURM run it prints where the time went, per rule family, from `sacct` (submit,
 start, end; 1 s resolution) and the jobs' benchmark files (the script's own seconds): the wait
@@ -33,10 +34,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from ftlab.slurm import read_profile  # noqa: E402
+from ftlab.kinds import get_kind  # noqa: E402
+from ftlab.slurm import read_profile, report_in_head  # noqa: E402
 
 TINY = REPO / "tests/config_tiny.yaml"
-HEAD_RULES = {"all"}  # no action: Snakemake finishes them in the head process, no sbatch
+# Rules that run in the head process, no sbatch: `all` (no action) and the report's tables and
+# plots (local rules, ftlab.slurm.report_in_head). A dry run does not tell them apart.
+HEAD_RULES = {"all"} | (set(get_kind("worldmodel").report_rules) if report_in_head() else set())
 PROFILE = ["--profile", "slurm", "--workflow-profile", str(REPO / "tests/slurm_profile")]
 
 
@@ -186,9 +190,10 @@ def main() -> None:
         stats = job_stats(config)
         jobs, calls, groups = submissions(config)
         per_rule = ", ".join(f"{r} {n}" for r, n in stats.items() if r not in HEAD_RULES)
+        head = ", ".join(f"{r} {n}" for r, n in stats.items() if r in HEAD_RULES - {"all"})
         print(
             f"  {config.relative_to(REPO)}: {jobs} jobs in {calls} sbatch calls "
-            f"({groups} group jobs; {per_rule})"
+            f"({groups} group jobs; {per_rule}); in the head process: {head or 'none'}"
         )
 
 

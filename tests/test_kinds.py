@@ -34,6 +34,17 @@ def test_each_kind_names_existing_rules_and_sections(name):
     props = load_schema()["properties"]
     for section in kind.sections:
         assert section in props, f"{name}: section {section!r} missing from config/schema.yaml"
+    # the report rules it runs in the head process under a cluster executor are its own rules
+    text = "".join((REPO / "rules" / f).read_text() for f in kind.rule_files)
+    rules = set(re.findall(r"^rule (\w+):$", text, re.M))
+    assert set(kind.report_rules) <= rules, set(kind.report_rules) - rules
+
+
+def test_report_in_head_unless_opted_out():
+    from ftlab.slurm import report_in_head
+
+    assert report_in_head({}) and report_in_head({"FTLAB_REPORT_ON_CLUSTER": "0"})
+    assert not report_in_head({"FTLAB_REPORT_ON_CLUSTER": "1"})
 
 
 def test_every_schema_key_is_common_or_one_kinds_section():

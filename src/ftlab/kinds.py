@@ -86,6 +86,10 @@ class StudyKind:
     # What a valid config still needs from the machine (packages, data, models), checked by
     # `ftlab validate` before any job runs; None: nothing beyond the config.
     preflight: Callable[[dict], list[str]] | None = None
+    # The report's rules (tables, plots): seconds each, small inputs. Under a cluster executor
+    # they run in the head process (Snakemake local rules), not as cluster jobs; see
+    # ftlab.slurm.report_in_head.
+    report_rules: tuple[str, ...] = ()
 
 
 def lookup_unit(units: dict, name: str, what: str, study: str):

@@ -308,6 +308,17 @@ def bound_status_interval(workflow) -> float | None:
 
 
 SRUN_STEP_ENV = "FTLAB_SLURM_SRUN_STEP"  # =1: keep the plugin's own job command
+REPORT_ON_CLUSTER_ENV = "FTLAB_REPORT_ON_CLUSTER"  # =1: tables and plots as cluster jobs too
+
+
+def report_in_head(environ=os.environ) -> bool:
+    """Whether the report rules (tables, plots) are Snakemake local rules: under a cluster
+    executor they run in the head process instead of as cluster jobs (under the local
+    executor every job is local anyway). They take seconds and read small summary files,
+    while a cluster job costs a scheduling pass and a Snakemake start (several seconds on
+    the critical path of every study). FTLAB_REPORT_ON_CLUSTER=1 in the head process's
+    environment sends them to the cluster as well (e.g. a login node that must stay idle)."""
+    return environ.get(REPORT_ON_CLUSTER_ENV, "") in ("", "0")
 
 
 def run_jobs_in_batch_step(environ=os.environ) -> bool:

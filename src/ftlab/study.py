@@ -346,4 +346,5 @@ KIND = StudyKind(
     model_pattern=r"(base|ftwb1-\d+|ftwb2-\d+)_seed\d+",
     matrix=Study,
     check=check_config,
+    report_rules=("tables", "plot_ftwb_heatmap", "plot_actual_minus_expected", "plot_probes"),
 )

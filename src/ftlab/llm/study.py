@@ -297,4 +297,5 @@ KIND = StudyKind(
     matrix=LLMStudy,
     check=check_config,
     preflight=_preflight,
+    report_rules=("tables_llm", "plot_llm"),  # compare_llm bootstraps: a cluster job
 )
