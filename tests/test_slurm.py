@@ -105,8 +105,8 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     per_rule = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
     data = sum(per_rule[r] for r in ("cities", "task_split", "multitask", "mixture", "eval_sets"))
     assert data == 1 + 14 + 1 + 3 + 1
-    # the report (tables, 4 plots) runs in the head process, not as SLURM jobs (`localrule:`,
-    # ftlab.slurm.report_in_head), and says so in the log
+    # the report (tables, 4 plots) runs in the head process, not as SLURM jobs (local rules,
+    # the kind's report_rules, ftlab.slurm.report_in_head), and says so in the log
     report = [r for r in per_rule if r == "tables" or r.startswith("plot_")]
     in_head = [r for r in re.findall(r"^localrule (\w+):$", log, re.M) if r != "all"]
     assert sorted(in_head) == sorted(r for r in report for _ in range(per_rule[r])), in_head
