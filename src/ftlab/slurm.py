@@ -252,7 +252,9 @@ def add_parser(sub) -> None:
                    help="where the head job's log goes (relative to the repo root; default: "
                    "next to the plugin's per-job logs)")  # fmt: skip
     p.add_argument("--time", default="7-00:00:00", help="head job time limit (sbatch --time)")
-    p.add_argument("--mem", default="1000M", help="head job memory (sbatch --mem)")
+    p.add_argument("--mem", default="1000M",
+                   help="head job memory (sbatch --mem); the head also runs the report's tables "
+                   "and plots (~220 MB each in the tiny study)")  # fmt: skip
     p.add_argument("--job-name", default="ftlab-head")
     p.add_argument("--repo", default=str(REPO), help=argparse.SUPPRESS)
     p.add_argument("--dry-run", action="store_true", help="print the sbatch command only")
