@@ -20,6 +20,7 @@ import pytest
 
 from ftlab import cli
 from ftlab.io import checkpoint_sha256
+from ftlab.kinds import get_kind
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests/config_tiny.yaml"
@@ -107,7 +108,7 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     assert data == 1 + 14 + 1 + 3 + 1
     # the report (tables, 4 plots) runs in the head process, not as SLURM jobs (local rules,
     # the kind's report_rules, ftlab.slurm.report_in_head), and says so in the log
-    report = [r for r in per_rule if r == "tables" or r.startswith("plot_")]
+    report = get_kind("worldmodel").report_rules
     in_head = [r for r in re.findall(r"^localrule (\w+):$", log, re.M) if r != "all"]
     assert sorted(in_head) == sorted(r for r in report for _ in range(per_rule[r])), in_head
     assert len(in_head) == 5, in_head
