@@ -7,11 +7,13 @@
 # Parts run one after another, each under its own time limit (they add up to 560 s), so one
 # slow part cannot starve the rest; summary.txt lists each part's exit status and seconds.
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
-# GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit.
+# GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit,
+# GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments.
 # Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
 # benchmarks/measured/h100-2026-11-26/; left: launch, llm past its 170 s, and world's new
-# replay_only_fp32 (next session: GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420, then
-# "world" in a second call if the device time allows).
+# replay_only_fp32 and fast_fp32_tf32 (next session: GPU_SESSION_PARTS="launch llm"
+# GPU_SESSION_LLM_S=420, then at once, while the machine is warm, GPU_SESSION_PARTS=world
+# GPU_SESSION_WORLD_S=230 GPU_SESSION_WORLD_ARGS="--precisions fp32,fp32+tf32,bf16").
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
@@ -65,7 +67,8 @@ if [ -n "$CPU" ]; then
 else
   part device_tests 80 "$PY" -m pytest -q tests/test_device.py
   part pcgrad 40 "$PY" benchmarks/pcgrad_step.py --device cuda --steps 50 --warmup 5
-  part world 200 "$PY" benchmarks/gpu_world.py --json "$OUT/world.json"
+  part world "${GPU_SESSION_WORLD_S:-200}" "$PY" benchmarks/gpu_world.py --json "$OUT/world.json" \
+    ${GPU_SESSION_WORLD_ARGS:-}
   part launch 70 "$PY" benchmarks/gpu_world.py --launch-only
   part llm "${GPU_SESSION_LLM_S:-170}" "$PY" benchmarks/gpu_llm_eval.py --fraction 0.05 \
     --sample 10 --sample-gen 1 --json "$OUT/llm.json"

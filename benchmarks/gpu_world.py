@@ -9,10 +9,10 @@
    checkpoint says it trained on cuda and GPU memory was allocated. Evaluates it (batch auto).
 2. Optimizer steps/s of the paper model (6 layers x 128 hidden) at batch 128 over --steps
    (>= 2,000) on the tiny study's multitask rows, through ftlab.train.run_training: the eager
-   GPU loop vs the captured fast path (fp32, and bf16/fp16 mixed precision), in one run, with
-   the fast/eager ratio; the captured step alone in a tight loop (replay_only_fp32: the
-   loop's host work vs the step's own time); optionally --share N concurrent fast-path
-   processes on the one GPU (aggregate steps/s = sum of their rates).
+   GPU loop vs the captured fast path (fp32, fp32 with tf32, and bf16/fp16 mixed precision),
+   in one run, with the fast/eager ratio; the captured step alone in a tight loop
+   (replay_only_fp32: the loop's host work vs the step's own time); optionally --share N
+   concurrent fast-path processes on the one GPU (aggregate steps/s = sum of their rates).
 3. Greedy-evaluation rows/s of the trained paper model at --eval-batch sizes (GPU 256 and
    2048): the KV-cache loop, the static-KV-cache decoder eager and with its per-token step
    captured as a CUDA graph, and HF generate() (ratios to the loop and to generate; answers
@@ -137,9 +137,10 @@ def _log_rate(out_dir: Path, skip: int) -> float:
 
 def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
                precision: str, graphs: bool, tag: str,
-               launcher: str | None = None) -> dict:  # fmt: skip
+               launcher: str | None = None, tf32: bool = False) -> dict:  # fmt: skip
     """One training run of run_training; launcher (torchrun): the same call as the one
-    process of a launched job (ftlab.launch's worker), started by that launcher."""
+    process of a launched job (ftlab.launch's worker), started by that launcher. tf32: the
+    config key (float32 matmuls in TF32); reset afterwards, as it is process-wide."""
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = root / "speed" / tag
@@ -153,7 +154,7 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         model_cfg={**model_cfg, "init_std": 0.1}, training=training, seed=1,
         total_steps=n_steps, saved_steps=[n_steps], out_dir=str(out),
         state_dir=str(root / "speed-state" / tag), threads=2, device=dev,
-        precision=precision, cuda_graphs=graphs,
+        precision=precision, cuda_graphs=graphs, **({"tf32": True} if tf32 else {}),
     )  # fmt: skip
     t0 = time.perf_counter()
     if launcher is None:
@@ -163,6 +164,8 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
     else:
         launched(root / f"{tag}.launch.json", "ftlab.train:run_training", kwargs, launcher, dev)
     wall = time.perf_counter() - t0
+    if tf32 and dev == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
     info = json.loads((out / f"checkpoint-{n_steps}" / "ftlab_checkpoint.json").read_text())
     with open(out / "training_log.csv") as fh:
         final_loss = float(list(csv.DictReader(fh))[-1]["loss"])
@@ -172,6 +175,7 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         "wall_s": round(wall, 2),
         "final_loss": final_loss,
         "captured": info.get("cuda_graphs"),
+        "tf32": info.get("tf32"),
         **(gpu_mem(dev) if launcher is None else {"launcher": launcher}),
         "checkpoint": str(out / f"checkpoint-{n_steps}"),
     }
@@ -413,7 +417,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="--decode-only: torch threads")
     ap.add_argument("--repeat", type=int, default=1, help="--decode-only: best of N")
     ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
-    ap.add_argument("--precisions", default="fp32,bf16,fp16", help="fast-path precisions")
+    ap.add_argument(
+        "--precisions",
+        default="fp32,fp32+tf32,bf16,fp16",
+        help="fast-path precisions (+tf32: with the tf32 config key)",
+    )
     ap.add_argument(
         "--launch-only",
         action="store_true",
@@ -475,8 +483,10 @@ def main(argv=None) -> int:
         print("eager fp32:", json.dumps(speed["eager_fp32"]), flush=True)
         if dev == "cuda":
             for prec in [p for p in args.precisions.split(",") if p]:
-                tag = f"fast_{prec}"
-                speed[tag] = train_once(root, rows, model_cfg, n_steps, batch, dev, prec, True, tag)
+                base, tf32 = prec.removesuffix("+tf32"), prec.endswith("+tf32")
+                tag = f"fast_{base}" + ("_tf32" if tf32 else "")
+                speed[tag] = train_once(root, rows, model_cfg, n_steps, batch, dev, base, True,
+                                        tag, tf32=tf32)  # fmt: skip
                 print(f"fast {prec}:", json.dumps(speed[tag]), flush=True)
             if "fast_fp32" in speed:
                 speed["ratio_fast_vs_eager_fp32"] = round(

@@ -97,6 +97,32 @@ def test_config_keys_and_defaults():
             validate_config({"study": "x", **bad})
 
 
+def test_tf32_is_opt_in_and_a_no_op_on_the_cpu(tmp_path):
+    """tf32 (config key) enters a training job's params only when set, and on the CPU it
+    changes nothing: same weights, same fingerprint, torch's matmul setting untouched."""
+    from ftlab.config import ConfigError, validate_config
+    from ftlab.study import Study
+    from ftlab.world import settings
+
+    cfg = validate_config({"study": "x"})
+    assert cfg["tf32"] is False
+    model = next(iter(Study(cfg).models))
+    assert "tf32" not in settings.training(cfg, model)  # finished models stay done
+    on = validate_config({"study": "x", "tf32": True})
+    assert settings.training(on, model)["tf32"] is True
+    with pytest.raises(ConfigError, match="'tf32'"):
+        validate_config({"study": "x", "tf32": "yes"})
+
+    before = torch.backends.cuda.matmul.fp32_precision
+    assert D.use_tf32(torch.device("cpu"), True) is False
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    plain = run(tmp_path, name="plain", device="cpu")
+    tf32 = run(tmp_path, name="t", device="cpu", tf32=True)
+    assert info(tf32)["tf32"] is False and info(tf32)["fingerprint"] == info(plain)["fingerprint"]
+    w = lambda out: load_file(out / "checkpoint-20" / "model.safetensors")  # noqa: E731
+    assert all(torch.equal(v, w(tf32)[k]) for k, v in w(plain).items())
+
+
 # -- CPU training records where it ran; fingerprint of the default unchanged ---------------
 def test_cpu_run_records_device_and_keeps_fingerprint(tmp_path):
     out = run(tmp_path, device="cpu")
@@ -224,6 +250,22 @@ def test_gpu_fast_path_trains_on_the_gpu(tmp_path):
     assert info(eager)["cuda_graphs"] is False
     loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
     assert loss(out) == pytest.approx(loss(eager), abs=2e-3)  # same training, other kernels
+
+
+@cuda
+def test_gpu_tf32_training(tmp_path):
+    """tf32: the matmul setting is on, recorded, in the fingerprint; the training is the
+    fp32 one within TF32's rounding."""
+    exact = run(tmp_path, name="exact", device="cuda")
+    try:
+        out = run(tmp_path, name="tf32", device="cuda", tf32=True)
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:  # process-wide: back to the default for the other tests
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    assert info(out)["tf32"] is True and info(exact)["tf32"] is False
+    assert info(out)["fingerprint"] != info(exact)["fingerprint"]
+    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
+    assert loss(out) == pytest.approx(loss(exact), abs=2e-2)
 
 
 @cuda

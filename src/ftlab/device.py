@@ -65,6 +65,22 @@ def check_precision(precision: str | None) -> str:
     return precision
 
 
+def use_tf32(device: torch.device, enabled: bool) -> bool:
+    """Let float32 matmuls on a CUDA device use TF32 tensor cores (10-bit mantissa inputs,
+    float32 accumulation). Only an explicit `enabled` changes anything: the default keeps
+    PyTorch's exact float32 (ieee), which is also what the paper's HF Trainer ran with (its
+    `tf32` argument unset). Process-wide, like the torch setting. Returns whether TF32 is on
+    for this device (never on the CPU, where the setting does nothing)."""
+    if not enabled or device.type != "cuda":
+        return False
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9: mixing old and new APIs is an error
+        matmul.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+    return True
+
+
 def gpu_name(device: torch.device) -> str | None:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 

@@ -40,6 +40,7 @@ COMMON_KEYS = (
     "device",
     "precision",
     "cuda_graphs",
+    "tf32",
     "resources",
 )
 

@@ -131,6 +131,7 @@ def train_model(
     device: str,
     cuda_graphs: bool,
     meta: dict,
+    tf32: bool = False,
 ) -> None:
     from ftlab.train import run_training
 
@@ -150,6 +151,7 @@ def train_model(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
+        tf32=tf32,
         meta=meta,
     )
 

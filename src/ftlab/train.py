@@ -48,6 +48,7 @@ from ftlab.batches import Batches as Batches
 from ftlab.batches import StaticBatches as StaticBatches
 from ftlab.batches import encode_rows as encode_rows
 from ftlab.batches import epoch_permutation as epoch_permutation
+from ftlab.device import use_tf32
 from ftlab.io import atomic_write_text, checkpoint_sha256, sha256_file, sha256_json
 from ftlab.train_checkpoints import (
     LOG_NAME,
@@ -99,6 +100,7 @@ def run_training(
     device: str = "auto",
     precision: str = "fp32",
     cuda_graphs: bool = True,
+    tf32: bool = False,
 ) -> None:
     """Train (or resume) one model and publish its checkpoints to out_dir.
 
@@ -107,8 +109,9 @@ def run_training(
     log_path: the CSV training log; out_dir/training_log.csv is always published, and a
     different log_path receives a copy. Progress goes to the "ftlab.train" logger.
     device: auto | cpu | cuda[:N]; precision: fp32 | bf16 | fp16 (mixed precision, see
-    ftlab.device); cuda_graphs: on a CUDA device, run the captured fast step (CapturedStep).
-    All three are recorded in ftlab_checkpoint.json with the GPU's name.
+    ftlab.device); cuda_graphs: on a CUDA device, run the captured fast step (CapturedStep);
+    tf32: on a CUDA device, float32 matmuls in TF32 (ftlab.device.use_tf32). All are recorded
+    in ftlab_checkpoint.json with the GPU's name.
     """
     _run(
         model_name=model_name,
@@ -127,14 +130,16 @@ def run_training(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
+        tf32=tf32,
     )
 
 
 def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
          saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta, device,
-         precision, cuda_graphs) -> None:  # fmt: skip
+         precision, cuda_graphs, tf32) -> None:  # fmt: skip
     torch.set_num_threads(threads)
     dev, world, precision, fast = _set_up_device(device, precision, cuda_graphs)
+    tf32 = use_tf32(dev, tf32)  # False on the CPU, where it changes nothing
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
     if not saved or saved[-1] != total_steps or saved[0] < 1:
@@ -153,6 +158,8 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         "train_data_sha256": sha256_file(train_rows),
     }
     runtime = {"device": dev.type, "precision": precision, "cuda_graphs": fast}
+    if tf32:  # only when on: GPU runs without it keep their fingerprints
+        runtime["tf32"] = True
     if runtime != {"device": "cpu", "precision": "fp32", "cuda_graphs": False}:
         inputs["runtime"] = runtime  # CPU fp32 keeps the fingerprint it always had
     if world.size > 1:  # same rows per step, but float sums in another order
@@ -164,6 +171,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     run = _Run(model_name, training, total_steps, dev, world, precision, fast)
     progress = _set_up(run, resume, init_checkpoint, model_cfg, train_rows, seed)
     where_info = _log_set_up(run, threads)
+    where_info["tf32"] = tf32
     _set_up_step(run, progress, seed, where_info)
     save = partial(_save, state_dir=state_dir, inputs=inputs, fingerprint=fingerprint,
                    details={"init_checkpoint": init_checkpoint}, runtime=where_info,

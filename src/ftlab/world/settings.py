@@ -69,7 +69,7 @@ def mixture(cfg: dict, name: str, study: Study | None = None) -> dict:
 def training(cfg: dict, model: str, study: Study | None = None) -> dict:
     """Everything that determines a model's weights (and where it trains)."""
     spec = (study or Study(cfg)).model(model)
-    return {
+    settings = {
         "model_name": model,
         "model_cfg": dict(cfg["model"]),
         "training": dict(spec.training),
@@ -86,6 +86,9 @@ def training(cfg: dict, model: str, study: Study | None = None) -> dict:
             "mixture": spec.mixture or "multitask",
         },
     }
+    if cfg["tf32"]:  # only a non-default choice enters params: finished models stay done
+        settings["tf32"] = True
+    return settings
 
 
 def evaluation(cfg: dict, model: str, step: int) -> dict:
