@@ -11,9 +11,10 @@
 # GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments.
 # Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
 # benchmarks/measured/h100-2026-11-26/; left: launch, llm past its 170 s, and world's new
-# replay_only_fp32 and fast_fp32_tf32 (next session: GPU_SESSION_PARTS="launch llm"
-# GPU_SESSION_LLM_S=420, then at once, while the machine is warm, GPU_SESSION_PARTS=world
-# GPU_SESSION_WORLD_S=230 GPU_SESSION_WORLD_ARGS="--precisions fp32,fp32+tf32,bf16").
+# replay_only_fp32, fast_fp32_tf32 and fast_bf16_weights (next session:
+# GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420, then at once, while the machine is warm,
+# GPU_SESSION_PARTS=world GPU_SESSION_WORLD_S=230
+# GPU_SESSION_WORLD_ARGS="--precisions fp32,fp32+tf32,bf16_weights").
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)

@@ -9,9 +9,9 @@
    checkpoint says it trained on cuda and GPU memory was allocated. Evaluates it (batch auto).
 2. Optimizer steps/s of the paper model (6 layers x 128 hidden) at batch 128 over --steps
    (>= 2,000) on the tiny study's multitask rows, through ftlab.train.run_training: the eager
-   GPU loop vs the captured fast path (fp32, fp32 with tf32, and bf16/fp16 mixed precision),
-   in one run, with the fast/eager ratio; the captured step alone in a tight loop
-   (replay_only_fp32: the loop's host work vs the step's own time); optionally --share N
+   GPU loop vs the captured fast path (fp32, fp32 with tf32, bf16/fp16 mixed precision, and
+   bf16_weights), in one run, with the fast/eager ratio; the captured step alone in a tight
+   loop (replay_only_fp32: the loop's host work vs the step's own time); optionally --share N
    concurrent fast-path processes on the one GPU (aggregate steps/s = sum of their rates).
 3. Greedy-evaluation rows/s of the trained paper model at --eval-batch sizes (GPU 256 and
    2048): the KV-cache loop, the static-KV-cache decoder eager and with its per-token step
@@ -419,7 +419,7 @@ def main(argv=None) -> int:
     ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
     ap.add_argument(
         "--precisions",
-        default="fp32,fp32+tf32,bf16,fp16",
+        default="fp32,fp32+tf32,bf16,fp16,bf16_weights",
         help="fast-path precisions (+tf32: with the tf32 config key)",
     )
     ap.add_argument(

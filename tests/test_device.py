@@ -228,6 +228,99 @@ def test_warmup_leaves_no_trace():
         assert torch.equal(p1, p2)
 
 
+# -- bf16_weights: bf16 compute copy, float32 master weights (an option, not the paper's) -----
+def test_bf16_weights_step_matches_a_hand_written_reference():
+    """The static step with a bf16 compute copy against a plain loop written here: bf16
+    forward/backward, gradients as float32 onto the master weights, clip, AdamW on the
+    masters, masters cast back into the copy."""
+    import copy
+
+    tok, ids, lengths = encoded(100)
+    torch.manual_seed(1)
+    master = build_model(MODEL, tok)
+    ref_master, ref_compute = copy.deepcopy(master), copy.deepcopy(master).to(torch.bfloat16)
+    lr = torch.tensor(1e-3)
+    opt = torch.optim.AdamW(master.parameters(), lr=lr, weight_decay=0.01, foreach=False)
+    data = train.StaticBatches(ids, lengths, 8, 1, "cpu")
+    step = train.CapturedStep(master, opt, data, 1.0, lr=lr, graph=False, precision="bf16_weights",
+                              compute_model=copy.deepcopy(master).to(torch.bfloat16))  # fmt: skip
+    ref_opt = torch.optim.AdamW(ref_master.parameters(), lr=1e-3, weight_decay=0.01, foreach=False)
+    mult = partial(train.lr_multiplier, warmup=3, total=16)
+    for s in range(1, 17):  # crosses the epoch end (13 steps per epoch)
+        step.run(s, 1e-3 * mult(s - 1))
+
+        data.load(s)
+        input_ids, labels = data.tensors()
+        ref_compute.zero_grad()
+        loss = ref_compute(input_ids=input_ids, labels=labels, use_cache=False).loss
+        loss.backward()
+        for pm, pc in zip(ref_master.parameters(), ref_compute.parameters(), strict=True):
+            pm.grad = pc.grad.float()
+        torch.nn.utils.clip_grad_norm_(list(ref_master.parameters()), 1.0)
+        for group in ref_opt.param_groups:
+            group["lr"] = 1e-3 * mult(s - 1)
+        ref_opt.step()
+        with torch.no_grad():
+            for pm, pc in zip(ref_master.parameters(), ref_compute.parameters(), strict=True):
+                pc.copy_(pm)
+
+        assert loss.dtype == torch.float32 and torch.equal(step.loss, loss.detach())
+    for p, ref in zip(master.parameters(), ref_master.parameters(), strict=True):
+        assert p.dtype == torch.float32
+        torch.testing.assert_close(p, ref, rtol=1e-5, atol=1e-7)
+    for c, p in zip(step.compute.parameters(), master.parameters(), strict=True):
+        assert c.dtype == torch.bfloat16 and torch.equal(c, p.to(torch.bfloat16))
+    assert any((p - p.to(torch.bfloat16).float()).abs().max() > 0 for p in master.parameters())
+
+
+def test_bf16_weights_trains_and_resumes_bit_identical_on_the_cpu(tmp_path, monkeypatch):
+    ref = run(tmp_path, name="ref", device="cpu", precision="bf16_weights")
+    fp32 = run(tmp_path, name="fp32", device="cpu")
+    meta = info(ref)
+    assert (meta["precision"], meta["cuda_graphs"], meta["runtime"]["precision"]) == (
+        "bf16_weights", False, "bf16_weights")  # fmt: skip
+    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
+    assert loss(ref) != loss(fp32) and loss(ref) == pytest.approx(loss(fp32), abs=0.05)
+    real = train.CapturedStep.run
+
+    def dies(self, step, lr):
+        if step == 14:
+            raise RuntimeError("killed")
+        return real(self, step, lr)
+
+    monkeypatch.setattr(train.CapturedStep, "run", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path, name="resumed", device="cpu", precision="bf16_weights")
+    monkeypatch.undo()
+    out = run(tmp_path, name="resumed", device="cpu", precision="bf16_weights")
+    a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
+    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 and torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_bf16_weights_refuses_several_processes(monkeypatch):
+    from ftlab import ddp, train_setup
+
+    two = ddp.World(rank=0, size=2)
+    monkeypatch.setattr(ddp.World, "from_env", classmethod(lambda cls, dev: two))
+    with pytest.raises(ValueError, match="bf16_weights trains in one process"):
+        train_setup._set_up_device("cpu", "bf16_weights", True)
+    assert train_setup._set_up_device("cpu", "bf16", True)[3] is False  # autocast: eager DDP
+    assert [D.launcher_mixed_precision(p) for p in D.PRECISIONS] == ["no", "bf16", "fp16", "no"]
+
+
+def test_config_refuses_bf16_weights_with_several_training_processes():
+    from ftlab.config import ONE_PROCESS_PRECISIONS, ConfigError, validate_config
+
+    assert set(ONE_PROCESS_PRECISIONS) == set(D.MASTER_WEIGHTS)
+    cfg = validate_config({"study": "x", "precision": "bf16_weights"})
+    assert cfg["precision"] == "bf16_weights"
+    with pytest.raises(ConfigError, match="'precision': bf16_weights trains in one process"):
+        validate_config({"study": "x", "precision": "bf16_weights",
+                         "resources": {"train": {"gpus": 2}}})  # fmt: skip
+    validate_config({"study": "x", "precision": "bf16", "resources": {"train": {"gpus": 2}}})
+
+
 def test_evaluate_device_and_auto_batch(tmp_path):
     from ftlab import evaluate
 
@@ -269,7 +362,7 @@ def test_gpu_tf32_training(tmp_path):
 
 
 @cuda
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "bf16_weights"])
 def test_gpu_resume_within_tolerance(tmp_path, monkeypatch, precision):
     """Killed after checkpoint-10 and re-run: same final weights within float tolerance."""
     ref = run(tmp_path, name="ref", device="cuda", precision=precision)

@@ -106,16 +106,28 @@ def _check_consistency(cfg: dict) -> None:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+# ftlab.device.MASTER_WEIGHTS (named here: validating a config must not import torch)
+ONE_PROCESS_PRECISIONS = ("bf16_weights",)
+
+
 def _launch_problems(cfg: dict) -> list[str]:
-    """Job shapes (resources.<family>) that no launcher can run (ftlab.launch.plan_for)."""
+    """Job shapes (resources.<family>) that no launcher can run (ftlab.launch.plan_for), and
+    a precision the trainer runs in one process only with a training job of several."""
     from ftlab.launch import LaunchError, plan_for
 
     problems = []
     for family, res in (cfg.get("resources") or {}).items():
         try:
-            plan_for(family, res, cfg.get("threads", 1))
+            plan = plan_for(family, res, cfg.get("threads", 1))
         except LaunchError as err:
             problems.append(str(err))
+            continue
+        if family == "train" and cfg.get("precision") in ONE_PROCESS_PRECISIONS and plan.launched:
+            problems.append(
+                f"config key 'precision': {cfg['precision']} trains in one process, but "
+                f"'resources.train' asks for {plan.world_size}; use precision bf16 (autocast) "
+                "with several processes"
+            )
     return problems
 
 

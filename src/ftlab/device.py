@@ -1,5 +1,5 @@
 """Where the small models run: device (auto | cpu | cuda) and numeric precision (fp32 | bf16 |
-fp16), shared by training, evaluation and representation extraction.
+fp16 | bf16_weights), shared by training, evaluation and representation extraction.
 
 - `resolve_device("auto")` is the least-used visible CUDA GPU (most free memory) when there
   is one, else the CPU; "cuda" fails loudly without a GPU; "cuda:N" picks a GPU.
@@ -7,6 +7,10 @@ fp16), shared by training, evaluation and representation extraction.
   runs under `torch.autocast` in bf16/fp16; fp16 adds dynamic loss scaling (GradScaler), as
   the paper's fp16 mixed-precision training did. fp32 (the default) uses no autocast at all,
   so CPU results are exactly what they were before devices existed.
+- bf16_weights (an option, not the paper's): a bfloat16 copy of the model runs the forward
+  and backward passes with no autocast casts, and its gradients update float32 master weights
+  and optimizer state, copied back to the bf16 copy after each step (bf16 training with fp32
+  master weights, as in Megatron-LM); it takes the static step (ftlab.train_graph).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import math
 import torch
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16_weights")
+MASTER_WEIGHTS = {"bf16_weights": torch.bfloat16}  # compute dtype of the master-weight modes
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -96,9 +101,15 @@ def autocast(device: torch.device, precision: str, *, graph_safe: bool = False):
     graph_safe: disable autocast's weight-cast cache, as required inside CUDA graph capture
     (the cache would hold tensors of the capturing pass only).
     """
-    if precision == "fp32":
+    if precision == "fp32" or precision in MASTER_WEIGHTS:  # the latter: weights already bf16
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=AMP_DTYPES[precision], cache_enabled=not graph_safe)
+
+
+def launcher_mixed_precision(precision: str) -> str:
+    """The launcher's --mixed_precision for a training precision: autocast modes pass through;
+    fp32 and the master-weight modes (which cast the model themselves) are "no"."""
+    return precision if precision in AMP_DTYPES else "no"
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:

@@ -108,7 +108,8 @@ def run_training(
     log_every, optional max_grad_norm (default 1.0, as HF Trainer; null disables clipping).
     log_path: the CSV training log; out_dir/training_log.csv is always published, and a
     different log_path receives a copy. Progress goes to the "ftlab.train" logger.
-    device: auto | cpu | cuda[:N]; precision: fp32 | bf16 | fp16 (mixed precision, see
+    device: auto | cpu | cuda[:N]; precision: fp32 | bf16 | fp16 (mixed precision) |
+    bf16_weights (bf16 compute, fp32 master weights, the static step on any device; see
     ftlab.device); cuda_graphs: on a CUDA device, run the captured fast step (CapturedStep);
     tf32: on a CUDA device, float32 matmuls in TF32 (ftlab.device.use_tf32). All are recorded
     in ftlab_checkpoint.json with the GPU's name.
@@ -138,7 +139,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
          saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta, device,
          precision, cuda_graphs, tf32) -> None:  # fmt: skip
     torch.set_num_threads(threads)
-    dev, world, precision, fast = _set_up_device(device, precision, cuda_graphs)
+    dev, world, precision, fast, graphs = _set_up_device(device, precision, cuda_graphs)
     tf32 = use_tf32(dev, tf32)  # False on the CPU, where it changes nothing
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
@@ -157,7 +158,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
         "init_checkpoint_sha256": checkpoint_sha256(init_checkpoint) if init_checkpoint else None,
         "train_data_sha256": sha256_file(train_rows),
     }
-    runtime = {"device": dev.type, "precision": precision, "cuda_graphs": fast}
+    runtime = {"device": dev.type, "precision": precision, "cuda_graphs": graphs}
     if tf32:  # only when on: GPU runs without it keep their fingerprints
         runtime["tf32"] = True
     if runtime != {"device": "cpu", "precision": "fp32", "cuda_graphs": False}:
@@ -168,7 +169,7 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     # rank 0 alone may delete stale state; every rank resumes from what it found
     resume = world.main_first(lambda: find_resume_point(state_dir, fingerprint))
 
-    run = _Run(model_name, training, total_steps, dev, world, precision, fast)
+    run = _Run(model_name, training, total_steps, dev, world, precision, fast, graphs)
     progress = _set_up(run, resume, init_checkpoint, model_cfg, train_rows, seed)
     where_info = _log_set_up(run, threads)
     where_info["tf32"] = tf32

@@ -25,16 +25,30 @@ class CapturedStep:
     `graph=False` (or a capture that fails) runs the same body eagerly each step: same
     static shapes and arithmetic, no graph (this path also runs on the CPU, which the tests
     use to check it against the plain eager step).
+
+    `compute_model` (precision bf16_weights): a bfloat16 copy of `model` runs the forward and
+    backward passes; its gradients are copied (as float32) into `model`'s, which are clipped
+    and stepped by the optimizer (float32 master weights and state), and the updated weights
+    are copied back into the copy. `model` stays the one that is saved.
     """
 
     WARMUP = 3
 
     def __init__(self, model, optimizer, data: StaticBatches, max_grad_norm, *, lr: torch.Tensor,
-                 precision: str = "fp32", scaler=None, graph: bool = True):  # fmt: skip
+                 precision: str = "fp32", scaler=None, graph: bool = True,
+                 compute_model=None):  # fmt: skip
         self.model, self.optimizer, self.data = model, optimizer, data
         self.max_grad_norm, self.lr, self.scaler = max_grad_norm, lr, scaler
         self.precision, self.device = precision, data.device
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.compute = compute_model if compute_model is not None else model
+        self.compute_params = [p for p in self.compute.parameters() if p.requires_grad]
+        if self.compute is not model:
+            if len(self.compute_params) != len(self.params):
+                raise ValueError("compute_model must have the parameters of model")
+            for p in self.params:  # master gradients: fixed buffers the copies land in
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         self.graph = None
         self.loss = None  # the last step's loss (a device tensor)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -43,16 +57,21 @@ class CapturedStep:
 
     def _body(self) -> torch.Tensor:
         opt, scaler = self.optimizer, self.scaler
-        opt.zero_grad(set_to_none=False)  # gradient buffers keep their addresses
+        master = self.compute is not self.model
+        # gradient buffers keep their addresses (the master ones are overwritten below)
+        (self.compute if master else opt).zero_grad(set_to_none=False)
         input_ids, labels = self.data.tensors()
         with autocast(self.device, self.precision, graph_safe=self.graph is not None):
-            loss = self.model(input_ids=input_ids, labels=labels, use_cache=False).loss
+            loss = self.compute(input_ids=input_ids, labels=labels, use_cache=False).loss
         if scaler is None:
             loss.backward()
         else:
             scaler.scale(loss).backward()
             if self.max_grad_norm:
                 scaler.unscale_(opt)
+        if master:  # bf16 gradients into the float32 master gradients
+            torch._foreach_copy_([p.grad for p in self.params],
+                                 [p.grad for p in self.compute_params])  # fmt: skip
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         if scaler is None:
@@ -60,7 +79,15 @@ class CapturedStep:
         else:
             scaler.step(opt)
             scaler.update()
+        if master:
+            self._copy_weights()
         return loss.detach()
+
+    @torch.no_grad()
+    def _copy_weights(self) -> None:
+        """The master weights into the compute copy (cast to its dtype)."""
+        if self.compute is not self.model:
+            torch._foreach_copy_(self.compute_params, self.params)
 
     def _snapshot(self) -> dict:
         state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
@@ -97,6 +124,10 @@ class CapturedStep:
                 self.scaler._growth_tracker.copy_(snap["scaler"][1])
         self.lr.copy_(snap["lr"])
         for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+        self._copy_weights()
+        for p in self.compute_params:
             if p.grad is not None:
                 p.grad.zero_()
 

@@ -3,6 +3,7 @@ model, data, optimizer and schedule, resumed progress, and the step (eager or ca
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import torch
 from ftlab import ddp
 from ftlab.batches import Batches, StaticBatches, make_batches, read_rows
 from ftlab.device import (
+    MASTER_WEIGHTS,
     autocast,
     check_precision,
     device_info,
@@ -44,7 +46,8 @@ class _Run:
     dev: torch.device
     world: ddp.World
     precision: str
-    fast: bool  # the captured step (CapturedStep), else the eager one
+    fast: bool  # the static step (CapturedStep), else the eager one
+    graphs: bool = False  # the static step captured as a CUDA graph
     model: Any = None
     net: Any = None  # DDP around the model with several processes, the model itself otherwise
     tokenizer: Any = None
@@ -75,16 +78,23 @@ class _Progress:
 
 
 def _set_up_device(device: str, precision: str, cuda_graphs: bool):
-    """(device, world, precision, whether the captured fast path runs)."""
+    """(device, world, precision, whether the static step runs, whether it is captured)."""
     dev = resolve_device(device)
     world = ddp.World.from_env(dev)  # several processes when launched (ftlab.launch)
     dev = world.device(dev)
     precision = check_precision(precision)
     # The captured step has no gradient all-reduce: data-parallel runs take the eager step.
-    fast = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
+    graphs = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
+    # Master weights live in the static step (captured or not, on any device).
+    static = graphs or precision in MASTER_WEIGHTS
+    if precision in MASTER_WEIGHTS and world.size > 1:
+        raise ValueError(
+            f"precision {precision} trains in one process (the static step); with "
+            f"{world.size} processes use precision bf16 (autocast) instead"
+        )
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # graph capture and streams use the current device
-    return dev, world, precision, fast
+    return dev, world, precision, static, graphs
 
 
 def _set_up(run: _Run, resume, init_checkpoint, model_cfg, train_rows, seed) -> _Progress:
@@ -123,12 +133,12 @@ def _set_up(run: _Run, resume, init_checkpoint, model_cfg, train_rows, seed) -> 
 
 def _make_optimizer(run: _Run) -> None:
     training, model = run.training, run.model
-    if run.fast:  # fused + capturable AdamW; lr a device tensor the captured step reads
+    if run.fast:  # lr a device tensor the static step reads; on CUDA fused + capturable AdamW
         run.lr_tensor = torch.tensor(float(training["lr"]), dtype=torch.float32, device=run.dev)
+        cuda = {"fused": True, "capturable": True} if run.dev.type == "cuda" else {}
         run.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=run.lr_tensor, weight_decay=training["weight_decay"],
-            fused=True, capturable=True,
-        )  # fmt: skip
+            model.parameters(), lr=run.lr_tensor, weight_decay=training["weight_decay"], **cuda
+        )
     else:
         run.optimizer = torch.optim.AdamW(
             model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"],
@@ -155,14 +165,18 @@ def _log_set_up(run: _Run, threads: int) -> dict:
 
 
 def _set_up_step(run: _Run, progress: _Progress, seed: int, where_info: dict) -> None:
-    """The captured step on the fast path, else the eager paths' autocast factory."""
+    """The static (captured) step on the fast path, else the eager paths' autocast factory."""
     if run.fast:
         batches = run.batches
         static = StaticBatches(batches.ids, batches.lengths, run.training["batch_size"], seed,
                                run.dev)  # fmt: skip
+        compute = None  # bf16_weights: a bf16 copy computes, run.model keeps the fp32 master
+        if run.precision in MASTER_WEIGHTS:
+            compute = copy.deepcopy(run.model).to(MASTER_WEIGHTS[run.precision])
         run.captured = CapturedStep(
             run.model, run.optimizer, static, run.max_grad_norm, lr=run.lr_tensor,
-            precision=run.precision, scaler=run.scaler, graph=True,
+            precision=run.precision, scaler=run.scaler, graph=run.graphs,
+            compute_model=compute,
         )  # fmt: skip
         run.captured.loss_sum.fill_(progress.loss_sum)  # from the checkpoint (0 when fresh)
         where_info["cuda_graphs"] = run.captured.graph is not None

@@ -1,3 +1,4 @@
+from ftlab.device import launcher_mixed_precision
 from ftlab.launch import as_plan, run_rule_stage
 from ftlab.runlog import setup_logging
 
@@ -16,7 +17,7 @@ run_rule_stage(
         threads=plan.threads if plan.launched else snakemake.threads,
         **settings,
     ),
-    mixed_precision="no" if settings["precision"] == "fp32" else settings["precision"],
+    mixed_precision=launcher_mixed_precision(settings["precision"]),
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.
