@@ -271,6 +271,9 @@ def test_bf16_weights_step_matches_a_hand_written_reference():
     for c, p in zip(step.compute.parameters(), master.parameters(), strict=True):
         assert c.dtype == torch.bfloat16 and torch.equal(c, p.to(torch.bfloat16))
     assert any((p - p.to(torch.bfloat16).float()).abs().max() > 0 for p in master.parameters())
+    # backward accumulated into the flat buffers' views (one copy kernel each way)
+    assert step.compute_params[0].grad.data_ptr() == step._flat_grads.data_ptr()
+    assert step.params[0].grad.data_ptr() == step._flat_master_grads.data_ptr()
 
 
 def test_bf16_weights_trains_and_resumes_bit_identical_on_the_cpu(tmp_path, monkeypatch):

@@ -44,11 +44,15 @@ class CapturedStep:
         self.compute = compute_model if compute_model is not None else model
         self.compute_params = [p for p in self.compute.parameters() if p.requires_grad]
         if self.compute is not model:
-            if len(self.compute_params) != len(self.params):
+            shapes = [p.shape for p in self.params]
+            if [p.shape for p in self.compute_params] != shapes:
                 raise ValueError("compute_model must have the parameters of model")
-            for p in self.params:  # master gradients: fixed buffers the copies land in
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
+            # One flat buffer each for the copy's weights and gradients and the master
+            # gradients, so each copy between them is one kernel, not one per tensor. The
+            # master weights stay separate tensors (they are what the checkpoints save).
+            self._flat_weights = _flatten(self.compute_params)
+            self._flat_grads = _flat_grads(self.compute_params)
+            self._flat_master_grads = _flat_grads(self.params)
         self.graph = None
         self.loss = None  # the last step's loss (a device tensor)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -58,8 +62,10 @@ class CapturedStep:
     def _body(self) -> torch.Tensor:
         opt, scaler = self.optimizer, self.scaler
         master = self.compute is not self.model
-        # gradient buffers keep their addresses (the master ones are overwritten below)
-        (self.compute if master else opt).zero_grad(set_to_none=False)
+        if master:  # the master gradients are overwritten below
+            self._flat_grads.zero_()
+        else:
+            opt.zero_grad(set_to_none=False)  # gradient buffers keep their addresses
         input_ids, labels = self.data.tensors()
         with autocast(self.device, self.precision, graph_safe=self.graph is not None):
             loss = self.compute(input_ids=input_ids, labels=labels, use_cache=False).loss
@@ -70,8 +76,7 @@ class CapturedStep:
             if self.max_grad_norm:
                 scaler.unscale_(opt)
         if master:  # bf16 gradients into the float32 master gradients
-            torch._foreach_copy_([p.grad for p in self.params],
-                                 [p.grad for p in self.compute_params])  # fmt: skip
+            self._flat_master_grads.copy_(self._flat_grads)
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         if scaler is None:
@@ -87,7 +92,7 @@ class CapturedStep:
     def _copy_weights(self) -> None:
         """The master weights into the compute copy (cast to its dtype)."""
         if self.compute is not self.model:
-            torch._foreach_copy_(self.compute_params, self.params)
+            self._flat_weights.copy_(torch.cat([p.reshape(-1) for p in self.params]))
 
     def _snapshot(self) -> dict:
         state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
@@ -127,9 +132,8 @@ class CapturedStep:
             if p.grad is not None:
                 p.grad.zero_()
         self._copy_weights()
-        for p in self.compute_params:
-            if p.grad is not None:
-                p.grad.zero_()
+        if self.compute is not self.model:
+            self._flat_grads.zero_()
 
     def _capture(self) -> None:
         snap = self._snapshot()
@@ -168,3 +172,26 @@ class CapturedStep:
         value = self.loss_sum.item()
         self.loss_sum.zero_()
         return value
+
+
+@torch.no_grad()
+def _flatten(params: list[torch.Tensor]) -> torch.Tensor:
+    """The params' values in one new buffer; each param becomes a view into it."""
+    flat = torch.cat([p.reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
+
+def _flat_grads(params: list[torch.Tensor]) -> torch.Tensor:
+    """A zeroed buffer whose views become the params' .grad (backward accumulates into them
+    in place, as into any existing gradient)."""
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
+                       device=params[0].device)  # fmt: skip
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat

@@ -1,0 +1,117 @@
+"""Operators in one static training step of the paper model, per precision (CPU, a few s).
+
+    python benchmarks/step_ops.py [--precisions fp32,bf16,bf16_weights] [--batch 128]
+
+On a GPU the paper model's step is bound by how many kernels it runs, not by arithmetic
+(../shared/docs/gpu-notes.md): a captured step replays one kernel per operator. This counts,
+on the CPU, the ATen operators of one step of ftlab.train_graph.CapturedStep (graph=False: the
+same body the CUDA graph records) for each precision:
+- `kernel ops`: leaf operators that compute or copy (views such as t/view/transpose, and
+  operators on 0-dim values only, mostly Python scalars the CPU wraps, left out), a proxy for
+  the kernels a captured step launches on the GPU (CPU and CUDA implementations split a few
+  operators differently, e.g. attention, so compare precisions, not absolutes);
+- `casts`: of those, dtype conversions (aten::_to_copy / copy_ across dtypes), the work
+  autocast adds to every step and bf16_weights removes;
+- the step's CPU time (median of --repeat, one thread; not a GPU figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ftlab.batches import StaticBatches  # noqa: E402
+from ftlab.device import MASTER_WEIGHTS  # noqa: E402
+from ftlab.modeling import build_model  # noqa: E402
+from ftlab.tokenizer import build_char_tokenizer  # noqa: E402
+from ftlab.train_graph import CapturedStep  # noqa: E402
+
+PAPER_MODEL = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256,
+               "init_std": 0.1}  # fmt: skip
+VIEWS = {
+    "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::t", "aten::transpose",
+    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::slice", "aten::narrow",
+    "aten::select", "aten::detach", "aten::alias", "aten::as_strided", "aten::permute",
+    "aten::split", "aten::unbind", "aten::_unsafe_view", "aten::lift_fresh", "aten::empty",
+    "aten::empty_like", "aten::empty_strided", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::contiguous", "aten::result_type", "aten::is_nonzero", "aten::item",
+    "aten::_local_scalar_dense", "aten::size", "aten::stride", "aten::numel",
+    "aten::to",  # a leaf `to` is a no-op (same dtype and device); a real one has children
+}  # fmt: skip
+
+
+def make_step(precision: str, batch: int, width: int, n_rows: int) -> CapturedStep:
+    tok = build_char_tokenizer(model_max_length=PAPER_MODEL["max_length"])
+    torch.manual_seed(0)
+    model = build_model(PAPER_MODEL, tok).train()
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(width // 2, width + 1, (n_rows,), generator=gen)
+    ids = torch.randint(4, len(tok), (n_rows, width), generator=gen).to(torch.uint8)
+    ids[torch.arange(width)[None, :] >= lengths[:, None]] = tok.pad_token_id
+    data = StaticBatches(ids, lengths, batch, 1, "cpu")
+    lr = torch.tensor(3e-4)
+    # fused, as the GPU path's (the CPU's default for-loop AdamW runs ~15 operators a tensor)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
+    compute = None
+    if precision in MASTER_WEIGHTS:
+        compute = copy.deepcopy(model).to(MASTER_WEIGHTS[precision])
+    return CapturedStep(model, opt, data, 1.0, lr=lr, precision=precision, graph=False,
+                        compute_model=compute)  # fmt: skip
+
+
+def count_ops(step: CapturedStep, at: int) -> tuple[int, int, Counter]:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step.run(at, 3e-4)
+    leaves: Counter = Counter()
+    casts = 0
+    for event in prof.events():
+        if not event.name.startswith("aten::") or event.name in VIEWS:
+            continue
+        if any(c.name.startswith("aten::") for c in event.cpu_children):
+            continue  # counted through its children
+        if all(len(shape) == 0 for shape in event.input_shapes if isinstance(shape, list)):
+            continue  # 0-dim values only: mostly Python scalars the CPU wraps, no GPU kernel
+        leaves[event.name] += 1
+        parent = event.cpu_parent
+        if event.name == "aten::copy_" and parent is not None and parent.name == "aten::_to_copy":
+            casts += 1
+    return sum(leaves.values()), casts, leaves
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--precisions", default="fp32,bf16,bf16_weights")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--width", type=int, default=57, help="static row width (the paper's rows)")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"paper model {PAPER_MODEL}, batch {args.batch} x width {args.width}, torch "
+          f"{torch.__version__}, CPU, 1 thread")  # fmt: skip
+    print(f"{'precision':<14}{'kernel ops':>11}{'casts':>7}{'step (CPU)':>12}")
+    for precision in [p for p in args.precisions.split(",") if p]:
+        step = make_step(precision, args.batch, args.width, n_rows=4 * args.batch)
+        for s in range(1, 3):  # optimizer state and gradient buffers exist from here on
+            step.run(s, 3e-4)
+        n_ops, casts, _ = count_ops(step, 3)
+        times = []
+        for s in range(4, 4 + args.repeat):
+            t0 = time.perf_counter()
+            step.run(s, 3e-4)
+            times.append(time.perf_counter() - t0)
+        print(f"{precision:<14}{n_ops:>11}{casts:>7}{statistics.median(times) * 1e3:>10.0f}ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
