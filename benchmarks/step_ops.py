@@ -6,12 +6,12 @@ On a GPU the paper model's step is bound by how many kernels it runs, not by ari
 (../shared/docs/gpu-notes.md): a captured step replays one kernel per operator. This counts,
 on the CPU, the ATen operators of one step of ftlab.train_graph.CapturedStep (graph=False: the
 same body the CUDA graph records) for each precision:
-- `kernel ops`: leaf operators that compute or copy (views such as t/view/transpose, and
-  operators on 0-dim values only, mostly Python scalars the CPU wraps, left out), a proxy for
-  the kernels a captured step launches on the GPU (CPU and CUDA implementations split a few
-  operators differently, e.g. attention, so compare precisions, not absolutes);
-- `casts`: of those, dtype conversions (aten::_to_copy / copy_ across dtypes), the work
-  autocast adds to every step and bf16_weights removes;
+- `ops`: the outermost operators called (from Python or the autograd engine; views such as
+  t/view/transpose, no-op `to` and conversions of 0-dim values, Python scalars the CPU
+  wraps, left out), a proxy for the kernels a captured step launches on a GPU (a GPU
+  splits some into a few kernels and fuses none, so compare precisions, not absolutes);
+- `casts`: of those, dtype conversions, the work autocast adds to every step and
+  bf16_weights removes;
 - the step's CPU time (median of --repeat, one thread; not a GPU figure).
 """
 
@@ -46,7 +46,6 @@ VIEWS = {
     "aten::empty_like", "aten::empty_strided", "aten::resolve_conj", "aten::resolve_neg",
     "aten::contiguous", "aten::result_type", "aten::is_nonzero", "aten::item",
     "aten::_local_scalar_dense", "aten::size", "aten::stride", "aten::numel",
-    "aten::to",  # a leaf `to` is a no-op (same dtype and device); a real one has children
 }  # fmt: skip
 
 
@@ -70,22 +69,28 @@ def make_step(precision: str, batch: int, width: int, n_rows: int) -> CapturedSt
 
 
 def count_ops(step: CapturedStep, at: int) -> tuple[int, int, Counter]:
+    """(operators, dtype conversions, operators by name) of step `at`: the outermost ATen
+    calls (from Python or the autograd engine), each counted once however the CPU splits it
+    (a foreach or fused operator is one or a few kernels on a GPU, a per-tensor loop here)."""
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step.run(at, 3e-4)
-    leaves: Counter = Counter()
+    ops: Counter = Counter()
     casts = 0
     for event in prof.events():
+        parent = event.cpu_parent
         if not event.name.startswith("aten::") or event.name in VIEWS:
             continue
-        if any(c.name.startswith("aten::") for c in event.cpu_children):
-            continue  # counted through its children
-        if all(len(shape) == 0 for shape in event.input_shapes if isinstance(shape, list)):
-            continue  # 0-dim values only: mostly Python scalars the CPU wraps, no GPU kernel
-        leaves[event.name] += 1
-        parent = event.cpu_parent
-        if event.name == "aten::copy_" and parent is not None and parent.name == "aten::_to_copy":
-            casts += 1
-    return sum(leaves.values()), casts, leaves
+        if parent is not None and parent.name.startswith("aten::"):
+            continue  # inside an operator counted already
+        children = [c for c in event.cpu_children if c.name.startswith("aten::")]
+        if event.name == "aten::to" and not children:
+            continue  # same dtype and device: a no-op
+        first = event.input_shapes[0] if event.input_shapes else []
+        if event.name == "aten::to" and not first:
+            continue  # a 0-dim value's conversion: Python scalars the CPU wraps
+        ops[event.name] += 1
+        casts += event.name in ("aten::to", "aten::_to_copy")
+    return sum(ops.values()), casts, ops
 
 
 def main(argv=None) -> int:
@@ -98,7 +103,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     print(f"paper model {PAPER_MODEL}, batch {args.batch} x width {args.width}, torch "
           f"{torch.__version__}, CPU, 1 thread")  # fmt: skip
-    print(f"{'precision':<14}{'kernel ops':>11}{'casts':>7}{'step (CPU)':>12}")
+    print(f"{'precision':<14}{'ops':>6}{'casts':>7}{'step (CPU)':>12}")
     for precision in [p for p in args.precisions.split(",") if p]:
         step = make_step(precision, args.batch, args.width, n_rows=4 * args.batch)
         for s in range(1, 3):  # optimizer state and gradient buffers exist from here on
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             step.run(s, 3e-4)
             times.append(time.perf_counter() - t0)
-        print(f"{precision:<14}{n_ops:>11}{casts:>7}{statistics.median(times) * 1e3:>10.0f}ms")
+        print(f"{precision:<14}{n_ops:>6}{casts:>7}{statistics.median(times) * 1e3:>10.0f}ms")
     return 0
 
 
