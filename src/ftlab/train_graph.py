@@ -15,8 +15,9 @@ log = logging.getLogger("ftlab.train")
 class CapturedStep:
     """The whole optimizer step on static buffers, captured as one CUDA graph (gpu-notes.md).
 
-    Forward (attention_mask=None, use_cache=False), backward, gradient clipping
-    (foreach, no host sync), optional fp16 loss scaling and the fused capturable AdamW step
+    Forward (attention_mask=None, use_cache=False), backward (into fresh gradients),
+    gradient clipping (foreach, no host sync), optional fp16 loss scaling and the fused
+    capturable AdamW step
     are recorded once and replayed per step; between replays only the batch indices
     (`data.load`) and the learning rate tensor change. Warm-up iterations on a side stream
     precede the capture; they run with lr 0, and the parameters, optimizer state and loss
@@ -47,11 +48,10 @@ class CapturedStep:
             shapes = [p.shape for p in self.params]
             if [p.shape for p in self.compute_params] != shapes:
                 raise ValueError("compute_model must have the parameters of model")
-            # One flat buffer each for the copy's weights and gradients and the master
-            # gradients, so each copy between them is one kernel, not one per tensor. The
-            # master weights stay separate tensors (they are what the checkpoints save).
+            # Flat buffers for the copy's weights and the master gradients, so each copy
+            # between the two models is a concatenation and one cast, not a kernel per tensor.
+            # The master weights stay separate tensors (they are what the checkpoints save).
             self._flat_weights = _flatten(self.compute_params)
-            self._flat_grads = _flat_grads(self.compute_params)
             self._flat_master_grads = _flat_grads(self.params)
         self.graph = None
         self.loss = None  # the last step's loss (a device tensor)
@@ -62,10 +62,12 @@ class CapturedStep:
     def _body(self) -> torch.Tensor:
         opt, scaler = self.optimizer, self.scaler
         master = self.compute is not self.model
-        if master:  # the master gradients are overwritten below
-            self._flat_grads.zero_()
-        else:
-            opt.zero_grad(set_to_none=False)  # gradient buffers keep their addresses
+        # No zeroing kernel and no accumulation: backward writes fresh gradients. In the
+        # capture they come from the graph's memory pool, so every replay rewrites the same
+        # tensors, which p.grad keeps (the whole-network capture of torch's CUDA graph docs);
+        # only this Python-level reset is not replayed. (The master gradients are a fixed
+        # buffer, overwritten below.)
+        (self.compute if master else opt).zero_grad(set_to_none=True)
         input_ids, labels = self.data.tensors()
         with autocast(self.device, self.precision, graph_safe=self.graph is not None):
             loss = self.compute(input_ids=input_ids, labels=labels, use_cache=False).loss
@@ -76,7 +78,8 @@ class CapturedStep:
             if self.max_grad_norm:
                 scaler.unscale_(opt)
         if master:  # bf16 gradients into the float32 master gradients
-            self._flat_master_grads.copy_(self._flat_grads)
+            self._flat_master_grads.copy_(torch.cat([_grad(p).reshape(-1)
+                                                     for p in self.compute_params]))  # fmt: skip
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         if scaler is None:
@@ -131,9 +134,11 @@ class CapturedStep:
         for p in self.params:
             if p.grad is not None:
                 p.grad.zero_()
-        self._copy_weights()
         if self.compute is not self.model:
-            self._flat_grads.zero_()
+            self._copy_weights()
+            for p in self.compute_params:
+                if p.grad is not None:
+                    p.grad.zero_()
 
     def _capture(self) -> None:
         snap = self._snapshot()
@@ -185,9 +190,16 @@ def _flatten(params: list[torch.Tensor]) -> torch.Tensor:
     return flat
 
 
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:
+        raise RuntimeError(f"a parameter of shape {tuple(p.shape)} got no gradient: "
+                           "precision bf16_weights needs every parameter in the loss")  # fmt: skip
+    return p.grad
+
+
 def _flat_grads(params: list[torch.Tensor]) -> torch.Tensor:
-    """A zeroed buffer whose views become the params' .grad (backward accumulates into them
-    in place, as into any existing gradient)."""
+    """A zeroed buffer whose views become the params' .grad (the master gradients: written
+    by one copy per step, read by clipping and the optimizer)."""
     flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
                        device=params[0].device)  # fmt: skip
     offset = 0
