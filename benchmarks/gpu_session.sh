@@ -11,10 +11,12 @@
 # GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments.
 # Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
 # benchmarks/measured/h100-2026-11-26/; left: launch, llm past its 170 s, and world's new
-# replay_only_fp32, fast_fp32_tf32 and fast_bf16_weights (next session:
-# GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=420, then at once, while the machine is warm,
-# GPU_SESSION_PARTS=world GPU_SESSION_WORLD_S=230
-# GPU_SESSION_WORLD_ARGS="--precisions fp32,fp32+tf32,bf16_weights").
+# replay_only_fp32 and the fast-path options added since (tf32, bf16_weights, torch_compile).
+# Next session, one call each while the machine stays warm (device time is 900 s in all):
+#   GPU_SESSION_PARTS="device_tests world" GPU_SESSION_WORLD_S=260 GPU_SESSION_WORLD_ARGS=
+#     "--share 1 --precisions fp32,fp32+compile,bf16_weights,bf16_weights+compile"  (issue 8;
+#     device_tests first: the captured step changed since its last GPU run, untested there)
+#   GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=(what is left, <= 420)          (10, 14)
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)

@@ -9,10 +9,11 @@
    checkpoint says it trained on cuda and GPU memory was allocated. Evaluates it (batch auto).
 2. Optimizer steps/s of the paper model (6 layers x 128 hidden) at batch 128 over --steps
    (>= 2,000) on the tiny study's multitask rows, through ftlab.train.run_training: the eager
-   GPU loop vs the captured fast path (fp32, fp32 with tf32, bf16/fp16 mixed precision, and
-   bf16_weights), in one run, with the fast/eager ratio; the captured step alone in a tight
-   loop (replay_only_fp32: the loop's host work vs the step's own time); optionally --share N
-   concurrent fast-path processes on the one GPU (aggregate steps/s = sum of their rates).
+   GPU loop vs the captured fast path (fp32, fp32 with tf32, bf16/fp16 mixed precision,
+   bf16_weights, and with torch_compile), in one run, with the fast/eager ratio; the
+   captured step alone in a tight loop (replay_only_fp32: the loop's host work vs the step's
+   own time); optionally --share N concurrent fast-path processes on the one GPU (aggregate
+   steps/s = sum of their rates).
 3. Greedy-evaluation rows/s of the trained paper model at --eval-batch sizes (GPU 256 and
    2048): the KV-cache loop, the static-KV-cache decoder eager and with its per-token step
    captured as a CUDA graph, and HF generate() (ratios to the loop and to generate; answers
@@ -137,10 +138,12 @@ def _log_rate(out_dir: Path, skip: int) -> float:
 
 def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str,
                precision: str, graphs: bool, tag: str,
-               launcher: str | None = None, tf32: bool = False) -> dict:  # fmt: skip
+               launcher: str | None = None, tf32: bool = False,
+               torch_compile: bool = False) -> dict:  # fmt: skip
     """One training run of run_training; launcher (torchrun): the same call as the one
     process of a launched job (ftlab.launch's worker), started by that launcher. tf32: the
-    config key (float32 matmuls in TF32); reset afterwards, as it is process-wide."""
+    config key (float32 matmuls in TF32); reset afterwards, as it is process-wide.
+    torch_compile: the config key (the step's model compiled before the capture)."""
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = root / "speed" / tag
@@ -155,6 +158,7 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         total_steps=n_steps, saved_steps=[n_steps], out_dir=str(out),
         state_dir=str(root / "speed-state" / tag), threads=2, device=dev,
         precision=precision, cuda_graphs=graphs, **({"tf32": True} if tf32 else {}),
+        **({"torch_compile": True} if torch_compile else {}),
     )  # fmt: skip
     t0 = time.perf_counter()
     if launcher is None:
@@ -176,6 +180,7 @@ def train_once(root: Path, rows: Path, model_cfg: dict, n_steps: int, batch: int
         "final_loss": final_loss,
         "captured": info.get("cuda_graphs"),
         "tf32": info.get("tf32"),
+        "torch_compile": info.get("torch_compile"),
         **(gpu_mem(dev) if launcher is None else {"launcher": launcher}),
         "checkpoint": str(out / f"checkpoint-{n_steps}"),
     }
@@ -419,8 +424,8 @@ def main(argv=None) -> int:
     ap.add_argument("--share", type=int, default=None, help="concurrent fast runs (GPU 4)")
     ap.add_argument(
         "--precisions",
-        default="fp32,fp32+tf32,bf16,fp16,bf16_weights",
-        help="fast-path precisions (+tf32: with the tf32 config key)",
+        default="fp32,fp32+tf32,bf16,fp16,bf16_weights,fp32+compile,bf16_weights+compile",
+        help="fast-path precisions (+tf32, +compile: with the tf32 / torch_compile config key)",
     )
     ap.add_argument(
         "--launch-only",
@@ -483,10 +488,11 @@ def main(argv=None) -> int:
         print("eager fp32:", json.dumps(speed["eager_fp32"]), flush=True)
         if dev == "cuda":
             for prec in [p for p in args.precisions.split(",") if p]:
-                base, tf32 = prec.removesuffix("+tf32"), prec.endswith("+tf32")
-                tag = f"fast_{base}" + ("_tf32" if tf32 else "")
+                base, *extras = prec.split("+")
+                tf32, compiled = "tf32" in extras, "compile" in extras
+                tag = "_".join(["fast", base, *extras])
                 speed[tag] = train_once(root, rows, model_cfg, n_steps, batch, dev, base, True,
-                                        tag, tf32=tf32)  # fmt: skip
+                                        tag, tf32=tf32, torch_compile=compiled)  # fmt: skip
                 print(f"fast {prec}:", json.dumps(speed[tag]), flush=True)
             if "fast_fp32" in speed:
                 speed["ratio_fast_vs_eager_fp32"] = round(

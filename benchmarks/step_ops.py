@@ -49,7 +49,8 @@ VIEWS = {
 }  # fmt: skip
 
 
-def make_step(precision: str, batch: int, width: int, n_rows: int) -> CapturedStep:
+def make_step(precision: str, batch: int, width: int, n_rows: int,
+              compiled: bool = False) -> CapturedStep:  # fmt: skip
     tok = build_char_tokenizer(model_max_length=PAPER_MODEL["max_length"])
     torch.manual_seed(0)
     model = build_model(PAPER_MODEL, tok).train()
@@ -65,7 +66,7 @@ def make_step(precision: str, batch: int, width: int, n_rows: int) -> CapturedSt
     if precision in MASTER_WEIGHTS:
         compute = copy.deepcopy(model).to(MASTER_WEIGHTS[precision])
     return CapturedStep(model, opt, data, 1.0, lr=lr, precision=precision, graph=False,
-                        compute_model=compute)  # fmt: skip
+                        compute_model=compute, compile_model=compiled)  # fmt: skip
 
 
 def count_ops(step: CapturedStep, at: int) -> tuple[int, int, Counter]:
@@ -95,7 +96,9 @@ def count_ops(step: CapturedStep, at: int) -> tuple[int, int, Counter]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--precisions", default="fp32,bf16,bf16_weights")
+    ap.add_argument("--precisions", default="fp32,bf16,bf16_weights,fp32+compile",
+                    help="+compile: the torch_compile config key (its time only: inductor's "
+                    "generated kernels are not ATen operators)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--width", type=int, default=57, help="static row width (the paper's rows)")
     ap.add_argument("--repeat", type=int, default=5)
@@ -104,17 +107,18 @@ def main(argv=None) -> int:
     print(f"paper model {PAPER_MODEL}, batch {args.batch} x width {args.width}, torch "
           f"{torch.__version__}, CPU, 1 thread")  # fmt: skip
     print(f"{'precision':<14}{'ops':>6}{'casts':>7}{'step (CPU)':>12}")
-    for precision in [p for p in args.precisions.split(",") if p]:
-        step = make_step(precision, args.batch, args.width, n_rows=4 * args.batch)
-        for s in range(1, 3):  # optimizer state and gradient buffers exist from here on
+    for name in [p for p in args.precisions.split(",") if p]:
+        precision, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+        step = make_step(precision, args.batch, args.width, 4 * args.batch, compiled)
+        for s in range(1, 3):  # optimizer state exists (and the model is compiled) from here on
             step.run(s, 3e-4)
-        n_ops, casts, _ = count_ops(step, 3)
+        n_ops, casts = ("-", "-") if compiled else count_ops(step, 3)[:2]
         times = []
         for s in range(4, 4 + args.repeat):
             t0 = time.perf_counter()
             step.run(s, 3e-4)
             times.append(time.perf_counter() - t0)
-        print(f"{precision:<14}{n_ops:>6}{casts:>7}{statistics.median(times) * 1e3:>10.0f}ms")
+        print(f"{name:<14}{n_ops:>6}{casts:>7}{statistics.median(times) * 1e3:>10.0f}ms")
     return 0
 
 

@@ -324,6 +324,55 @@ def test_config_refuses_bf16_weights_with_several_training_processes():
     validate_config({"study": "x", "precision": "bf16", "resources": {"train": {"gpus": 2}}})
 
 
+# -- torch_compile (an option): the static step's model compiled by inductor -----------------
+def test_torch_compile_static_step_follows_the_uncompiled_one():
+    tok, ids, lengths = encoded(100)
+    m1, plain = _static_step(tok, ids, lengths)
+    m2, compiled = _static_step(tok, ids, lengths)
+    compiled.forward = torch.compile(compiled.compute, dynamic=False)  # what compile_model sets
+    for s in range(1, 9):
+        plain.run(s, 1e-3)
+        compiled.run(s, 1e-3)
+        torch.testing.assert_close(compiled.loss, plain.loss, rtol=1e-4, atol=1e-5)
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(p2, p1, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_compile_trains_and_resumes_bit_identical_on_the_cpu(tmp_path, monkeypatch):
+    from ftlab.config import ConfigError, validate_config
+    from ftlab.study import Study
+    from ftlab.world import settings
+
+    ref = run(tmp_path, name="ref", device="cpu", torch_compile=True)
+    plain = run(tmp_path, name="plain", device="cpu")
+    meta = info(ref)
+    assert meta["torch_compile"] is True and meta["runtime"]["torch_compile"] is True
+    assert meta["fingerprint"] != info(plain)["fingerprint"]
+    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
+    assert loss(ref) == pytest.approx(loss(plain), abs=1e-3)
+    real = train.CapturedStep.run
+
+    def dies(self, step, lr):
+        if step == 14:
+            raise RuntimeError("killed")
+        return real(self, step, lr)
+
+    monkeypatch.setattr(train.CapturedStep, "run", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path, name="resumed", device="cpu", torch_compile=True)
+    monkeypatch.undo()
+    out = run(tmp_path, name="resumed", device="cpu", torch_compile=True)
+    a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
+    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+    cfg = validate_config({"study": "x", "torch_compile": True})
+    assert settings.training(cfg, next(iter(Study(cfg).models)))["torch_compile"] is True
+    with pytest.raises(ConfigError, match="'torch_compile': trains in one process"):
+        validate_config({"study": "x", "torch_compile": True,
+                         "resources": {"train": {"gpus": 2}}})  # fmt: skip
+
+
 def test_evaluate_device_and_auto_batch(tmp_path):
     from ftlab import evaluate
 

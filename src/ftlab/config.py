@@ -128,6 +128,11 @@ def _launch_problems(cfg: dict) -> list[str]:
                 f"'resources.train' asks for {plan.world_size}; use precision bf16 (autocast) "
                 "with several processes"
             )
+        if family == "train" and cfg.get("torch_compile") and plan.launched:
+            problems.append(
+                "config key 'torch_compile': trains in one process, but 'resources.train' "
+                f"asks for {plan.world_size}"
+            )
     return problems
 
 

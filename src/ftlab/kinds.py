@@ -41,6 +41,7 @@ COMMON_KEYS = (
     "precision",
     "cuda_graphs",
     "tf32",
+    "torch_compile",
     "resources",
 )
 

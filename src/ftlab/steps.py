@@ -132,6 +132,7 @@ def train_model(
     cuda_graphs: bool,
     meta: dict,
     tf32: bool = False,
+    torch_compile: bool = False,
 ) -> None:
     from ftlab.train import run_training
 
@@ -152,6 +153,7 @@ def train_model(
         precision=precision,
         cuda_graphs=cuda_graphs,
         tf32=tf32,
+        torch_compile=torch_compile,
         meta=meta,
     )
 

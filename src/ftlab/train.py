@@ -101,6 +101,7 @@ def run_training(
     precision: str = "fp32",
     cuda_graphs: bool = True,
     tf32: bool = False,
+    torch_compile: bool = False,
 ) -> None:
     """Train (or resume) one model and publish its checkpoints to out_dir.
 
@@ -111,8 +112,9 @@ def run_training(
     device: auto | cpu | cuda[:N]; precision: fp32 | bf16 | fp16 (mixed precision) |
     bf16_weights (bf16 compute, fp32 master weights, the static step on any device; see
     ftlab.device); cuda_graphs: on a CUDA device, run the captured fast step (CapturedStep);
-    tf32: on a CUDA device, float32 matmuls in TF32 (ftlab.device.use_tf32). All are recorded
-    in ftlab_checkpoint.json with the GPU's name.
+    tf32: on a CUDA device, float32 matmuls in TF32 (ftlab.device.use_tf32); torch_compile:
+    the static step's model compiled by torch.compile (any device, one process). All are
+    recorded in ftlab_checkpoint.json with the GPU's name.
     """
     _run(
         model_name=model_name,
@@ -132,14 +134,16 @@ def run_training(
         precision=precision,
         cuda_graphs=cuda_graphs,
         tf32=tf32,
+        torch_compile=torch_compile,
     )
 
 
 def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, total_steps,
          saved_steps, out_dir: Path, state_dir: Path, log_path, threads, meta, device,
-         precision, cuda_graphs, tf32) -> None:  # fmt: skip
+         precision, cuda_graphs, tf32, torch_compile) -> None:  # fmt: skip
     torch.set_num_threads(threads)
-    dev, world, precision, fast, graphs = _set_up_device(device, precision, cuda_graphs)
+    dev, world, precision, fast, graphs = _set_up_device(device, precision, cuda_graphs,
+                                                         torch_compile)  # fmt: skip
     tf32 = use_tf32(dev, tf32)  # False on the CPU, where it changes nothing
     transformers.utils.logging.disable_progress_bar()  # no shard-writing bars in job logs
     saved = sorted({int(s) for s in saved_steps})
@@ -161,6 +165,8 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     runtime = {"device": dev.type, "precision": precision, "cuda_graphs": graphs}
     if tf32:  # only when on: GPU runs without it keep their fingerprints
         runtime["tf32"] = True
+    if torch_compile:  # other kernels, other float rounding
+        runtime["torch_compile"] = True
     if runtime != {"device": "cpu", "precision": "fp32", "cuda_graphs": False}:
         inputs["runtime"] = runtime  # CPU fp32 keeps the fingerprint it always had
     if world.size > 1:  # same rows per step, but float sums in another order
@@ -169,10 +175,12 @@ def _run(*, model_name, train_rows, init_checkpoint, model_cfg, training, seed, 
     # rank 0 alone may delete stale state; every rank resumes from what it found
     resume = world.main_first(lambda: find_resume_point(state_dir, fingerprint))
 
-    run = _Run(model_name, training, total_steps, dev, world, precision, fast, graphs)
+    run = _Run(model_name, training, total_steps, dev, world, precision, fast, graphs,
+               bool(torch_compile))  # fmt: skip
     progress = _set_up(run, resume, init_checkpoint, model_cfg, train_rows, seed)
     where_info = _log_set_up(run, threads)
     where_info["tf32"] = tf32
+    where_info["torch_compile"] = bool(torch_compile)
     _set_up_step(run, progress, seed, where_info)
     save = partial(_save, state_dir=state_dir, inputs=inputs, fingerprint=fingerprint,
                    details={"init_checkpoint": init_checkpoint}, runtime=where_info,

@@ -17,11 +17,11 @@ class CapturedStep:
 
     Forward (attention_mask=None, use_cache=False), backward (into fresh gradients),
     gradient clipping (foreach, no host sync), optional fp16 loss scaling and the fused
-    capturable AdamW step
-    are recorded once and replayed per step; between replays only the batch indices
-    (`data.load`) and the learning rate tensor change. Warm-up iterations on a side stream
-    precede the capture; they run with lr 0, and the parameters, optimizer state and loss
-    scaler are restored afterwards, so they leave no trace in the training.
+    capturable AdamW step (the model optionally compiled by torch.compile first) are recorded
+    once and replayed per step; between replays only the batch indices (`data.load`) and the
+    learning rate tensor change. Warm-up iterations on a side stream precede the capture;
+    they run with lr 0, and the parameters, optimizer state and loss scaler are restored
+    afterwards, so they leave no trace in the training.
 
     `graph=False` (or a capture that fails) runs the same body eagerly each step: same
     static shapes and arithmetic, no graph (this path also runs on the CPU, which the tests
@@ -37,13 +37,16 @@ class CapturedStep:
 
     def __init__(self, model, optimizer, data: StaticBatches, max_grad_norm, *, lr: torch.Tensor,
                  precision: str = "fp32", scaler=None, graph: bool = True,
-                 compute_model=None):  # fmt: skip
+                 compute_model=None, compile_model: bool = False):  # fmt: skip
         self.model, self.optimizer, self.data = model, optimizer, data
         self.max_grad_norm, self.lr, self.scaler = max_grad_norm, lr, scaler
         self.precision, self.device = precision, data.device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.compute = compute_model if compute_model is not None else model
         self.compute_params = [p for p in self.compute.parameters() if p.requires_grad]
+        # torch_compile: the forward (and, through it, the backward) compiled by inductor;
+        # fixed shapes, so it compiles once, in the first warm-up step or the first step.
+        self.forward = torch.compile(self.compute, dynamic=False) if compile_model else self.compute
         if self.compute is not model:
             shapes = [p.shape for p in self.params]
             if [p.shape for p in self.compute_params] != shapes:
@@ -54,6 +57,10 @@ class CapturedStep:
             self._flat_weights = _flatten(self.compute_params)
             self._flat_master_grads = _flat_grads(self.params)
         self.graph = None
+        # Autocast without its cast cache where a graph is captured, in the warm-up steps
+        # too: a compiled model then sees the same autocast state in both (no recompile
+        # inside the capture).
+        self.graph_safe = graph
         self.loss = None  # the last step's loss (a device tensor)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         if graph:
@@ -69,8 +76,8 @@ class CapturedStep:
         # buffer, overwritten below.)
         (self.compute if master else opt).zero_grad(set_to_none=True)
         input_ids, labels = self.data.tensors()
-        with autocast(self.device, self.precision, graph_safe=self.graph is not None):
-            loss = self.compute(input_ids=input_ids, labels=labels, use_cache=False).loss
+        with autocast(self.device, self.precision, graph_safe=self.graph_safe):
+            loss = self.forward(input_ids=input_ids, labels=labels, use_cache=False).loss
         if scaler is None:
             loss.backward()
         else:
@@ -152,7 +159,7 @@ class CapturedStep:
                     self._body()
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            self.graph = graph  # _body sees it: autocast without its cast cache
+            self.graph = graph
             with torch.cuda.graph(graph):
                 self.loss = self._body()
         except Exception as err:  # noqa: BLE001 - any capture failure: run the same step eagerly

@@ -48,6 +48,7 @@ class _Run:
     precision: str
     fast: bool  # the static step (CapturedStep), else the eager one
     graphs: bool = False  # the static step captured as a CUDA graph
+    compiled: bool = False  # the static step's model compiled by torch.compile
     model: Any = None
     net: Any = None  # DDP around the model with several processes, the model itself otherwise
     tokenizer: Any = None
@@ -77,7 +78,7 @@ class _Progress:
     elapsed0: float = 0.0  # elapsed_s of the steps before this process (a resume)
 
 
-def _set_up_device(device: str, precision: str, cuda_graphs: bool):
+def _set_up_device(device: str, precision: str, cuda_graphs: bool, torch_compile: bool = False):
     """(device, world, precision, whether the static step runs, whether it is captured)."""
     dev = resolve_device(device)
     world = ddp.World.from_env(dev)  # several processes when launched (ftlab.launch)
@@ -85,13 +86,15 @@ def _set_up_device(device: str, precision: str, cuda_graphs: bool):
     precision = check_precision(precision)
     # The captured step has no gradient all-reduce: data-parallel runs take the eager step.
     graphs = bool(cuda_graphs) and dev.type == "cuda" and world.size == 1
-    # Master weights live in the static step (captured or not, on any device).
-    static = graphs or precision in MASTER_WEIGHTS
+    # Master weights and the compiled model live in the static step (any device).
+    static = graphs or precision in MASTER_WEIGHTS or bool(torch_compile)
     if precision in MASTER_WEIGHTS and world.size > 1:
         raise ValueError(
             f"precision {precision} trains in one process (the static step); with "
             f"{world.size} processes use precision bf16 (autocast) instead"
         )
+    if torch_compile and world.size > 1:
+        raise ValueError(f"torch_compile trains in one process (the static step), not {world.size}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # graph capture and streams use the current device
     return dev, world, precision, static, graphs
@@ -176,7 +179,7 @@ def _set_up_step(run: _Run, progress: _Progress, seed: int, where_info: dict) ->
         run.captured = CapturedStep(
             run.model, run.optimizer, static, run.max_grad_norm, lr=run.lr_tensor,
             precision=run.precision, scaler=run.scaler, graph=run.graphs,
-            compute_model=compute,
+            compute_model=compute, compile_model=run.compiled,
         )  # fmt: skip
         run.captured.loss_sum.fill_(progress.loss_sum)  # from the checkpoint (0 when fresh)
         where_info["cuda_graphs"] = run.captured.graph is not None

@@ -86,8 +86,9 @@ def training(cfg: dict, model: str, study: Study | None = None) -> dict:
             "mixture": spec.mixture or "multitask",
         },
     }
-    if cfg["tf32"]:  # only a non-default choice enters params: finished models stay done
-        settings["tf32"] = True
+    for key in ("tf32", "torch_compile"):  # only a non-default choice enters params:
+        if cfg[key]:  # finished models stay done
+            settings[key] = True
     return settings
 
 
