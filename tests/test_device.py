@@ -179,13 +179,13 @@ def _eager_run(tok, ids, lengths, n_steps, mult):
     return model, out
 
 
-def _static_step(tok, ids, lengths):
+def _static_step(tok, ids, lengths, **kw):
     torch.manual_seed(1)
     model = build_model(MODEL, tok)
     lr = torch.tensor(1e-3)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=False)
     data = train.StaticBatches(ids, lengths, 8, 1, "cpu")
-    return model, train.CapturedStep(model, opt, data, 1.0, lr=lr, graph=False)
+    return model, train.CapturedStep(model, opt, data, 1.0, lr=lr, graph=False, **kw)
 
 
 def test_static_step_matches_eager_step_and_schedule():
@@ -328,8 +328,8 @@ def test_config_refuses_bf16_weights_with_several_training_processes():
 def test_torch_compile_static_step_follows_the_uncompiled_one():
     tok, ids, lengths = encoded(100)
     m1, plain = _static_step(tok, ids, lengths)
-    m2, compiled = _static_step(tok, ids, lengths)
-    compiled.forward = torch.compile(compiled.compute, dynamic=False)  # what compile_model sets
+    m2, compiled = _static_step(tok, ids, lengths, compile_model=True)
+    assert compiled.forward is not compiled.model  # the compiled module
     for s in range(1, 9):
         plain.run(s, 1e-3)
         compiled.run(s, 1e-3)
