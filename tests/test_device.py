@@ -53,6 +53,27 @@ def info(out, step=20):
     return json.loads((out / f"checkpoint-{step}" / "ftlab_checkpoint.json").read_text())
 
 
+def final_loss(out) -> float:
+    return float((out / "training_log.csv").read_text().splitlines()[-1].split(",")[2])
+
+
+def killed_and_resumed(tmp_path, monkeypatch, **over):
+    """The final weights of a run killed at step 14 (after checkpoint-10) and re-run."""
+    real = train.CapturedStep.run
+
+    def dies(self, step, lr):
+        if step == 14:
+            raise RuntimeError("killed")
+        return real(self, step, lr)
+
+    monkeypatch.setattr(train.CapturedStep, "run", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path, name="resumed", **over)
+    monkeypatch.undo()
+    out = run(tmp_path, name="resumed", **over)
+    return load_file(str(out / "checkpoint-20" / "model.safetensors"))
+
+
 # -- device / precision resolution ----------------------------------------------------------
 def test_resolve_device():
     assert D.resolve_device("cpu") == torch.device("cpu")
@@ -282,22 +303,10 @@ def test_bf16_weights_trains_and_resumes_bit_identical_on_the_cpu(tmp_path, monk
     meta = info(ref)
     assert (meta["precision"], meta["cuda_graphs"], meta["runtime"]["precision"]) == (
         "bf16_weights", False, "bf16_weights")  # fmt: skip
-    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
-    assert loss(ref) != loss(fp32) and loss(ref) == pytest.approx(loss(fp32), abs=0.05)
-    real = train.CapturedStep.run
-
-    def dies(self, step, lr):
-        if step == 14:
-            raise RuntimeError("killed")
-        return real(self, step, lr)
-
-    monkeypatch.setattr(train.CapturedStep, "run", dies)
-    with pytest.raises(RuntimeError, match="killed"):
-        run(tmp_path, name="resumed", device="cpu", precision="bf16_weights")
-    monkeypatch.undo()
-    out = run(tmp_path, name="resumed", device="cpu", precision="bf16_weights")
+    bf16, exact = final_loss(ref), final_loss(fp32)
+    assert bf16 != exact and bf16 == pytest.approx(exact, abs=0.05)
     a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
-    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    b = killed_and_resumed(tmp_path, monkeypatch, device="cpu", precision="bf16_weights")
     assert all(v.dtype == torch.float32 and torch.equal(v, b[k]) for k, v in a.items())
 
 
@@ -348,22 +357,9 @@ def test_torch_compile_trains_and_resumes_bit_identical_on_the_cpu(tmp_path, mon
     meta = info(ref)
     assert meta["torch_compile"] is True and meta["runtime"]["torch_compile"] is True
     assert meta["fingerprint"] != info(plain)["fingerprint"]
-    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
-    assert loss(ref) == pytest.approx(loss(plain), abs=1e-3)
-    real = train.CapturedStep.run
-
-    def dies(self, step, lr):
-        if step == 14:
-            raise RuntimeError("killed")
-        return real(self, step, lr)
-
-    monkeypatch.setattr(train.CapturedStep, "run", dies)
-    with pytest.raises(RuntimeError, match="killed"):
-        run(tmp_path, name="resumed", device="cpu", torch_compile=True)
-    monkeypatch.undo()
-    out = run(tmp_path, name="resumed", device="cpu", torch_compile=True)
+    assert final_loss(ref) == pytest.approx(final_loss(plain), abs=1e-3)
     a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
-    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    b = killed_and_resumed(tmp_path, monkeypatch, device="cpu", torch_compile=True)
     assert all(torch.equal(v, b[k]) for k, v in a.items())
 
     cfg = validate_config({"study": "x", "torch_compile": True})
@@ -393,8 +389,8 @@ def test_gpu_fast_path_trains_on_the_gpu(tmp_path):
     assert torch.cuda.max_memory_allocated() > 0
     eager = run(tmp_path, name="eager", device="cuda", cuda_graphs=False)
     assert info(eager)["cuda_graphs"] is False
-    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
-    assert loss(out) == pytest.approx(loss(eager), abs=2e-3)  # same training, other kernels
+    # same training, other kernels
+    assert final_loss(out) == pytest.approx(final_loss(eager), abs=2e-3)
 
 
 @cuda
@@ -409,8 +405,7 @@ def test_gpu_tf32_training(tmp_path):
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     assert info(out)["tf32"] is True and info(exact)["tf32"] is False
     assert info(out)["fingerprint"] != info(exact)["fingerprint"]
-    loss = lambda o: float((o / "training_log.csv").read_text().splitlines()[-1].split(",")[2])  # noqa: E731
-    assert loss(out) == pytest.approx(loss(exact), abs=2e-2)
+    assert final_loss(out) == pytest.approx(final_loss(exact), abs=2e-2)
 
 
 @cuda
@@ -418,20 +413,8 @@ def test_gpu_tf32_training(tmp_path):
 def test_gpu_resume_within_tolerance(tmp_path, monkeypatch, precision):
     """Killed after checkpoint-10 and re-run: same final weights within float tolerance."""
     ref = run(tmp_path, name="ref", device="cuda", precision=precision)
-    real = train.CapturedStep.run
-
-    def dies(self, step, lr):
-        if step == 14:
-            raise RuntimeError("killed")
-        return real(self, step, lr)
-
-    monkeypatch.setattr(train.CapturedStep, "run", dies)
-    with pytest.raises(RuntimeError, match="killed"):
-        run(tmp_path, name="resumed", device="cuda", precision=precision)
-    monkeypatch.undo()
-    out = run(tmp_path, name="resumed", device="cuda", precision=precision)
     a = load_file(str(ref / "checkpoint-20" / "model.safetensors"))
-    b = load_file(str(out / "checkpoint-20" / "model.safetensors"))
+    b = killed_and_resumed(tmp_path, monkeypatch, device="cuda", precision=precision)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
 
