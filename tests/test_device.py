@@ -394,6 +394,22 @@ def test_gpu_fast_path_trains_on_the_gpu(tmp_path):
 
 
 @cuda
+@pytest.mark.parametrize(
+    "options",
+    [{"precision": "bf16_weights"}, {"torch_compile": True},
+     {"precision": "bf16_weights", "torch_compile": True}],
+)  # fmt: skip
+def test_gpu_options_are_captured(tmp_path, options):
+    """bf16_weights and torch_compile run inside the captured graph (a failed capture would
+    fall back to the eager body with a warning) and train as the eager fp32 loop does."""
+    out = run(tmp_path, name="opt", device="cuda", cuda_graphs=True, **options)
+    assert info(out)["cuda_graphs"] is True
+    assert info(out)["torch_compile"] is bool(options.get("torch_compile"))
+    eager = run(tmp_path, name="eager", device="cuda", cuda_graphs=False)
+    assert final_loss(out) == pytest.approx(final_loss(eager), abs=5e-2)
+
+
+@cuda
 def test_gpu_tf32_training(tmp_path):
     """tf32: the matmul setting is on, recorded, in the fingerprint; the training is the
     fp32 one within TF32's rounding."""
