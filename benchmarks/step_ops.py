@@ -1,6 +1,6 @@
 """Operators in one static training step of the paper model, per precision (CPU, a few s).
 
-    python benchmarks/step_ops.py [--precisions fp32,bf16,bf16_weights] [--batch 128]
+    python benchmarks/step_ops.py [--precisions fp32,bf16,bf16_weights,fp32+compile] [--batch 128]
 
 On a GPU the paper model's step is bound by how many kernels it runs, not by arithmetic
 (../shared/docs/gpu-notes.md): a captured step replays one kernel per operator. This counts,
@@ -18,7 +18,6 @@ same body the CUDA graph records) for each precision:
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -30,14 +29,14 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from gpu_world import PAPER_MODEL as GPU_WORLD_PAPER_MODEL  # noqa: E402
+
 from ftlab.batches import StaticBatches  # noqa: E402
-from ftlab.device import MASTER_WEIGHTS  # noqa: E402
 from ftlab.modeling import build_model  # noqa: E402
 from ftlab.tokenizer import build_char_tokenizer  # noqa: E402
-from ftlab.train_graph import CapturedStep  # noqa: E402
+from ftlab.train_graph import CapturedStep, compute_copy  # noqa: E402
 
-PAPER_MODEL = {"layers": 6, "hidden": 128, "heads": 4, "ffn": 512, "max_length": 256,
-               "init_std": 0.1}  # fmt: skip
+PAPER_MODEL = {**GPU_WORLD_PAPER_MODEL, "init_std": 0.1}  # gpu_world.py's paper model
 VIEWS = {
     "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::t", "aten::transpose",
     "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::slice", "aten::narrow",
@@ -62,11 +61,9 @@ def make_step(precision: str, batch: int, width: int, n_rows: int,
     lr = torch.tensor(3e-4)
     # fused, as the GPU path's (the CPU's default for-loop AdamW runs ~15 operators a tensor)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
-    compute = None
-    if precision in MASTER_WEIGHTS:
-        compute = copy.deepcopy(model).to(MASTER_WEIGHTS[precision])
     return CapturedStep(model, opt, data, 1.0, lr=lr, precision=precision, graph=False,
-                        compute_model=compute, compile_model=compiled)  # fmt: skip
+                        compute_model=compute_copy(model, precision),
+                        compile_model=compiled)  # fmt: skip
 
 
 def count_ops(step: CapturedStep, at: int) -> tuple[int, int, Counter]:

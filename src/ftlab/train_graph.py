@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
 
 from ftlab.batches import StaticBatches
-from ftlab.device import autocast
+from ftlab.device import MASTER_WEIGHTS, autocast
 
 log = logging.getLogger("ftlab.train")
 
@@ -42,12 +43,13 @@ class CapturedStep:
         self.max_grad_norm, self.lr, self.scaler = max_grad_norm, lr, scaler
         self.precision, self.device = precision, data.device
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.compute = compute_model if compute_model is not None else model
+        self.master = compute_model is not None  # bf16_weights: model holds the masters
+        self.compute = compute_model if self.master else model
         self.compute_params = [p for p in self.compute.parameters() if p.requires_grad]
         # torch_compile: the forward (and, through it, the backward) compiled by inductor;
         # fixed shapes, so it compiles once, in the first warm-up step or the first step.
         self.forward = torch.compile(self.compute, dynamic=False) if compile_model else self.compute
-        if self.compute is not model:
+        if self.master:
             shapes = [p.shape for p in self.params]
             if [p.shape for p in self.compute_params] != shapes:
                 raise ValueError("compute_model must have the parameters of model")
@@ -67,8 +69,7 @@ class CapturedStep:
             self._capture()
 
     def _body(self) -> torch.Tensor:
-        opt, scaler = self.optimizer, self.scaler
-        master = self.compute is not self.model
+        opt, scaler, master = self.optimizer, self.scaler, self.master
         # No zeroing kernel and no accumulation: backward writes fresh gradients. In the
         # capture they come from the graph's memory pool, so every replay rewrites the same
         # tensors, which p.grad keeps (the whole-network capture of torch's CUDA graph docs);
@@ -101,8 +102,7 @@ class CapturedStep:
     @torch.no_grad()
     def _copy_weights(self) -> None:
         """The master weights into the compute copy (cast to its dtype)."""
-        if self.compute is not self.model:
-            self._flat_weights.copy_(torch.cat([p.reshape(-1) for p in self.params]))
+        self._flat_weights.copy_(torch.cat([p.reshape(-1) for p in self.params]))
 
     def _snapshot(self) -> dict:
         state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
@@ -141,7 +141,7 @@ class CapturedStep:
         for p in self.params:
             if p.grad is not None:
                 p.grad.zero_()
-        if self.compute is not self.model:
+        if self.master:
             self._copy_weights()
             for p in self.compute_params:
                 if p.grad is not None:
@@ -186,14 +186,26 @@ class CapturedStep:
         return value
 
 
+def compute_copy(model, precision: str):
+    """The compute copy of `model` for a master-weight precision (bf16_weights: a bfloat16
+    copy), else None: the model computes itself."""
+    if precision not in MASTER_WEIGHTS:
+        return None
+    return copy.deepcopy(model).to(MASTER_WEIGHTS[precision])
+
+
+def _views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """flat cut into consecutive views shaped like params."""
+    sizes = [p.numel() for p in params]
+    return [v.view_as(p) for v, p in zip(flat.split(sizes), params, strict=True)]
+
+
 @torch.no_grad()
 def _flatten(params: list[torch.Tensor]) -> torch.Tensor:
     """The params' values in one new buffer; each param becomes a view into it."""
     flat = torch.cat([p.reshape(-1) for p in params])
-    offset = 0
-    for p in params:
-        p.data = flat[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
+    for p, view in zip(params, _views(flat, params), strict=True):
+        p.data = view
     return flat
 
 
@@ -209,8 +221,6 @@ def _flat_grads(params: list[torch.Tensor]) -> torch.Tensor:
     by one copy per step, read by clipping and the optimizer)."""
     flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
                        device=params[0].device)  # fmt: skip
-    offset = 0
-    for p in params:
-        p.grad = flat[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
+    for p, view in zip(params, _views(flat, params), strict=True):
+        p.grad = view
     return flat

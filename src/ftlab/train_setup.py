@@ -3,7 +3,6 @@ model, data, optimizer and schedule, resumed progress, and the step (eager or ca
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from ftlab.train_checkpoints import (
     seed_everything,
 )
 from ftlab.train_eager import lr_multiplier
-from ftlab.train_graph import CapturedStep
+from ftlab.train_graph import CapturedStep, compute_copy
 
 log = logging.getLogger("ftlab.train")
 
@@ -173,13 +172,11 @@ def _set_up_step(run: _Run, progress: _Progress, seed: int, where_info: dict) ->
         batches = run.batches
         static = StaticBatches(batches.ids, batches.lengths, run.training["batch_size"], seed,
                                run.dev)  # fmt: skip
-        compute = None  # bf16_weights: a bf16 copy computes, run.model keeps the fp32 master
-        if run.precision in MASTER_WEIGHTS:
-            compute = copy.deepcopy(run.model).to(MASTER_WEIGHTS[run.precision])
         run.captured = CapturedStep(
             run.model, run.optimizer, static, run.max_grad_norm, lr=run.lr_tensor,
             precision=run.precision, scaler=run.scaler, graph=run.graphs,
-            compute_model=compute, compile_model=run.compiled,
+            compute_model=compute_copy(run.model, run.precision),  # run.model: the masters
+            compile_model=run.compiled,
         )  # fmt: skip
         run.captured.loss_sum.fill_(progress.loss_sum)  # from the checkpoint (0 when fresh)
         where_info["cuda_graphs"] = run.captured.graph is not None
