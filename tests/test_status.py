@@ -240,6 +240,26 @@ def test_group_job_found_by_the_plugins_group_names(tmp_path):
     assert latest[slurmjobs.job_key("train_base", {"model": "base_seed1"})].job_id == "125"
 
 
+def test_checkpoint_jobs_found_grouped_or_alone(half_done, tmp_path):
+    """Under the profile a checkpoint's evaluation and probe are one SLURM job (group
+    checkpoint_<model>_<step>, ftlab.slurm.checkpoint_group): status finds it for both jobs,
+    although the DAG it builds has no cluster executor; a run that kept them apart
+    (FTLAB_SLURM_CHECKPOINT_GROUP=0) is found by each job's own rule and wildcards."""
+    logs = tmp_path / "slurm_logs"
+    for rel in (
+        "group_checkpoint_ftwb1-1_seed1_6_evaluate_represent/301.log",
+        "rule_represent/base_seed1_44/302.log",
+    ):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_text("")
+    _, jobs, _ = status.collect(str(TINY), workdir=half_done, use_slurm=False, slurm_logdir=logs)
+    k = by_key(jobs)
+    assert k[("evaluate", "ftwb1-1_seed1", 6)].slurm.job_id == "301"
+    assert k[("represent", "ftwb1-1_seed1", 6)].slurm.job_id == "301"
+    assert k[("represent", "base_seed1", 44)].slurm.job_id == "302"
+    assert k[("train_finetune", "ftwb1-2_seed1", None)].slurm is None
+
+
 def test_queued_jobs_of_another_study_are_not_this_ones(tmp_path, monkeypatch):
     """A pending job has no log yet, so squeue is all status knows of it: only jobs submitted
     from this study's work dir count, though another study queues the same rule+wildcards."""

@@ -111,6 +111,17 @@ def save(workdir: Path, plan: dict) -> None:
 
 
 # -- the plan, taken from a built DAG --------------------------------------------------------
+def declared_group(job) -> str | None:
+    """The group of a job's rule (its `group:` or the workflow's, e.g. checkpoint_{model}_{step})
+    with the job's wildcards filled in. Snakemake's `job.group` is None outside a cluster
+    executor or a dry run, as in the DAG that status builds; the SLURM job to look up for the
+    job is its group's all the same."""
+    from snakemake.io import apply_wildcards
+
+    group = getattr(job.rule, "_group", None)  # the rule's own, not the executor-gated property
+    return apply_wildcards(group, job.wildcards_dict) if isinstance(group, str) else None
+
+
 def from_dag(workflow, key: str) -> dict:
     """The job graph of a built DAG, with what ``needrun`` compares against."""
     from snakemake.io import is_flagged
@@ -161,7 +172,7 @@ def from_dag(workflow, key: str) -> dict:
                 "input": [str(f) for f in job.input],
                 "ancient": {str(f) for f in job.input if f.is_ancient},
                 "benchmark": str(job.benchmark) if job.benchmark else None,
-                "group": job.group if isinstance(getattr(job, "group", None), str) else None,
+                "group": declared_group(job),
                 "target": target,
                 "has_products": job.has_products(include_logfiles=False),
                 "norun": bool(job.rule.norun),

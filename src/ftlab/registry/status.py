@@ -136,10 +136,11 @@ def collect(
             st.state = "pending"
             st.reason = "; ".join(need[i])
         if st.state != "done":
+            # one SLURM job ran the group's jobs (several: the newest); a grouped rule may also
+            # have run alone (FTLAB_SLURM_CHECKPOINT_GROUP=0, another profile)
             group = job["group"]
-            if group:  # one SLURM job ran the group's jobs (several: the newest)
-                sj = slurmjobs.group_job(slurm, group)
-            else:
+            sj = slurmjobs.group_job(slurm, group) if group else None
+            if sj is None:
                 sj = slurm.get(slurmjobs.job_key(job["rule"], wc))
             if sj is not None:
                 st.slurm = sj
