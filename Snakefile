@@ -20,10 +20,6 @@ for rules_file in KIND.rule_files:
 if report_in_head():
     workflow.localrules(*KIND.report_rules)
 
-# A checkpoint's evaluation and probe run as one cluster job: one scheduling pass and one
-# Snakemake start instead of two (ftlab.slurm.checkpoint_group; local runs ignore groups).
-checkpoint_group(workflow, KIND.checkpoint_rules)
-
 
 report: "report/workflow.rst"
 

@@ -67,11 +67,7 @@ def family(name: str) -> str:
     name = name.removeprefix("rule_").removesuffix(".tsv")
     if name.startswith("group_data") or name in {"cities", "task_split", "mixture", "multitask"}:
         return "data"
-    # a checkpoint's evaluation and probe: one group job under the profile
-    # (ftlab.slurm.checkpoint_group), two jobs with FTLAB_SLURM_CHECKPOINT_GROUP=0
-    if name.startswith("group_checkpoint") or name in {"evaluate", "represent"}:
-        return "checkpoint"
-    for fam in ("train", "plot", "tables"):
+    for fam in ("train", "plot", "evaluate", "represent", "tables"):
         if name.startswith(fam):
             return "plots" if fam == "plot" else fam
     return name

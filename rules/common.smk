@@ -22,7 +22,7 @@ from ftlab.kinds import get_kind
 from ftlab.launch import LaunchError, plan_for, slurm_resources
 from ftlab.paths import Layout
 from ftlab.signatures import remember_signatures
-from ftlab.slurm import checkpoint_group, report_in_head
+from ftlab.slurm import report_in_head
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 

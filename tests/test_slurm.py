@@ -112,23 +112,17 @@ def test_tiny_study_runs_as_slurm_jobs(runs):
     in_head = [r for r in re.findall(r"^localrule (\w+):$", log, re.M) if r != "all"]
     assert sorted(in_head) == sorted(r for r in report for _ in range(per_rule[r])), in_head
     assert len(in_head) == 5, in_head
-    # the data rules run as one group job (rules/data.smk group "data"), each checkpoint's
-    # evaluation and probe as one (ftlab.slurm.checkpoint_group), every other job alone
-    checkpoints = per_rule["evaluate"]
-    assert checkpoints == per_rule["represent"] == 4
-    assert len(re.findall(r"Group job checkpoint_\S+_\d+ ", log)) == checkpoints
-    assert len(jobs) == planned - data + 1 - len(in_head) - checkpoints, jobs
+    # the data rules run as one group job (rules/data.smk group "data"), every other job alone
+    assert len(jobs) == planned - data + 1 - len(in_head), jobs
     assert (jobs.state == "COMPLETED").all(), jobs[jobs.state != "COMPLETED"]
-    # the data group asks the profile's group_cpus (2, the node's CPUs), not its 20 members'
-    # sum; a checkpoint group 2 (two 1-thread jobs side by side); every other job 1 CPU
-    assert sorted(jobs.cpus.astype(int)) == [1] * (len(jobs) - 1 - checkpoints) + [2] * (
-        1 + checkpoints
-    ), jobs
+    # the group job asks the profile's group_cpus (2, the node's CPUs), not its 20 members'
+    # sum; every other job of the tiny study asks 1 CPU (threads: 1)
+    assert sorted(jobs.cpus.astype(int)) == [1] * (len(jobs) - 1) + [2], jobs
     # every ready job is queued at once (cpu_slots is scoped local, not a global cap of 2):
-    # after the base model, its 3 fine-tunes and its checkpoint group are in the queue together
+    # after the base model, its 3 fine-tunes, evaluation and probe are in the queue together
     events = sorted([(t, 1) for t in jobs.submit] + [(t, -1) for t in jobs.end])
     in_queue = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
-    assert max(in_queue) >= 4, jobs
+    assert max(in_queue) >= 5, jobs
     # one Snakemake per job, in its batch step (ftlab.slurm.run_jobs_in_batch_step): no srun
     # step (N.0) started a second one
     steps = subprocess.run(
@@ -315,37 +309,3 @@ def test_profile_keys_are_snakemake_options():
     for profile in (read_profile(REPO / "slurm"), workflow_profile):
         assert set(profile) - options == set()
     assert read_profile(REPO / "slurm")["set-resource-scopes"] == {"cpu_slots": "local"}
-
-
-def _checkpoint_groups(tmp_path, *args: str, env: dict | None = None) -> list[tuple[str, str]]:
-    """(group, its rules) of every checkpoint group job of a dry run of the tiny study under
-    the profile (no cluster needed)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *PROFILE, "--configfile", str(TINY),
-         "-d", str(tmp_path), *args],
-        cwd=REPO, env={**_env(), **(env or {})}, capture_output=True, text=True,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    blocks = re.split(r"^\[.*\] Group job ", out.stdout, flags=re.M)[1:]
-    found = []
-    for block in blocks:
-        name = block.split()[0]
-        if name.startswith("checkpoint_"):
-            rules = re.findall(r"^    rule (\w+):$", block.split("\n\n[")[0], re.M)
-            found.append((name, ",".join(sorted(rules))))
-    return sorted(found)
-
-
-def test_checkpoint_evaluation_and_probe_are_one_slurm_job(tmp_path):
-    """Under the profile each checkpoint's evaluate and represent jobs form one group job
-    (ftlab.slurm.checkpoint_group + the profile's group-components); they stay apart when the
-    site gives the two rules different resources (a GPU partition for evaluate only: Snakemake
-    refuses a group whose jobs ask different partitions) or FTLAB_SLURM_CHECKPOINT_GROUP=0."""
-    groups = _checkpoint_groups(tmp_path / "a")
-    assert groups == [
-        (f"checkpoint_{unit}", "evaluate,represent")
-        for unit in ("base_seed1_44", "ftwb1-1_seed1_6", "ftwb1-2_seed1_6", "ftwb2-1_seed1_10")
-    ], groups
-    gpu_partition = ("--set-resources", "evaluate:slurm_partition=gpu")
-    assert _checkpoint_groups(tmp_path / "b", *gpu_partition) == []
-    assert _checkpoint_groups(tmp_path / "c", env={"FTLAB_SLURM_CHECKPOINT_GROUP": "0"}) == []

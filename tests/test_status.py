@@ -240,24 +240,28 @@ def test_group_job_found_by_the_plugins_group_names(tmp_path):
     assert latest[slurmjobs.job_key("train_base", {"model": "base_seed1"})].job_id == "125"
 
 
-def test_checkpoint_jobs_found_grouped_or_alone(half_done, tmp_path):
-    """Under the profile a checkpoint's evaluation and probe are one SLURM job (group
-    checkpoint_<model>_<step>, ftlab.slurm.checkpoint_group): status finds it for both jobs,
-    although the DAG it builds has no cluster executor; a run that kept them apart
-    (FTLAB_SLURM_CHECKPOINT_GROUP=0) is found by each job's own rule and wildcards."""
-    logs = tmp_path / "slurm_logs"
+def test_grouped_jobs_found_by_their_group_job(tmp_path):
+    """The data rules run as one SLURM job (rules/data.smk group "data"): status finds it for
+    each of them, although the DAG it builds has no cluster executor (Snakemake's job.group
+    is None there); a job of a grouped rule that ran alone is found by its rule and wildcards."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    grouped, alone = tmp_path / "grouped", tmp_path / "alone"
     for rel in (
-        "group_checkpoint_ftwb1-1_seed1_6_evaluate_represent/301.log",
-        "rule_represent/base_seed1_44/302.log",
+        "grouped/group_data_cities_eval_sets_mixture_multitask_task_split/301.log",
+        "grouped/rule_train_base/base_seed1/302.log",
+        "alone/rule_cities/303.log",
     ):
-        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (logs / rel).write_text("")
-    _, jobs, _ = status.collect(str(TINY), workdir=half_done, use_slurm=False, slurm_logdir=logs)
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    _, jobs, _ = status.collect(str(TINY), workdir=wd, use_slurm=False, slurm_logdir=grouped)
     k = by_key(jobs)
-    assert k[("evaluate", "ftwb1-1_seed1", 6)].slurm.job_id == "301"
-    assert k[("represent", "ftwb1-1_seed1", 6)].slurm.job_id == "301"
-    assert k[("represent", "base_seed1", 44)].slurm.job_id == "302"
-    assert k[("train_finetune", "ftwb1-2_seed1", None)].slurm is None
+    data = [j for j in jobs if j.rule in ("cities", "task_split", "mixture", "eval_sets")]
+    assert len(data) == 1 + 14 + 3 + 1 and {j.slurm.job_id for j in data} == {"301"}
+    assert k[("train_base", "base_seed1", None)].slurm.job_id == "302"
+    assert k[("evaluate", "base_seed1", 44)].slurm is None
+    _, jobs, _ = status.collect(str(TINY), workdir=wd, use_slurm=False, slurm_logdir=alone)
+    assert by_key(jobs)[("cities", "(study)", None)].slurm.job_id == "303"
 
 
 def test_queued_jobs_of_another_study_are_not_this_ones(tmp_path, monkeypatch):

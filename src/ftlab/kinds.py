@@ -92,10 +92,6 @@ class StudyKind:
     # they run in the head process (Snakemake local rules), not as cluster jobs; see
     # ftlab.slurm.report_in_head.
     report_rules: tuple[str, ...] = ()
-    # Rules with one job per checkpoint that read only that checkpoint and small shared files
-    # (the world model's evaluation and probe). Under a cluster executor a checkpoint's jobs
-    # of these rules run as one cluster job; see ftlab.slurm.checkpoint_group.
-    checkpoint_rules: tuple[str, ...] = ()
 
 
 def lookup_unit(units: dict, name: str, what: str, study: str):

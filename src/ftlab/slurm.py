@@ -323,40 +323,6 @@ def report_in_head(environ=os.environ) -> bool:
     return environ.get(REPORT_ON_CLUSTER_ENV, "") in ("", "0")
 
 
-CHECKPOINT_GROUP_ENV = "FTLAB_SLURM_CHECKPOINT_GROUP"  # =0: a checkpoint's jobs apart
-CHECKPOINT_GROUP = "checkpoint_{model}_{step}"
-
-
-def checkpoint_group(workflow, rules, environ=os.environ) -> str | None:
-    """Run each checkpoint's jobs of `rules` (the kind's checkpoint_rules: the world model's
-    evaluation and probe) as one cluster job: one sbatch, one scheduling pass and one
-    Snakemake start instead of one per rule, side by side on the group's CPUs (Snakemake asks
-    for the sum of both jobs' threads, memory and GPUs, and the longer runtime). Both jobs
-    read only the checkpoint and small shared files and take minutes; as separate 1-CPU jobs
-    each paid ~2 CPU-s of Snakemake start-up, a third of a tiny study's job.
-
-    Snakemake refuses a group whose jobs ask for different string resources (a partition),
-    so the rules are grouped only when the profile's `set-resources` give them the same
-    values (the shipped profile does unless the site sets a GPU partition, model or flags for
-    `gpu_rules` and only one of the rules is listed there). FTLAB_SLURM_CHECKPOINT_GROUP=0
-    keeps them apart; `--groups` on the command line wins as always. Local runs ignore groups.
-
-    A checkpoint's jobs of these rules depend on its model, not on each other: they are
-    separate connected components of one group id, which the profile merges
-    (`group-components: {"checkpoint_{model}_{step}": 2}` in slurm/config.yaml; Snakemake
-    reads that setting only after the workflow is parsed). Without it each job is a group of
-    one, as if ungrouped. Returns the group name pattern, or None when the rules stay apart."""
-    rules = [workflow.get_rule(r) for r in rules]
-    if len(rules) < 2 or environ.get(CHECKPOINT_GROUP_ENV, "") not in ("", "1"):
-        return None
-    site = workflow.resource_settings.overwrite_resources
-    if any((site.get(r.name) or {}) != (site.get(rules[0].name) or {}) for r in rules):
-        return None
-    for rule in rules:
-        rule.group = CHECKPOINT_GROUP
-    return CHECKPOINT_GROUP
-
-
 def run_jobs_in_batch_step(environ=os.environ) -> bool:
     """Run each SLURM job with one Snakemake, in the job's batch step.
 

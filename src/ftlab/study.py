@@ -347,5 +347,4 @@ KIND = StudyKind(
     matrix=Study,
     check=check_config,
     report_rules=("tables", "plot_ftwb_heatmap", "plot_actual_minus_expected", "plot_probes"),
-    checkpoint_rules=("evaluate", "represent"),
 )

@@ -112,10 +112,10 @@ def save(workdir: Path, plan: dict) -> None:
 
 # -- the plan, taken from a built DAG --------------------------------------------------------
 def declared_group(job) -> str | None:
-    """The group of a job's rule (its `group:` or the workflow's, e.g. checkpoint_{model}_{step})
-    with the job's wildcards filled in. Snakemake's `job.group` is None outside a cluster
-    executor or a dry run, as in the DAG that status builds; the SLURM job to look up for the
-    job is its group's all the same."""
+    """The group of a job's rule (its `group:`, e.g. the data rules' "data") with the job's
+    wildcards filled in. Snakemake's `job.group` is None outside a cluster executor or a dry
+    run, as in the DAG that status builds; under SLURM the job ran in its group's job all the
+    same, and that is the SLURM job to show."""
     from snakemake.io import apply_wildcards
 
     group = getattr(job.rule, "_group", None)  # the rule's own, not the executor-gated property

@@ -137,7 +137,7 @@ def collect(
             st.reason = "; ".join(need[i])
         if st.state != "done":
             # one SLURM job ran the group's jobs (several: the newest); a grouped rule may also
-            # have run alone (FTLAB_SLURM_CHECKPOINT_GROUP=0, another profile)
+            # have run alone (a run with other `--groups`)
             group = job["group"]
             sj = slurmjobs.group_job(slurm, group) if group else None
             if sj is None:
