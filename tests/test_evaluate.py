@@ -1,6 +1,7 @@
 """Greedy evaluation: metrics/sample files, per-task multitask results, batching invariance."""
 
 import json
+import math
 import random
 
 import pytest
@@ -122,10 +123,11 @@ def test_scores_of_known_outputs(checkpoint, tmp_path, monkeypatch):
         checkpoint=str(checkpoint), eval_sets=sets, out_metrics=metrics_p,
         out_samples=samples_p, rows_per_set=None, batch_size=4, meta={"model": "m", "step": 7},
     )  # fmt: skip
-    assert calls == [max(len(r.split("=")[1]) for r in rows) + 2]
+    longest = max(len(r.split("=")[0]) + 2 for r in rows)  # <bos>, prompt and its '='
+    assert calls == [min(20, MODEL["max_length"] - longest)]  # the paper's budget, capped
     res = {r["task"]: r for r in json.loads(open(metrics_p).read())["results"]}
     # rows 0,3,6 distance (right, junk, right); 1,4,7 compass (junk, right, junk); 2,5,8 inside
-    assert res["distance"]["value"] == pytest.approx(4025 / 3)
+    assert res["distance"]["value"] == pytest.approx(math.hypot(3600, 1800) / 3)
     assert res["distance"]["n_unparsable"] == 1
     assert res["compass"]["value"] == pytest.approx(1 / 3) and res["compass"]["n_unparsable"] == 2
     assert res["inside"]["value"] == pytest.approx(2 / 3) and res["inside"]["n_unparsable"] == 1
@@ -137,11 +139,56 @@ def test_batching_does_not_change_greedy_outputs(checkpoint):
     prompts = [r.split("=")[0] + "=" for r in _rows(40, 9)]
     one = ev.greedy_decode(model, tok, prompts, batch_size=1, max_new_tokens=6)
     assert len(set(one)) > 3  # a random model, but not a constant one
-    # At most 6 tokens each, cut before <eos>; other special tokens are kept as literal text.
+    # At most 6 tokens each, cut before <eos>; special tokens are dropped, as the paper's
+    # batch_decode(skip_special_tokens=True).
     assert all(len(tok(o, add_special_tokens=False)["input_ids"]) <= 6 for o in one)
-    assert all("<eos>" not in o for o in one)
+    assert all("<" + "eos>" not in o and "<pad>" not in o and "<bos>" not in o for o in one)
     assert ev.greedy_decode(model, tok, prompts, batch_size=16, max_new_tokens=6) == one
     assert ev.greedy_decode(model, tok, prompts, batch_size=7, max_new_tokens=6) == one
     via_generate = ev.greedy_decode(model, tok, prompts, 16, 6, method="generate")
     assert via_generate == one
     assert ev.greedy_decode(model, tok, [], 16, 6) == []
+
+
+def test_answer_budget_option(checkpoint, tmp_path, monkeypatch):
+    rows = _rows(6, 5)
+    calls = []
+
+    def fake(model, tokenizer, prompts, batch_size, max_new_tokens, *args, **kwargs):
+        calls.append((max_new_tokens, kwargs.get("budgets")))
+        return ["x"] * len(prompts)
+
+    monkeypatch.setattr(ev, "greedy_decode", fake)
+    model, tok = ev.load_checkpoint(checkpoint)
+    ev.evaluate_set(model, tok, "m", rows, 4, max_new_tokens="answer", answer_parsing="strict")
+    assert calls == [(max(len(r.split("=")[1]) for r in rows) + 2, None)]
+    with pytest.raises(ValueError, match="eval.max_new_tokens"):
+        ev.evaluate_set(model, tok, "m", rows, 4, max_new_tokens="nope")
+
+
+def test_paper_budget_per_task(checkpoint):
+    """Each row keeps at most its task's paper budget (20; trianglearea 30) of one decode with
+    the set's largest budget, and that is what decoding with its own budget gives."""
+    model, tok = ev.load_checkpoint(checkpoint)
+    rows = [r for r in _rows(12, 4) if r.startswith("dist")] + [
+        f"triarea(c_{i:04d},c_{i + 7:04d},c_{i + 9:04d})={i}" for i in range(4)
+    ]
+    samples, _ = ev.evaluate_set(model, tok, "m", rows, 3)
+    for budget, prefix in ((20, "dist"), (30, "triarea")):
+        mine = [s for s in samples if s["prompt"].startswith(prefix)]
+        alone = ev.greedy_decode(model, tok, [s["prompt"] for s in mine], 3, budget)
+        assert [s["output"] for s in mine] == alone
+        assert max(len(o) for o in alone) > 12  # a random model: the budget is what cuts
+
+
+def test_eval_precision():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # The paper (src/eval/evaluate_checkpoints.py): float16 on CUDA, else float32.
+    assert ev.eval_dtype("auto", cuda) == torch.float16
+    assert ev.eval_dtype("auto", cpu) == torch.float32
+    assert ev.eval_dtype("fp32", cuda) == torch.float32
+    assert ev.eval_dtype("fp16", cuda) == torch.float16
+    with pytest.raises(ValueError, match="eval.precision"):
+        ev.eval_dtype("fp16", cpu)
+    with pytest.raises(ValueError, match="eval.precision"):
+        ev.eval_dtype("bf16", cpu)

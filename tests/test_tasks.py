@@ -181,7 +181,7 @@ def inside_independent(t, pts) -> bool | None:
 def test_registry_order_and_fields():
     assert tuple(TASKS) == STUDY_TASKS
     expected = {
-        "distance": ("dist", "mae", 4025, ","),
+        "distance": ("dist", "mae", math.hypot(3600, 1800), ","),
         "trianglearea": ("triarea", "mae", 3240000, ","),
         "angle": ("angle", "mae", 180, ","),
         "compass": ("compass", "accuracy", None, ","),
@@ -486,30 +486,137 @@ def test_segments_touching_and_collinear():
 
 
 # -- scoring and helpers --------------------------------------------------------------------------
-def test_score_mae():
+# The paper's metric classes, re-typed from cfpark00/world-map-representation
+# src/data_generation_v1/tasks/{distance,trianglearea,angle,perimeter,compass,inside,crossing}.py
+# (<Task>Metric.calculate); the paper calls them with (prompt, true completion, the decoded
+# prompt + continuation) (src/evaluation.py).
+def paper_parse_distance(text):  # distance.py DistanceMetric._parse_distance
+    text = text.replace(" ", "")
+    match = re.search(r"=(\d+)", text)
+    if match:
+        return int(match.group(1))
+    match = re.search(r"^(\d+)", text)
+    if match:
+        return int(match.group(1))
+    return None
+
+
+PAPER_FAIL = {
+    "distance": math.sqrt(3600**2 + 1800**2),
+    "trianglearea": (3600 * 1800) / 2,
+    "angle": 180.0,
+    "perimeter": 20000.0,
+}
+PAPER_PATTERN = {"trianglearea": r"=(\d+)", "angle": r"\)=(\d+)", "perimeter": r"\)=(\d+)"}
+
+
+def paper_metric(task, prompt, true_completion, generated):
+    if task == "distance":
+        true_dist = paper_parse_distance(true_completion)
+        gen_dist = paper_parse_distance(generated)
+        if true_dist is not None and gen_dist is not None:
+            return abs(true_dist - gen_dist)
+        return PAPER_FAIL[task]
+    if task in PAPER_PATTERN:
+        pat = PAPER_PATTERN[task]
+        true_match = re.search(pat, (prompt + true_completion).replace(" ", ""))
+        gen_match = re.search(pat, generated.replace(" ", ""))
+        if true_match and gen_match:
+            return abs(int(gen_match.group(1)) - int(true_match.group(1)))
+        return PAPER_FAIL[task]
+    true_value = true_completion.replace(" ", "").strip().upper()
+    if "<EOS>" in true_value:
+        true_value = true_value.replace("<EOS>", "").strip()
+    gen_no_space = generated.replace(" ", "")
+    eq_pos = gen_no_space.rfind("=")
+    if eq_pos != -1:
+        gen_value = gen_no_space[eq_pos + 1 :].strip().upper()
+    else:
+        gen_value = gen_no_space.strip().upper()
+    return 1.0 if true_value == gen_value else 0.0
+
+
+SCORE_ROWS = {
+    "distance": ["dist(c_0001,c_0002)=878", "dist(c_0001,c_0002)=0"],
+    "trianglearea": ["triarea(c_0001,c_0002,c_0003)=5", "triarea(c_0001,c_0002,c_0003)=31415"],
+    "angle": ["angle(c_0001,c_0002,c_0003)=90", "angle(c_0001,c_0002,c_0003)=0"],
+    "perimeter": ["perimeter(c_0001,c_0002)=5", "perimeter(c_0001,c_0002,c_0003)=12000"],
+    "compass": ["compass(c_0001,c_0002)=NE", "compass(c_0001,c_0002)=S"],
+    "inside": ["inside(c_0001;c_0002,c_0003,c_0004)=TRUE", "inside(c_0001;c_0002,c_0003)=FALSE"],
+    "crossing": [
+        "cross(c_0001,c_0002;c_0003,c_0004)=TRUE",
+        "cross(c_0001,c_0002;c_0003,c_0004)=FALSE",
+    ],
+}
+OUTPUTS = [
+    "", "878", "1333,c", "-5", "+-3", "12a", "1.5", "1 2", " 123\n", "99999", "abc", "0", "007",
+    "=5", ")=9", "5)=9", "x=7y", "90", "5", "31415", "12000", "ne", "NE", " ne\n", "Ne,c", "N",
+    "S", "s", "SW", "north", "TRUE", "true", "True ", "FALSE", "false", "TRU", "TRUE,c",
+    "E=NE", "=s", "a=TRUE", "=", "=FALSE=", " F A L S E ",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", STUDY_TASKS)
+def test_score_matches_the_papers_metric(name):
+    task = get_task(name)
+    for row in SCORE_ROWS[name]:
+        prompt, truth = split_prompt(row)
+        for out in OUTPUTS:
+            want = paper_metric(name, prompt, truth, prompt + out)
+            assert task.score(out, row) == want, (row, out)
+            assert task.score(out, row, "paper") == want
+            parsed = task.parse(out, prompt) is not None
+            if task.metric == "mae":
+                assert parsed == (want != PAPER_FAIL[name] or out.strip() == truth)
+    assert task.fail_value == PAPER_FAIL.get(name)
+
+
+def test_score_paper_examples():
+    d = get_task("distance")
+    row = "dist(c_0001,c_0002)=878"
+    assert d.score("1333,c", row) == 455.0  # trailing junk ignored
+    assert d.score("-5", row) == 4024.9223594996215  # a negative number fails
+    assert d.parse("12a", "dist(c_0001,c_0002)=") == 12
+    assert get_task("compass").score("ne", "compass(c_0001,c_0002)=NE") == 1.0
+    assert get_task("inside").parse("true", "inside(c_0001;c_0002,c_0003,c_0004)=") == "TRUE"
+    with pytest.raises(ValueError, match="eval.answer_parsing"):
+        d.score("1", row, "loose")
+
+
+def test_score_mae_strict():
     t = get_task("distance")
     row = "dist(c_0001,c_0002)=123"
-    assert t.score("120", row) == 3.0
-    assert t.score(" 123\n", row) == 0.0
-    assert t.score("99999", row) == 99876.0  # not capped at fail_value
+    assert t.score("120", row, "strict") == 3.0
+    assert t.score(" 123\n", row, "strict") == 0.0
+    assert t.score("99999", row, "strict") == 99876.0  # not capped at fail_value
+    assert t.score("-5", row, "strict") == 128.0
     for bad in ("", "abc", "12a", "1.5", "1 2", "+-3"):
-        assert t.score(bad, row) == 4025.0
-        assert t.parse(bad) is None
-    assert t.parse("42") == 42
+        assert t.score(bad, row, "strict") == t.fail_value
+        assert t.parse(bad, parsing="strict") is None
+    assert t.parse("42", parsing="strict") == 42
     assert get_task("trianglearea").score("x", "triarea(c_0001,c_0002,c_0003)=5") == 3_240_000
     assert get_task("angle").score("", "angle(c_0001,c_0002,c_0003)=5") == 180
     assert get_task("perimeter").score("?", "perimeter(c_0001,c_0002)=5") == 20_000
 
 
-def test_score_accuracy():
+def test_score_accuracy_strict():
     t = get_task("compass")
     row = "compass(c_0001,c_0002)=NE"
-    assert t.score("NE", row) == 1.0 and t.score(" NE\n", row) == 1.0
-    assert t.score("ne", row) == 0.0 and t.score("N", row) == 0.0 and t.score("", row) == 0.0
-    assert t.parse("SW") == "SW" and t.parse("north") is None
+    assert t.score("NE", row, "strict") == 1.0 and t.score(" NE\n", row, "strict") == 1.0
+    assert t.score("ne", row, "strict") == 0.0 and t.score("N", row, "strict") == 0.0
+    assert t.score("", row, "strict") == 0.0
+    assert t.parse("SW", parsing="strict") == "SW" and t.parse("north", parsing="strict") is None
     inside = get_task("inside")
-    assert inside.score("TRUE", "inside(c_0001;c_0002,c_0003,c_0004)=TRUE") == 1.0
-    assert inside.score("FALSE", "inside(c_0001;c_0002,c_0003,c_0004)=TRUE") == 0.0
+    row = "inside(c_0001;c_0002,c_0003,c_0004)=TRUE"
+    assert inside.score("TRUE", row, "strict") == 1.0
+    assert inside.score("FALSE", row, "strict") == 0.0
+
+
+def test_paper_generation_budgets():
+    # src/evaluation.py: 30 new tokens for trianglearea, angle and perimeter, else 20.
+    want = {"trianglearea": 30, "angle": 30, "perimeter": 30}
+    for name, task in TASKS.items():
+        assert task.max_new_tokens == want.get(name, 20)
 
 
 def test_prompts_and_lookup():

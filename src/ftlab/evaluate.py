@@ -4,9 +4,19 @@ It writes one samples file (one object per row of every set, with its eval_set) 
 metrics file (a results row per eval set and task), both atomically and the metrics last, so an
 existing metrics file implies its samples file.
 
-Device: `device` auto | cpu | cuda (ftlab.device); weights stay float32 on every device (decoding
-a 1.6 M-parameter model is launch-bound, and fp32 keeps greedy answers comparable across
-devices). `batch_size="auto"` sizes batches from the GPU's free memory (64 on the CPU).
+Device: `device` auto | cpu | cuda (ftlab.device). Weights (`eval.precision`): auto = the paper's
+(src/eval/evaluate_checkpoints.py loads float16 on CUDA, float32 on the CPU); fp32 = float32 on
+every device (greedy answers comparable across devices). `batch_size="auto"` sizes batches from
+the GPU's free memory (64 on the CPU).
+
+Answers (`eval.answer_parsing`, ftlab.world.tasks.Task.parse): paper = the paper's metric
+classes applied to prompt + continuation; strict = the whole continuation must be the answer.
+New tokens (`eval.max_new_tokens`): paper = each task's budget in the paper's src/evaluation.py
+(20; trianglearea, angle and perimeter 30), decoded once with the set's largest budget and each
+row cut to its own (greedy tokens do not depend on the budget); answer = the set's longest
+answer + 2 (an ftlab option; faster while a model still rambles). Either is capped by the
+model's positions. Continuations are decoded without special tokens, as the paper's
+batch_decode(skip_special_tokens=True).
 
 Decoding (`eval.decode`, ftlab.decode): `loop` (the KV-cache loop), `static` (a static KV
 cache whose per-token step is captured as one CUDA graph on a CUDA device when `cuda_graphs`
@@ -44,11 +54,31 @@ def device(name: str = "auto") -> torch.device:
     return resolve_device(name)
 
 
-def load_checkpoint(path: str | Path, threads: int = 1, device: str = "auto"):
-    """(model, tokenizer) of an HF checkpoint dir on `device`: eval mode, float32, left padding."""
+EVAL_PRECISIONS = ("auto", "fp32", "fp16")
+ANSWER_BUDGETS = ("paper", "answer")  # eval.max_new_tokens
+
+
+def eval_dtype(precision: str, dev: torch.device) -> torch.dtype:
+    """The weights' dtype for `eval.precision`: auto = the paper's (float16 on CUDA, float32 on
+    the CPU), fp32, or fp16 (CUDA only)."""
+    if precision not in EVAL_PRECISIONS:
+        raise ValueError(f"eval.precision: unknown {precision!r}; known: {EVAL_PRECISIONS}")
+    if precision == "auto":
+        return torch.float16 if dev.type == "cuda" else torch.float32
+    if precision == "fp16" and dev.type != "cuda":
+        raise ValueError(f"eval.precision: fp16 needs a CUDA device, not {dev.type}")
+    return torch.float16 if precision == "fp16" else torch.float32
+
+
+def load_checkpoint(
+    path: str | Path, threads: int = 1, device: str = "auto", precision: str = "fp32"
+):
+    """(model, tokenizer) of an HF checkpoint dir on `device`: eval mode, left padding, weights
+    in `precision` (eval_dtype; fp32 by default, as the representation probes use)."""
     torch.set_num_threads(threads)
     dev = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev).eval()
+    dtype = eval_dtype(precision, dev)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev).eval()
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     return model, tokenizer
@@ -83,6 +113,7 @@ def greedy_decode(
     graphs: bool = False,
     encoded: list[list[int]] | None = None,
     decoders: dict | None = None,
+    budgets: list[int] | None = None,
 ) -> list[str]:
     """Greedy continuation of every prompt, up to (excluding) <eos>, in the prompts' order.
 
@@ -93,6 +124,8 @@ def greedy_decode(
     give the same tokens (tests/test_decode.py). encoded: the prompts' token ids when the
     caller has them (tokenizing is the largest host cost of a GPU evaluation); decoders: a
     dict that keeps static decoders (and their captures) for later calls on the same model.
+    budgets: per prompt, at most this many new tokens are kept (each <= max_new_tokens).
+    Special tokens are dropped from the text, as the paper's skip_special_tokens=True.
     """
     if not prompts:
         return []
@@ -120,8 +153,11 @@ def greedy_decode(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         gen = decode(model, [enc[i] for i in chunk], pad_id, eos_id, max_new_tokens).tolist()
+        if budgets is not None:
+            gen = [g[: budgets[i]] for i, g in zip(chunk, gen, strict=True)]
         cut = [g[: g.index(eos_id)] if eos_id in g else g for g in gen]
-        for i, text in zip(chunk, tokenizer.batch_decode(cut), strict=True):
+        texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
+        for i, text in zip(chunk, texts, strict=True):
             outputs[i] = text
     return outputs  # type: ignore[return-value]
 
@@ -140,34 +176,46 @@ def resolve_batch_size(batch_size: int | str, model, n_rows: int, seq_len: int) 
 def evaluate_set(
     model, tokenizer, name: str, rows: list[str], batch_size: int | str, *,
     decode: str = "auto", cuda_graphs: bool = True, decoders: dict | None = None,
+    answer_parsing: str = "paper", max_new_tokens: str = "paper",
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """Decode and score one eval set: (per-sample records, partial metrics dict).
 
     decode: auto | loop | static | generate (decode_method); cuda_graphs: capture the static
-    decoder's step on a CUDA device; decoders: kept static decoders (greedy_decode)."""
+    decoder's step on a CUDA device; decoders: kept static decoders (greedy_decode);
+    answer_parsing: paper | strict (Task.parse); max_new_tokens: paper (each task's budget)
+    | answer (the longest answer + 2)."""
     from ftlab.world.tasks import split_prompt, task_of_row
 
     variant = name.split(EVAL_SET_SEP, 1)[1] if EVAL_SET_SEP in name else ""
+    if max_new_tokens not in ANSWER_BUDGETS:
+        raise ValueError(
+            f"eval.max_new_tokens: unknown {max_new_tokens!r}; known: {ANSWER_BUDGETS}"
+        )
     pairs = [split_prompt(r) for r in rows]
     prompts = [p for p, _ in pairs]
+    tasks = [task_of_row(r) for r in rows]
     t0 = time.perf_counter()
     outputs: list[str] = []
     if rows:
         enc = tokenizer(prompts)["input_ids"]
         longest_prompt = max(len(ids) for ids in enc)
         room = model.config.max_position_embeddings - longest_prompt
-        max_new = max(1, min(max(len(a) for _, a in pairs) + 2, room))
+        if max_new_tokens == "paper":
+            budgets = [max(1, min(t.max_new_tokens, room)) for t in tasks]
+            max_new = max(budgets)
+        else:
+            max_new = max(1, min(max(len(a) for _, a in pairs) + 2, room))
+            budgets = None
         batch_size = resolve_batch_size(batch_size, model, len(rows), longest_prompt + max_new)
         method = decode_method(decode, model.device, cuda_graphs)
         outputs = greedy_decode(
             model, tokenizer, prompts, batch_size, max_new, method, graphs=cuda_graphs,
-            encoded=enc, decoders=decoders,
+            encoded=enc, decoders=decoders, budgets=budgets,
         )  # fmt: skip
     samples, per_task = [], {}
-    for row, (prompt, target), output in zip(rows, pairs, outputs, strict=True):
-        task = task_of_row(row)
-        score = float(task.score(output, row))
-        parsed = task.parse(output) is not None
+    for task, (prompt, target), output in zip(tasks, pairs, outputs, strict=True):
+        score = float(task.score(output, prompt + target, answer_parsing))
+        parsed = task.parse(output, prompt, answer_parsing) is not None
         samples.append(
             {
                 "prompt": prompt,
@@ -218,6 +266,9 @@ def evaluate_checkpoint(
     device: str = "auto",
     decode: str = "auto",
     cuda_graphs: bool = True,
+    precision: str = "auto",
+    answer_parsing: str = "paper",
+    max_new_tokens: str = "paper",
 ) -> None:
     """Evaluate one checkpoint on every eval set (name -> jsonl path) with one model load.
 
@@ -227,14 +278,16 @@ def evaluate_checkpoint(
     the metrics last, so an existing metrics file implies its samples file.
 
     batch_size: an integer or "auto" (from free GPU memory); device: auto | cpu | cuda;
-    decode: auto | loop | static | generate; cuda_graphs: capture the static decode step."""
+    decode: auto | loop | static | generate; cuda_graphs: capture the static decode step;
+    precision: auto | fp32 | fp16 (eval_dtype); answer_parsing: paper | strict;
+    max_new_tokens: paper | answer (evaluate_set)."""
     meta = dict(meta or {})
     info_path = Path(checkpoint) / META_FILE
     if info_path.is_file():  # fall back to the checkpoint's self-description
         info = read_json(info_path)
         meta.setdefault("model", info.get("model_name"))
         meta.setdefault("step", info.get("step"))
-    model, tokenizer = load_checkpoint(checkpoint, threads, device)
+    model, tokenizer = load_checkpoint(checkpoint, threads, device, precision)
     ckpt_sha = checkpoint_sha256(checkpoint)
     decoders: dict = {}  # static decoders shared by the sets (one capture serves several)
     all_samples: list[dict] = []
@@ -246,7 +299,7 @@ def evaluate_checkpoint(
             rows = rows[:rows_per_set]
         samples, partial = evaluate_set(
             model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs,
-            decoders=decoders,
+            decoders=decoders, answer_parsing=answer_parsing, max_new_tokens=max_new_tokens,
         )  # fmt: skip
         all_samples += ({"eval_set": name, **s} for s in samples)
         results += ({"eval_set": name, **r} for r in partial["results"])

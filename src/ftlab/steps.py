@@ -200,6 +200,9 @@ def evaluate_model(
     meta: dict,
     decode: str = "auto",
     cuda_graphs: bool = True,
+    precision: str = "auto",
+    answer_parsing: str = "paper",
+    max_new_tokens: str = "paper",
 ) -> None:
     from ftlab.evaluate import evaluate_checkpoint
 
@@ -215,6 +218,9 @@ def evaluate_model(
         device=device,
         decode=decode,
         cuda_graphs=cuda_graphs,
+        precision=precision,
+        answer_parsing=answer_parsing,
+        max_new_tokens=max_new_tokens,
     )
 
 

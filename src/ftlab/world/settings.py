@@ -97,6 +97,10 @@ def evaluation(cfg: dict, model: str, step: int) -> dict:
         "rows_per_set": cfg["eval"]["rows_per_set"],
         "batch_size": cfg["eval"]["batch_size"],
         "device": cfg["device"],
+        # These change the scores, so they always enter params.
+        "precision": cfg["eval"]["precision"],
+        "answer_parsing": cfg["eval"]["answer_parsing"],
+        "max_new_tokens": cfg["eval"]["max_new_tokens"],
         "meta": {"model": model, "step": int(step), "study": cfg["study"]},
     }
     # The decoder never changes the answers (tests/test_decode.py): only a non-default choice

@@ -38,6 +38,7 @@ Sampling is vectorised (``Task.sample_batch``) so that ~1M rows per task take se
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -417,14 +418,17 @@ def _sample_perimeter(rng, pool, req, n):
     return _by_size(n, sizes, make)
 
 
-# -- the registry ------------------------------------------------------------------------------
+# -- the registry ---------------------------------------------------------------------------------
 _INT = re.compile(r"-?\d+")
+ANSWER_PARSINGS = ("paper", "strict")  # config: eval.answer_parsing
 
 
 @dataclass(frozen=True)
 class Task:
     """One task: its row format, metric and sampler. ``fail_value`` is the error charged for an
-    unparsable prediction (mae tasks); accuracy tasks score unparsable predictions 0."""
+    unparsable prediction (mae tasks); accuracy tasks score unparsable predictions 0.
+    ``answer_pattern``: the regex whose group 1 is the answer in the paper's metric (searched
+    in prompt + continuation with spaces removed; mae tasks)."""
 
     name: str
     prefix: str
@@ -434,6 +438,8 @@ class Task:
     labels: tuple[str, ...] = ()  # the possible answers of an accuracy task
     sampler: Callable = field(default=None, repr=False, compare=False)
     options: tuple[str, ...] = ()  # keyword options of the sampler (see TASK_OPTIONS)
+    answer_pattern: str = ""
+    max_new_tokens: int = 20  # the paper's generation budget (src/evaluation.py)
 
     def sample_batch(
         self,
@@ -460,20 +466,46 @@ class Task:
     def answer_of(self, row: str) -> str:
         return split_prompt(row)[1]
 
-    def parse(self, prediction: str) -> int | str | None:
-        """The prediction as an answer of this task, or None if it is not one."""
-        s = prediction.strip()
-        if self.metric == "mae":
-            return int(s) if _INT.fullmatch(s) else None
-        return s if s in self.labels else None
+    def parse(self, prediction: str, prompt: str = "", parsing: str = "paper") -> int | str | None:
+        r"""The prediction (the continuation of ``prompt``) as an answer of this task, or None.
 
-    def score(self, prediction: str, row: str) -> float:
-        """mae: |prediction - truth| (uncapped), ``fail_value`` if unparsable;
-        accuracy: 1.0 on an exact match of the stripped prediction, else 0.0."""
-        truth = self.answer_of(row)
+        parsing "paper" (the paper's metric classes, ``src/data_generation_v1/tasks/*.py``):
+        the text is prompt + prediction with spaces removed; mae tasks take the digits of the
+        task's ``answer_pattern`` match (distance: ``=(\d+)``, else ``^(\d+)``), so trailing
+        characters are ignored and a negative number does not parse; accuracy tasks take what
+        follows the last ``=``, stripped and upper-cased, and it parses if it is a label.
+        "strict" (an ftlab option): the whole stripped prediction must be an integer
+        (``-`` allowed) or exactly a label."""
+        if parsing == "strict":
+            s = prediction.strip()
+            if self.metric == "mae":
+                return int(s) if _INT.fullmatch(s) else None
+            return s if s in self.labels else None
+        if parsing != "paper":
+            raise ValueError(
+                f"eval.answer_parsing: unknown answer parsing {parsing!r}; known: {ANSWER_PARSINGS}"
+            )
+        text = (prompt + prediction).replace(" ", "")
         if self.metric == "mae":
-            value = self.parse(prediction)
+            m = re.search(self.answer_pattern, text)
+            if m is None and self.name == "distance":  # DistanceMetric._parse_distance
+                m = re.search(r"^(\d+)", text)
+            return int(m.group(1)) if m else None
+        eq = text.rfind("=")
+        value = (text[eq + 1 :] if eq != -1 else text).strip().upper()
+        return value if value in self.labels else None
+
+    def score(self, prediction: str, row: str, parsing: str = "paper") -> float:
+        """mae: |prediction - truth| (uncapped), ``fail_value`` if unparsable;
+        accuracy: 1.0 if the parsed prediction equals the answer, else 0.0 (see :meth:`parse`;
+        "paper" compares the upper-cased answer after the last ``=``, "strict" the stripped
+        prediction)."""
+        prompt, truth = split_prompt(row)
+        value = self.parse(prediction, prompt, parsing)
+        if self.metric == "mae":
             return float(self.fail_value) if value is None else float(abs(value - int(truth)))
+        if parsing == "paper":
+            return 1.0 if value == truth.replace(" ", "").strip().upper() else 0.0
         return 1.0 if prediction.strip() == truth else 0.0
 
     def probe_prompt(self, city: str) -> str:
@@ -481,15 +513,53 @@ class Task:
         return f"{self.prefix}({city}{self.first_delimiter}"
 
 
+# The paper's fail values (its <Task>Metric.failure_value): the diagonal, half the area of the
+# 3600 x 1800 map, 180 degrees, 20000.
+DISTANCE_FAIL = math.sqrt(3600**2 + 1800**2)  # 4024.9223594996215
 _ALL = (
-    Task("distance", "dist", "mae", 4025.0, ",", sampler=_sample_distance),
-    Task("trianglearea", "triarea", "mae", 3_240_000.0, ",", sampler=_sample_trianglearea),
-    Task("angle", "angle", "mae", 180.0, ",", sampler=_sample_angle),
+    Task(
+        "distance",
+        "dist",
+        "mae",
+        DISTANCE_FAIL,
+        ",",
+        sampler=_sample_distance,
+        answer_pattern=r"=(\d+)",
+    ),
+    Task(
+        "trianglearea",
+        "triarea",
+        "mae",
+        3600 * 1800 / 2,
+        ",",
+        sampler=_sample_trianglearea,
+        answer_pattern=r"=(\d+)",
+        max_new_tokens=30,
+    ),
+    Task(
+        "angle",
+        "angle",
+        "mae",
+        180.0,
+        ",",
+        sampler=_sample_angle,
+        answer_pattern=r"\)=(\d+)",
+        max_new_tokens=30,
+    ),
     Task("compass", "compass", "accuracy", None, ",", COMPASS_SECTORS, _sample_compass),
     Task(
         "inside", "inside", "accuracy", None, ";", BOOL_LABELS, _sample_inside, ("inside_sampler",)
     ),
-    Task("perimeter", "perimeter", "mae", 20_000.0, ",", sampler=_sample_perimeter),
+    Task(
+        "perimeter",
+        "perimeter",
+        "mae",
+        20_000.0,
+        ",",
+        sampler=_sample_perimeter,
+        answer_pattern=r"\)=(\d+)",
+        max_new_tokens=30,
+    ),
     Task("crossing", "cross", "accuracy", None, ",", BOOL_LABELS, _sample_crossing),
 )
 TASK_OPTIONS = ("inside_sampler",)  # config: data.inside_sampler
