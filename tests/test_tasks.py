@@ -21,6 +21,7 @@ from ftlab.world.tasks import (
     hull_has_area,
     point_in_convex_hull,
     sample_crossing_balanced,
+    segments_cross_paper,
     segments_intersect,
     split_prompt,
     task_of_row,
@@ -109,8 +110,22 @@ def compass_independent(a, b) -> str:
     return "SE"
 
 
-def crossing_independent(p1, p2, p3, p4) -> bool:
-    """Parametric intersection in exact fractions; collinear cases by interval overlap."""
+def crossing_paper(p1, p2, p3, p4) -> bool:
+    """The paper's segments_intersect, re-typed from cfpark00/world-map-representation
+    src/data_generation_v1/tasks/crossing.py (strict ccw: collinear counts as clockwise)."""
+    (x1, y1), (x2, y2), (x3, y3), (x4, y4) = p1, p2, p3, p4
+
+    def ccw(ax, ay, bx, by, cx, cy):
+        return (cy - ay) * (bx - ax) > (by - ay) * (cx - ax)
+
+    return (ccw(x1, y1, x3, y3, x4, y4) != ccw(x2, y2, x3, y3, x4, y4)) and (
+        ccw(x1, y1, x2, y2, x3, y3) != ccw(x1, y1, x2, y2, x4, y4)
+    )
+
+
+def crossing_closed_independent(p1, p2, p3, p4) -> bool:
+    """The closed segments share a point (option crossing_rule: closed): parametric
+    intersection in exact fractions; collinear cases by interval overlap."""
     d1 = (p2[0] - p1[0], p2[1] - p1[1])
     d2 = (p4[0] - p3[0], p4[1] - p3[1])
     w = (p3[0] - p1[0], p3[1] - p1[1])
@@ -426,7 +441,7 @@ def test_crossing_label_matches_printed_order(rows, lookup, req):
     for row in rows["crossing", req]:
         p = [xy(lookup, c) for c in cities_of(row)]
         labels.append(split_prompt(row)[1])
-        assert labels[-1] == ("TRUE" if crossing_independent(*p) else "FALSE"), row
+        assert labels[-1] == ("TRUE" if crossing_paper(*p) else "FALSE"), row
     assert 0.1 < labels.count("TRUE") / len(labels) < 0.45  # the shuffle unbalances it
 
 
@@ -436,14 +451,14 @@ def test_crossing_balanced_before_shuffle(pool, req):
     assert abs(labels.sum() - 2000) < 4 * math.sqrt(4000 * 0.25)
     for row, label in zip(idx[:500], labels[:500], strict=True):
         p = [(int(pool.x[i]), int(pool.y[i])) for i in row]
-        assert crossing_independent(*p) == bool(label)
+        assert crossing_paper(*p) == bool(label)
 
 
 def test_crossing_shuffle_changes_label_on_a_square():
     sq = {"a": (0, 0), "b": (10, 10), "c": (0, 10), "d": (10, 0)}
     # Diagonals cross; after reordering the same four corners the segments are opposite sides.
-    assert crossing_independent(sq["a"], sq["b"], sq["c"], sq["d"])
-    assert not crossing_independent(sq["a"], sq["c"], sq["b"], sq["d"])
+    assert crossing_paper(sq["a"], sq["b"], sq["c"], sq["d"])
+    assert not crossing_paper(sq["a"], sq["c"], sq["b"], sq["d"])
     assert segments_intersect(*sq["a"], *sq["b"], *sq["c"], *sq["d"])
     assert not segments_intersect(*sq["a"], *sq["c"], *sq["b"], *sq["d"])
     # With only these four cities, balanced generation + shuffle gives TRUE for exactly the
@@ -463,7 +478,7 @@ def test_crossing_shuffle_changes_label_on_a_square():
     )
     for row in rows:
         p = [pos[c] for c in cities_of(row)]
-        assert split_prompt(row)[1] == ("TRUE" if crossing_independent(*p) else "FALSE")
+        assert split_prompt(row)[1] == ("TRUE" if crossing_paper(*p) else "FALSE")
     share = sum(r.endswith("=TRUE") for r in rows) / len(rows)
     assert abs(share - 1 / 3) < 0.07
 
@@ -476,6 +491,48 @@ def test_inside_hand_made_degenerate_hulls():
     assert point_in_convex_hull(5, 5, [0, 0, 10], [0, 0, 10])  # repeated point, diagonal
     assert point_in_convex_hull(5, 0, [0, 10, 5], [0, 0, 9])  # on an edge counts as inside
     assert not point_in_convex_hull(5, -1, [0, 10, 5], [0, 0, 9])
+
+
+def test_crossing_rules_on_a_grid_with_shared_points():
+    """Both rules against their oracles on every 4-tuple of a small grid, shared and collinear
+    points included (with cities sharing coordinates the rules differ)."""
+    grid = [(x, y) for x in (0, 1, 2) for y in (0, 1, 2)]
+    rng = np.random.default_rng(0)
+    quads = np.array([rng.choice(len(grid), 4) for _ in range(6000)])
+    g = np.array(grid)
+    xs, ys = g[quads, 0], g[quads, 1]
+    args = [a for k in range(4) for a in (xs[:, k], ys[:, k])]
+    paper = segments_cross_paper(*args)
+    closed = segments_intersect(*args)
+    for q, pa, cl in zip(quads.tolist(), paper.tolist(), closed.tolist(), strict=True):
+        pts = [grid[i] for i in q]
+        assert pa == crossing_paper(*pts), pts
+        assert cl == crossing_closed_independent(*pts), pts
+    assert (paper != closed).sum() > 100
+    # Touching at an endpoint: the paper's answer depends on the order of the points.
+    assert crossing_paper((10, 0), (20, 5), (0, 0), (10, 0))
+    assert not crossing_paper((20, 5), (10, 0), (0, 0), (10, 0))
+    assert segments_cross_paper(10, 0, 20, 5, 0, 0, 10, 0)
+    assert not segments_cross_paper(20, 5, 10, 0, 0, 0, 10, 0)
+
+
+@pytest.mark.parametrize("rule", ["paper", "closed"])
+def test_crossing_rows_with_shared_coordinates(rule):
+    pts = [(0, 0), (10, 0), (10, 0), (5, 0), (0, 10), (10, 10), (5, 5), (5, 5), (20, 0)]
+    df = tiny_table(pts)
+    pos = {f"c_{i + 1:04d}": p for i, p in enumerate(pts)}
+    oracle = crossing_paper if rule == "paper" else crossing_closed_independent
+    rows = get_task("crossing").sample_batch(
+        np.random.default_rng(2), line_pool(df), False, 800, crossing_rule=rule
+    )
+    for row in rows:
+        assert split_prompt(row)[1] == (
+            "TRUE" if oracle(*(pos[c] for c in cities_of(row))) else "FALSE"
+        )
+    with pytest.raises(ValueError, match="data.crossing_rule"):
+        get_task("crossing").sample_batch(
+            np.random.default_rng(2), line_pool(df), False, 8, crossing_rule="open"
+        )
 
 
 def test_segments_touching_and_collinear():

@@ -44,7 +44,7 @@ def task_split(cfg: dict, variant: str) -> dict:
         "n_train": n_train,
         "n_test": n_test,
         "seed": cfg["data"]["seed"],
-        "task_options": {"inside_sampler": cfg["data"]["inside_sampler"]},
+        "task_options": {k: cfg["data"][k] for k in ("inside_sampler", "crossing_rule")},
     }
 
 

@@ -19,8 +19,12 @@ for every consumer:
 - ``inside(T;P1..Pn)``: TRUE iff T lies inside OR ON the convex hull of P1..Pn (n = 3..5) and
   that hull has a positive area; a degenerate hull (all hull cities collinear, repeated
   coordinates included) gives FALSE, as the paper's qhull test does.
-- ``cross(P1,P2;P3,P4)``: TRUE iff the closed segments P1-P2 and P3-P4 share a point (touching
-  and collinear overlap count as crossing).
+- ``cross(P1,P2;P3,P4)`` (option ``crossing_rule``, default ``"paper"``): the paper's
+  ``segments_intersect`` (tasks/crossing.py) with its strict orientation test
+  ccw(A,B,C) = (Cy-Ay)(Bx-Ax) > (By-Ay)(Cx-Ax): TRUE iff ccw(P1,P3,P4) != ccw(P2,P3,P4) and
+  ccw(P1,P2,P3) != ccw(P1,P2,P4). A collinear triple counts as clockwise, so touching and
+  collinear cases (cities share coordinates) get TRUE or FALSE depending on the order of the
+  points. ``"closed"`` (an ftlab option): TRUE iff the closed segments share a point.
 - ``perimeter(P1..Pn)``: closed polygon in the given order, n = 2..5; for n = 2 the answer is the
   single distance, not twice it (the paper's ``calculate_perimeter``). Rounded once at the end.
 - ``require_atlantis=True``: one uniformly random position holds an Atlantis city, the other
@@ -137,6 +141,18 @@ def hull_has_area(px, py):
     for i, j, k in combinations(range(n), 3):
         out |= orient(px[..., i], py[..., i], px[..., j], py[..., j], px[..., k], py[..., k]) != 0
     return out
+
+
+def _ccw(ax, ay, bx, by, cx, cy):
+    """The paper's strict ccw (tasks/crossing.py): False for a collinear triple."""
+    return (cy - ay) * (bx - ax) > (by - ay) * (cx - ax)
+
+
+def segments_cross_paper(x1, y1, x2, y2, x3, y3, x4, y4):
+    """The paper's segments_intersect (tasks/crossing.py), exact for integers."""
+    return (_ccw(x1, y1, x3, y3, x4, y4) != _ccw(x2, y2, x3, y3, x4, y4)) & (
+        _ccw(x1, y1, x2, y2, x3, y3) != _ccw(x1, y1, x2, y2, x4, y4)
+    )
 
 
 def segments_intersect(x1, y1, x2, y2, x3, y3, x4, y4):
@@ -376,31 +392,46 @@ def _sample_inside_stratified(rng, pool, req, n):
     return _by_size(n, sizes, make)
 
 
-def _crosses(pool: CityPool, idx: np.ndarray) -> np.ndarray:
+CROSSING_RULES = ("paper", "closed")  # see the module docstring
+
+
+def _crosses(pool: CityPool, idx: np.ndarray, crossing_rule: str = "paper") -> np.ndarray:
+    if crossing_rule not in CROSSING_RULES:
+        raise ValueError(f"data.crossing_rule: unknown {crossing_rule!r}; known: {CROSSING_RULES}")
+    rule = segments_cross_paper if crossing_rule == "paper" else segments_intersect
     x, y = pool.x[idx], pool.y[idx]
-    return segments_intersect(
-        x[:, 0], y[:, 0], x[:, 1], y[:, 1], x[:, 2], y[:, 2], x[:, 3], y[:, 3]
-    )
+    return rule(x[:, 0], y[:, 0], x[:, 1], y[:, 1], x[:, 2], y[:, 2], x[:, 3], y[:, 3])
 
 
 def sample_crossing_balanced(
-    rng: np.random.Generator, pool: CityPool, require_atlantis: bool, n: int
+    rng: np.random.Generator,
+    pool: CityPool,
+    require_atlantis: bool,
+    n: int,
+    crossing_rule: str = "paper",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The crossing generator BEFORE the shuffle: (n, 4) city indices and their labels, drawn
     50/50 then matched by rejection sampling."""
+    _crosses(pool, np.zeros((0, 4), dtype=np.int64), crossing_rule)  # check the rule first
     target = rng.random(n) < 0.5
     idx = _fill(
-        rng, pool, require_atlantis, 4, n, lambda c, r: _crosses(pool, c) == target[r], "crossing"
+        rng,
+        pool,
+        require_atlantis,
+        4,
+        n,
+        lambda c, r: _crosses(pool, c, crossing_rule) == target[r],
+        "crossing",
     )
     return idx, target
 
 
-def _sample_crossing(rng, pool, req, n):
-    idx, _ = sample_crossing_balanced(rng, pool, req, n)
+def _sample_crossing(rng, pool, req, n, crossing_rule="paper"):
+    idx, _ = sample_crossing_balanced(rng, pool, req, n, crossing_rule)
     # Shuffle the four cities and recompute: the printed label must match the printed order.
     perm = rng.permuted(np.tile(np.arange(4), (n, 1)), axis=1)
     idx = np.take_along_axis(idx, perm, axis=1)
-    labels = [BOOL_LABELS[0] if t else BOOL_LABELS[1] for t in _crosses(pool, idx).tolist()]
+    labels = _bool_labels(_crosses(pool, idx, crossing_rule).tolist())
     return _rows("cross", pool, idx, labels, 2)
 
 
@@ -560,9 +591,18 @@ _ALL = (
         answer_pattern=r"\)=(\d+)",
         max_new_tokens=30,
     ),
-    Task("crossing", "cross", "accuracy", None, ",", BOOL_LABELS, _sample_crossing),
+    Task(
+        "crossing",
+        "cross",
+        "accuracy",
+        None,
+        ",",
+        BOOL_LABELS,
+        _sample_crossing,
+        ("crossing_rule",),
+    ),
 )
-TASK_OPTIONS = ("inside_sampler",)  # config: data.inside_sampler
+TASK_OPTIONS = ("inside_sampler", "crossing_rule")  # config: data.<option>
 TASKS: dict[str, Task] = {t.name: t for t in sorted(_ALL, key=lambda t: TASK_ORDER.index(t.name))}
 assert tuple(TASKS) == TASK_ORDER, "the registry must cover exactly ftlab.study.TASKS"
 _BY_PREFIX = {t.prefix: t for t in TASKS.values()}
