@@ -225,6 +225,7 @@ def replay_only(rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str)
     from ftlab.batches import StaticBatches, make_batches, read_rows
     from ftlab.train_checkpoints import load_or_build_model
     from ftlab.train_graph import CapturedStep
+    from ftlab.train_setup import decay_param_groups
 
     device = torch.device(dev)
     model, tok = load_or_build_model(None, None, {**model_cfg, "init_std": 0.1}, 1, device)
@@ -232,7 +233,7 @@ def replay_only(rows: Path, model_cfg: dict, n_steps: int, batch: int, dev: str)
     static = StaticBatches(batches.ids, batches.lengths, batch, 1, device)
     lr = torch.tensor(3e-4, dtype=torch.float32, device=device)
     fused = {"fused": True, "capturable": True} if dev == "cuda" else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, **fused)
+    opt = torch.optim.AdamW(decay_param_groups(model, 0.01), lr=lr, **fused)
     step = CapturedStep(model, opt, static, 1.0, lr=lr, graph=dev == "cuda")
     for s in range(1, 21):  # warm-up replays
         step.run(s, 3e-4)

@@ -35,6 +35,7 @@ from ftlab.batches import StaticBatches  # noqa: E402
 from ftlab.modeling import build_model  # noqa: E402
 from ftlab.tokenizer import build_char_tokenizer  # noqa: E402
 from ftlab.train_graph import CapturedStep, compute_copy  # noqa: E402
+from ftlab.train_setup import decay_param_groups  # noqa: E402
 
 PAPER_MODEL = {**GPU_WORLD_PAPER_MODEL, "init_std": 0.1}  # gpu_world.py's paper model
 VIEWS = {
@@ -60,7 +61,7 @@ def make_step(precision: str, batch: int, width: int, n_rows: int,
     data = StaticBatches(ids, lengths, batch, 1, "cpu")
     lr = torch.tensor(3e-4)
     # fused, as the GPU path's (the CPU's default for-loop AdamW runs ~15 operators a tensor)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
+    opt = torch.optim.AdamW(decay_param_groups(model, 0.01), lr=lr, fused=True)
     return CapturedStep(model, opt, data, 1.0, lr=lr, precision=precision, graph=False,
                         compute_model=compute_copy(model, precision),
                         compile_model=compiled)  # fmt: skip

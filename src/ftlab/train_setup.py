@@ -133,19 +133,39 @@ def _set_up(run: _Run, resume, init_checkpoint, model_cfg, train_rows, seed) -> 
     return progress
 
 
+DECAYED_MODULES = (torch.nn.Linear, torch.nn.Embedding)
+
+
+def decay_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups as the paper's HF Trainer forms them: weight decay only on the
+    weights of linear and embedding layers; biases and normalization weights (LayerNorm,
+    RMSNorm) get none. On Qwen2 this equals Trainer.get_decay_parameter_names (its rule: no
+    decay for nn.LayerNorm children and names matching bias/layernorm/rmsnorm/norm;
+    tests/test_train_groups.py checks it on the paper model). Parameters keep the
+    model's order within each group; a tied parameter counts once."""
+    decay_ids = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, DECAYED_MODULES) and isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) in decay_ids], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decay_ids], "weight_decay": 0.0},
+    ]
+
+
 def _make_optimizer(run: _Run) -> None:
     training, model = run.training, run.model
+    groups = decay_param_groups(model, training["weight_decay"])
     if run.fast:  # lr a device tensor the static step reads; on CUDA fused + capturable AdamW
         run.lr_tensor = torch.tensor(float(training["lr"]), dtype=torch.float32, device=run.dev)
         cuda = {"fused": True, "capturable": True} if run.dev.type == "cuda" else {}
-        run.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=run.lr_tensor, weight_decay=training["weight_decay"], **cuda
-        )
+        run.optimizer = torch.optim.AdamW(groups, lr=run.lr_tensor, **cuda)
     else:
         run.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"],
-            **({"fused": True} if run.dev.type == "cuda" else {}),
-        )  # fmt: skip
+            groups, lr=training["lr"], **({"fused": True} if run.dev.type == "cuda" else {})
+        )
         run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, run.multiplier)
 
 
