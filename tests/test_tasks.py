@@ -110,6 +110,30 @@ def compass_independent(a, b) -> str:
     return "SE"
 
 
+def angle_paper(x1, y1, x2, y2, x3, y3):
+    """The paper's calculate_angle, re-typed from src/data_generation_v1/tasks/angle.py."""
+    v1_x, v1_y, v2_x, v2_y = x1 - x2, y1 - y2, x3 - x2, y3 - y2
+    dot_product = v1_x * v2_x + v1_y * v2_y
+    mag1 = np.sqrt(v1_x**2 + v1_y**2)
+    mag2 = np.sqrt(v2_x**2 + v2_y**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_angle = np.clip(dot_product / (mag1 * mag2), -1.0, 1.0)
+        angle_deg = np.degrees(np.arccos(cos_angle))
+    return np.where(np.isnan(angle_deg), 0, angle_deg)
+
+
+def compass_paper(x1, y1, x2, y2):
+    """The paper's calculate_compass_direction (src/data_generation_v1/tasks/compass.py)."""
+    dx, dy = x2 - x1, y2 - y1
+    if abs(dx) < 1e-10 and abs(dy) < 1e-10:
+        return "N"
+    angle_deg = np.degrees(np.arctan2(dy, dx))
+    if angle_deg < 0:
+        angle_deg += 360
+    sector = int(((angle_deg + 22.5) % 360) / 45)
+    return ["E", "NE", "N", "NW", "W", "SW", "S", "SE"][sector]
+
+
 def crossing_paper(p1, p2, p3, p4) -> bool:
     """The paper's segments_intersect, re-typed from cfpark00/world-map-representation
     src/data_generation_v1/tasks/crossing.py (strict ccw: collinear counts as clockwise)."""
@@ -276,7 +300,9 @@ def test_angle_at_middle_city(rows, lookup, req):
     for row in rows["angle", req]:
         a, b, c = (xy(lookup, k) for k in cities_of(row))
         ab, bc, ac = math.dist(a, b), math.dist(b, c), math.dist(a, c)
-        assert ab > 0 and bc > 0, "degenerate angle rows must be rejected"
+        if ab == 0 or bc == 0:  # cities sharing coordinates: the paper's 0
+            assert split_prompt(row)[1] == "0", row
+            continue
         cos_b = max(-1.0, min(1.0, (ab**2 + bc**2 - ac**2) / (2 * ab * bc)))  # law of cosines
         ans = split_prompt(row)[1]
         check_rounded(ans, math.degrees(math.acos(cos_b)))
@@ -308,8 +334,8 @@ def test_angle_hand_made():
 def test_compass(rows, lookup, req):
     for row in rows["compass", req]:
         a, b = (xy(lookup, c) for c in cities_of(row))
-        assert a != b
-        assert split_prompt(row)[1] == compass_independent(a, b), row
+        want = "N" if a == b else compass_independent(a, b)  # the paper's N for one point
+        assert split_prompt(row)[1] == want, row
 
 
 def test_compass_hand_made():
@@ -481,6 +507,37 @@ def test_crossing_shuffle_changes_label_on_a_square():
         assert split_prompt(row)[1] == ("TRUE" if crossing_paper(*p) else "FALSE")
     share = sum(r.endswith("=TRUE") for r in rows) / len(rows)
     assert abs(share - 1 / 3) < 0.07
+
+
+@pytest.mark.parametrize("option", ["paper", "reject"])
+def test_coincident_cities(option):
+    """angle and compass on a table where cities share coordinates, against the paper's
+    functions (rounded as the audit's comparison does); "reject" redraws such rows."""
+    pts = [(0, 0), (0, 0), (30, 40), (30, 40), (-20, 5), (7, -9)]
+    df = tiny_table(pts)
+    pos = {f"c_{i + 1:04d}": p for i, p in enumerate(pts)}
+    rng = np.random.default_rng(5)
+    seen = 0
+    for row in get_task("angle").sample_batch(
+        rng, line_pool(df), False, 600, coincident_cities=option
+    ):
+        a, b, c = (pos[k] for k in cities_of(row))
+        same = a == b or b == c
+        seen += same
+        want = float(angle_paper(*a, *b, *c))
+        if not near_half(want):
+            assert int(split_prompt(row)[1]) == round(want), row
+    assert (seen > 50) if option == "paper" else (seen == 0)
+    seen = 0
+    for row in get_task("compass").sample_batch(
+        rng, line_pool(df), False, 600, coincident_cities=option
+    ):
+        a, b = (pos[k] for k in cities_of(row))
+        seen += a == b
+        assert split_prompt(row)[1] == compass_paper(*a, *b), row
+    assert (seen > 20) if option == "paper" else (seen == 0)
+    with pytest.raises(ValueError, match="data.coincident_cities"):
+        get_task("compass").sample_batch(rng, line_pool(df), False, 2, coincident_cities="x")
 
 
 def test_inside_hand_made_degenerate_hulls():

@@ -38,13 +38,18 @@ def split_sizes(cfg: dict, variant: str) -> tuple[int, int]:
     return n_train, d["test_rows_per_set"]
 
 
+# The study-wide task options (ftlab.world.tasks.TASK_OPTIONS; not imported here, so that
+# the workflow does not load numpy and pandas to build params), each a key of config data.
+TASK_OPTIONS = ("inside_sampler", "crossing_rule", "coincident_cities")
+
+
 def task_split(cfg: dict, variant: str) -> dict:
     n_train, n_test = split_sizes(cfg, variant)
     return {
         "n_train": n_train,
         "n_test": n_test,
         "seed": cfg["data"]["seed"],
-        "task_options": {k: cfg["data"][k] for k in ("inside_sampler", "crossing_rule")},
+        "task_options": {k: cfg["data"][k] for k in TASK_OPTIONS},
     }
 
 

@@ -8,9 +8,11 @@ for every consumer:
 - Geometry is flat 2-D Euclidean in the integer x/y units of the city table (y = north).
 - Integer answers are Python ``round()`` of the exact float value (round half to even), unpadded.
 - Cities within a row are distinct city ids (sampled without replacement); different ids may still
-  share coordinates. Rows whose answer would be undefined are rejected: ``angle`` when the middle
-  city shares coordinates with either end, ``compass`` when A and B share coordinates (the paper
-  answers 0 and N there; with real cities these rows do not occur).
+  share coordinates (real cities do: several GeoNames cities round to the same 0.1 degree cell).
+  Option ``coincident_cities`` (default ``"paper"``): ``angle`` answers 0 when the middle city
+  shares coordinates with an end (the paper's NaN -> 0) and ``compass`` answers N when A and B
+  share coordinates (the paper's special case); ``"reject"`` (an ftlab option) redraws those
+  rows instead.
 - ``angle(A,B,C)`` is the angle AT THE MIDDLE city B, in degrees 0..180.
 - ``compass(A,B)``: direction from A to B, 8 sectors of 45 degrees of atan2(dy, dx), each closed
   at its clockwise end: E = [-22.5, 22.5), NE = [22.5, 67.5), N, NW, W = [157.5, 202.5), SW, S,
@@ -291,26 +293,41 @@ def _sample_trianglearea(rng, pool, req, n):
     return _rows("triarea", pool, idx, _rounded(area), None)
 
 
-def _sample_angle(rng, pool, req, n):
+COINCIDENT_CITIES = ("paper", "reject")  # see the module docstring
+
+
+def _reject_coincident(coincident_cities: str) -> bool:
+    if coincident_cities not in COINCIDENT_CITIES:
+        raise ValueError(
+            f"data.coincident_cities: unknown {coincident_cities!r}; known: {COINCIDENT_CITIES}"
+        )
+    return coincident_cities == "reject"
+
+
+def _sample_angle(rng, pool, req, n, coincident_cities="paper"):
     def defined(c, _rows):
         x, y = pool.x[c], pool.y[c]
         end_a = (x[:, 0] != x[:, 1]) | (y[:, 0] != y[:, 1])
         end_c = (x[:, 2] != x[:, 1]) | (y[:, 2] != y[:, 1])
         return end_a & end_c
 
-    idx = _fill(rng, pool, req, 3, n, defined, "angle")
+    # A coincident end gives atan2(0, 0) = 0 degrees, the paper's answer.
+    accept = defined if _reject_coincident(coincident_cities) else None
+    idx = _fill(rng, pool, req, 3, n, accept, "angle")
     x, y = pool.x[idx], pool.y[idx]
     deg = angle_at(x[:, 0], y[:, 0], x[:, 1], y[:, 1], x[:, 2], y[:, 2])
     return _rows("angle", pool, idx, _rounded(deg), None)
 
 
-def _sample_compass(rng, pool, req, n):
+def _sample_compass(rng, pool, req, n, coincident_cities="paper"):
     def defined(c, _rows):
         return (pool.x[c[:, 0]] != pool.x[c[:, 1]]) | (pool.y[c[:, 0]] != pool.y[c[:, 1]])
 
-    idx = _fill(rng, pool, req, 2, n, defined, "compass")
+    accept = defined if _reject_coincident(coincident_cities) else None
+    idx = _fill(rng, pool, req, 2, n, accept, "compass")
     x, y = pool.x[idx], pool.y[idx]
-    sectors = compass_sector(x[:, 1] - x[:, 0], y[:, 1] - y[:, 0])
+    dx, dy = x[:, 1] - x[:, 0], y[:, 1] - y[:, 0]
+    sectors = np.where((dx == 0) & (dy == 0), COMPASS_SECTORS.index("N"), compass_sector(dx, dy))
     return _rows("compass", pool, idx, [COMPASS_SECTORS[s] for s in sectors.tolist()], None)
 
 
@@ -574,10 +591,20 @@ _ALL = (
         180.0,
         ",",
         sampler=_sample_angle,
+        options=("coincident_cities",),
         answer_pattern=r"\)=(\d+)",
         max_new_tokens=30,
     ),
-    Task("compass", "compass", "accuracy", None, ",", COMPASS_SECTORS, _sample_compass),
+    Task(
+        "compass",
+        "compass",
+        "accuracy",
+        None,
+        ",",
+        COMPASS_SECTORS,
+        _sample_compass,
+        ("coincident_cities",),
+    ),
     Task(
         "inside", "inside", "accuracy", None, ";", BOOL_LABELS, _sample_inside, ("inside_sampler",)
     ),
@@ -602,7 +629,7 @@ _ALL = (
         ("crossing_rule",),
     ),
 )
-TASK_OPTIONS = ("inside_sampler", "crossing_rule")  # config: data.<option>
+TASK_OPTIONS = ("inside_sampler", "crossing_rule", "coincident_cities")  # config: data.<option>
 TASKS: dict[str, Task] = {t.name: t for t in sorted(_ALL, key=lambda t: TASK_ORDER.index(t.name))}
 assert tuple(TASKS) == TASK_ORDER, "the registry must cover exactly ftlab.study.TASKS"
 _BY_PREFIX = {t.prefix: t for t in TASKS.values()}
