@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
 import ftlab.train as train
 from ftlab.io import checkpoint_sha256
@@ -114,8 +114,16 @@ def test_published_layout(reference):
 
 def test_schedule_and_data_order():
     mult = [train.lr_multiplier(i, warmup=3, total=10) for i in range(10)]
-    assert mult[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert mult[:3] == pytest.approx([0.0, 1 / 3, 2 / 3])  # HF: the first step has lr 0
     assert mult[3] == 1.0 and mult[-1] == pytest.approx(1 / 7)
+    # The oracle: HF's get_linear_schedule_with_warmup (the paper's HF Trainer schedule).
+    for warmup, total in [(0, 5), (1, 1), (1, 4), (3, 10), (50, 60), (7, 7), (10, 8)]:
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        hf = get_linear_schedule_with_warmup(opt, warmup, total)
+        for i in range(total + 2):
+            assert train.lr_multiplier(i, warmup, total) == opt.param_groups[0]["lr"], (warmup, i)
+            opt.step()
+            hf.step()
     assert all(a > b for a, b in zip(mult[3:], mult[4:], strict=False))  # then strictly decreasing
     ids = torch.arange(20)[:, None].repeat(1, 3)
     b = train.Batches(ids, torch.full((20,), 3), batch_size=8, seed=5)

@@ -9,13 +9,14 @@ import torch
 
 
 def lr_multiplier(i: int, warmup: int, total: int) -> float:
-    """LambdaLR factor for the optimizer step with index i (0-based).
+    """LambdaLR factor for the optimizer step with index i (0-based): HF's
+    get_linear_schedule_with_warmup, the paper's (HF Trainer, lr_scheduler_type "linear").
 
-    Linear warmup reaching the peak at step `warmup` (never a wasted lr=0 first step), then
-    linear decay that reaches 0 at `total`.
+    Linear warmup i / warmup (so the first step has lr 0, as the paper's), the peak at step
+    index `warmup`, then linear decay that reaches 0 at `total`.
     """
     if i < warmup:
-        return (i + 1) / warmup
+        return i / max(1, warmup)
     return max(0.0, (total - i) / max(1, total - warmup))
 
 
