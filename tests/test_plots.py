@@ -137,3 +137,26 @@ def test_probes_plot(tmp_path):
     # no base model among the probes: scatter falls back to another model
     plot_probes(probes[1:], tmp_path / "r.png")
     _png_ok(tmp_path / "r.png")
+
+
+def test_probe_error_bars_use_real_held_out_cities(tmp_path, monkeypatch):
+    """The "held-out real" bar is heldout_real_error (real cities only), not heldout_error,
+    which includes held-out Atlantis cities."""
+    import ftlab.plots as plots
+
+    probes = [_probe("base_seed1", 0), _probe("ftwb1-1_seed1", 1, shift=300.0)]
+    frame = pd.DataFrame([{k: v for k, v in p.items() if k != "predictions"} for p in probes])
+    frame["heldout_real_error"] = [11.0, 22.0]
+    frame["heldout_error"] = [99.0, 98.0]
+    seen = []
+    real_barplot = plots.sns.barplot
+
+    def spy(*, data, **kw):
+        seen.append(data.copy())
+        return real_barplot(data=data, **kw)
+
+    monkeypatch.setattr(plots.sns, "barplot", spy)
+    plot_probes(frame, tmp_path / "q.png")
+    [data] = seen
+    real = data[data["split"] == "held-out real"]["error"].tolist()
+    assert real == [11.0, 22.0]

@@ -206,7 +206,7 @@ def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
     rows = [
         {"model": _label(r, i), "split": split, "error": r.get(key)}
         for i, r in enumerate(recs)
-        for split, key in (("held-out real", "heldout_error"), ("Atlantis", "atlantis_error"))
+        for split, key in (("held-out real", "heldout_real_error"), ("Atlantis", "atlantis_error"))
     ]
     err = pd.DataFrame(rows, columns=["model", "split", "error"])
     err["error"] = pd.to_numeric(err["error"], errors="coerce")
