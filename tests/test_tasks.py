@@ -473,8 +473,12 @@ def test_crossing_label_matches_printed_order(rows, lookup, req):
 
 @pytest.mark.parametrize("req", [False, True])
 def test_crossing_balanced_before_shuffle(pool, req):
+    # The paper's generate_crossing_pairs: n_true = int(n_samples * true_ratio) exactly.
+    for n in (7, 1001):
+        _, lab = sample_crossing_balanced(np.random.default_rng(n), pool, req, n)
+        assert lab.sum() == int(n * 0.5)
     idx, labels = sample_crossing_balanced(np.random.default_rng(5), pool, req, 4000)
-    assert abs(labels.sum() - 2000) < 4 * math.sqrt(4000 * 0.25)
+    assert labels.sum() == 2000 and 0.3 < labels[:2000].mean() < 0.7  # in random order
     for row, label in zip(idx[:500], labels[:500], strict=True):
         p = [(int(pool.x[i]), int(pool.y[i])) for i in row]
         assert crossing_paper(*p) == bool(label)

@@ -36,8 +36,9 @@ for every consumer:
   int(rows / 2) TRUE and the rest FALSE quotas per batch; the kept rows are then shuffled. So n
   correlates with the label (TRUE rows are mostly n = 5), as in the paper. ``"stratified"``
   (an ftlab option) draws label and n independently first, so n is uniform within each label.
-- ``cross`` draws the label 50/50 first, then rejection-samples cities until the geometry
-  matches, then shuffles its four cities and recomputes the label.
+- ``cross`` fills exact quotas as the paper: int(rows / 2) TRUE and the rest FALSE per batch
+  (test set, 4096-row train chunk), each row rejection-sampled until the geometry matches its
+  label, then shuffles its four cities and recomputes the label.
 
 Sampling is vectorised (``Task.sample_batch``) so that ~1M rows per task take seconds.
 """
@@ -410,6 +411,7 @@ def _sample_inside_stratified(rng, pool, req, n):
 
 
 CROSSING_RULES = ("paper", "closed")  # see the module docstring
+CROSSING_TRUE_RATIO = 0.5  # the paper's true_ratio
 
 
 def _crosses(pool: CityPool, idx: np.ndarray, crossing_rule: str = "paper") -> np.ndarray:
@@ -427,10 +429,14 @@ def sample_crossing_balanced(
     n: int,
     crossing_rule: str = "paper",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The crossing generator BEFORE the shuffle: (n, 4) city indices and their labels, drawn
-    50/50 then matched by rejection sampling."""
+    """The crossing generator BEFORE the shuffle: (n, 4) city indices and their labels. As the
+    paper's generate_crossing_pairs (true_ratio 0.5): exactly int(n * 0.5) TRUE rows and the
+    rest FALSE, in random order, each matched by rejection sampling (the same distribution as
+    the paper's attempts kept while their label's quota is open)."""
     _crosses(pool, np.zeros((0, 4), dtype=np.int64), crossing_rule)  # check the rule first
-    target = rng.random(n) < 0.5
+    target = np.zeros(n, dtype=bool)
+    target[: int(n * CROSSING_TRUE_RATIO)] = True
+    target = rng.permutation(target)
     idx = _fill(
         rng,
         pool,
