@@ -202,9 +202,9 @@ def test_multitask_is_a_deterministic_shuffle():
 
 
 @pytest.mark.parametrize("trained", [["angle"], ["crossing", "distance"]])
-def test_mixture_composition(trained):
+def test_mixture_composition_disjoint(trained):
     na, atl = tagged("na", 50), tagged("atl", 30)  # atlantis splits: 20 + 10 elicitation rows
-    rows = make_mixture(trained, na, atl, 40, 20, 10, seed=1)
+    rows = make_mixture(trained, na, atl, 40, 20, 10, seed=1, elicitation="disjoint")
     assert len(rows) == 60 * len(trained) + 10 * len(TASKS)
     assert len(set(rows)) == len(rows)
     counts = Counter(r.rsplit(":", 1)[0] for r in rows)
@@ -218,8 +218,47 @@ def test_mixture_composition(trained):
             assert index[r] < 40  # FIRST n_no_atlantis rows
         elif t not in trained:
             assert index[r] >= 20  # elicitation = LAST rows
+    assert rows == make_mixture(trained, na, atl, 40, 20, 10, seed=1, elicitation="disjoint")
+    assert rows != make_mixture(trained, na, atl, 40, 20, 10, seed=2, elicitation="disjoint")
+
+
+def paper_combine(datasets, seed):
+    """The paper's combine_datasets (mode sample, shuffle true), re-typed from
+    src/data_generation_v1/combine_datasets.py for train splits only: each (rows, n_samples)
+    entry draws np.random.choice(train_size, size=min(n, train_size), replace=False)."""
+    rs = np.random.RandomState(seed)
+    out = []
+    for rows, n in datasets:
+        n_train = min(n, len(rows))
+        if n_train > 0:
+            out += [rows[i] for i in rs.choice(len(rows), size=n_train, replace=False)]
+    return out
+
+
+@pytest.mark.parametrize("trained", [["angle"], ["crossing", "distance"]])
+def test_mixture_composition_paper(trained):
+    """The multiset structure of the paper's mixture (ftwb2 config: 20,000 of each trained
+    task's 1M no_atlantis rows, all 100,000 of its atlantis rows, 256 of every task's atlantis
+    rows): the same row counts, and the same number of repeated rows (a trained task's
+    elicitation rows are drawn from the rows it trains on), scaled down."""
+    na, atl = tagged("na", 50), tagged("atl", 20)  # atlantis splits: the 20 fine-tuning rows
+    rows = make_mixture(trained, na, atl, 40, 20, 10, seed=1)
+    paper = paper_combine(
+        [(na[t], 40) for t in trained] + [(atl[t], 20) for t in trained]
+        + [(atl[t], 10) for t in TASKS], seed=42,
+    )  # fmt: skip
+    assert len(rows) == len(paper) == 60 * len(trained) + 10 * len(TASKS)
+    strip = lambda rs: Counter(r.rsplit(":", 1)[0] for r in rs)  # noqa: E731
+    assert strip(rows) == strip(paper)
+    assert sorted(Counter(rows).values()) == sorted(Counter(paper).values())
+    for t in TASKS:  # elicitation rows: distinct within a task, from the fine-tuning rows
+        mine = Counter(r for r in rows if r.startswith(f"atl:{t}:"))
+        assert sum(v == 2 for v in mine.values()) == (10 if t in trained else 0)
+        assert all(int(r.rsplit(":", 1)[1]) < 20 for r in mine)
     assert rows == make_mixture(trained, na, atl, 40, 20, 10, seed=1)
     assert rows != make_mixture(trained, na, atl, 40, 20, 10, seed=2)
+    with pytest.raises(ValueError, match="data.elicitation_source"):
+        make_mixture(trained, na, atl, 40, 20, 10, seed=1, elicitation="x")
 
 
 def test_mixture_zero_elicitation_and_errors():
@@ -228,7 +267,9 @@ def test_mixture_zero_elicitation_and_errors():
     with pytest.raises(ValueError, match="no_atlantis"):
         make_mixture(["inside"], na, atl, 51, 5, 0, seed=0)
     with pytest.raises(ValueError, match="must not overlap"):
-        make_mixture(["inside"], na, atl, 5, 25, 10, seed=0)
+        make_mixture(["inside"], na, atl, 5, 25, 10, seed=0, elicitation="disjoint")
+    with pytest.raises(ValueError, match="31 fine-tuning rows needed"):
+        make_mixture(["inside"], na, atl, 5, 31, 10, seed=0)
     short = {**atl, "compass": atl["compass"][:3]}
     with pytest.raises(ValueError, match="compass.*elicitation"):
         make_mixture(["inside"], na, short, 5, 5, 4, seed=0)

@@ -94,6 +94,7 @@ def make_mixture(
     n_atlantis: int,
     n_elicitation: int,
     seed: int,
+    elicitation: str = "paper",
 ) -> None:
     from ftlab.io import read_jsonl_texts, write_jsonl_texts
     from ftlab.world.datasets import make_mixture as mix
@@ -108,6 +109,7 @@ def make_mixture(
         n_atlantis=n_atlantis,
         n_elicitation=n_elicitation,
         seed=seed,
+        elicitation=elicitation,
     )
     write_jsonl_texts(out, rows)
     log.info("mixture %s: %d rows", "+".join(trained_tasks), len(rows))

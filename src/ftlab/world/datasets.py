@@ -103,6 +103,9 @@ def make_multitask(rows_by_task: dict[str, list[str]], seed: int) -> list[str]:
     return _shuffled(rows, derive_seed(seed, "multitask"))
 
 
+ELICITATIONS = ("paper", "disjoint")  # config: data.elicitation_source
+
+
 def make_mixture(
     trained_tasks,
     no_atlantis_train: dict[str, list[str]],
@@ -111,15 +114,24 @@ def make_mixture(
     n_atlantis: int,
     n_elicitation: int,
     seed: int,
+    elicitation: str = "paper",
 ) -> list[str]:
     """A fine-tuning mixture (ftwb1 / ftwb2), shuffled.
 
     Per trained task: the FIRST ``n_no_atlantis`` no_atlantis train rows and the FIRST
     ``n_atlantis`` atlantis_required train rows. Per task of ``atlantis_train`` (all study
-    tasks): the LAST ``n_elicitation`` atlantis_required train rows ("elicitation" rows), which
-    are disjoint from the first ``n_atlantis`` because those splits hold
-    ``n_atlantis + n_elicitation`` rows.
+    tasks), ``n_elicitation`` atlantis_required train rows ("elicitation" rows):
+
+    - ``elicitation="paper"`` (the paper's combine_datasets.py, mode sample: each listed
+      dataset draws np.random.choice(train_size, n, replace=False) from its train split): a
+      seeded sample without replacement of the first max(n_atlantis, n_elicitation) rows, so
+      a trained task's elicitation rows repeat rows it already trains on;
+    - ``"disjoint"`` (an ftlab option): the LAST ``n_elicitation`` rows, disjoint from the
+      first ``n_atlantis`` because those splits then hold ``n_atlantis + n_elicitation`` rows.
     """
+    if elicitation not in ELICITATIONS:
+        raise ValueError(f"data.elicitation_source: unknown {elicitation!r}; known: {ELICITATIONS}")
+    disjoint = elicitation == "disjoint"
     trained = list(trained_tasks)
     if not trained or len(set(trained)) != len(trained):
         raise ValueError(f"trained_tasks must be non-empty and distinct, got {trained}")
@@ -134,11 +146,13 @@ def make_mixture(
             raise ValueError(
                 f"mixture: {t} has {len(na)} no_atlantis train rows, {n_no_atlantis} needed"
             )
-        if len(atl) < n_atlantis + n_elicitation:
-            raise ValueError(
-                f"mixture: {t} has {len(atl)} atlantis_required train rows; {n_atlantis} "
-                f"fine-tuning + {n_elicitation} elicitation rows must not overlap"
+        if len(atl) < n_atlantis + (n_elicitation if disjoint else 0):
+            need = (
+                f"{n_atlantis} fine-tuning + {n_elicitation} elicitation rows must not overlap"
+                if disjoint
+                else f"{n_atlantis} fine-tuning rows needed"
             )
+            raise ValueError(f"mixture: {t} has {len(atl)} atlantis_required train rows; {need}")
         rows += na[:n_no_atlantis] + atl[:n_atlantis]
     for t in _canonical(atlantis_train):
         atl = atlantis_train[t]
@@ -147,5 +161,12 @@ def make_mixture(
                 f"mixture: {t} has {len(atl)} atlantis_required train rows, "
                 f"{n_elicitation} elicitation rows needed"
             )
-        rows += atl[len(atl) - n_elicitation :]  # not atl[-n:]: that is everything for n = 0
+        if disjoint:
+            rows += atl[len(atl) - n_elicitation :]  # not atl[-n:]: everything for n = 0
+        else:
+            source = min(len(atl), max(n_atlantis, n_elicitation))
+            pick = np.random.default_rng(derive_seed(seed, "elicitation", t)).choice(
+                source, size=n_elicitation, replace=False
+            )
+            rows += [atl[i] for i in pick.tolist()]
     return _shuffled(rows, derive_seed(seed, "mixture", *_canonical(trained)))

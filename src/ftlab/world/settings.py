@@ -28,13 +28,16 @@ def cities(cfg: dict) -> dict:
 
 
 def split_sizes(cfg: dict, variant: str) -> tuple[int, int]:
-    """(train rows, test rows) of one task's split; atlantis train rows hold the elicitation
-    rows at their end (see ftlab.world.datasets.make_mixture)."""
+    """(train rows, test rows) of one task's split; with data.elicitation_source disjoint the
+    atlantis train rows hold the elicitation rows at their end, with paper the elicitation rows
+    are sampled from the fine-tuning rows (see ftlab.world.datasets.make_mixture)."""
     d = cfg["data"]
     if variant == "no_atlantis":
         n_train = d["pretrain_rows_per_task"]
-    else:
+    elif d["elicitation_source"] == "disjoint":
         n_train = d["finetune_atlantis_rows"] + d["elicitation_rows"]
+    else:
+        n_train = max(d["finetune_atlantis_rows"], d["elicitation_rows"])
     return n_train, d["test_rows_per_set"]
 
 
@@ -68,6 +71,7 @@ def mixture(cfg: dict, name: str, study: Study | None = None) -> dict:
         "n_atlantis": d["finetune_atlantis_rows"],
         "n_elicitation": d["elicitation_rows"],
         "seed": d["seed"],
+        "elicitation": d["elicitation_source"],
     }
 
 
