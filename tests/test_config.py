@@ -67,7 +67,7 @@ def test_schema_errors_name_the_key(raw, key):
             {"study": "x", "data": {"tasks": ["angle", "distance"]}, "finetunes": {"ftwb2": [1]}},
             "finetunes.ftwb2",
         ),
-        ({"study": "x", "eval": {"rows_per_set": 5000}}, "eval.rows_per_set"),
+        ({"study": "x", "eval": {"rows_per_set": 20000}}, "eval.rows_per_set"),
         ({"study": "x", "data": {"pretrain_rows_per_task": 10}}, "data.finetune_no_atlantis_rows"),
     ],
 )
