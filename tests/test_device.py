@@ -265,7 +265,9 @@ def test_bf16_weights_step_matches_a_hand_written_reference():
     data = train.StaticBatches(ids, lengths, 8, 1, "cpu")
     step = train.CapturedStep(master, opt, data, 1.0, lr=lr, graph=False, precision="bf16_weights",
                               compute_model=copy.deepcopy(master).to(torch.bfloat16))  # fmt: skip
-    ref_opt = torch.optim.AdamW(ref_master.parameters(), lr=1e-3, weight_decay=0.01, foreach=False)
+    ref_lr = torch.tensor(1e-3)  # a tensor as the step's: the same AdamW arithmetic
+    ref_opt = torch.optim.AdamW(ref_master.parameters(), lr=ref_lr, weight_decay=0.01,
+                                foreach=False)  # fmt: skip
     mult = partial(train.lr_multiplier, warmup=3, total=16)
     for s in range(1, 17):  # crosses the epoch end (13 steps per epoch)
         step.run(s, 1e-3 * mult(s - 1))
@@ -278,8 +280,7 @@ def test_bf16_weights_step_matches_a_hand_written_reference():
         for pm, pc in zip(ref_master.parameters(), ref_compute.parameters(), strict=True):
             pm.grad = pc.grad.float()
         torch.nn.utils.clip_grad_norm_(list(ref_master.parameters()), 1.0)
-        for group in ref_opt.param_groups:
-            group["lr"] = 1e-3 * mult(s - 1)
+        ref_lr.fill_(1e-3 * mult(s - 1))
         ref_opt.step()
         with torch.no_grad():
             for pm, pc in zip(ref_master.parameters(), ref_compute.parameters(), strict=True):
