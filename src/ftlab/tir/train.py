@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ftlab.io import read_jsonl, sha256_file
-from ftlab.llm.data import last_boxed
 from ftlab.llm.train import FORMAT_VERSION, _base_model_identity, _load_tokenizer, _run
 from ftlab.tir.generation import hf_generate
 from ftlab.tir.rollout import Generated, run_rollouts
@@ -160,9 +159,13 @@ def make_rollout_func(recipe: TIRRecipe, sandbox: Sandbox | None):
 
 
 def make_reward(scorer: Scorer):
+    """1.0 when the rollout's answer - extracted from its transcript by the scorer's own
+    extraction (tir.reward.extraction), as evaluation extracts it - is correct, else 0.0."""
+
     def tir_correct(completions, transcript, answer, **kwargs) -> list[float]:
         return [
-            float(scorer.correct(last_boxed(t), a)) for t, a in zip(transcript, answer, strict=True)
+            float(scorer.correct(scorer.extract({"transcript": t}), a))
+            for t, a in zip(transcript, answer, strict=True)
         ]
 
     return tir_correct
