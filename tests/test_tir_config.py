@@ -61,3 +61,17 @@ def test_doubled_braces_are_accepted():
     cfg = yaml.safe_load((REPO / "tests/config_tir_tiny.yaml").read_text())
     cfg["tir"]["prompt_template"] = "Answer in \\boxed{{}}. {question}\n"
     validate_config(cfg)
+
+
+def test_sandbox_wall_limit_is_simpletirs_run_timeout():
+    # SimpleTIR sandbox/local_sandbox.py and internal_sandbox.py: run_timeout=3.0
+    from ftlab.tir.sandbox import SandboxLimits
+
+    seed = validate_config(
+        yaml.safe_load((REPO / "config/experiments/simpletir_qwen2.5_7b.yaml").read_text())
+    )
+    assert seed["tir"]["sandbox"]["wall_seconds"] == 3
+    cfg = yaml.safe_load((REPO / "tests/config_tir_tiny.yaml").read_text())
+    del cfg["tir"]["sandbox"]
+    assert validate_config(cfg)["tir"]["sandbox"]["wall_seconds"] == 3  # the schema default
+    assert SandboxLimits().wall_seconds == 3.0

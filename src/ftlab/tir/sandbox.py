@@ -59,7 +59,7 @@ PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
 @dataclass(frozen=True)
 class SandboxLimits:
     cpu_seconds: int = 5
-    wall_seconds: float = 10.0
+    wall_seconds: float = 3.0  # SimpleTIR run_timeout=3.0 (sandbox/local_sandbox.py)
     memory_mb: int = 1024
     max_output_chars: int = 512  # SimpleTIR truncate_content(max_length=512)
     file_mb: int = 16
