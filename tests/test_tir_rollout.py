@@ -241,3 +241,22 @@ def test_long_output_is_truncated_as_simpletir_does():
     assert out == _truncate_content(text + "\n", 512)
     err = box.run("raise ValueError('x' * 1000)")
     assert err.stderr_last_line == _truncate_content("ValueError: " + "x" * 1000, 512)
+
+
+def test_hf_stops_at_a_closed_code_block_not_at_an_answer():
+    # SimpleTIR (and the vLLM backend) generate on to EOS / budget after a \boxed{}; only a
+    # closed code block ends an HF reply early (the loop cuts there anyway)
+    import torch
+
+    from ftlab.tir.generation import _StopOnToolCall
+
+    texts = ["So \\boxed{4}. Check:", "```python\nprint(1)\n```", "```python\nprint(1)", "x"]
+
+    class Tok:
+        def batch_decode(self, ids, skip_special_tokens=True):
+            assert ids.shape == (4, 2)  # the new tokens only
+            return texts
+
+    stop = _StopOnToolCall(Tok(), prompt_len=3)
+    got = stop(torch.zeros((4, 5), dtype=torch.long), None)
+    assert got.tolist() == [False, True, False, False]

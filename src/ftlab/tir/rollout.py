@@ -79,8 +79,10 @@ def observation(result: CellResult) -> str:
 
 
 def stop_reply(text: str) -> bool:
-    """Whether a partial reply is complete: it closed a code block or a \\boxed{...}."""
-    return CODE_RE.search(text) is not None or last_boxed(text) is not None
+    """Whether a partial reply is complete: it closed a code block (the loop cuts it there).
+    A closed \\boxed{...} does not stop it: SimpleTIR (and vLLM here) generate on to EOS or the
+    token budget, so text after the answer - a code block included - stays in the reply."""
+    return CODE_RE.search(text) is not None
 
 
 @dataclass
