@@ -30,6 +30,7 @@ from ftlab.tir.sandbox import Sandbox, SandboxLimits
 from ftlab.tir.scoring import Scorer
 
 log = logging.getLogger("ftlab.tir.train")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class TIRRecipe:
     beta: float
     warmup_steps: float
     use_vllm: bool
+    # SimpleTIR train.sh: CLIP_RATIO=0.2_0.28 (clip-higher), LR_DECAY=1.0 (a constant rate)
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    lr_scheduler: str = "constant"  # constant | linear | cosine
 
     def __post_init__(self):
         if (self.batch_size * self.grad_accum) % self.num_generations:
@@ -59,6 +64,23 @@ class TIRRecipe:
             )
         if self.max_turns < 1:
             raise ValueError("max_turns must be at least 1")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(
+                f"tir.grpo.lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, not "
+                f"{self.lr_scheduler!r}"
+            )
+        if self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"tir.grpo.epsilon_high ({self.epsilon_high}) must be at least tir.grpo.epsilon "
+                f"({self.epsilon})"
+            )
+
+    @property
+    def trl_lr_scheduler(self) -> str:
+        """The transformers scheduler name (a constant rate after warmup: constant_with_warmup)."""
+        if self.lr_scheduler == "constant" and self.warmup_steps:
+            return "constant_with_warmup"
+        return self.lr_scheduler
 
     def hyperparameters(self) -> dict:
         hp = asdict(self)
@@ -79,7 +101,8 @@ class TIRRecipe:
             num_generations=self.num_generations,
             max_completion_length=self.max_completion_length, temperature=self.temperature,
             top_p=self.top_p, beta=self.beta, remove_unused_columns=False, use_vllm=vllm,
-            vllm_mode="colocate", log_completions=False,
+            vllm_mode="colocate", log_completions=False, epsilon=self.epsilon,
+            epsilon_high=self.epsilon_high, lr_scheduler_type=self.trl_lr_scheduler,
         )  # fmt: skip
 
 
@@ -90,7 +113,17 @@ def _policy_generator(trainer, recipe: TIRRecipe):
     def generate(contexts: list[str]) -> list[Generated]:
         if trainer.use_vllm:
             ids = [tok(c, add_special_tokens=False)["input_ids"] for c in contexts]
-            _, replies, _, _ = trainer.vllm_generation.generate(ids, None, 1)
+            engine = trainer.vllm_generation
+            # TRL's engine generates max_completion_length tokens (the whole transcript's cap);
+            # one turn's budget is max_new_tokens, as with HF generate
+            whole, engine.max_completion_length = (
+                engine.max_completion_length,
+                recipe.max_new_tokens,
+            )
+            try:
+                _, replies, _, _ = engine.generate(ids, None, 1)
+            finally:
+                engine.max_completion_length = whole
         else:
             model = trainer.accelerator.unwrap_model(trainer.model)
             was_training = model.training
