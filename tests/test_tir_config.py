@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftlab.config import ConfigError, validate_config
+from ftlab.config import ConfigError, load_schema, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +75,40 @@ def test_sandbox_wall_limit_is_simpletirs_run_timeout():
     del cfg["tir"]["sandbox"]
     assert validate_config(cfg)["tir"]["sandbox"]["wall_seconds"] == 3  # the schema default
     assert SandboxLimits().wall_seconds == 3.0
+
+
+# JSON-schema keywords config/schema.yaml uses; any other key in a schema node is a parse
+# accident, e.g. an unquoted comma in a flow-mapping description ({description: a, b}) that
+# cuts the description and makes " b" a key of its own
+SCHEMA_KEYWORDS = {
+    "$schema", "title", "type", "default", "description", "properties", "additionalProperties",
+    "required", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "items", "minItems", "maxItems", "uniqueItems", "oneOf", "anyOf", "allOf", "not",
+    "propertyNames", "pattern", "minLength", "maxLength", "patternProperties", "if", "then",
+    "else", "examples", "format", "$ref", "$defs", "definitions", "minProperties",
+}  # fmt: skip
+
+
+def _schema_nodes(node, where="schema"):
+    yield where, node
+    for key in ("properties", "patternProperties", "$defs", "definitions"):
+        for name, sub in (node.get(key) or {}).items():
+            yield from _schema_nodes(sub, f"{where}.{name}")
+    for key in ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else"):
+        if isinstance(node.get(key), dict):
+            yield from _schema_nodes(node[key], f"{where}.{key}")
+    for key in ("oneOf", "anyOf", "allOf"):
+        for i, sub in enumerate(node.get(key) or []):
+            yield from _schema_nodes(sub, f"{where}.{key}[{i}]")
+
+
+def test_every_schema_description_parses_as_one_string():
+    nodes = list(_schema_nodes(load_schema()))
+    assert len(nodes) > 100
+    bad_keys = [(w, k) for w, n in nodes for k in n if k not in SCHEMA_KEYWORDS]
+    assert not bad_keys, bad_keys
+    bad = [w for w, n in nodes if "description" in n and not isinstance(n["description"], str)]
+    assert not bad, bad
+    tir = load_schema()["properties"]["tir"]["properties"]
+    tools = tir["eval"]["properties"]["samplings"]["additionalProperties"]["properties"]["tools"]
+    assert tools["description"].endswith("(false = single-turn, nothing runs).")
