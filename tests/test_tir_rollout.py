@@ -37,6 +37,7 @@ SCRIPT = {
     "Q: e": ["```python\nprint(1)\n```"] * 3,
 }
 GOLD = {"a": "42", "b": "5", "c": "1024", "d": "8", "e": "1"}
+FTLAB = Scorer(grader="ftlab")  # the hand counts below are the ftlab grader's
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_turns_stop_reasons_and_observations(sandbox):
 
 def test_metrics_against_hand_counts(sandbox):
     recs, _ = run(sandbox)
-    verdicts = score_samples(recs, GOLD, Scorer())
+    verdicts = score_samples(recs, GOLD, FTLAB)
     assert [v["correct"] for v in verdicts] == [True, False, True, False, False]
     m = metrics(recs, verdicts)
     assert m["pass_at_k"] == {"1": pytest.approx(2 / 5)}
@@ -104,7 +105,7 @@ def test_metrics_against_hand_counts(sandbox):
 
 def test_pass_at_k_over_several_samples(sandbox):
     recs, _ = run(sandbox, n=3)  # scripted: the 3 samples of a problem are identical
-    m = metrics(recs, score_samples(recs, GOLD, Scorer()))
+    m = metrics(recs, score_samples(recs, GOLD, FTLAB))
     assert m["samples_per_problem"] == 3 and set(m["pass_at_k"]) == {"1", "2", "3"}
     assert all(v == pytest.approx(2 / 5) for v in m["pass_at_k"].values())
 
@@ -119,18 +120,20 @@ def test_tools_off_is_single_turn_and_runs_nothing(sandbox):
 def test_scorer_settings_change_the_verdict_not_the_generations(sandbox):
     recs, _ = run(sandbox)
     e = next(r for r in recs if r["problem_id"] == "e")
-    assert not score_samples([e], GOLD, Scorer())[0]["correct"]  # no \boxed
-    assert score_samples([e], GOLD, Scorer(extraction="boxed_or_last_number"))[0]["correct"]
+    assert not score_samples([e], GOLD, FTLAB)[0]["correct"]  # no \boxed
+    last_number = Scorer(grader="ftlab", extraction="boxed_or_last_number")
+    assert score_samples([e], GOLD, last_number)[0]["correct"]
+    assert score_samples([e], GOLD, Scorer())[0]["correct"]  # simpletir: the last number
     d = next(r for r in recs if r["problem_id"] == "d")
-    assert not score_samples([d], GOLD, Scorer())[0]["correct"]  # 7 vs 8
-    assert score_samples([d], GOLD, Scorer(abs_tol=1.5))[0]["correct"]
+    assert not score_samples([d], GOLD, FTLAB)[0]["correct"]  # 7 vs 8
+    assert score_samples([d], GOLD, Scorer(grader="ftlab", abs_tol=1.5))[0]["correct"]
 
 
 def test_answer_parsing():
     assert to_number("\\frac{3}{4}") == 0.75 and to_number("1,234") == 1234
     assert to_number("-3/6") == -0.5 and to_number("50\\%") == 50 and to_number("x+1") is None
-    assert Scorer().correct("\\dfrac{1}{2}", "0.5") and not Scorer().correct(None, "1")
-    assert Scorer().correct("\\text{(B)}", "(b)")
+    assert FTLAB.correct("\\dfrac{1}{2}", "0.5") and not FTLAB.correct(None, "1")
+    assert FTLAB.correct("\\text{(B)}", "(b)")
     assert cut_after_code("no code") == "no code"
     with pytest.raises(ValueError, match="scoring.extraction"):
         Scorer(extraction="last")
