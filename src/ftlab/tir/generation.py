@@ -1,9 +1,10 @@
 """Turn generators for the rollout loop: HF generate (CPU or GPU) and vLLM (GPU, if installed).
 
-Both take full contexts (prompt + transcript) and return one reply per context, stopping a
-reply as soon as it closed a code block or a \\boxed{...} (HF: a stopping criterion that reads
-the decoded text; vLLM: the reply is generated to its end or budget and cut by the loop, which
-gives the same transcript since the loop drops everything after the first code block).
+Both take full contexts (prompt + transcript) and return one reply per context, generated to
+EOS or the token budget, or - HF only - stopped as soon as it closed a code block (a stopping
+criterion that reads the decoded text). vLLM generates past the block and the loop cuts the
+reply after it, so both give the same transcript: the loop drops everything after the first
+code block. A closed \\boxed{...} stops neither (as in SimpleTIR's rollouts).
 `backend: auto` picks vLLM when it is installed and a GPU is visible, else HF.
 """
 
@@ -29,7 +30,7 @@ def pick_backend(backend: str) -> str:
 
 
 class _StopOnToolCall:
-    """transformers StoppingCriteria: a row is done once its new text closed code or \\boxed."""
+    """transformers StoppingCriteria: a row is done once its new text closed a code block."""
 
     def __init__(self, tokenizer, prompt_len: int):
         self.tok, self.prompt_len = tokenizer, prompt_len
@@ -51,7 +52,7 @@ def hf_generate(
     model, tok, contexts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
     add_special_tokens: bool = True,
 ) -> tuple[list[list[int]], list[list[int]]]:  # fmt: skip
-    """(context ids, reply ids) per context; left-padded batch, stops at a tool call/answer."""
+    """(context ids, reply ids) per context; left-padded batch, stops at a closed code block."""
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 

@@ -1,17 +1,23 @@
 """The multi-turn tool-integrated reasoning loop (SimpleTIR's agent loop, for evaluation and
-GRPO rollouts alike).
+GRPO rollouts alike): a port of run_llm_loop and execute_predictions
+(recipe/simpletir/agent_utils.py at ltzheng/SimpleTIR e7b5b44).
 
-One turn: the model continues its transcript; the reply is cut after its first complete code
-block (```python ... ```, SimpleTIR's rule); then
-  - a reply with \\boxed{...} outside its code block ends the trajectory with that answer
-    (code in it is not run),
-  - a reply with a code block, tools on: the cell runs in the sandbox and its output (or its
-    one-line error) is appended as "Code execution result: ..." - the next turn continues,
-    unless the output itself contains \\boxed{...} (the cell printed the final answer),
-  - a reply with neither code nor an answer is a VOID turn: the trajectory stops there
-    (SimpleTIR stops it too, and with mask_void_turns drops it from the policy loss).
+One turn, at loop step `step` (0-based) of `max_turns`: the model continues its transcript;
+a reply with a complete code block (```python ... ```) is cut after it, as
+preceding_text.strip() + code_block.strip() (the rest is dropped); then
+  - a reply with \\boxed{ anywhere (code included) ends the trajectory (stop "answer"),
+  - a reply with a code block, tools on: the cell runs in the sandbox - also when the reply
+    ended the trajectory with \\boxed{ - and its observation is
+    "\\nCode execution result: <stdout>\\n", or with <the last line of stderr> instead when
+    stderr is not empty (even when the cell succeeded), or "" when both are empty; output that
+    contains \\boxed{ ends the trajectory (the cell printed the answer, e.g. final_answer()),
+  - a reply with neither code nor \\boxed{ is a VOID turn: the trajectory stops there with
+    observation "\\n" (SimpleTIR's no_tool_prompt; with mask_void_turns GRPO drops it from
+    the policy loss);
+  - at step max_turns - 2 a non-empty observation gets "\\n" appended (final_prompt), and at
+    the last step (max_turns - 1) the observation is not appended to the transcript.
 With tools off the loop is single-turn: one reply, nothing runs (the single-turn baseline).
-`max_turns` caps the model turns; `max_context_tokens` stops a transcript that grew too long.
+`max_context_tokens` stops a transcript that grew too long.
 
 Nothing here scores answers against the ground truth: the loop records everything (every
 turn's text, code, sandbox result, observation, token counts and timing) and scoring reads it
@@ -29,8 +35,11 @@ from ftlab.llm.data import last_boxed
 from ftlab.tir.sandbox import CellResult, Sandbox
 
 CODE_RE = re.compile(r"```(?:py|python)?\n(.*?)\n```", re.DOTALL)
+_CUT_RE = re.compile(r"^(.*?)(```(?:py|python)?\n.*?\n```)", re.DOTALL)  # _postprocess_responses
 BOXED = "\\boxed{"
 OBS_PREFIX = "\nCode execution result: "
+NO_TOOL_PROMPT = "\n"  # SimpleTIR prompt_dict["no_tool_prompt"]: a void turn's observation
+FINAL_PROMPT = "\n"  # prompt_dict["final_prompt"]: appended at step max_turns - 2
 STOP_REASONS = ("answer", "void", "max_turns", "length", "no_tools")
 
 
@@ -47,9 +56,10 @@ TurnGenerator = Callable[[list[str]], list[Generated]]
 
 
 def cut_after_code(text: str) -> str:
-    """The reply up to the end of its first complete code block (the rest is dropped)."""
-    m = CODE_RE.search(text)
-    return text[: m.end()] if m else text
+    """A reply with a complete code block becomes the text before it, stripped, followed by
+    the block, stripped (the rest is dropped: SimpleTIR _postprocess_responses)."""
+    m = _CUT_RE.search(text)
+    return m.group(1).strip() + m.group(2).strip() if m else text
 
 
 def find_code(text: str) -> str | None:
@@ -58,17 +68,21 @@ def find_code(text: str) -> str | None:
 
 
 def observation(result: CellResult) -> str:
-    """What the model sees after its cell: stdout, or the one-line error when it failed."""
-    if result.ok:
-        body = result.stdout.rstrip("\n")
-    else:
-        body = result.error or f"{result.status}"
-    return f"{OBS_PREFIX}{body}\n"
+    """What the model sees after its cell (SimpleTIR execute_predictions): stdout as printed
+    (truncated), replaced by the last line of stderr whenever stderr is not empty, or nothing
+    when the cell printed nothing."""
+    if result.stderr:
+        return f"{OBS_PREFIX}{result.stderr_last_line}\n"
+    if result.stdout:
+        return f"{OBS_PREFIX}{result.stdout}\n"
+    return ""
 
 
 def stop_reply(text: str) -> bool:
-    """Whether a partial reply is complete: it closed a code block or a \\boxed{...}."""
-    return CODE_RE.search(text) is not None or last_boxed(text) is not None
+    """Whether a partial reply is complete: it closed a code block (the loop cuts it there).
+    A closed \\boxed{...} does not stop it: SimpleTIR (and vLLM here) generate on to EOS or the
+    token budget, so text after the answer - a code block included - stays in the reply."""
+    return CODE_RE.search(text) is not None
 
 
 @dataclass
@@ -148,7 +162,7 @@ def run_rollouts(
 def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_context_tokens):
     count = count_tokens or (lambda s: 0)
     turns = max_turns if tools else 1
-    for turn in range(turns):
+    for step in range(turns):
         active = [t for t in trajs if not t.done]
         if not active:
             return
@@ -157,14 +171,13 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
         if len(replies) != len(active):
             raise RuntimeError(f"generator returned {len(replies)} replies for {len(active)}")
         share = (time.perf_counter() - start) / len(active)  # batch time, split evenly
+        last = step == turns - 1  # its observation is not appended (run_llm_loop)
         to_run = []
         for t, reply in zip(active, replies, strict=True):
             text = cut_after_code(reply.text)
             code = find_code(text)
-            prose = CODE_RE.sub("", text)  # a \boxed{} inside code is code, not an answer
-            answer = last_boxed(prose) if BOXED in prose else None
             record = {
-                "turn": turn,
+                "turn": step,
                 "text": text,
                 "code": code,
                 "tool": None,
@@ -175,27 +188,39 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
                 "gen_seconds": share,
             }
             t.turns.append(record)
-            if BOXED in prose:
-                t.stop_reason, t.answer = "answer", answer
-            elif code is None:
-                record["void"] = True
-                t.stop_reason = "void"
+            if BOXED in text:  # anywhere, code included; a code block still runs
+                t.stop_reason, t.answer = "answer", last_boxed(text)
+            if code is None:
+                if not t.done:
+                    record["void"] = True
+                    t.stop_reason = "void"
+                    _observe(record, NO_TOOL_PROMPT, step, turns, count)
             elif not tools:
-                t.stop_reason = "no_tools"
+                if not t.done:
+                    t.stop_reason = "no_tools"
             else:
                 to_run.append((t, record, code))
         results = sandbox.run_many([c for _, _, c in to_run]) if to_run else []
         for (t, record, _), result in zip(to_run, results, strict=True):
-            obs = observation(result)
             record["tool"] = result.to_dict()
-            record["observation"] = obs
-            record["obs_tokens"] = count(obs)
+            _observe(record, observation(result), step, turns, count)
             if BOXED in result.stdout:
                 t.stop_reason, t.answer = "answer", last_boxed(result.stdout)
         for t in active:
             if t.done:
                 continue
-            if turn == turns - 1:
+            if last:
                 t.stop_reason = "max_turns"
             elif max_context_tokens is not None and count(t.context) >= max_context_tokens:
                 t.stop_reason = "length"
+
+
+def _observe(record: dict, obs: str, step: int, turns: int, count) -> None:
+    """Append a turn's observation as run_llm_loop does: final_prompt added to a non-empty
+    one at step max_turns - 2, nothing appended at the last step."""
+    if step == turns - 2 and obs:
+        obs += FINAL_PROMPT
+    if step == turns - 1:
+        obs = ""
+    record["observation"] = obs
+    record["obs_tokens"] = count(obs) if obs else 0

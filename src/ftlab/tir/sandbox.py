@@ -13,7 +13,10 @@ Each cell runs in a fresh `python -I` process (ftlab/tir/_cell_runner.py) with
     pids cgroup per cell when /sys/fs/cgroup/pids is writable (root; cgroup v1 layout), else by
     RLIMIT_NPROC inside the user namespace (per-namespace count; root is exempt from it),
     and everything left in the cell's cgroup or process group is killed when it ends,
-  - output truncated to `max_output_chars` (head and tail kept, the middle marked).
+  - output truncated to `max_output_chars` as SimpleTIR truncates it (agent_utils.py
+    truncate_content: max_output_chars // 2 characters of head and of tail around a marker),
+  - SimpleTIR's final_answer() helper defined before the cell (`final_answer_helper`, on by
+    default: agent_utils.py execute_predictions prepends it to every cell it runs).
 Concurrency is bounded: at most `max_concurrency` cells of one Sandbox run at a time.
 
 The audit hook is a Python-level guard: code that reaches libc through ctypes bypasses it; the
@@ -47,19 +50,23 @@ STATUSES = (
     "ok", "error", "timeout", "memory", "network", "process", "output_limit", "sandbox_error",
 )  # fmt: skip
 _NAMESPACE_OK: dict[str, bool] = {}
+# SimpleTIR (recipe/simpletir/agent_utils.py, execute_predictions) runs every cell as this
+# text followed by the cell: final_answer(x) prints \boxed{x}, which ends the trajectory.
+FINAL_ANSWER_HELPER = '\ndef final_answer(result):\n    print(f"\\\\boxed{{{result}}}")\n\n'
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     cpu_seconds: int = 5
-    wall_seconds: float = 10.0
+    wall_seconds: float = 3.0  # SimpleTIR run_timeout=3.0 (sandbox/local_sandbox.py)
     memory_mb: int = 1024
-    max_output_chars: int = 1024
+    max_output_chars: int = 512  # SimpleTIR truncate_content(max_length=512)
     file_mb: int = 16
     max_processes: int = 16  # processes of one cell (pids cgroup, or RLIMIT_NPROC in its userns)
     max_concurrency: int = 4
     network: str = "auto"  # auto | namespace | audit
+    final_answer_helper: bool = True  # define SimpleTIR's final_answer() before each cell
 
     def __post_init__(self):
         if self.network not in ("auto", "namespace", "audit"):
@@ -79,11 +86,13 @@ class SandboxLimits:
 @dataclass
 class CellResult:
     status: str
-    stdout: str  # truncated
-    stderr: str  # truncated
+    stdout: str  # truncated (truncate)
+    stderr: str  # truncated (truncate)
     error: str | None  # one line naming what happened, None when ok
     wall_seconds: float
     returncode: int | None
+    # the last line of the whole stderr, truncated: what SimpleTIR shows the model of stderr
+    stderr_last_line: str = ""
 
     @property
     def ok(self) -> bool:
@@ -94,12 +103,16 @@ class CellResult:
 
 
 def truncate(text: str, limit: int) -> str:
-    """Keep the head and the tail of `text` within `limit` characters, marking the cut."""
+    """SimpleTIR's truncate_content (recipe/simpletir/agent_utils.py): a text longer than
+    `limit` keeps its first limit // 2 and last -limit // 2 characters (Python's floor
+    division: (-limit) // 2) around a marker line naming the limit."""
     if len(text) <= limit:
         return text
-    marker = f"\n...[{len(text) - limit} characters truncated]...\n"
-    half = max(0, (limit - len(marker)) // 2)
-    return text[:half] + marker + text[len(text) - half :]
+    return (
+        text[: limit // 2]
+        + f"\n..._This content has been truncated to stay below {limit} characters_...\n"
+        + text[-limit // 2 :]
+    )
 
 
 def network_namespace_available(python: str = sys.executable) -> bool:
@@ -180,7 +193,7 @@ class Sandbox:
                 cgroup.mkdir()
                 (cgroup / "pids.max").write_text(str(lim.max_processes))
             cell = workdir / "cell.py"
-            cell.write_text(code)
+            cell.write_text(FINAL_ANSWER_HELPER + code if lim.final_answer_helper else code)
             out_path, err_path = workdir / ".stdout", workdir / ".stderr"
             spec = {
                 "cell": str(cell),
@@ -227,6 +240,9 @@ class Sandbox:
                 error=error,
                 wall_seconds=elapsed,
                 returncode=rc,
+                stderr_last_line=truncate(
+                    "\n".join(stderr.splitlines()[-1:]), lim.max_output_chars
+                ),  # fmt: skip
             )
         except OSError as exc:
             return CellResult("sandbox_error", "", "", f"sandbox failed: {exc}", 0.0, None)

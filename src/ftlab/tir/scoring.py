@@ -1,7 +1,19 @@
 """Scoring of generations.jsonl: answer extraction, answer checking and the metrics.
 
 Everything here reads what the rollout loop recorded and nothing else, so a change of scorer
-settings (extraction, tolerance) re-scores without re-running the model. Metrics per
+settings (grader, extraction, tolerance) re-scores without re-running the model.
+
+Graders (tir.scoring.grader, tir.reward.grader):
+  simpletir (default) - SimpleTIR's (recipe/simpletir/utils/reward_score/hf_math_verify.py):
+    the text before the first stop word (<|im_end|>, ...), the answer by the Qwen math
+    toolkit's extract_answer(data_name="math") (ftlab.tir.qwen_answer: the last \\boxed{}, else
+    what follows "he answer is", else the last number), wrapped in \\boxed{} as the gold answer
+    is, both parsed by math_verify and compared by its sympy_expr_eq (float_rounding 6,
+    numeric_precision 15);
+  ftlab - the transcript's last \\boxed{} (extraction boxed_or_last_number: else the last
+    number), numbers compared within abs_tol / rel_tol, other answers after LaTeX
+    normalization.
+Metrics per
 (checkpoint, dataset, sampling):
   pass@k for every k <= n (unbiased estimator, ftlab.tir.passk), mean turns, tool-usage rate
   (samples with at least one executed cell), void-turn rate (void turns / all turns) and
@@ -22,16 +34,23 @@ from ftlab.llm.data import last_boxed
 from ftlab.tir.passk import mean_pass_at_k
 
 EXTRACTIONS = ("boxed", "boxed_or_last_number")
+GRADERS = ("simpletir", "ftlab")
+STOP_WORDS = ("</s>", "<|im_end|>", "<|endoftext|>", "[END]")  # hf_math_verify extract_solution
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
 @dataclass(frozen=True)
 class Scorer:
-    extraction: str = "boxed"  # boxed | boxed_or_last_number
-    abs_tol: float = 1e-6
-    rel_tol: float = 1e-9
+    extraction: str = "boxed"  # boxed | boxed_or_last_number (grader ftlab)
+    abs_tol: float = 1e-6  # grader ftlab
+    rel_tol: float = 1e-9  # grader ftlab
+    grader: str = "simpletir"  # simpletir | ftlab
 
     def __post_init__(self):
+        if self.grader not in GRADERS:
+            raise ValueError(
+                f"scoring.grader must be one of {', '.join(GRADERS)}, not {self.grader!r}"
+            )
         if self.extraction not in EXTRACTIONS:
             raise ValueError(
                 f"scoring.extraction must be one of {', '.join(EXTRACTIONS)}, not "
@@ -41,9 +60,12 @@ class Scorer:
             raise ValueError("scoring.abs_tol and scoring.rel_tol must be >= 0")
 
     def extract(self, sample: dict) -> str | None:
-        """The predicted answer of one recorded sample: the last \\boxed{} of the transcript
-        (model text and tool output alike); optionally the last number as a fallback."""
+        """The predicted answer of one recorded sample (None: there is none). Grader ftlab: the
+        last \\boxed{} of the transcript (model text and tool output alike), optionally the last
+        number as a fallback; grader simpletir: simpletir_extract."""
         text = sample["transcript"]
+        if self.grader == "simpletir":
+            return simpletir_extract(text) or None
         boxed = last_boxed(text)
         if boxed is not None or self.extraction == "boxed":
             return boxed
@@ -53,10 +75,66 @@ class Scorer:
     def correct(self, pred: str | None, gold: str) -> bool:
         if pred is None:
             return False
+        if self.grader == "simpletir":
+            return math_verify_equal(pred, gold)
         a, b = to_number(pred), to_number(gold)
         if a is not None and b is not None:
             return math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
         return normalize(pred) == normalize(gold)
+
+
+def simpletir_extract(text: str) -> str:
+    """SimpleTIR's predicted answer (hf_math_verify.py extract_solution): the text from the
+    first "<|im_start|>assistant" on, cut at the first stop word, through the Qwen math
+    toolkit's extract_answer(data_name="math"); "" when it finds none."""
+    from ftlab.tir.qwen_answer import extract_answer
+
+    out = re.sub(r"^.*?<\|im_start\|>assistant", "<|im_start|>assistant", text, count=1,
+                 flags=re.DOTALL)  # fmt: skip
+    for stop in STOP_WORDS:
+        if stop in out:
+            out = out.split(stop)[0].strip()
+    return extract_answer(out)
+
+
+def math_verify_equal(pred: str, gold: str) -> bool:
+    """SimpleTIR's answer check (hf_math_verify.py compute_score, hf_verify_with_try): both
+    wrapped in \\boxed{} unless they hold one, parsed by math_verify.parse, equal when any
+    parsed gold and prediction are: sympy_expr_eq(float_rounding=6, numeric_precision=15) for
+    two sympy objects, stripped equality for two strings; any failure is False."""
+    from itertools import product
+
+    from math_verify import parse
+    from math_verify.grader import sympy_expr_eq
+    from math_verify.utils import timeout
+    from sympy import Basic, MatrixBase
+
+    @timeout(5)
+    def same(g, t) -> bool:
+        if isinstance(g, Basic | MatrixBase) and isinstance(t, Basic | MatrixBase):
+            # the reference passes True as the 5th positional argument: allow_set_relation_comp
+            # in math-verify 0.9 (strict keeps its default, True)
+            return sympy_expr_eq(g, t, 6, 15, True)
+        if isinstance(g, str) and isinstance(t, str):
+            g, t = g.strip(), t.strip()
+            return len(g) > 0 and len(t) > 0 and g == t
+        return False
+
+    def same_or_false(g, t) -> bool:
+        try:
+            return same(g, t)
+        except Exception:
+            return False
+
+    target = pred if "\\boxed" in pred else f"\\boxed{{{pred}}}"
+    truth = gold if "\\boxed" in gold else f"\\boxed{{{gold}}}"
+    try:
+        parsed_target, parsed_gold = parse(target), parse(truth)
+        golds = parsed_gold if isinstance(parsed_gold, list) else [parsed_gold]
+        targets = parsed_target if isinstance(parsed_target, list) else [parsed_target]
+        return any(same_or_false(g, t) for g, t in product(golds, targets))
+    except Exception:
+        return False
 
 
 def _strip(s: str) -> str:

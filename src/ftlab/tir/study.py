@@ -129,10 +129,28 @@ class TIRStudy:
         return "\n".join(lines)
 
 
+def prompt_template_problems(template: str) -> list[str]:
+    """Why tir.prompt_template cannot make a prompt (str.format with question=...), if it can't.
+
+    The generate and train jobs fill the template with str.format(question=...), so a literal
+    brace must be doubled: a \\boxed{} written as is reads as a positional field."""
+    try:
+        filled = template.format(question="\x00")
+    except (IndexError, KeyError, ValueError, AttributeError) as exc:
+        return [
+            f"'tir.prompt_template' cannot be filled by str.format(question=...): "
+            f"{type(exc).__name__}: {exc}; write literal braces doubled ({{{{ and }}}}, e.g. "
+            f"\\boxed{{{{}}}}) and no field other than {{question}}"
+        ]
+    if "\x00" not in filled:
+        return ["'tir.prompt_template' has no {question} field: the problem would not be shown"]
+    return []
+
+
 def check_config(cfg: dict) -> list[str]:
     """Cross-key rules of a TIR config that a JSON schema cannot express."""
     tir = cfg["tir"]
-    problems = []
+    problems = prompt_template_problems(tir["prompt_template"])
     datasets = tir["datasets"]
     for name in tir["eval"]["datasets"]:
         if name not in datasets:

@@ -33,7 +33,9 @@ def tool_trace(question: str, answer: str) -> list[tuple[str, bool]]:
     """(segment, trained?) pieces of one tool-integrated solution: code, output, answer."""
     return [
         (f"```python\nprint({question})\n```", True),
-        (f"{OBS_PREFIX}{answer}\n", False),  # the sandbox's output: never a training target
+        # the observation of print(): stdout with its newline (ftlab.tir.rollout.observation);
+        # the sandbox's output is never a training target
+        (f"{OBS_PREFIX}{answer}\n\n", False),
         (f"\\boxed{{{answer}}}", True),
     ]
 

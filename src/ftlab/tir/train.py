@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ftlab.io import read_jsonl, sha256_file
-from ftlab.llm.data import last_boxed
 from ftlab.llm.train import FORMAT_VERSION, _base_model_identity, _load_tokenizer, _run
 from ftlab.tir.generation import hf_generate
 from ftlab.tir.rollout import Generated, run_rollouts
@@ -31,6 +30,7 @@ from ftlab.tir.sandbox import Sandbox, SandboxLimits
 from ftlab.tir.scoring import Scorer
 
 log = logging.getLogger("ftlab.tir.train")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class TIRRecipe:
     beta: float
     warmup_steps: float
     use_vllm: bool
+    # SimpleTIR train.sh: CLIP_RATIO=0.2_0.28 (clip-higher), LR_DECAY=1.0 (a constant rate)
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    lr_scheduler: str = "constant"  # constant | linear | cosine
 
     def __post_init__(self):
         if (self.batch_size * self.grad_accum) % self.num_generations:
@@ -60,6 +64,23 @@ class TIRRecipe:
             )
         if self.max_turns < 1:
             raise ValueError("max_turns must be at least 1")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(
+                f"tir.grpo.lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, not "
+                f"{self.lr_scheduler!r}"
+            )
+        if self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"tir.grpo.epsilon_high ({self.epsilon_high}) must be at least tir.grpo.epsilon "
+                f"({self.epsilon})"
+            )
+
+    @property
+    def trl_lr_scheduler(self) -> str:
+        """The transformers scheduler name (a constant rate after warmup: constant_with_warmup)."""
+        if self.lr_scheduler == "constant" and self.warmup_steps:
+            return "constant_with_warmup"
+        return self.lr_scheduler
 
     def hyperparameters(self) -> dict:
         hp = asdict(self)
@@ -80,7 +101,8 @@ class TIRRecipe:
             num_generations=self.num_generations,
             max_completion_length=self.max_completion_length, temperature=self.temperature,
             top_p=self.top_p, beta=self.beta, remove_unused_columns=False, use_vllm=vllm,
-            vllm_mode="colocate", log_completions=False,
+            vllm_mode="colocate", log_completions=False, epsilon=self.epsilon,
+            epsilon_high=self.epsilon_high, lr_scheduler_type=self.trl_lr_scheduler,
         )  # fmt: skip
 
 
@@ -91,7 +113,17 @@ def _policy_generator(trainer, recipe: TIRRecipe):
     def generate(contexts: list[str]) -> list[Generated]:
         if trainer.use_vllm:
             ids = [tok(c, add_special_tokens=False)["input_ids"] for c in contexts]
-            _, replies, _, _ = trainer.vllm_generation.generate(ids, None, 1)
+            engine = trainer.vllm_generation
+            # TRL's engine generates max_completion_length tokens (the whole transcript's cap);
+            # one turn's budget is max_new_tokens, as with HF generate
+            whole, engine.max_completion_length = (
+                engine.max_completion_length,
+                recipe.max_new_tokens,
+            )
+            try:
+                _, replies, _, _ = engine.generate(ids, None, 1)
+            finally:
+                engine.max_completion_length = whole
         else:
             model = trainer.accelerator.unwrap_model(trainer.model)
             was_training = model.training
@@ -160,9 +192,13 @@ def make_rollout_func(recipe: TIRRecipe, sandbox: Sandbox | None):
 
 
 def make_reward(scorer: Scorer):
+    """1.0 when the rollout's answer - extracted from its transcript by the scorer's own
+    extraction (tir.reward.extraction), as evaluation extracts it - is correct, else 0.0."""
+
     def tir_correct(completions, transcript, answer, **kwargs) -> list[float]:
         return [
-            float(scorer.correct(last_boxed(t), a)) for t, a in zip(transcript, answer, strict=True)
+            float(scorer.correct(scorer.extract({"transcript": t}), a))
+            for t, a in zip(transcript, answer, strict=True)
         ]
 
     return tir_correct
