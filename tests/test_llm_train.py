@@ -155,7 +155,8 @@ def test_extraction_order():
     assert ex("so 3 + 4\n#### 7\nbye 10", "gsm8k") == "7"
     assert ex("so \\boxed{\\frac{3}{4}} or 5", "math") == "\\frac{3}{4}"
     assert ex("<answer>so \\boxed{12}</answer>", "math") == "12"
-    assert ex("first 12, then 1,500 apples", "gsm8k") == "1500"
+    assert ex("first 12, then 1,500 apples", "gsm8k") == "1,500"  # lm-eval flexible-extract
+    assert rewards.is_correct("1,500", {"answer": "1500"}, "gsm8k")
     assert ex("no digits here", "gsm8k") is None
     assert ex("\n  Paris \nmore", "triviaqa") == "Paris"
     assert ex("x <answer>Rome</answer>", "triviaqa") == "Rome"
@@ -164,8 +165,9 @@ def test_extraction_order():
 def test_normalization_partial_and_aliases():
     row = {"answer": "1000", "aliases": []}
     assert rewards.normalize("1,000", "gsm8k") == rewards.normalize("1000.0", "gsm8k")
-    for pred in ("1,000", "1000.0", "$1,000", "1000 dollars", "1000."):
+    for pred in ("1,000", "$1,000", "1000 dollars", "1000.", "x = 1000"):
         assert rewards.is_correct(pred, row, "gsm8k"), pred
+    assert not rewards.is_correct("1000.0", row, "gsm8k")  # lm-eval's gsm8k: string match
     assert not rewards.is_correct("1001", row, "gsm8k")
     assert not rewards.is_correct(None, row, "gsm8k")
     hundred = {"answer": "100", "aliases": []}
@@ -201,7 +203,9 @@ def test_format_and_reward_functions():
     }
     completions = [good, "#### 7", "<reasoning>x</reasoning><answer>8</answer>"]
     kwargs = {"answer": ["7"] * 3, "aliases": [[]] * 3, "fmt": ["gsm8k"] * 3, "prompts": [""] * 3}
-    assert rewards.correctness_reward(completions, **kwargs) == [1.0, 1.0, 0.0]
+    # "#### 7" has no closed <answer> tag: no reward (in-domain scoring still reads it)
+    assert rewards.correctness_reward(completions, **kwargs) == [1.0, 0.0, 0.0]
+    assert rewards.score_completion("#### 7", row, "gsm8k")["correct"]
     assert rewards.format_reward(completions, **kwargs) == [1.0, 0.0, 1.0]
     conversational = [[{"role": "assistant", "content": good}]]
     assert rewards.correctness_reward(conversational, answer=["7"], fmt=["gsm8k"]) == [1.0]
