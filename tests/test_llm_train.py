@@ -497,12 +497,14 @@ def test_verify_and_keep_with_stub_generator(fixtures, tmp_path):
     data.write_jsonl(rows_path, rows)
     seen = []
 
-    def stub(prompts, n):  # 1st sample right (with format), 2nd wrong; question 3 all wrong
-        seen.append((prompts, n))
+    def stub(prompts, n):  # 1st sample right (with format), 2nd wrong; question 3: right
+        seen.append((prompts, n))  # answers without the tag format, or cut off, only
         out = []
         for i, row in enumerate(rows):
             right = f"<reasoning>r</reasoning><answer>{row['answer']}</answer>"
-            out.append([right if i != 3 else "#### -1", "<answer>-1</answer>"])
+            cut = f"<reasoning>so the answer is {row['answer']}"  # hit max_new_tokens
+            bare = f"<answer>{row['answer']}</answer>"  # no reasoning: not the SFT format
+            out.append([right, "<answer>-1</answer>"] if i != 3 else [cut, bare])
         return out
 
     report = teacher.generate_trajectories(
@@ -521,9 +523,29 @@ def test_verify_and_keep_with_stub_generator(fixtures, tmp_path):
         teacher.verify_and_keep(rows, [["x"]], "gsm8k")
 
 
-def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path):
+def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path, monkeypatch):
+    rows = data.load_rows(fixtures["triviaqa"], "triviaqa")[:5]
     rows_path = tmp_path / "rows.jsonl"
-    data.write_jsonl(rows_path, data.load_rows(fixtures["triviaqa"], "triviaqa"))
+    data.write_jsonl(rows_path, rows)
+    by_prompt = {data.prompt_for(r, "reasoning"): r for r in rows}
+    real = teacher.hf_generator
+
+    def planted(*args, **kwargs):  # the tiny model's samples plus a planted right, wrong and
+        generate = real(*args, **kwargs)  # cut-off (right answer, no closed tag) sample each
+
+        def both(prompts, n):
+            out = generate(prompts, n)
+            assert [len(o) for o in out] == [n] * len(prompts)
+            for prompt, texts in zip(prompts, out, strict=True):
+                answer = by_prompt[prompt]["answer"]
+                texts += [f"<reasoning>r</reasoning><answer>{answer}</answer>",
+                          "<reasoning>r</reasoning><answer>Atlantis</answer>",
+                          f"<reasoning>it is {answer}"]  # fmt: skip
+            return out
+
+        return both
+
+    monkeypatch.setattr(teacher, "hf_generator", planted)
     report = teacher.generate_trajectories(
         teacher_model=tiny_model, rows_path=str(rows_path), fmt="triviaqa",
         out_path=str(tmp_path / "kept.jsonl"), report_path=str(tmp_path / "report.json"),
@@ -531,10 +553,14 @@ def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path):
         temperature=1.0, limit=5,
     )  # fmt: skip
     assert report["backend"] == "hf" and report["teacher_model"] == tiny_model
-    assert report["n_questions"] == 5 and report["n_generated"] == 10
-    assert 0 <= report["n_kept"] <= report["n_generated"]
-    assert report["pass_rate"] == pytest.approx(report["n_kept"] / report["n_generated"])
-    assert len(data.read_jsonl(tmp_path / "kept.jsonl")) == report["n_kept"]
+    assert report["n_questions"] == 5 and report["n_generated"] == 5 * (2 + 3)
+    # exactly the planted right samples (random tiny-model text never has the tag format)
+    kept = data.read_jsonl(tmp_path / "kept.jsonl")
+    assert report["n_kept"] == len(kept) == 5 and report["n_questions_solved"] == 5
+    assert [k["completion"] for k in kept] == [
+        f"<reasoning>r</reasoning><answer>{r['answer']}</answer>" for r in rows
+    ]
+    assert report["pass_rate"] == pytest.approx(5 / 25)
     with pytest.raises(ValueError, match="unknown backend"):
         teacher.choose_backend("tgi")
     if importlib.util.find_spec("vllm") is None:  # the lazy import fails with a clear message
