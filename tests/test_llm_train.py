@@ -300,6 +300,29 @@ def test_sft_publishes_checkpoints(tiny_model, sft_records_path, tmp_path):
     assert checkpoint_sha256(out / "checkpoint-4") != checkpoint_sha256(tiny_model)  # it trained
 
 
+def test_sft_epochs_are_the_planned_full_batches(tiny_model, sft_records_path, tmp_path):
+    """Length in epochs: an epoch is records // effective batch steps (study.epoch_steps,
+    seed 003's count), so the checkpoints' recorded epoch is the planned one. transformers
+    alone would count a partial last batch as a step: 21 records at 2 x 4 -> 3 steps an epoch,
+    and epoch 1.33 after the planned 2 epochs' 4 steps."""
+    from ftlab.llm.study import epoch_steps
+
+    records = data.read_jsonl(sft_records_path)
+    path = tmp_path / "records.jsonl"
+    data.write_jsonl(path, (records * 2)[:21])
+    steps = epoch_steps(21, 2, 2 * 4)
+    assert steps == 2 * (21 // 8) == 4
+    kw = sft_kwargs(tiny_model, str(path), tmp_path, max_steps=steps, save_steps=2,
+                    batch_size=2, grad_accum=4, epochs=2)  # fmt: skip
+    run_sft(**kw)
+    out = tmp_path / "models" / "sft"
+    for step, epoch in ((2, 1.0), (4, 2.0)):
+        info = json.loads((out / f"checkpoint-{step}" / "ftlab_checkpoint.json").read_text())
+        assert info["epoch"] == pytest.approx(epoch), step
+    log = pd.read_csv(out / "training_log.csv")
+    assert list(log["epoch"]) == pytest.approx([0.5, 1.0, 1.5, 2.0])
+
+
 def test_sft_crash_before_publish_resumes_or_starts_over(
     tiny_model, sft_records_path, tmp_path, monkeypatch, caplog
 ):

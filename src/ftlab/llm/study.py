@@ -62,7 +62,9 @@ def epoch_steps(n_records: int, epochs: float, batch: int) -> int:
     An epoch is its full effective batches (n // batch); the partial last one is not a step.
     This is seed 003's count (transformers 4.x with per-device batch <= 4 at effective batch
     16): 3 epochs of GSM8K's 7,473 rows = 1,401 steps, MATH's 7,397 = 1,386, TriviaQA's 7,500
-    = 1,404. (transformers 5 rounds each epoch up instead: 1,404 / 1,389 / 1,407.)
+    = 1,404. (transformers 5 rounds each epoch up instead: 1,404 / 1,389 / 1,407.) The SFT
+    trainer is made to agree (train._full_batch_sft_trainer: each epoch samples the full
+    batches' n // batch * batch records afresh), so the recorded epoch is the planned one.
     """
     per_epoch = n_records // batch
     if per_epoch < 1:

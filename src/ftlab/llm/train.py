@@ -253,6 +253,34 @@ def read_sft_records(path: str | Path) -> list[dict]:
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
 
 
+def _full_batch_sft_trainer():
+    """SFTTrainer whose epoch is the full effective batches of the records (study.epoch_steps:
+    seed 003's n // batch steps), not transformers' count with a partial last batch.
+
+    Each epoch samples floor(n / B) * B of the n records (B: per-device batch x accumulation
+    x processes) in a fresh seeded order, so the n mod B left out change from epoch to epoch;
+    the Trainer's epoch (in training_log.csv and ftlab_checkpoint.json) is then the planned
+    one: 3.0 after 3 x floor(n / B) steps."""
+    from torch.utils.data import RandomSampler
+    from trl import SFTTrainer
+
+    class FullBatchSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if not isinstance(sampler, RandomSampler):
+                return sampler
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            args = self.args
+            batch = args.train_batch_size * args.gradient_accumulation_steps
+            batch *= max(1, args.world_size)
+            n = (len(ds) // batch) * batch
+            if n < 1:
+                raise ValueError(f"{len(ds)} SFT records make no full batch of {batch}")
+            return RandomSampler(ds, num_samples=n)
+
+    return FullBatchSFTTrainer
+
+
 def run_sft(
     recipe: SFTRecipe,
     *,
@@ -286,8 +314,11 @@ def run_sft(
     }
     config = recipe.trl_config(state_dir, seed)
 
+    # Length in epochs: an epoch is the planned n // batch steps (study.epoch_steps).
+    trainer_cls = _full_batch_sft_trainer() if recipe.epochs is not None else SFTTrainer
+
     def factory(cbs):
-        return SFTTrainer(
+        return trainer_cls(
             model=base_model,
             args=config,
             train_dataset=Dataset.from_list(records),
