@@ -323,6 +323,37 @@ def test_sft_epochs_are_the_planned_full_batches(tiny_model, sft_records_path, t
     assert list(log["epoch"]) == pytest.approx([0.5, 1.0, 1.5, 2.0])
 
 
+def test_sft_length_report_counts_what_max_length_cuts(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    # character tokenizer with a BOS: prompt 10 chars + completion 5 + EOS = 1 + 10 + 5 + 1
+    assert len(tok("Q" * 10 + "A" * 5 + tok.eos_token)["input_ids"]) == 17
+    records = [{"prompt": "Q" * 10, "completion": "A" * 5},  # 17 tokens
+               {"prompt": "Q" * 20, "completion": "A" * 2},  # 24, the prompt alone 21
+               {"prompt": "Q", "completion": "A"}]  # 4  # fmt: skip
+    got = llm_train.sft_length_report(records, tok, 16)
+    assert got == {"records": 3, "max_length": 16, "truncated": 2, "no_completion_left": 1,
+                   "longest_tokens": 24}  # fmt: skip
+    assert llm_train.sft_length_report(records, tok, 17)["truncated"] == 1
+    assert llm_train.sft_length_report(records, tok, None)["truncated"] == 0
+
+
+def test_sft_warns_about_records_over_max_length(tiny_model, sft_records_path, tmp_path, caplog):
+    records = data.read_jsonl(sft_records_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lengths = sorted(len(tok(r["prompt"] + r["completion"])["input_ids"]) for r in records)
+    max_length = lengths[len(lengths) // 2]  # about half the records are longer
+    kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, max_steps=1, save_steps=1,
+                    max_length=max_length)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ftlab.llm.train"):
+        run_sft(**kw)
+    info = json.loads(
+        (tmp_path / "models" / "sft" / "checkpoint-1" / "ftlab_checkpoint.json").read_text()
+    )
+    expect = llm_train.sft_length_report(records, tok, max_length)
+    assert info["sft_lengths"] == expect and expect["truncated"] >= len(records) // 2
+    assert any("llm.sft.max_length" in r.getMessage() for r in caplog.records)
+
+
 def test_sft_crash_before_publish_resumes_or_starts_over(
     tiny_model, sft_records_path, tmp_path, monkeypatch, caplog
 ):
