@@ -11,7 +11,8 @@ injected by tests.
 
 Resumable in shards: the questions are generated `shard_size` at a time and each finished
 shard's generations are written to ``<shards_dir>/shard-<k>.jsonl`` (atomically, headed by a
-key over the teacher, the settings and the shard's questions). A job killed at its time limit
+key over the teacher - its name and content hash or hub commit -, the chosen backend, the
+settings and the shard's questions). A job killed at its time limit
 re-runs only the unfinished shards; a changed setting or question never reuses a shard. The
 model is loaded only when some shard is missing. Seed 003 needed ~6 h for MATH's 7.4k questions.
 
@@ -210,7 +211,13 @@ def generate_trajectories(
                 ))  # fmt: skip
         return built[0]
 
-    settings = {"teacher": teacher_model, "fmt": fmt, "style": style, "n": samples_per_question,
+    from ftlab.llm.fingerprint import model_fingerprint
+
+    # The shard key: the teacher's identity (a local folder's content hash; a hub id's cached
+    # commit), the backend that generates (auto may pick vLLM on one run and HF on a resume:
+    # their samples differ) and every generation setting.
+    settings = {"teacher": teacher_model, "teacher_sha256": model_fingerprint(teacher_model),
+                "backend": chosen, "fmt": fmt, "style": style, "n": samples_per_question,
                 "max_new_tokens": max_new_tokens, "temperature": temperature}  # fmt: skip
     shards = Path(shards_dir) if shards_dir else Path(str(out_path) + ".shards")
     shards.mkdir(parents=True, exist_ok=True)
