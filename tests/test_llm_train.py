@@ -494,6 +494,8 @@ def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
         assert config.seed == config.data_seed == 5
         if cls is GRPORecipe:
             assert config.reward_weights == [1.0, 0.25]  # correctness, format_weight * format
+        else:  # loss on the completion only, one record per sequence (not schema knobs)
+            assert config.completion_only_loss is True and config.packing is False
         # max_prompt_length filters the GRPO rows (grpo_dataset_rows), use_vllm picks vLLM.
         assert recipe.hyperparameters().keys() == {f.name for f in dataclasses.fields(cls)} - {
             "use_vllm"
@@ -502,6 +504,25 @@ def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
         SFTRecipe.from_config({"lr": 1.0})
     with pytest.raises(ValueError, match="multiple of num_generations"):
         GRPORecipe.from_config({**LLM_DEFAULTS["grpo"], "batch_size": 3, "num_generations": 2})
+
+
+def test_grpo_dataset_rows_drop_over_long_prompts(tiny_model, caplog):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    qa = [("2+3?", "5"), ("x" * 50 + "?", "1"), ("4+4?", "8")]
+    rows = [{"id": str(i), "question": q, "answer": a, "aliases": []}
+            for i, (q, a) in enumerate(qa)]  # fmt: skip
+    short = len(tok(data.prompt_for(rows[0], "reasoning"))["input_ids"])
+    # the character tokenizer: the long question has 51 - 4 = 47 more characters and tokens
+    assert len(tok(data.prompt_for(rows[1], "reasoning"))["input_ids"]) == short + 47
+    with caplog.at_level(logging.WARNING, logger="ftlab.llm.train"):
+        out = llm_train.grpo_dataset_rows(rows, "gsm8k", tok, max_prompt_length=short)
+    assert [r["answer"] for r in out] == ["5", "8"]
+    assert out[0] == {"prompt": data.prompt_for(rows[0], "reasoning"), "answer": "5",
+                      "aliases": [], "fmt": "gsm8k"}  # fmt: skip
+    assert any("dropped 1 of 3 prompts" in r.getMessage() for r in caplog.records)
+    assert len(llm_train.grpo_dataset_rows(rows, "gsm8k", tok, short + 47)) == 3
+    with pytest.raises(ValueError, match="no prompt fits max_prompt_length"):
+        llm_train.grpo_dataset_rows(rows, "gsm8k", tok, short - 1)
 
 
 def _weights(path) -> dict:
