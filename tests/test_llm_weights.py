@@ -55,13 +55,17 @@ def test_delete_weights_keeps_identity_and_refuses_re_evaluation(ckpt, tmp_path)
                        cache_path=str(tmp_path / "c.sqlite"), study="t")  # fmt: skip
 
 
-def test_cache_identity_separates_dtype_backend_and_args():
+def test_cache_identity_separates_dtype_backend_args_device_and_batch():
     h = "abc"
-    assert cache_identity(h, "hf", {}) == h  # the plain HF key is unchanged
-    args = [("hf", {"dtype": "bfloat16"}), ("hf", {"dtype": "float32"}), ("vllm", {}),
-            ("hf", {"max_length": 2048})]  # fmt: skip
-    ids = {cache_identity(h, backend, a) for backend, a in args}
-    assert len(ids) == 4 and all(i.startswith(h + "-") for i in ids)
+    args = [("hf", {}, "cpu", "auto"), ("hf", {"dtype": "bfloat16"}, "cpu", "auto"),
+            ("hf", {"dtype": "float32"}, "cpu", "auto"), ("vllm", {}, "cpu", "auto"),
+            ("hf", {"max_length": 2048}, "cpu", "auto"), ("hf", {}, "cuda", "auto"),
+            ("hf", {}, "cpu", 8), ("hf", {}, "cpu", 16)]  # fmt: skip
+    ids = {cache_identity(h, *a) for a in args}
+    assert len(ids) == len(args) and all(i.startswith(h + "-") for i in ids)
+    # the device's type, not its index: cuda:0 and cuda:1 share answers
+    assert cache_identity(h, "hf", {}, "cuda:0", 8) == cache_identity(h, "hf", {}, "cuda:1", 8)
+    assert cache_identity(h, "hf", {}, "cuda", 8) == cache_identity(h, "hf", {}, "cuda:0", "8")
 
 
 def test_teacher_resumes_from_finished_shards(tmp_path):
