@@ -148,10 +148,14 @@ def test_run_lm_eval_matches_simple_evaluate(env, base):
 
 
 def test_rerun_is_fully_cached(env, base):
-    again = run(env, env["m0"], "again", env["root"] / "shared.sqlite", batch_size=2)
+    again = run(env, env["m0"], "again", env["root"] / "shared.sqlite")
     assert (again["n_cached"], again["n_computed"]) == (N_REQUESTS, 0)
     assert again["benchmarks"] == base["benchmarks"]
     assert samples(env, "again") == samples(env, "base")
+    # another batch size (padding can change logprobs' last bits) is computed afresh
+    other = run(env, env["m0"], "batch2", env["root"] / "shared.sqlite", batch_size=2)
+    assert (other["n_cached"], other["n_computed"]) == (0, N_REQUESTS)
+    assert other["cache_identity"] != again["cache_identity"]
 
 
 def test_two_checkpoints_never_share_answers(env, base):
@@ -164,8 +168,9 @@ def test_two_checkpoints_never_share_answers(env, base):
     assert samples(env, "other") == samples(env, "alone")
     assert samples(env, "other") != samples(env, "base")  # different weights, different answers
     with SampleCache(shared) as c:
-        assert c.count(base["model_sha256"] + "/") == N_REQUESTS
-        assert c.count(other["model_sha256"] + "/") == N_REQUESTS
+        assert c.count(base["cache_identity"] + "/") == N_REQUESTS
+        assert c.count(other["cache_identity"] + "/") == N_REQUESTS
+        assert base["cache_identity"].startswith(base["model_sha256"] + "-")
 
 
 def test_kill_and_resume(env, base, monkeypatch):

@@ -2,6 +2,7 @@
 checkpoints; SFT length in epochs or steps; per-run overrides; CF-SFT as a method; config errors
 that name their key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,35 @@ def test_cf_sft_and_per_run_overrides():
         ({"runs": {"grpo-gsm8k": {"epochs": 1}}}, "'llm.runs.grpo-gsm8k.epochs': GRPO runs"),
         ({"datasets": {"gsm8k": {"format": "gsm8k", "train": [], "test": "b"}}},
          "llm.datasets.gsm8k.train"),
+        ({"grpo": {"batch_size": 6, "num_generations": 8}},
+         "'llm.grpo.batch_size' x 'llm.grpo.grad_accum' (6 x 1 = 6 completions per process "
+         "and step) must be a multiple of 'llm.grpo.num_generations' (8)"),
+        ({"grpo": {"batch_size": 2, "grad_accum": 3, "num_generations": 4}},
+         "'llm.grpo.num_generations' (4)"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(change, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(_cfg(**change))
+
+
+@pytest.mark.parametrize(("batch", "accum", "gens"), [(6, 1, 8), (2, 3, 4), (4, 2, 8), (8, 1, 8)])
+def test_grpo_batch_check_agrees_with_trl(batch, accum, gens):
+    """check_config rejects a GRPO batch before any job exactly when TRL's GRPOConfig would
+    (one process: generation batch = batch_size x grad_accum, divisible by num_generations)."""
+    trl = pytest.importorskip("trl")
+    try:
+        trl.GRPOConfig(output_dir="unused", per_device_train_batch_size=batch,
+                       gradient_accumulation_steps=accum, num_generations=gens,
+                       use_cpu=True, report_to="none")  # fmt: skip
+        trl_ok = True
+    except ValueError as e:
+        assert "divisible by num_generations" in str(e)
+        trl_ok = False
+    assert trl_ok is ((batch * accum) % gens == 0)
+    change = {"grpo": {"batch_size": batch, "grad_accum": accum, "num_generations": gens}}
+    if trl_ok:
+        validate_config(_cfg(**change))
+    else:
+        with pytest.raises(ConfigError, match="llm.grpo.num_generations"):
+            validate_config(_cfg(**change))

@@ -75,7 +75,8 @@ def test_triviaqa_subset_validation_split_and_limit():
     assert report["dropped"] == {"no_answer_value": 1} and report["kept"] == 9
     assert report["rows"] == len(rows) == 5 and report["limit"] == 5
     assert rows[0] == {"id": "tc_0", "question": "Which number comes after 0?", "answer": "1",
-                       "aliases": ["1", "number 1"], "solution": "1"}  # fmt: skip
+                       "aliases": ["1", "number 1"], "solution": "1",
+                       "subset": "rc.nocontext"}  # fmt: skip
     val, _ = data.load_split(parse_sources(spec, "validation", "k"), "triviaqa",
                              data_root=str(HUB))  # fmt: skip
     assert [r["id"] for r in val] == ["tc_val_200", "tc_val_201", "tc_val_202", "tc_val_203"]

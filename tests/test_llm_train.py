@@ -155,7 +155,8 @@ def test_extraction_order():
     assert ex("so 3 + 4\n#### 7\nbye 10", "gsm8k") == "7"
     assert ex("so \\boxed{\\frac{3}{4}} or 5", "math") == "\\frac{3}{4}"
     assert ex("<answer>so \\boxed{12}</answer>", "math") == "12"
-    assert ex("first 12, then 1,500 apples", "gsm8k") == "1500"
+    assert ex("first 12, then 1,500 apples", "gsm8k") == "1,500"  # lm-eval flexible-extract
+    assert rewards.is_correct("1,500", {"answer": "1500"}, "gsm8k")
     assert ex("no digits here", "gsm8k") is None
     assert ex("\n  Paris \nmore", "triviaqa") == "Paris"
     assert ex("x <answer>Rome</answer>", "triviaqa") == "Rome"
@@ -164,8 +165,9 @@ def test_extraction_order():
 def test_normalization_partial_and_aliases():
     row = {"answer": "1000", "aliases": []}
     assert rewards.normalize("1,000", "gsm8k") == rewards.normalize("1000.0", "gsm8k")
-    for pred in ("1,000", "1000.0", "$1,000", "1000 dollars", "1000."):
+    for pred in ("1,000", "$1,000", "1000 dollars", "1000.", "x = 1000"):
         assert rewards.is_correct(pred, row, "gsm8k"), pred
+    assert not rewards.is_correct("1000.0", row, "gsm8k")  # lm-eval's gsm8k: string match
     assert not rewards.is_correct("1001", row, "gsm8k")
     assert not rewards.is_correct(None, row, "gsm8k")
     hundred = {"answer": "100", "aliases": []}
@@ -201,7 +203,9 @@ def test_format_and_reward_functions():
     }
     completions = [good, "#### 7", "<reasoning>x</reasoning><answer>8</answer>"]
     kwargs = {"answer": ["7"] * 3, "aliases": [[]] * 3, "fmt": ["gsm8k"] * 3, "prompts": [""] * 3}
-    assert rewards.correctness_reward(completions, **kwargs) == [1.0, 1.0, 0.0]
+    # "#### 7" has no closed <answer> tag: no reward (in-domain scoring still reads it)
+    assert rewards.correctness_reward(completions, **kwargs) == [1.0, 0.0, 0.0]
+    assert rewards.score_completion("#### 7", row, "gsm8k")["correct"]
     assert rewards.format_reward(completions, **kwargs) == [1.0, 0.0, 1.0]
     conversational = [[{"role": "assistant", "content": good}]]
     assert rewards.correctness_reward(conversational, answer=["7"], fmt=["gsm8k"]) == [1.0]
@@ -294,6 +298,60 @@ def test_sft_publishes_checkpoints(tiny_model, sft_records_path, tmp_path):
     log = pd.read_csv(out / "training_log.csv")
     assert list(log["step"]) == [1, 2, 3, 4] and "loss" in log
     assert checkpoint_sha256(out / "checkpoint-4") != checkpoint_sha256(tiny_model)  # it trained
+
+
+def test_sft_epochs_are_the_planned_full_batches(tiny_model, sft_records_path, tmp_path):
+    """Length in epochs: an epoch is records // effective batch steps (study.epoch_steps,
+    seed 003's count), so the checkpoints' recorded epoch is the planned one. transformers
+    alone would count a partial last batch as a step: 21 records at 2 x 4 -> 3 steps an epoch,
+    and epoch 1.33 after the planned 2 epochs' 4 steps."""
+    from ftlab.llm.study import epoch_steps
+
+    records = data.read_jsonl(sft_records_path)
+    path = tmp_path / "records.jsonl"
+    data.write_jsonl(path, (records * 2)[:21])
+    steps = epoch_steps(21, 2, 2 * 4)
+    assert steps == 2 * (21 // 8) == 4
+    kw = sft_kwargs(tiny_model, str(path), tmp_path, max_steps=steps, save_steps=2,
+                    batch_size=2, grad_accum=4, epochs=2)  # fmt: skip
+    run_sft(**kw)
+    out = tmp_path / "models" / "sft"
+    for step, epoch in ((2, 1.0), (4, 2.0)):
+        info = json.loads((out / f"checkpoint-{step}" / "ftlab_checkpoint.json").read_text())
+        assert info["epoch"] == pytest.approx(epoch), step
+    log = pd.read_csv(out / "training_log.csv")
+    assert list(log["epoch"]) == pytest.approx([0.5, 1.0, 1.5, 2.0])
+
+
+def test_sft_length_report_counts_what_max_length_cuts(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    # character tokenizer with a BOS: prompt 10 chars + completion 5 + EOS = 1 + 10 + 5 + 1
+    assert len(tok("Q" * 10 + "A" * 5 + tok.eos_token)["input_ids"]) == 17
+    records = [{"prompt": "Q" * 10, "completion": "A" * 5},  # 17 tokens
+               {"prompt": "Q" * 20, "completion": "A" * 2},  # 24, the prompt alone 21
+               {"prompt": "Q", "completion": "A"}]  # 4  # fmt: skip
+    got = llm_train.sft_length_report(records, tok, 16)
+    assert got == {"records": 3, "max_length": 16, "truncated": 2, "no_completion_left": 1,
+                   "longest_tokens": 24}  # fmt: skip
+    assert llm_train.sft_length_report(records, tok, 17)["truncated"] == 1
+    assert llm_train.sft_length_report(records, tok, None)["truncated"] == 0
+
+
+def test_sft_warns_about_records_over_max_length(tiny_model, sft_records_path, tmp_path, caplog):
+    records = data.read_jsonl(sft_records_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lengths = sorted(len(tok(r["prompt"] + r["completion"])["input_ids"]) for r in records)
+    max_length = lengths[len(lengths) // 2]  # about half the records are longer
+    kw = sft_kwargs(tiny_model, sft_records_path, tmp_path, max_steps=1, save_steps=1,
+                    max_length=max_length)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ftlab.llm.train"):
+        run_sft(**kw)
+    info = json.loads(
+        (tmp_path / "models" / "sft" / "checkpoint-1" / "ftlab_checkpoint.json").read_text()
+    )
+    expect = llm_train.sft_length_report(records, tok, max_length)
+    assert info["sft_lengths"] == expect and expect["truncated"] >= len(records) // 2
+    assert any("llm.sft.max_length" in r.getMessage() for r in caplog.records)
 
 
 def test_sft_crash_before_publish_resumes_or_starts_over(
@@ -436,6 +494,8 @@ def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
         assert config.seed == config.data_seed == 5
         if cls is GRPORecipe:
             assert config.reward_weights == [1.0, 0.25]  # correctness, format_weight * format
+        else:  # loss on the completion only, one record per sequence (not schema knobs)
+            assert config.completion_only_loss is True and config.packing is False
         # max_prompt_length filters the GRPO rows (grpo_dataset_rows), use_vllm picks vLLM.
         assert recipe.hyperparameters().keys() == {f.name for f in dataclasses.fields(cls)} - {
             "use_vllm"
@@ -444,6 +504,25 @@ def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
         SFTRecipe.from_config({"lr": 1.0})
     with pytest.raises(ValueError, match="multiple of num_generations"):
         GRPORecipe.from_config({**LLM_DEFAULTS["grpo"], "batch_size": 3, "num_generations": 2})
+
+
+def test_grpo_dataset_rows_drop_over_long_prompts(tiny_model, caplog):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    qa = [("2+3?", "5"), ("x" * 50 + "?", "1"), ("4+4?", "8")]
+    rows = [{"id": str(i), "question": q, "answer": a, "aliases": []}
+            for i, (q, a) in enumerate(qa)]  # fmt: skip
+    short = len(tok(data.prompt_for(rows[0], "reasoning"))["input_ids"])
+    # the character tokenizer: the long question has 51 - 4 = 47 more characters and tokens
+    assert len(tok(data.prompt_for(rows[1], "reasoning"))["input_ids"]) == short + 47
+    with caplog.at_level(logging.WARNING, logger="ftlab.llm.train"):
+        out = llm_train.grpo_dataset_rows(rows, "gsm8k", tok, max_prompt_length=short)
+    assert [r["answer"] for r in out] == ["5", "8"]
+    assert out[0] == {"prompt": data.prompt_for(rows[0], "reasoning"), "answer": "5",
+                      "aliases": [], "fmt": "gsm8k"}  # fmt: skip
+    assert any("dropped 1 of 3 prompts" in r.getMessage() for r in caplog.records)
+    assert len(llm_train.grpo_dataset_rows(rows, "gsm8k", tok, short + 47)) == 3
+    with pytest.raises(ValueError, match="no prompt fits max_prompt_length"):
+        llm_train.grpo_dataset_rows(rows, "gsm8k", tok, short - 1)
 
 
 def _weights(path) -> dict:
@@ -493,12 +572,14 @@ def test_verify_and_keep_with_stub_generator(fixtures, tmp_path):
     data.write_jsonl(rows_path, rows)
     seen = []
 
-    def stub(prompts, n):  # 1st sample right (with format), 2nd wrong; question 3 all wrong
-        seen.append((prompts, n))
+    def stub(prompts, n):  # 1st sample right (with format), 2nd wrong; question 3: right
+        seen.append((prompts, n))  # answers without the tag format, or cut off, only
         out = []
         for i, row in enumerate(rows):
             right = f"<reasoning>r</reasoning><answer>{row['answer']}</answer>"
-            out.append([right if i != 3 else "#### -1", "<answer>-1</answer>"])
+            cut = f"<reasoning>so the answer is {row['answer']}"  # hit max_new_tokens
+            bare = f"<answer>{row['answer']}</answer>"  # no reasoning: not the SFT format
+            out.append([right, "<answer>-1</answer>"] if i != 3 else [cut, bare])
         return out
 
     report = teacher.generate_trajectories(
@@ -517,9 +598,29 @@ def test_verify_and_keep_with_stub_generator(fixtures, tmp_path):
         teacher.verify_and_keep(rows, [["x"]], "gsm8k")
 
 
-def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path):
+def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path, monkeypatch):
+    rows = data.load_rows(fixtures["triviaqa"], "triviaqa")[:5]
     rows_path = tmp_path / "rows.jsonl"
-    data.write_jsonl(rows_path, data.load_rows(fixtures["triviaqa"], "triviaqa"))
+    data.write_jsonl(rows_path, rows)
+    by_prompt = {data.prompt_for(r, "reasoning"): r for r in rows}
+    real = teacher.hf_generator
+
+    def planted(*args, **kwargs):  # the tiny model's samples plus a planted right, wrong and
+        generate = real(*args, **kwargs)  # cut-off (right answer, no closed tag) sample each
+
+        def both(prompts, n):
+            out = generate(prompts, n)
+            assert [len(o) for o in out] == [n] * len(prompts)
+            for prompt, texts in zip(prompts, out, strict=True):
+                answer = by_prompt[prompt]["answer"]
+                texts += [f"<reasoning>r</reasoning><answer>{answer}</answer>",
+                          "<reasoning>r</reasoning><answer>Atlantis</answer>",
+                          f"<reasoning>it is {answer}"]  # fmt: skip
+            return out
+
+        return both
+
+    monkeypatch.setattr(teacher, "hf_generator", planted)
     report = teacher.generate_trajectories(
         teacher_model=tiny_model, rows_path=str(rows_path), fmt="triviaqa",
         out_path=str(tmp_path / "kept.jsonl"), report_path=str(tmp_path / "report.json"),
@@ -527,10 +628,14 @@ def test_teacher_hf_backend_with_tiny_model(tiny_model, fixtures, tmp_path):
         temperature=1.0, limit=5,
     )  # fmt: skip
     assert report["backend"] == "hf" and report["teacher_model"] == tiny_model
-    assert report["n_questions"] == 5 and report["n_generated"] == 10
-    assert 0 <= report["n_kept"] <= report["n_generated"]
-    assert report["pass_rate"] == pytest.approx(report["n_kept"] / report["n_generated"])
-    assert len(data.read_jsonl(tmp_path / "kept.jsonl")) == report["n_kept"]
+    assert report["n_questions"] == 5 and report["n_generated"] == 5 * (2 + 3)
+    # exactly the planted right samples (random tiny-model text never has the tag format)
+    kept = data.read_jsonl(tmp_path / "kept.jsonl")
+    assert report["n_kept"] == len(kept) == 5 and report["n_questions_solved"] == 5
+    assert [k["completion"] for k in kept] == [
+        f"<reasoning>r</reasoning><answer>{r['answer']}</answer>" for r in rows
+    ]
+    assert report["pass_rate"] == pytest.approx(5 / 25)
     with pytest.raises(ValueError, match="unknown backend"):
         teacher.choose_backend("tgi")
     if importlib.util.find_spec("vllm") is None:  # the lazy import fails with a clear message

@@ -55,13 +55,17 @@ def test_delete_weights_keeps_identity_and_refuses_re_evaluation(ckpt, tmp_path)
                        cache_path=str(tmp_path / "c.sqlite"), study="t")  # fmt: skip
 
 
-def test_cache_identity_separates_dtype_backend_and_args():
+def test_cache_identity_separates_dtype_backend_args_device_and_batch():
     h = "abc"
-    assert cache_identity(h, "hf", {}) == h  # the plain HF key is unchanged
-    args = [("hf", {"dtype": "bfloat16"}), ("hf", {"dtype": "float32"}), ("vllm", {}),
-            ("hf", {"max_length": 2048})]  # fmt: skip
-    ids = {cache_identity(h, backend, a) for backend, a in args}
-    assert len(ids) == 4 and all(i.startswith(h + "-") for i in ids)
+    args = [("hf", {}, "cpu", "auto"), ("hf", {"dtype": "bfloat16"}, "cpu", "auto"),
+            ("hf", {"dtype": "float32"}, "cpu", "auto"), ("vllm", {}, "cpu", "auto"),
+            ("hf", {"max_length": 2048}, "cpu", "auto"), ("hf", {}, "cuda", "auto"),
+            ("hf", {}, "cpu", 8), ("hf", {}, "cpu", 16)]  # fmt: skip
+    ids = {cache_identity(h, *a) for a in args}
+    assert len(ids) == len(args) and all(i.startswith(h + "-") for i in ids)
+    # the device's type, not its index: cuda:0 and cuda:1 share answers
+    assert cache_identity(h, "hf", {}, "cuda:0", 8) == cache_identity(h, "hf", {}, "cuda:1", 8)
+    assert cache_identity(h, "hf", {}, "cuda", 8) == cache_identity(h, "hf", {}, "cuda:0", "8")
 
 
 def test_teacher_resumes_from_finished_shards(tmp_path):
@@ -95,3 +99,47 @@ def test_teacher_resumes_from_finished_shards(tmp_path):
     teacher.generate_trajectories(out_path=out, report_path=rep, generate=answer,
                                   **{**kw, "max_new_tokens": 9})  # fmt: skip
     assert calls == [4, 4, 2, 4, 4, 2]
+
+
+def test_teacher_shards_are_keyed_by_backend_and_local_teacher_content(tmp_path, monkeypatch):
+    """auto may choose vLLM on one run and HF on its resume, and a local teacher folder may be
+    replaced under the same path: either way no shard is reused."""
+    rows = data.load_rows(data.write_fixtures(tmp_path / "fx", n_train=4, n_test=2)["gsm8k"],
+                          "gsm8k")  # fmt: skip
+    rows_path = tmp_path / "rows.jsonl"
+    data.write_jsonl(rows_path, rows)
+    model = build_tiny_causal_lm(tmp_path / "teacher", seed=0, layers=1, hidden=16, heads=2)
+    calls = []
+
+    def builder(name):
+        def build(*args, **kwargs):
+            def generate(prompts, n):
+                calls.append(name)
+                return [["<reasoning>x</reasoning><answer>0</answer>"] * n for _ in prompts]
+
+            return generate
+
+        return build
+
+    monkeypatch.setattr(teacher, "hf_generator", builder("hf"))
+    monkeypatch.setattr(teacher, "vllm_generator", builder("vllm"))
+    kw = dict(teacher_model=str(model), rows_path=str(rows_path), fmt="gsm8k",
+              max_new_tokens=8, batch_size=4, shard_size=4, shards_dir=str(tmp_path / "shards"),
+              out_path=str(tmp_path / "sft.jsonl"),
+              report_path=str(tmp_path / "rep.json"))  # fmt: skip
+    backend = {"now": "vllm"}
+    monkeypatch.setattr(teacher, "choose_backend", lambda b: backend["now"])
+    teacher.generate_trajectories(backend="auto", **kw)
+    teacher.generate_trajectories(backend="auto", **kw)  # same backend: resumed
+    assert calls == ["vllm"]
+    backend["now"] = "hf"  # auto picks HF on the resume: generated again
+    rep = teacher.generate_trajectories(backend="auto", **kw)
+    assert calls == ["vllm", "hf"] and rep["shards_resumed"] == 0
+    teacher.generate_trajectories(backend="auto", **kw)
+    assert calls == ["vllm", "hf"]
+    # the same path, other weights: generated again
+    before = checkpoint_sha256(model)
+    build_tiny_causal_lm(tmp_path / "teacher", seed=1, layers=1, hidden=16, heads=2)
+    assert checkpoint_sha256(model) != before
+    rep = teacher.generate_trajectories(backend="auto", **kw)
+    assert calls == ["vllm", "hf", "hf"] and rep["shards_resumed"] == 0

@@ -3,9 +3,9 @@
 An evaluation that times out or is killed resumes where it stopped: every answered request is
 committed as its chunk finishes, so a SIGKILL loses at most the chunk in flight. The key is
 ``<model identity>/<task>/<request hash>``. The model identity is the checkpoint's content hash
-plus, when they are not the plain HF defaults, the backend and the model arguments (dtype among
-them; ``lm_eval_runner.cache_identity``), so two checkpoints, or one checkpoint in bf16 and in
-fp32, never share answers.
+plus the backend, the model arguments (dtype among them), the device type and the configured
+batch size (``lm_eval_runner.cache_identity``), so two checkpoints, or one checkpoint in bf16
+and in fp32, on GPU and CPU, or in other batches, never share answers.
 
 One file per checkpoint (``eval_cache/<model>/checkpoint-<step>.sqlite``): each file has exactly
 one writer, the checkpoint's evaluation job. A job with several processes (data parallel,

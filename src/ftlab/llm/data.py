@@ -3,7 +3,8 @@
 Normalised row:
   {"id": str, "question": str, "answer": str (gold final answer, e.g. "42"),
    "aliases": [str] (other accepted answers; TriviaQA), "solution": str (worked solution ending
-   with the answer; for TriviaQA the answer itself)}
+   with the answer; for TriviaQA the answer itself), "subset": str (only for a hub source
+   with a subset, e.g. MATH's subject: the strata of the in-domain sample)}
 
 Sources (ftlab.llm.sources) are local files or folders, hub ids with subsets and splits, or a
 local folder laid out like the hub's. Rows whose content cannot serve the task (a GSM8K answer
@@ -183,6 +184,8 @@ def load_split(
                     dropped["duplicate_id"] += 1
                     continue
                 seen.add(row["id"])
+                if src.subset is not None:  # e.g. MATH's subject: strata of the in-domain sample
+                    row["subset"] = src.subset
                 rows.append(row)
                 kept += 1
             per_source.append(

@@ -4,7 +4,9 @@ scored with ``ftlab.llm.rewards.score_completion`` and cached per prompt like lm
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from ftlab.io import atomic_write_json, read_jsonl, write_jsonl
@@ -63,6 +65,51 @@ def _completions(
         with SampleCache(cache_path) as cache:  # merged: every rank's completions
             done = cache.get_many(keys)
     return done, n_computed
+
+
+SAMPLES = ("stratified", "first")  # llm.in_domain.sample
+
+
+def select_rows(
+    rows: list[dict], limit: int | None, *, sample: str = "stratified", seed: int = 0
+) -> tuple[list[dict], dict]:
+    """The test rows scored in-domain (at most `limit`) and a record of the selection.
+
+    sample "stratified" (default): a seeded sample stratified by the rows' "subset" (MATH's
+    subject; one stratum when the rows have none): each stratum gets floor(limit * its
+    share) rows, the remaining ones go to the largest remainders (ties: in order of first
+    appearance), and within a stratum the rows are a seeded random choice. The selected rows
+    keep their file order. "first": the first `limit` rows in file order (for MATH, whose
+    subjects are concatenated in config order, that is algebra only).
+    Selection record: {sample, seed, limit, available, selected, per_subset} where
+    per_subset maps each stratum ("" for rows without a subset) to its selected count.
+    """
+    if sample not in SAMPLES:
+        raise ValueError(f"llm.in_domain.sample: unknown {sample!r}; expected one of {SAMPLES}")
+    n = len(rows)
+    if sample == "first" or limit is None or limit >= n:
+        chosen = list(range(n if limit is None else min(limit, n)))
+    else:
+        strata: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            strata.setdefault(str(row.get("subset") or ""), []).append(i)
+        quota = {s: limit * len(ix) // n for s, ix in strata.items()}
+        left = limit - sum(quota.values())
+        order = sorted(strata, key=lambda s: -((limit * len(strata[s])) % n))  # stable: ties
+        for s in order[:left]:
+            quota[s] += 1
+        rng = random.Random(seed)
+        chosen = sorted(i for s, ix in strata.items() for i in rng.sample(ix, quota[s]))
+    picked = [rows[i] for i in chosen]
+    record = {
+        "sample": sample,
+        "seed": seed if sample == "stratified" else None,
+        "limit": limit,
+        "available": n,
+        "selected": len(picked),
+        "per_subset": dict(Counter(str(r.get("subset") or "") for r in picked)),
+    }
+    return picked, record
 
 
 def _generator_dtype(device: str | None) -> str:
@@ -146,13 +193,17 @@ def score_in_domain(
 
 
 def evaluate_in_domain(
-    *, rows_path: str, out_json: str, samples_path: str, limit: int | None = None, **kwargs
-) -> dict:
-    """``score_in_domain`` on the first `limit` rows of `rows_path` (jsonl); writes the samples
-    and then `out_json` (atomically, so its existence implies the samples file)."""
-    result, samples = score_in_domain(rows=read_jsonl(rows_path)[:limit], **kwargs)
+    *, rows_path: str, out_json: str, samples_path: str, limit: int | None = None,
+    sample: str = "stratified", seed: int = 0, **kwargs,
+) -> dict:  # fmt: skip
+    """``score_in_domain`` on `limit` rows of `rows_path` (jsonl) chosen by ``select_rows``
+    (sample, seed); writes the samples and then `out_json` (atomically, so its existence
+    implies the samples file). The result records the selection under "selection"."""
+    rows, selection = select_rows(read_jsonl(rows_path), limit, sample=sample, seed=seed)
+    result, samples = score_in_domain(rows=rows, **kwargs)
     if result is None:  # not rank 0
         return None
+    result["selection"] = selection
     write_jsonl(samples_path, samples)
     atomic_write_json(out_json, result)
     return result

@@ -166,13 +166,16 @@ def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict
     raise ValueError(f"unknown backend {backend!r} (hf or vllm)")
 
 
-def cache_identity(model_hash: str, backend: str, model_args: dict) -> str:
-    """The model part of every cache key: the checkpoint's content hash, plus the backend and
-    model arguments (dtype among them) when they differ from the plain HF defaults - hf and
-    vllm, bf16 and fp32 logprobs differ in the last bits, which can flip an argmax."""
-    if backend == "hf" and not model_args:
-        return model_hash  # keys written before backend/args were part of them stay valid
-    return f"{model_hash}-{sha256_json({'backend': backend, 'model_args': model_args})[:16]}"
+def cache_identity(model_hash: str, backend: str, model_args: dict, device: str = "cpu",
+                   batch_size: int | str = "auto") -> str:  # fmt: skip
+    """The model part of every cache key: the checkpoint's content hash, plus the backend,
+    model arguments (dtype among them), device type ("cuda", "cpu"; not the index) and the
+    configured batch size - hf and vllm, bf16 and fp32, GPU and CPU kernels and differently
+    padded batches give logprobs that differ in the last bits, which can flip an argmax.
+    ("auto" is one batch size: lm-eval's search may pick other sizes on other GPUs.)"""
+    ident = {"backend": backend, "model_args": model_args,
+             "device": str(device).split(":")[0], "batch_size": str(batch_size)}  # fmt: skip
+    return f"{model_hash}-{sha256_json(ident)[:16]}"
 
 
 def _num(x):
@@ -295,9 +298,9 @@ def run_lm_eval(
     placement = placement_args(backend, parallel, gpus, model_args)
     ranks = Ranks()
     check_documents_per_rank(docs, ranks.world_size, limit)
-    lm = _make_lm(model, backend, batch_size, device or default_device(), {**args, **placement},
-                  ranks)  # fmt: skip
-    cache_id = cache_identity(model_hash, backend, args)
+    device = device or default_device()
+    lm = _make_lm(model, backend, batch_size, device, {**args, **placement}, ranks)
+    cache_id = cache_identity(model_hash, backend, args, device, batch_size)
     with open_cache(cache_path, ranks) as cache:
         clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size, ranks=ranks)
         res = lm_eval.evaluator.simple_evaluate(

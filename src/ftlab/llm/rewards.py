@@ -1,8 +1,18 @@
-"""Answer extraction, normalisation and scoring; GRPO reward functions.
+r"""Answer extraction, normalisation and scoring; GRPO reward functions.
 
-Metrics (seed 001): correct (exact, after normalisation), partial (numeric answer within 10%
-relative of the gold one; for TriviaQA the same as correct) and format (the completion is exactly
-<reasoning>...</reasoning> <answer>...</answer>).
+Metrics (seed 001): correct, partial (numeric answer within 10% relative of the gold one; for
+TriviaQA the same as correct) and format (the completion is exactly
+<reasoning>...</reasoning> <answer>...</answer>, one of each).
+
+"correct" follows lm-eval's checkers of these benchmarks (seed 003 does not define its own):
+- MATH: lm-eval's hendrycks_math ``is_equiv`` (``strip_string``: \frac12 = \frac{1}{2},
+  \sqrt2, "x = 5", "5 \text{ cm}", 0.5, a/b ...) of the extracted answer (the text between its
+  first and last "$", as hendrycks_math's process_results) and the gold \boxed{} answer;
+  a \boxed{} answer is unboxed with lm-eval's ``last_boxed_only_string`` / ``remove_boxed``.
+- GSM8K: lm-eval's gsm8k "flexible-extract" regex (the last number) on the extracted answer,
+  then its exact_match (ignoring ",", "$", a trailing "." and case) against the gold number.
+- TriviaQA: SQuAD-style normalisation, any alias.
+lm-eval is imported lazily (the llm extra installs it).
 """
 
 from __future__ import annotations
@@ -10,17 +20,26 @@ from __future__ import annotations
 import re
 import string
 
-from ftlab.llm.data import FORMATS, last_boxed
+from ftlab.llm.data import FORMATS
 
 PARTIAL_TOLERANCE = 0.10
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_FORMAT_RE = re.compile(r"\s*<reasoning>(.+?)</reasoning>\s*<answer>(.+?)</answer>\s*", re.DOTALL)
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _FRAC_RE = re.compile(r"([-+]?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+# One <reasoning> then one <answer>, neither containing a tag, nothing else around.
+_NO_TAG = r"(?:(?!</?(?:reasoning|answer)>).)+"
+_FORMAT_RE = re.compile(
+    rf"\s*<reasoning>({_NO_TAG})</reasoning>\s*<answer>({_NO_TAG})</answer>\s*", re.DOTALL
+)
+
+# lm_eval/tasks/gsm8k/gsm8k.yaml: the flexible-extract filter (regex, group_select -1) and the
+# exact_match metric's options (tests/test_llm_rewards.py checks them against the installed file)
+GSM8K_FLEXIBLE_REGEX = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+GSM8K_IGNORE = (",", "\\$", "(?s).*#### ", "\\.$")
 
 
 def _check_fmt(fmt: str) -> None:
@@ -28,32 +47,88 @@ def _check_fmt(fmt: str) -> None:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
-def extract_answer(text: str, fmt: str) -> str | None:
+def _lm_eval_math():
+    """lm-eval's hendrycks_math utils (is_equiv, strip_string, last_boxed_only_string, ...)."""
+    try:
+        from lm_eval.tasks.hendrycks_math import utils
+    except ImportError as e:  # pragma: no cover - the llm extra installs lm-eval
+        raise RuntimeError(
+            "answer checking uses lm-eval's hendrycks_math checker: pip install ftlab[llm]"
+        ) from e
+    return utils
+
+
+def unbox(text: str) -> str | None:
+    r"""The content of the last \boxed{...} / \fbox{...} (lm-eval's last_boxed_only_string then
+    remove_boxed), or None."""
+    u = _lm_eval_math()
+    boxed = u.last_boxed_only_string(text)
+    if boxed is None:
+        return None
+    try:
+        return u.remove_boxed(boxed)
+    except AssertionError:  # "\fbox{...}": remove_boxed knows only \boxed
+        i = boxed.find("{")
+        return boxed[i + 1 : -1] if i >= 0 and boxed.endswith("}") else None
+
+
+def gsm8k_number(text: str | None) -> str | None:
+    """The last number of text as lm-eval's gsm8k flexible-extract finds it (raw, e.g.
+    "$1,000."), or None."""
+    if text is None:
+        return None
+    found = re.findall(GSM8K_FLEXIBLE_REGEX, text)
+    if not found:
+        return None
+    match = [m for m in found[-1] if m]
+    return match[0].strip() if match else None
+
+
+def _gsm8k_clean(s: str) -> str:
+    """lm-eval gsm8k exact_match's view of a string: regexes_to_ignore removed, lower case."""
+    for pattern in GSM8K_IGNORE:
+        s = re.sub(pattern, "", s)
+    return s.lower()
+
+
+def _math_span(s: str) -> str:
+    """hendrycks_math process_results: the text between the first and last "$" if any."""
+    idx = [i for i, ch in enumerate(s) if ch == "$"]
+    return s[idx[0] + 1 : idx[-1]] if len(idx) > 1 else s
+
+
+def extract_answer(text: str, fmt: str, require_tag: bool = False) -> str | None:
     r"""The final answer in a completion, or None.
 
-    Order: the last complete <answer>...</answer>; then (math formats) "#### N", the last
-    \boxed{...}, the last number. TriviaQA without tags: the first non-empty line.
+    The last complete <answer>...</answer>, unboxed when it holds a \boxed{} (math formats).
+    Without one (None when require_tag): TriviaQA the first non-empty line; GSM8K "#### N",
+    else the last \boxed{}, else the last number (lm-eval's flexible-extract); MATH the last
+    \boxed{}, else the whole text (what hendrycks_math compares).
     """
     _check_fmt(fmt)
     tagged = _ANSWER_RE.findall(text)
     if tagged:
         ans = tagged[-1].strip()
-        if fmt == "math" and "\\boxed" in ans:
-            ans = last_boxed(ans) or ans
-        return ans or None
+        if fmt != "triviaqa" and ("\\boxed" in ans or "\\fbox" in ans):
+            ans = unbox(ans) or ans
+        return ans.strip() or None
+    if require_tag:
+        return None
     if fmt == "triviaqa":
         for line in text.splitlines():
             if line.strip():
                 return line.strip()
         return None
-    m = _HASH_RE.search(text)
-    if m:
-        return m.group(1).strip()
-    boxed = last_boxed(text)
+    if fmt == "gsm8k":
+        m = _HASH_RE.search(text)
+        if m:
+            return m.group(1).strip()
+    boxed = unbox(text)
     if boxed:
-        return boxed
-    numbers = _NUMBER_RE.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
+        return boxed.strip()
+    if fmt == "gsm8k":
+        return gsm8k_number(text)
+    return text.strip() or None
 
 
 def _strip_latex(s: str) -> str:
@@ -80,12 +155,15 @@ def _strip_latex(s: str) -> str:
 def to_number(text: str | None, fmt: str = "gsm8k") -> float | None:
     """The numeric value of an answer, or None if it is not a plain number.
 
-    Commas, "$" and "%" are ignored; for gsm8k trailing unit words are too ("18 dollars").
-    \\frac{a}{b} and a/b are divided out. "2x" is not a number (units only for gsm8k).
+    "$" and "%" are ignored, and commas: for gsm8k all, for math only as thousands separators
+    ("1,000"; "1,2" is a list, not a number); for gsm8k trailing unit words are too ("18
+    dollars"). \\frac{a}{b} and a/b are divided out. "2x" is not a number.
     """
     if text is None:
         return None
-    s = _strip_latex(text).replace(",", "").replace("%", "").strip().rstrip(".").strip()
+    s = _strip_latex(text).replace("%", "").strip().rstrip(".").strip()
+    if fmt == "gsm8k" or _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
     m = _FRAC_RE.fullmatch(s)
     if m:
         num, den = to_number(m.group(2), fmt), to_number(m.group(3), fmt)
@@ -125,24 +203,33 @@ def _gold_answers(row: dict, fmt: str) -> list[str]:
 
 
 def is_correct(pred: str | None, row: dict, fmt: str) -> bool:
-    """Exact match after normalisation (numbers numerically); TriviaQA: any alias."""
+    """Whether an extracted answer is right: lm-eval's checker of the format (module doc);
+    TriviaQA: SQuAD-normalised exact match with any alias."""
     if pred is None:
         return False
     _check_fmt(fmt)
     if fmt == "triviaqa":
         p = normalize(pred, fmt)
         return bool(p) and p in {normalize(a, fmt) for a in _gold_answers(row, fmt)}
-    p, g = to_number(pred, fmt), to_number(str(row["answer"]), fmt)
-    if p is not None and g is not None:
-        return abs(p - g) <= 1e-6 * max(1.0, abs(g))
-    return normalize(pred, fmt) == normalize(str(row["answer"]), fmt)
+    gold = str(row["answer"])
+    if fmt == "math":
+        return bool(_lm_eval_math().is_equiv(_math_span(pred), gold))
+    number = gsm8k_number(pred)
+    return number is not None and _gsm8k_clean(number) == _gsm8k_clean(gold)
+
+
+def _numeric(pred: str, fmt: str) -> float | None:
+    if fmt == "gsm8k":
+        return to_number(gsm8k_number(pred), fmt)
+    return to_number(_math_span(pred), fmt)
 
 
 def is_partial(pred: str | None, row: dict, fmt: str) -> bool:
-    """Numeric answer within 10% (relative, inclusive) of the gold one; TriviaQA = correct."""
+    """Correct, or a numeric answer within 10% (relative, inclusive) of the gold one (the
+    number is the one the correctness check reads); TriviaQA = correct."""
     if fmt == "triviaqa" or is_correct(pred, row, fmt):
         return is_correct(pred, row, fmt)
-    p, g = to_number(pred, fmt), to_number(str(row["answer"]), fmt)
+    p, g = _numeric(pred, fmt), to_number(str(row["answer"]), fmt)
     if p is None or g is None:
         return False
     # A tiny epsilon so that exactly 10% off still counts despite float rounding.
@@ -150,7 +237,8 @@ def is_partial(pred: str | None, row: dict, fmt: str) -> bool:
 
 
 def has_format(text: str) -> bool:
-    """Exactly <reasoning>...</reasoning> then <answer>...</answer>, nothing else around."""
+    """Exactly one <reasoning>...</reasoning> then one <answer>...</answer> (neither holding
+    a tag), with only whitespace around."""
     return _FORMAT_RE.fullmatch(text) is not None
 
 
@@ -171,7 +259,9 @@ def _completion_text(completion) -> str:
 
 
 def correctness_reward(completions, **kwargs) -> list[float]:
-    """1.0 for a correct final answer, else 0.0. Needs columns "answer" and "fmt"."""
+    """1.0 for a correct final answer inside a closed <answer>...</answer>, else 0.0 (an
+    untagged or cut-off completion earns nothing: no last-number fallback, which would reward
+    text cut off at max_completion_length). Needs columns "answer" and "fmt"."""
     if "answer" not in kwargs or "fmt" not in kwargs:
         raise KeyError("correctness_reward needs dataset columns 'answer' and 'fmt'")
     n = len(completions)
@@ -181,7 +271,8 @@ def correctness_reward(completions, **kwargs) -> list[float]:
         completions, kwargs["answer"], kwargs["fmt"], aliases, strict=True
     ):
         row = {"answer": answer, "aliases": al or []}
-        rewards.append(float(is_correct(extract_answer(_completion_text(c), fmt), row, fmt)))
+        pred = extract_answer(_completion_text(c), fmt, require_tag=True)
+        rewards.append(float(is_correct(pred, row, fmt)))
     return rewards
 
 

@@ -223,7 +223,7 @@ def evaluate_point(
     documents and prompts; rank 0 writes the results and releases the weights.
     """
     from ftlab.llm.cache import Ranks
-    from ftlab.llm.in_domain import score_in_domain
+    from ftlab.llm.in_domain import score_in_domain, select_rows
     from ftlab.llm.lm_eval_runner import lm_eval_options, run_lm_eval
     from ftlab.llm.weights import delete_weights, weights_deleted
 
@@ -249,9 +249,13 @@ def evaluate_point(
     split = lm_eval.get("parallel") == "model" and gpus > 1
     results, samples = {}, []
     for dataset, rows_path in test_rows.items():
+        selected, selection = select_rows(
+            read_jsonl(rows_path), in_domain["limit"], sample=in_domain["sample"],
+            seed=in_domain["seed"],
+        )  # fmt: skip
         results[dataset], rows = score_in_domain(
             model=model_path,
-            rows=read_jsonl(rows_path)[: in_domain["limit"]],
+            rows=selected,
             fmt=formats[dataset],
             cache_path=cache_path,
             prompt_style=in_domain["prompt_style"],
@@ -260,6 +264,8 @@ def evaluate_point(
             meta=meta,
             device_map="auto" if split else None,
         )
+        if results[dataset] is not None:
+            results[dataset]["selection"] = selection
         samples += [{"dataset": dataset, **row} for row in rows or []]
     if not Ranks().main:  # rank 0 holds every rank's results
         return

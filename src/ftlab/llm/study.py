@@ -62,7 +62,9 @@ def epoch_steps(n_records: int, epochs: float, batch: int) -> int:
     An epoch is its full effective batches (n // batch); the partial last one is not a step.
     This is seed 003's count (transformers 4.x with per-device batch <= 4 at effective batch
     16): 3 epochs of GSM8K's 7,473 rows = 1,401 steps, MATH's 7,397 = 1,386, TriviaQA's 7,500
-    = 1,404. (transformers 5 rounds each epoch up instead: 1,404 / 1,389 / 1,407.)
+    = 1,404. (transformers 5 rounds each epoch up instead: 1,404 / 1,389 / 1,407.) The SFT
+    trainer is made to agree (train._full_batch_sft_trainer: each epoch samples the full
+    batches' n // batch * batch records afresh), so the recorded epoch is the planned one.
     """
     per_epoch = n_records // batch
     if per_epoch < 1:
@@ -263,6 +265,18 @@ def check_config(cfg: dict) -> list[str]:
         elif method == "grpo" and "epochs" in over:
             problems.append(f"'llm.runs.{key}.epochs': GRPO runs are given in max_steps")
     gpus = max(1, cfg.get("resources", {}).get("train", {}).get("gpus", 1))
+    if "grpo" in llm["methods"]:
+        # TRL's GRPOConfig: the generation batch (batch_size x processes x grad_accum) must
+        # hold whole groups of num_generations; ftlab's recipe asks it of every process's
+        # batch_size x grad_accum (which implies TRL's rule). llm.runs cannot override these.
+        g = llm["grpo"]
+        if (g["batch_size"] * g["grad_accum"]) % g["num_generations"]:
+            problems.append(
+                f"'llm.grpo.batch_size' x 'llm.grpo.grad_accum' ({g['batch_size']} x "
+                f"{g['grad_accum']} = {g['batch_size'] * g['grad_accum']} completions per "
+                f"process and step) must be a multiple of 'llm.grpo.num_generations' "
+                f"({g['num_generations']}): each prompt's group of completions must fit whole"
+            )
     for method in (m for m in llm["methods"] if m in RECORDS):
         for name, spec in llm["datasets"].items():
             hp = {**llm["sft"], **llm["runs"].get(f"{method}-{name}", {})}

@@ -1,7 +1,8 @@
 """Teacher trajectories for SF-SFT: generate, verify, keep only the correct ones.
 
 The teacher answers prompt_for(row, style); each generation is checked with rewards.is_correct
-against the gold answer, and only correct ones become SFT records (rejection sampling). The
+against the gold answer (reasoning style: only a generation with the full tag format, judged
+on its closed <answer>), and only correct ones become SFT records (rejection sampling). The
 report records the pass rate (the seed study kept 43% on MATH).
 
 Generation is a function `generate(prompts, n) -> [[text] * n per prompt]`, built here for
@@ -10,7 +11,8 @@ injected by tests.
 
 Resumable in shards: the questions are generated `shard_size` at a time and each finished
 shard's generations are written to ``<shards_dir>/shard-<k>.jsonl`` (atomically, headed by a
-key over the teacher, the settings and the shard's questions). A job killed at its time limit
+key over the teacher - its name and content hash or hub commit -, the chosen backend, the
+settings and the shard's questions). A job killed at its time limit
 re-runs only the unfinished shards; a changed setting or question never reuses a shard. The
 model is loaded only when some shard is missing. Seed 003 needed ~6 h for MATH's 7.4k questions.
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from ftlab.io import atomic_write_json, read_jsonl, sha256_json, write_jsonl
 from ftlab.llm.data import prompt_for, sft_records
-from ftlab.llm.rewards import extract_answer, is_correct
+from ftlab.llm.rewards import extract_answer, has_format, is_correct
 
 log = logging.getLogger("ftlab.llm.teacher")
 
@@ -91,18 +93,28 @@ def vllm_generator(
     return generate
 
 
+def _verified(text: str, row: dict, fmt: str, style: str) -> bool:
+    if style == "reasoning":
+        return has_format(text) and is_correct(extract_answer(text, fmt, True), row, fmt)
+    return is_correct(extract_answer(text, fmt), row, fmt)
+
+
 def verify_and_keep(
     rows: list[dict], generations: list[list[str]], fmt: str, style: str = "reasoning"
 ) -> tuple[list[dict], dict]:
     """SFT records of the correct generations, and counts.
 
-    Every correct sample is kept (several per question when samples_per_question > 1).
+    Every correct sample is kept (several per question when samples_per_question > 1). With
+    the reasoning style a sample must also have the full tag format (rewards.has_format: one
+    <reasoning>, one closed <answer>) and is judged on its tagged answer only, so a completion
+    cut off at max_new_tokens (no closed </answer>) is never kept, whatever its last number.
+    With the plain style (no tags) the answer is extracted as for in-domain scoring.
     """
     if len(generations) != len(rows):
         raise ValueError(f"{len(generations)} generation lists for {len(rows)} questions")
     kept_rows, n_generated, solved = [], 0, 0
     for row, texts in zip(rows, generations, strict=True):
-        good = [t for t in texts if is_correct(extract_answer(t, fmt), row, fmt)]
+        good = [t for t in texts if _verified(t, row, fmt, style)]
         n_generated += len(texts)
         solved += bool(good)
         kept_rows.extend({**row, "teacher_completion": t} for t in good)
@@ -199,7 +211,13 @@ def generate_trajectories(
                 ))  # fmt: skip
         return built[0]
 
-    settings = {"teacher": teacher_model, "fmt": fmt, "style": style, "n": samples_per_question,
+    from ftlab.llm.fingerprint import model_fingerprint
+
+    # The shard key: the teacher's identity (a local folder's content hash; a hub id's cached
+    # commit), the backend that generates (auto may pick vLLM on one run and HF on a resume:
+    # their samples differ) and every generation setting.
+    settings = {"teacher": teacher_model, "teacher_sha256": model_fingerprint(teacher_model),
+                "backend": chosen, "fmt": fmt, "style": style, "n": samples_per_question,
                 "max_new_tokens": max_new_tokens, "temperature": temperature}  # fmt: skip
     shards = Path(shards_dir) if shards_dir else Path(str(out_path) + ".shards")
     shards.mkdir(parents=True, exist_ok=True)

@@ -161,8 +161,11 @@ def _base_model_identity(base_model: str) -> dict:
 
 
 def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: dict | None,
-         callbacks: list | None, checkpoint_dtype: str | None = None) -> None:  # fmt: skip
-    """Resume-or-start, train, publish: the part SFT and GRPO share."""
+         callbacks: list | None, checkpoint_dtype: str | None = None,
+         report: dict | None = None) -> None:  # fmt: skip
+    """Resume-or-start, train, publish: the part SFT and GRPO share. report: facts recorded
+    in each checkpoint's ftlab_checkpoint.json but not in the resume fingerprint (they follow
+    from the inputs)."""
     import datasets
 
     # No progress bars in job logs: metrics go to our logger (_LogToLogger) instead.
@@ -182,6 +185,7 @@ def _run(*, trainer_factory, inputs: dict, out_dir: str, state_dir: str, meta: d
         "transformers_version": transformers.__version__,
         "trl_version": _trl_version(),
         "meta": meta or {},
+        **(report or {}),
     }
     resume_step = checkpoint_step(resume) if resume is not None else 0
     if resume is not None:
@@ -253,6 +257,51 @@ def read_sft_records(path: str | Path) -> list[dict]:
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
 
 
+def _full_batch_sft_trainer():
+    """SFTTrainer whose epoch is the full effective batches of the records (study.epoch_steps:
+    seed 003's n // batch steps), not transformers' count with a partial last batch.
+
+    Each epoch samples floor(n / B) * B of the n records (B: per-device batch x accumulation
+    x processes) in a fresh seeded order, so the n mod B left out change from epoch to epoch;
+    the Trainer's epoch (in training_log.csv and ftlab_checkpoint.json) is then the planned
+    one: 3.0 after 3 x floor(n / B) steps."""
+    from torch.utils.data import RandomSampler
+    from trl import SFTTrainer
+
+    class FullBatchSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if not isinstance(sampler, RandomSampler):
+                return sampler
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            args = self.args
+            batch = args.train_batch_size * args.gradient_accumulation_steps
+            batch *= max(1, args.world_size)
+            n = (len(ds) // batch) * batch
+            if n < 1:
+                raise ValueError(f"{len(ds)} SFT records make no full batch of {batch}")
+            return RandomSampler(ds, num_samples=n)
+
+    return FullBatchSFTTrainer
+
+
+def sft_length_report(records: list[dict], tokenizer, max_length: int | None) -> dict:
+    """How many records TRL's SFTTrainer will cut at max_length (prompt + completion + EOS
+    tokens over it: the completion's end is lost) and how many lose their whole completion
+    (the prompt alone fills max_length: no token left to learn from)."""
+    truncated = no_completion = longest = 0
+    eos = tokenizer.eos_token or ""
+    for r in records:
+        n_prompt = len(tokenizer(r["prompt"])["input_ids"])
+        n_all = len(tokenizer(r["prompt"] + r["completion"] + eos)["input_ids"])
+        longest = max(longest, n_all)
+        if max_length is not None and n_all > max_length:
+            truncated += 1
+            no_completion += n_prompt >= max_length
+    return {"records": len(records), "max_length": max_length, "truncated": truncated,
+            "no_completion_left": no_completion, "longest_tokens": longest}  # fmt: skip
+
+
 def run_sft(
     recipe: SFTRecipe,
     *,
@@ -286,12 +335,25 @@ def run_sft(
     }
     config = recipe.trl_config(state_dir, seed)
 
+    # Length in epochs: an epoch is the planned n // batch steps (study.epoch_steps).
+    trainer_cls = _full_batch_sft_trainer() if recipe.epochs is not None else SFTTrainer
+
+    tokenizer = _load_tokenizer(base_model, padding_side="right")
+    lengths = sft_length_report(records, tokenizer, recipe.max_length)
+    if lengths["truncated"]:
+        log.warning(
+            "%s: %d of %d SFT records are longer than llm.sft.max_length (%s tokens; the "
+            "longest %d) and are truncated, %d of them to no completion token at all",
+            records_path, lengths["truncated"], lengths["records"], recipe.max_length,
+            lengths["longest_tokens"], lengths["no_completion_left"],
+        )  # fmt: skip
+
     def factory(cbs):
-        return SFTTrainer(
+        return trainer_cls(
             model=base_model,
             args=config,
             train_dataset=Dataset.from_list(records),
-            processing_class=_load_tokenizer(base_model, padding_side="right"),
+            processing_class=tokenizer,
             callbacks=cbs,
         )
 
@@ -303,6 +365,7 @@ def run_sft(
         meta=meta,
         callbacks=callbacks,
         checkpoint_dtype=checkpoint_dtype,
+        report={"sft_lengths": lengths},
     )
 
 
