@@ -106,3 +106,29 @@ def test_comparison_uses_the_chosen_checkpoint_and_names_missing_samples(tmp_pat
     with pytest.raises(ValueError, match=r"no evaluation samples of the last checkpoint of "
                                          r"\['pc_s1'\] \(steps \[100\]\)"):  # fmt: skip
         analysis.comparison_frame(paths[:3], mans, runs, domains, **kw)
+
+
+def lm_eval_rows():
+    result = {"benchmarks": [{"task": "b1", "metric": "acc", "value": 0.5}]}
+    rows = [{"benchmark": "b1", "task": "b1", "doc_id": i, "filter": "none",
+             "metrics": {"acc": float(i % 2)}, "response": "x"} for i in range(4)]  # fmt: skip
+    return result, rows
+
+
+def test_lm_eval_outcomes_name_a_metric_or_filter_without_samples():
+    from ftlab.mtl.evaluate import lm_eval_outcomes
+
+    result, rows = lm_eval_rows()
+    tasks, samples = lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "acc"}, source="raw")
+    assert tasks[0]["n"] == 4 and tasks[0]["reward"] == 0.5 and len(samples) == 4
+    msg = (
+        r"raw: no sample rows of task 'b1' with filter 'strict' \(mtl.eval.metrics.b1: "
+        r"'acc,strict'; filters present for the task: \['none'\]\)"
+    )
+    with pytest.raises(ValueError, match=msg):
+        lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "acc,strict"}, source="raw")
+    with pytest.raises(ValueError, match=r"raw: task 'b1' samples have no metric 'exact_match' "
+                                         r"\(mtl.eval.metrics.b1"):  # fmt: skip
+        lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "exact_match"}, source="raw")
+    with pytest.raises(ValueError, match=r"raw: lm-eval returned no result for task 'b2'"):
+        lm_eval_outcomes(result, rows, {"b2": "math"}, {"b2": "acc"}, source="raw")
