@@ -131,3 +131,14 @@ def test_kept_checkpoints_keep_the_newest_and_the_selected():
     assert kept_checkpoints(list(values), values, keep_last=2, mode="max") == ([10, 20, 25], 10)
     assert kept_checkpoints(list(values), values, keep_last=2, mode="min") == ([5, 20, 25], 5)
     assert select({5: 0.5, 10: 0.5}, "max") == 5  # ties: the earliest
+
+
+def test_a_rule_firing_at_the_last_epoch_is_not_an_early_stop():
+    from ftlab.mtl.manifest import stop_reason
+
+    es = EarlyStopping(0, 1, 0.0, "max")
+    assert not es.update(9, 0.5)
+    assert es.update(10, 0.4)  # the rule fires at epoch 10 ...
+    assert stop_reason(es, max_epochs=10) == "max_epochs"  # ... the last epoch anyway
+    assert stop_reason(es, max_epochs=12) == "early_stopping"
+    assert stop_reason(EarlyStopping(0, 1, 0.0, "max"), max_epochs=10) == "max_epochs"
