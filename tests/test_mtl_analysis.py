@@ -132,3 +132,22 @@ def test_lm_eval_outcomes_name_a_metric_or_filter_without_samples():
         lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "exact_match"}, source="raw")
     with pytest.raises(ValueError, match=r"raw: lm-eval returned no result for task 'b2'"):
         lm_eval_outcomes(result, rows, {"b2": "math"}, {"b2": "acc"}, source="raw")
+
+
+def test_the_report_states_the_number_of_comparisons_and_no_correction():
+    from ftlab.mtl import report
+
+    comparison = pd.DataFrame([{"method": "pcgrad", "level": lvl, "name": n, "domain": "math",
+                                "baseline_reward": 0.5, "method_reward": 0.6, "diff": 0.1,
+                                "ci_low": -0.1, "ci_high": 0.3, "n_seeds": 1, "n_samples": 4,
+                                "flag": ""} for lvl, n in
+                               [("all", "all"), ("domain", "math"), ("task", "t1"),
+                                ("task", "t2")]])  # fmt: skip
+    overfit = pd.DataFrame([{"method": "pcgrad", "domain": "math", "n_seeds": 1, "n_overfit": 0,
+                             "overfit_seeds": "", "overfit": False}])  # fmt: skip
+    text = report.markdown(study="s", manifests={}, comparison=comparison, overfit=overfit,
+                           confidence=0.95, n_resamples=100, validation_metric="score",
+                           plot_name="p")  # fmt: skip
+    assert "Multiple comparisons: 4 intervals" in text
+    assert "no multiple-comparison correction is applied" in text and "about 0.2 of them" in text
+    assert "last (latest kept, as seed 000)" in text and "| pcgrad | math | 0 of 1 | - |" in text

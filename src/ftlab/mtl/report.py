@@ -84,6 +84,11 @@ def markdown(
         f"samples and seeds ({n_resamples} replicates). **improvement** / **regression**: "
         "the interval excludes 0.",
         "",
+        f"Multiple comparisons: {len(comparison)} intervals (every task, domain and overall row "
+        f"of every method), each at {level}; no multiple-comparison correction is applied, so "
+        f"about {(1 - confidence) * len(comparison):.1f} of them would exclude 0 by chance if "
+        "no method differed.",
+        "",
         "## Runs",
         "",
         "| run | stop | last epoch | kept epochs | selected epoch | "
