@@ -10,6 +10,7 @@ from ftlab.mtl.surgery import (
     Baseline,
     PCGrad,
     conflict_stats,
+    graph_reaches,
     make_combiner,
     surgery_backward,
     task_gradients,
@@ -135,7 +136,8 @@ def test_mean_reduction_sums_task_specific_parameters():
         return [(shared.sum() * head_a).sum() ** 2, (shared[0] - head_b).sum() ** 2]
 
     grads, reached = task_gradients(losses(), params)
-    assert reached.tolist() == [[True, True, True, False], [True, True, False, True]]
+    assert reached.tolist() == [[True, True, False], [True, False, True]]  # per tensor
+    assert graph_reaches(losses(), params).tolist() == reached.tolist()
     surgery_backward(losses(), params, make_combiner("baseline", seed=0, reduction="mean"))
     g = grads.numpy()
     np.testing.assert_allclose(shared.grad.numpy(), g[:, :2].mean(0))  # shared: mean
@@ -178,3 +180,116 @@ def test_config_method_names_are_the_implemented_combiners():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def old_project(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The implementation before the Gram-matrix rewrite (commit d4e9563), kept as a second
+    reference: running g_i, projected in place against the original rows (zero-norm rows are
+    never projected on, as the reference's `if dot < 0`)."""
+    n = grads.shape[0]
+    sq = (grads * grads).sum(1)
+    out = grads.clone()
+    for i in range(n):
+        for j in torch.randperm(n, generator=generator).tolist():
+            dot = torch.dot(out[i], grads[j])
+            if dot < 0 and sq[j] > 0:
+                out[i] -= dot / sq[j] * grads[j]
+    return out
+
+
+def random_case(rng, trial):
+    """Random [T, P] gradients, some with task-specific parameter tensors (a head only one
+    task reaches) and some with a zero task gradient."""
+    n, width = int(rng.integers(2, 8)), int(rng.integers(3, 40))
+    sizes = [width, 3, 2]
+    g = rng.standard_normal((n, sum(sizes)))
+    reached = np.ones((n, len(sizes)), bool)
+    if trial % 3 == 0:  # tensors 1 and 2 are heads of one task each
+        reached[:, 1:] = False
+        reached[0, 1] = True
+        reached[n - 1, 2] = True
+    if trial % 5 == 0:
+        g[rng.integers(0, n)] = 0.0
+    elem = np.repeat(reached, sizes, axis=1)
+    g[~elem] = 0.0
+    return g, reached, elem, sizes
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_gram_matrix_pcgrad_equals_the_elementwise_implementations(reduction):
+    """The Gram-coefficient PCGrad equals both the numpy Algorithm 1 (reference_projection,
+    the auditor's pc_np) and the former in-place torch implementation on 150 random cases,
+    including task-specific parameters and zero task gradients; surgery_backward on real
+    parameters gives the same."""
+    rng = np.random.default_rng(5)
+    for trial in range(150):
+        g, reached, elem, sizes = random_case(rng, trial)
+        n = g.shape[0]
+        gen = torch.Generator().manual_seed(trial)
+        orders = [torch.randperm(n, generator=gen).tolist() for _ in range(n)]
+        ref = reference_projection(g, orders)
+        old = old_project(torch.tensor(g), torch.Generator().manual_seed(trial)).numpy()
+        np.testing.assert_allclose(old, ref, rtol=1e-9, atol=1e-12)
+        expected = ref.sum(0)
+        if reduction == "mean":
+            expected = np.where(elem.all(0), ref.mean(0), expected)
+        got = PCGrad(seed=trial, reduction=reduction).combine(torch.tensor(g), torch.tensor(elem))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-11)
+        # through surgery_backward: losses linear in the parameters, with exactly g as gradients
+        params = [torch.nn.Parameter(torch.zeros(s, dtype=torch.float64)) for s in sizes]
+        losses = []
+        for t in range(n):
+            terms = [(p * torch.tensor(c)).sum() for p, c, r in
+                     zip(params, np.split(g[t], np.cumsum(sizes)[:-1]), reached[t], strict=True)
+                     if r]  # fmt: skip
+            losses.append(torch.stack(terms).sum())
+        stats = surgery_backward(losses, params, PCGrad(seed=trial, reduction=reduction),
+                                 stats=True)  # fmt: skip
+        got2 = np.concatenate([p.grad.numpy() for p in params])
+        np.testing.assert_allclose(got2, expected, rtol=1e-9, atol=1e-11)
+        conflicts = sum(g[i] @ g[j] < 0 for i in range(n) for j in range(i + 1, n))
+        assert stats.n_conflicts == conflicts
+
+
+def test_a_tiny_but_nonzero_gradient_projects_like_the_reference():
+    """|g_2|^2 = 1e-32 > 0: the reference projects with dot / |g_2|^2 = -1e16 -> g_1 = (0, 1);
+    a clamp of |g_2|^2 at 1e-30 gave (-0.99, 1)."""
+    g = torch.tensor([[-1.0, 1.0], [1e-16, 0.0]], dtype=torch.float64)
+    for seed in range(4):
+        projected = PCGrad(seed=seed).project(g)
+        torch.testing.assert_close(projected[0], torch.tensor([0.0, 1.0], dtype=g.dtype))
+        # g_2 . g_1 = -1e-16 < 0: g_2 + 0.5e-16 g_1 = (0.5e-16, 0.5e-16)
+        torch.testing.assert_close(projected[1], torch.tensor([0.5e-16, 0.5e-16], dtype=g.dtype),
+                                   rtol=1e-12, atol=1e-30)  # fmt: skip
+    zero = torch.tensor([[-1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(PCGrad(seed=0).project(zero), zero)  # zero norm: no projection
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("absent", [False, True])
+def test_the_baseline_builds_no_task_gradients_and_equals_their_reduction(reduction, absent,
+                                                                          monkeypatch):  # fmt: skip
+    """The baseline is one backward (task_gradients is never called) and equals the reduction
+    of the per-task gradients: mean on the tensors every task reaches (a task absent here,
+    None, reaches none), sum on the others; an unused parameter keeps no gradient (sum) or 0."""
+    from ftlab.mtl import surgery
+
+    shared = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    head_a = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+    head_b = torch.nn.Parameter(torch.tensor([-1.5], dtype=torch.float64))
+    unused = torch.nn.Parameter(torch.tensor([3.0], dtype=torch.float64))
+    params = [shared, head_a, head_b, unused]
+
+    def losses():
+        out = [(shared.sum() * head_a).sum() ** 2, (shared[0] - head_b).sum() ** 2]
+        return out + [None] if absent else out
+
+    g = task_gradients(losses(), params)[0].numpy()
+    expected = g.sum(0)
+    if reduction == "mean" and not absent:
+        expected[:2] = g[:, :2].mean(0)  # shared is reached by both tasks
+    monkeypatch.setattr(surgery, "task_gradients", None)  # any call would fail
+    surgery_backward(losses(), params, make_combiner("baseline", seed=0, reduction=reduction))
+    got = np.concatenate([p.grad.numpy() if p.grad is not None else np.zeros(p.numel())
+                          for p in params])  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -135,6 +135,17 @@ def test_sft_step_is_the_surgery_of_per_task_mean_token_losses(method, az_base, 
     assert_close_update(got, method, grads)
 
 
+@pytest.mark.parametrize(("model_dtype", "expected"),
+                         [("float32", torch.float32), ("bfloat16", torch.bfloat16)])  # fmt: skip
+def test_model_dtype_sets_the_dtype_trl_loads_the_base_model_in(model_dtype, expected, az_base,
+                                                                tmp_path):  # fmt: skip
+    """mtl.trl.model_dtype: TRL loads a model given by path in float32 unless told; the
+    option's bfloat16 loads (and trains) the weights in bfloat16."""
+    data = [{"prompt": "Q: ", "completion": "a", "task_ids": 0}]
+    trainer, _ = trainer_for("sft", "baseline", az_base, data, tmp_path, model_dtype=model_dtype)
+    assert {p.dtype for p in trainer.model.parameters()} == {expected}
+
+
 def task_reward(completions, task, **kwargs):
     """Conflicting tasks: arith rewards high character codes, trivia low ones."""
     sign = {"arith": 1.0, "trivia": -1.0}

@@ -105,15 +105,25 @@ def test_report_compares_pcgrad_with_baseline(run):
     comp = pd.read_csv(workdir / layout.mtl_comparison_table)
     assert set(comp["method"]) == {"pcgrad"}
     assert set(comp[comp["level"] == "domain"]["name"]) == set(study.domains)
-    # the per-task difference is the difference of the selected checkpoints' mean rewards
+    # the per-task difference is the difference of the LAST kept checkpoints' mean rewards
+    # (seed 000 compares the latest checkpoints; mtl.report.checkpoint default "last")
     mans = manifests(workdir, study, layout)
     means = {}
     for name, m in mans.items():
-        path = layout.path("mtl_eval", model=name, step=m["selected"]["step"])
+        last = max(m["checkpoints"], key=lambda c: c["epoch"])
+        assert last["epoch"] == m["last_epoch"]  # the last epoch trained is always kept
+        path = layout.path("mtl_eval", model=name, step=last["step"])
         ev = json.loads((workdir / path).read_text())
         means[m["method"]] = {t["task"]: t["reward"] for t in ev["tasks"]}
+    task_diff = {t: means["pcgrad"][t] - means["baseline"][t] for t in means["pcgrad"]}
     for _, row in comp[comp["level"] == "task"].iterrows():
-        expected = means["pcgrad"][row["name"]] - means["baseline"][row["name"]]
+        assert row["diff"] == pytest.approx(task_diff[row["name"]], abs=1e-9)
+    # domains and "all": the unweighted mean of their tasks' differences
+    for _, row in comp[comp["level"] == "domain"].iterrows():
+        tasks = [t for t, d in study.suite.items() if d == row["name"]]
+        expected = sum(task_diff[t] for t in tasks) / len(tasks)
         assert row["diff"] == pytest.approx(expected, abs=1e-9)
+    (overall,) = comp[comp["level"] == "all"]["diff"]
+    assert overall == pytest.approx(sum(task_diff.values()) / len(task_diff), abs=1e-9)
     assert "## pcgrad vs baseline" in (workdir / layout.mtl_report).read_text()
     assert planned_jobs(workdir, config) == {}

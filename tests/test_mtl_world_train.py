@@ -172,3 +172,29 @@ def test_pcgrad_without_conflicts_is_the_baseline(data):
         assert base["validations"] == pc["validations"]
     else:
         assert base["validations"][-1] != pc["validations"][-1]
+
+
+def test_a_step_with_one_task_logs_zero_conflicts_not_the_last_count(data, monkeypatch):
+    """The log's conflicts column is the step's own count: a step whose batch holds one task
+    (stats n_tasks 1, min_cosine None) logs 0, not the previous step's count."""
+    import csv
+
+    from ftlab.mtl.surgery import SurgeryStats
+
+    real = wt.surgery_backward
+    calls = []
+
+    def fake(losses, params, combiner, *, stats=False):
+        real(losses, params, combiner)
+        calls.append(len(calls))
+        return SurgeryStats(2, 3, -0.5) if len(calls) % 2 else SurgeryStats(1, 0, None)
+
+    monkeypatch.setattr(wt, "surgery_backward", fake)
+    over = {"early_stopping": {"enabled": False, "min_epochs": 0, "patience": 1,
+                               "min_delta": 0.0, "mode": "min"}}  # fmt: skip
+    over["training"] = {**kwargs(data)["training"], "epochs": 1, "log_every": 1}
+    wt.run_mtl_training(**kwargs(data, "pcgrad", out_dir=str(data / "models" / "one_task"),
+                                 state_dir=str(data / "state" / "one_task"), **over))  # fmt: skip
+    with open(data / "models" / "one_task" / wt.LOG_NAME) as fh:
+        conflicts = [int(r["conflicts"]) for r in csv.DictReader(fh)]
+    assert conflicts == [3, 0, 3, 0, 3, 0]

@@ -5,15 +5,18 @@ checkpoint's mtl_eval.json / mtl_eval.samples.jsonl (ftlab.mtl.evaluate).
 - scores: one row per run x kept checkpoint x task (metric value and mean reward).
 - evolution: per run x checkpoint x domain, the domain reward (unweighted mean of its tasks'
   mean rewards; domain "all" = every task), with the run's selected checkpoint and last epoch.
-- overfitting, per method x domain on the seed-mean curve: the peak (best mean reward) is not
-  the last checkpoint and EVERY later checkpoint lies more than `overfit_drop` below it, for at
-  least `overfit_checkpoints` checkpoints (a peak then a sustained decline; a single dip or a
-  recovery is not flagged). Curves compare runs at the same epochs; a run that stopped early
-  contributes up to its last checkpoint.
-- comparison, per method != baseline, at each run's SELECTED checkpoint (the one a user would
-  ship): method minus baseline per task, per domain and overall, with paired bootstrap
-  intervals over samples and seeds (ftlab.mtl.bootstrap); seed S of the method is paired with
-  seed S of the baseline, and samples by their id.
+- overfitting, per RUN x domain (each seed's own curve): the peak (best reward) is not the last
+  checkpoint and EVERY later checkpoint lies more than `overfit_drop` below it, for at least
+  `overfit_checkpoints` checkpoints (a peak then a sustained decline; a single dip or a recovery
+  is not flagged); per method x domain the report gives each seed's flag and the count. A
+  seed-mean curve is not used: seeds that stop at different epochs would make it drop where
+  only the weaker seeds continue (a false flag).
+- comparison, per method != baseline, at each run's LAST checkpoint (seed 000's
+  run_evaluation_comparison.sh "finds latest baseline and MTL checkpoints"; option
+  `mtl.report.checkpoint: selected` = the best-validated one): method minus baseline per task,
+  per domain and overall, with paired bootstrap intervals over samples and seeds
+  (ftlab.mtl.bootstrap); seed S of the method is paired with seed S of the baseline, and
+  samples by their id.
 """
 
 from __future__ import annotations
@@ -68,44 +71,88 @@ def evolution_frame(scores: pd.DataFrame, domains: dict[str, list[str]], manifes
     return pd.DataFrame(rows)
 
 
-def overfitting(evolution: pd.DataFrame, drop: float, min_after: int) -> pd.DataFrame:
-    """Per method x domain: peak epoch and reward on the seed-mean curve, and the flag."""
+def _overfit_curve(curve: pd.Series, drop: float, min_after: int) -> dict:
+    peak_epoch = int(curve.idxmax())
+    peak = float(curve.max())
+    after = curve[curve.index > peak_epoch]
+    return {
+        "peak_epoch": peak_epoch, "peak_reward": peak, "last_epoch": int(curve.index[-1]),
+        "last_reward": float(curve.iloc[-1]), "checkpoints_after_peak": len(after),
+        "overfit": len(after) >= min_after and bool((after < peak - drop).all()),
+    }  # fmt: skip
+
+
+def overfitting_runs(evolution: pd.DataFrame, drop: float, min_after: int) -> pd.DataFrame:
+    """Per run x domain: its own curve's peak epoch and reward, and the flag."""
     out = []
-    for (method, domain), g in evolution.groupby(["method", "domain"], sort=True):
+    for (model, domain), g in evolution.groupby(["model", "domain"], sort=True):
         curve = g.groupby("epoch")["reward"].mean().sort_index()
-        peak_epoch = int(curve.idxmax())
-        peak = float(curve.max())
-        after = curve[curve.index > peak_epoch]
-        flag = len(after) >= min_after and bool((after < peak - drop).all())
+        first = g.iloc[0]
+        out.append({"method": first["method"], "seed": int(first["seed"]), "model": model,
+                    "domain": domain, **_overfit_curve(curve, drop, min_after)})  # fmt: skip
+    return pd.DataFrame(out).sort_values(["method", "domain", "seed"], ignore_index=True)
+
+
+def overfitting(evolution: pd.DataFrame, drop: float, min_after: int) -> pd.DataFrame:
+    """Per method x domain: how many seeds overfit (each on its own curve), which ones, and
+    `overfit` = at least one seed does."""
+    runs = overfitting_runs(evolution, drop, min_after)
+    out = []
+    for (method, domain), g in runs.groupby(["method", "domain"], sort=True):
+        flagged = g[g["overfit"]]
         out.append({
-            "method": method, "domain": domain, "peak_epoch": peak_epoch, "peak_reward": peak,
-            "last_epoch": int(curve.index[-1]), "last_reward": float(curve.iloc[-1]),
-            "checkpoints_after_peak": len(after), "overfit": flag,
+            "method": method, "domain": domain, "n_seeds": len(g),
+            "n_overfit": len(flagged), "overfit_seeds": ",".join(map(str, flagged["seed"])),
+            "overfit": bool(len(flagged)),
         })  # fmt: skip
     return pd.DataFrame(out)
 
 
-def _outcomes(samples_paths, selected: dict[str, int]) -> dict[str, dict[str, dict]]:
-    """model -> task -> {sample id: reward} at the model's selected checkpoint."""
+def _outcomes(samples_paths, chosen: dict[str, int]) -> tuple[dict, dict]:
+    """(model -> task -> {sample id: reward}, model -> samples file) at each model's compared
+    checkpoint."""
     out: dict[str, dict[str, dict]] = {}
+    files: dict[str, str] = {}
     for path in samples_paths:
         model, step = _eval_dir(path)
-        if selected.get(model) != step:
+        if chosen.get(model) != step:
             continue
         per_task: dict[str, dict] = defaultdict(dict)
         for s in read_jsonl(path):
             per_task[s["task"]][s["sample"]] = float(s["reward"])
         out[model] = per_task
-    return out
+        files[model] = str(path)
+    return out, files
+
+
+CHECKPOINTS = ("last", "selected")
+
+
+def compared_steps(manifests: dict[str, dict], checkpoint: str = "last") -> dict[str, int]:
+    """model -> the step compared: its last kept checkpoint (the last epoch trained; seed
+    000's "latest checkpoint") or, `selected`, the best-validated one."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"mtl.report.checkpoint must be one of {CHECKPOINTS}, not "
+                         f"{checkpoint!r}")  # fmt: skip
+    if checkpoint == "selected":
+        return {m: man["selected"]["step"] for m, man in manifests.items()}
+    return {m: max(man["checkpoints"], key=lambda c: c["epoch"])["step"]
+            for m, man in manifests.items()}  # fmt: skip
 
 
 def comparison_frame(samples_paths, manifests, runs, domains, *, confidence, n_resamples,
-                     seed) -> pd.DataFrame:  # fmt: skip
-    selected = {m: man["selected"]["step"] for m, man in manifests.items()}
-    outcomes = _outcomes(samples_paths, selected)
+                     seed, checkpoint: str = "last") -> pd.DataFrame:  # fmt: skip
+    chosen = compared_steps(manifests, checkpoint)
+    outcomes, files = _outcomes(samples_paths, chosen)
     missing = sorted(set(runs) - set(outcomes))
     if missing:
-        raise ValueError(f"no evaluation of the selected checkpoint of {missing}")
+        raise ValueError(f"no evaluation samples of the {checkpoint} checkpoint of {missing} "
+                         f"(steps {[chosen.get(m) for m in missing]})")  # fmt: skip
+    for model in runs:
+        for t in (t for ts in domains.values() for t in ts):
+            if not outcomes[model].get(t):
+                raise ValueError(f"{files[model]}: no samples of task {t!r} (model {model}, "
+                                 f"{checkpoint} checkpoint)")  # fmt: skip
     by_method: dict[str, dict[int, str]] = defaultdict(dict)
     for name, r in runs.items():
         by_method[r["method"]][r["seed"]] = name

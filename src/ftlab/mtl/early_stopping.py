@@ -1,14 +1,20 @@
 """Early stopping on a validation metric, and which checkpoints a run keeps.
 
 Seed 000's recipe: validate every 3 epochs (and before training), stop once the metric has not
-improved by more than min_delta for `patience` validations in a row, never before min_epochs,
-mode max. Spelled out (Keras' EarlyStopping rule, with min_epochs only blocking the stop):
+improved by more than min_delta for `patience` epochs ("Patience of 3 epochs",
+early_stopping_patience=3), never before min_epochs, mode max. Spelled out (Keras'
+EarlyStopping rule, with min_epochs only blocking the stop):
 - an improvement is value > best + min_delta (mode max) or value < best - min_delta (mode min);
-  the first validation always sets `best`;
+  the first validation always sets `best` (and `best_epoch`);
 - each validation without improvement adds one to `wait`; an improvement resets it to 0;
-- the run stops after a validation at epoch e when wait >= patience and e >= min_epochs;
-- `patience` counts validations, not epochs (with validation every 3 epochs, patience 3 is
-  9 epochs without improvement).
+- the run stops after a validation at epoch e when e >= min_epochs and
+  - `patience_unit: epochs` (default, the seed's words): e - best_epoch >= patience - the
+    epochs trained since the last improvement, however often validation runs (validation
+    every 3 epochs, patience 3: the first validation without improvement, 3 epochs later);
+  - `patience_unit: validations` (option; Keras/HF Trainer's EarlyStoppingCallback and a
+    verl-style counter incremented per validation call): wait >= patience (validation every
+    3 epochs, patience 3: 9 epochs without improvement).
+  With validation every epoch the two agree.
 Only the scheduled validations drive the decision; `record`ed values (validations made for
 checkpoint selection) do not.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 MODES = ("max", "min")
+PATIENCE_UNITS = ("epochs", "validations")
 
 
 @dataclass
@@ -32,6 +39,7 @@ class EarlyStopping:
     min_delta: float
     mode: str
     enabled: bool = True
+    patience_unit: str = "epochs"
     best: float | None = None
     best_epoch: int | None = None
     wait: int = 0
@@ -41,6 +49,9 @@ class EarlyStopping:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"early stopping mode must be one of {MODES}, not {self.mode!r}")
+        if self.patience_unit not in PATIENCE_UNITS:
+            raise ValueError(f"mtl.early_stopping.patience_unit must be one of {PATIENCE_UNITS}, "
+                             f"not {self.patience_unit!r}")  # fmt: skip
         if self.patience < 1 or self.min_epochs < 0 or self.min_delta < 0:
             raise ValueError("early stopping needs patience >= 1, min_epochs >= 0, min_delta >= 0")
 
@@ -58,7 +69,8 @@ class EarlyStopping:
             self.best, self.best_epoch, self.wait = float(value), int(epoch), 0
         else:
             self.wait += 1
-        stop = self.enabled and self.wait >= self.patience and epoch >= self.min_epochs
+        waited = self.wait if self.patience_unit == "validations" else epoch - self.best_epoch
+        stop = self.enabled and waited >= self.patience and epoch >= self.min_epochs
         if stop:
             self.stopped_epoch = int(epoch)
         return stop

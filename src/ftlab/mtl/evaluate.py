@@ -109,22 +109,42 @@ def evaluate_lm_eval(
         meta=meta,
         **lm_eval_options(lm_eval),
     )
-    tasks, samples = lm_eval_outcomes(read_json(raw_json), read_jsonl(raw_samples), suite, metrics)
+    tasks, samples = lm_eval_outcomes(read_json(raw_json), read_jsonl(raw_samples), suite, metrics,
+                                      source=raw_samples)  # fmt: skip
     _write(out_json, out_samples, tasks, samples, meta)
     for p in (raw_json, raw_samples):
         Path(p).unlink()
 
 
-def lm_eval_outcomes(result: dict, rows: list[dict], suite: dict, metrics: dict):
+def lm_eval_outcomes(result: dict, rows: list[dict], suite: dict, metrics: dict,
+                     source: str = "the lm-eval samples"):  # fmt: skip
     """(task rows, per-sample rows) from ftlab.llm.lm_eval_runner output: one outcome per
     (benchmark, subtask, doc) with the benchmark's metric; filters other than the metric's
-    own ("none" unless "metric,filter" is configured) are left out."""
+    own ("none" unless "metric,filter" is configured) are left out. A task without a sample
+    row of its metric and filter is an error naming the task, its config key and `source`
+    (the raw lm-eval samples file, kept for inspection), not a silent NaN reward."""
     by_task = {b["task"]: b for b in result["benchmarks"]}
     tasks, samples = [], []
     for task, domain in suite.items():
         name, _, filt = metrics[task].partition(",")
         filt = filt or "none"
+        key = f"mtl.eval.metrics.{task}"
+        if task not in by_task:
+            raise ValueError(f"{source}: lm-eval returned no result for task {task!r} "
+                             f"({key}: {metrics[task]!r})")  # fmt: skip
         mine = [r for r in rows if r["benchmark"] == task and r["filter"] == filt]
+        if not mine:
+            seen = sorted({f"{r['filter']}" for r in rows if r["benchmark"] == task})
+            raise ValueError(
+                f"{source}: no sample rows of task {task!r} with filter {filt!r} ({key}: "
+                f"{metrics[task]!r}; filters present for the task: {seen or 'none'})"
+            )
+        lacking = [r for r in mine if name not in r["metrics"]]
+        if lacking:
+            raise ValueError(
+                f"{source}: task {task!r} samples have no metric {name!r} ({key}: "
+                f"{metrics[task]!r}; metrics present: {sorted(lacking[0]['metrics'])})"
+            )
         outs = [float(r["metrics"][name]) for r in mine]
         samples += [
             {"task": task, "domain": domain, "sample": f"{r['task']}:{r['doc_id']}",
@@ -132,7 +152,7 @@ def lm_eval_outcomes(result: dict, rows: list[dict], suite: dict, metrics: dict)
             for r, o in zip(mine, outs, strict=True)
         ]  # fmt: skip
         b = by_task[task]
-        reward = sum(outs) / len(outs) if outs else float("nan")
+        reward = sum(outs) / len(outs)
         tasks.append({"task": task, "domain": domain, "metric": b["metric"], "value": b["value"],
                       "n": len(outs), "reward": reward})  # fmt: skip
     return tasks, samples

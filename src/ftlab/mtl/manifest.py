@@ -17,13 +17,21 @@ from ftlab.mtl.early_stopping import EarlyStopping, kept_checkpoints
 MANIFEST = "mtl_manifest.json"
 
 
+def stop_reason(stopper: EarlyStopping, max_epochs: int) -> str:
+    """early_stopping only when the rule ended the run before max_epochs; a rule that fires at
+    the last epoch stopped nothing (the run trained every epoch): max_epochs."""
+    if stopper.stopped_epoch is not None and stopper.stopped_epoch < max_epochs:
+        return "early_stopping"
+    return "max_epochs"
+
+
 def build_manifest(
     saved: list[int], values: dict, spe: int, stopper: EarlyStopping, max_epochs: int,
     checkpoints: dict, validation: dict, inputs: dict,
 ) -> dict:  # fmt: skip
     """saved: epochs checkpointed in order; values: validation value of each saved epoch."""
     kept, selected = kept_checkpoints(saved, values, checkpoints["keep_last"], stopper.mode)
-    reason = "early_stopping" if stopper.stopped_epoch is not None else "max_epochs"
+    reason = stop_reason(stopper, max_epochs)
     return {
         "model_name": inputs["model_name"],
         "method": inputs["method"],

@@ -10,7 +10,8 @@ from ftlab.io import atomic_write_text
 
 
 def plot_evolution(evolution: pd.DataFrame, out: str | Path) -> None:
-    """One panel per domain: reward per kept checkpoint (thin: each seed; thick: seed mean),
+    """One panel per domain: reward per kept checkpoint (thin: each seed; thick: seed mean over
+    the epochs every seed reached),
     the selected checkpoint of each run as a star, each run's last epoch as a dotted line."""
     import matplotlib
 
@@ -33,7 +34,9 @@ def plot_evolution(evolution: pd.DataFrame, out: str | Path) -> None:
                 sel = run[run["selected"]]
                 ax.plot(sel["epoch"], sel["reward"], "*", color=colors[method], ms=10)
                 ax.axvline(run["last_epoch"].iloc[0], color=colors[method], ls=":", lw=0.8)
-            mean = g.groupby("epoch")["reward"].mean()
+            per_epoch = g.groupby("epoch")["reward"]
+            n_runs = g["model"].nunique()
+            mean = per_epoch.mean()[per_epoch.count() == n_runs]  # epochs every seed reached
             ax.plot(mean.index, mean.values, color=colors[method], lw=2, label=method)
         ax.set_title(domain)
         ax.set_xlabel("epoch")
@@ -48,6 +51,12 @@ def plot_evolution(evolution: pd.DataFrame, out: str | Path) -> None:
     plt.close(fig)
 
 
+CHECKPOINT_TEXT = {
+    "last": "last (latest kept, as seed 000)",
+    "selected": "selected (best-validation; option mtl.report.checkpoint)",
+}
+
+
 def _fmt(x: float) -> str:
     return f"{x:+.4f}"
 
@@ -59,6 +68,8 @@ def markdown(
     comparison: pd.DataFrame,
     overfit: pd.DataFrame,
     confidence: float,
+    overfit_runs: pd.DataFrame | None = None,
+    checkpoint: str = "last",
     n_resamples: int,
     validation_metric: str,
     plot_name: str,
@@ -68,10 +79,15 @@ def markdown(
         f"# Multi-task comparison: {study}",
         "",
         "Rewards are per-sample outcomes in [0, 1] (higher is better). Differences are method "
-        "minus baseline at each run's selected (best-validation) checkpoint, paired by seed and "
-        f"sample; intervals are {level} paired bootstrap percentile intervals over samples and "
-        f"seeds ({n_resamples} replicates). **improvement** / **regression**: the interval "
-        "excludes 0.",
+        f"minus baseline at each run's {CHECKPOINT_TEXT[checkpoint]} checkpoint, paired by "
+        f"seed and sample; intervals are {level} paired bootstrap percentile intervals over "
+        f"samples and seeds ({n_resamples} replicates). **improvement** / **regression**: "
+        "the interval excludes 0.",
+        "",
+        f"Multiple comparisons: {len(comparison)} intervals (every task, domain and overall row "
+        f"of every method), each at {level}; no multiple-comparison correction is applied, so "
+        f"about {(1 - confidence) * len(comparison):.1f} of them would exclude 0 by chance if "
+        "no method differed.",
         "",
         "## Runs",
         "",
@@ -115,18 +131,31 @@ def markdown(
         "",
         f"![evolution](../plots/{plot_name}.png)",
         "",
-        "Overfitting = the seed-mean curve peaks before its last checkpoint and every later "
-        "checkpoint stays below the peak by more than the configured drop.",
+        "Overfitting = a run's own curve peaks before its last checkpoint and every later "
+        "checkpoint stays below the peak by more than the configured drop (judged per seed, "
+        "then counted: seeds stopping at different epochs make a seed-mean curve misleading).",
         "",
-        "| method | domain | peak epoch | peak | last epoch | last | after peak | overfit |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | domain | seeds overfitting | which seeds |",
+        "|---|---|---|---|",
     ]
     for _, r in overfit.iterrows():
         lines.append(
-            f"| {r['method']} | {r['domain']} | {r['peak_epoch']} | {r['peak_reward']:.4f} | "
-            f"{r['last_epoch']} | {r['last_reward']:.4f} | {r['checkpoints_after_peak']} | "
-            f"{'**yes**' if r['overfit'] else 'no'} |"
+            f"| {r['method']} | {r['domain']} | {r['n_overfit']} of {r['n_seeds']} | "
+            f"{r['overfit_seeds'] or '-'} |"
         )
+    if overfit_runs is not None:
+        lines += [
+            "",
+            "| method | seed | domain | peak epoch | peak | last epoch | last | after peak "
+            "| overfit |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for _, r in overfit_runs.iterrows():
+            lines.append(
+                f"| {r['method']} | {r['seed']} | {r['domain']} | {r['peak_epoch']} | "
+                f"{r['peak_reward']:.4f} | {r['last_epoch']} | {r['last_reward']:.4f} | "
+                f"{r['checkpoints_after_peak']} | {'**yes**' if r['overfit'] else 'no'} |"
+            )
     return "\n".join(lines) + "\n"
 
 

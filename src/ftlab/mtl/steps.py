@@ -139,6 +139,7 @@ def build_report(
     seed: int,
     overfit_drop: float,
     overfit_checkpoints: int,
+    checkpoint: str = "last",
 ) -> None:
     from ftlab.io import atomic_write_text
     from ftlab.mtl import analysis, report
@@ -146,19 +147,24 @@ def build_report(
     manifests = {Path(p).parent.name: read_json(p) for p in manifest_paths}
     scores = analysis.scores_frame(eval_paths, manifests, runs)
     evolution = analysis.evolution_frame(scores, domains, manifests)
+    overfit_runs = analysis.overfitting_runs(evolution, overfit_drop, overfit_checkpoints)
     overfit = analysis.overfitting(evolution, overfit_drop, overfit_checkpoints)
     evolution = evolution.merge(
-        overfit[["method", "domain", "peak_epoch", "overfit"]], on=["method", "domain"]
+        overfit_runs[["model", "domain", "peak_epoch", "overfit"]], on=["model", "domain"]
     )
+    compared = analysis.compared_steps(manifests, checkpoint)
+    pairs = zip(evolution["model"], evolution["step"], strict=True)
+    evolution["compared"] = [compared[m] == step for m, step in pairs]
     comparison = analysis.comparison_frame(
         samples_paths, manifests, runs, domains,
-        confidence=confidence, n_resamples=n_resamples, seed=seed,
+        confidence=confidence, n_resamples=n_resamples, seed=seed, checkpoint=checkpoint,
     )  # fmt: skip
     for name, frame in (("scores", scores), ("evolution", evolution), ("comparison", comparison)):
         atomic_write_text(outputs[name], frame.to_csv(index=False))
     report.plot_evolution(evolution, outputs["plot"])
     text = report.markdown(
         study=study, manifests=manifests, comparison=comparison, overfit=overfit,
+        overfit_runs=overfit_runs, checkpoint=checkpoint,
         confidence=confidence, n_resamples=n_resamples, validation_metric=validation_metric,
         plot_name=Path(outputs["plot"]).stem,
     )  # fmt: skip

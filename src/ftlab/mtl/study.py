@@ -163,7 +163,8 @@ class MTLStudy:
             f"up to {mtl['training']['epochs']} epochs x {self.steps_per_epoch} steps; validation "
             f"every {mtl['validation']['every_epochs']} epochs; early stopping "
             + (
-                f"min {es['min_epochs']} epochs, patience {es['patience']}, "
+                f"min {es['min_epochs']} epochs, patience {es['patience']} "
+                f"{es.get('patience_unit', 'epochs')}, "
                 f"min delta {es['min_delta']}, mode {es['mode']}"
                 if es["enabled"]
                 else "off"

@@ -28,7 +28,17 @@ Randomness: the permutations come from the combiner's own seeded torch.Generator
 uses Python's global `random`); its state is part of `state_dict()`, so a resumed run draws the
 same orders. The conflict test is `torch.where` rather than an `if`, which avoids one host sync
 per pair on a GPU and gives the same result (zero-norm gradients never project: their dot
-product is 0).
+product is 0), and a zero-norm g_j gets coefficient 0 (no clamping of |g_j|^2: a tiny but
+positive |g_j|^2 projects exactly as the reference does).
+
+Memory (benchmarks/pcgrad_step.py --memory prints the figures): PCGrad's output is a linear
+combination of the ORIGINAL gradients, sum_k w_k g_k, so the projection runs on the T x T Gram
+matrix (float64, on the host: no device sync per pair) and the gradients are read twice
+(Gram, weighted sum). The per-task gradients live in ONE [T, P] buffer filled in place, "reached"
+is one flag per task and parameter tensor, and the combined gradient goes straight into each
+p.grad: peak extra memory about (T + 1) x the parameter bytes (the buffer, plus one task's
+gradients while they are copied in). The baseline never builds per-task gradients: one
+backward of the (data parallel: weighted) summed loss, 1 x the parameter bytes at most.
 """
 
 from __future__ import annotations
@@ -63,15 +73,19 @@ class Combiner(ABC):
         self.reduction = reduction
 
     @abstractmethod
+    def task_weights(self, gram: torch.Tensor) -> torch.Tensor:
+        """gram [T, T] float64 (the original task gradients' dot products) -> w [T] float64:
+        the combined gradient before the reduction is sum_k w_k g_k."""
+
     def combine(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
         """grads [T, P] (one flattened gradient per task), reached [T, P] bool (the task's loss
-        reaches that parameter) -> the combined gradient [P]."""
-
-    def reduce(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
-        if self.reduction == "sum":
-            return grads.sum(0)
-        shared = reached.all(0)
-        return torch.where(shared, grads.mean(0), grads.sum(0))
+        reaches that parameter) -> the combined gradient [P] (small inputs: tests, benchmarks;
+        surgery_backward does the same per parameter tensor without the [P] copies)."""
+        w = self.task_weights(gram_matrix(grads)).to(grads)
+        merged = w @ grads
+        if self.reduction == "mean":
+            merged = torch.where(reached.all(0), merged / grads.shape[0], merged)
+        return merged
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue identically (stateless combiners: nothing)."""
@@ -83,19 +97,17 @@ class Combiner(ABC):
 
 
 class Baseline(Combiner):
-    """The plain sum of the task gradients: one backward pass of the summed loss. With
-    reduction "mean" it takes the per-task gradients, so that task-specific parameters get
-    the same sum as under PCGrad (for a model every task reaches entirely, the result is
-    the gradient of the mean loss)."""
+    """The plain sum of the task gradients: one backward pass of the summed loss (data
+    parallel: of the weighted sum, then one all-reduce). With reduction "mean" the parameters
+    every task reaches get the mean, the others the sum, as under PCGrad (for a model every
+    task reaches entirely, the gradient of the mean loss); which tasks reach a parameter is
+    read from the autograd graph, so no per-task gradient is built either."""
 
     name = "baseline"
+    needs_task_gradients = False
 
-    @property
-    def needs_task_gradients(self) -> bool:
-        return self.reduction == "mean"
-
-    def combine(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
-        return self.reduce(grads, reached)
+    def task_weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return torch.ones(gram.shape[0], dtype=torch.float64)
 
     def reduced_loss(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(losses)).sum()
@@ -108,21 +120,27 @@ class PCGrad(Combiner):
         super().__init__(reduction)
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    def coefficients(self, gram: torch.Tensor) -> torch.Tensor:
+        """C [T, T] float64 with projected g_i = sum_k C[i, k] g_k: Algorithm 1 on the Gram
+        matrix (g_i . g_j = C[i] . gram[:, j]; projecting onto g_j's normal plane subtracts
+        (g_i . g_j) / |g_j|^2 from C[i, j]); the orders are drawn as before, i = 0..T-1."""
+        gram = gram.to(torch.float64).cpu()
+        n = gram.shape[0]
+        sq = gram.diagonal()
+        coef = torch.eye(n, dtype=torch.float64)
+        for i in range(n):
+            row = coef[i]
+            for j in torch.randperm(n, generator=self.generator).tolist():
+                dot = torch.dot(row, gram[:, j])
+                row[j] -= torch.where(dot < 0, dot / torch.where(sq[j] > 0, sq[j], 1.0), 0.0)
+        return coef
+
     def project(self, grads: torch.Tensor) -> torch.Tensor:
         """The projected gradients [T, P] (before the reduction)."""
-        n = grads.shape[0]
-        sq_norms = (grads * grads).sum(1)
-        out = grads.clone()
-        for i in range(n):
-            g = out[i]
-            for j in torch.randperm(n, generator=self.generator).tolist():
-                dot = torch.dot(g, grads[j])
-                coef = torch.where(dot < 0, dot / sq_norms[j].clamp_min(1e-30), 0.0)
-                g -= coef * grads[j]
-        return out
+        return self.coefficients(gram_matrix(grads)).to(grads) @ grads
 
-    def combine(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
-        return self.reduce(self.project(grads), reached)
+    def task_weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return self.coefficients(gram).sum(0)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -143,36 +161,171 @@ def make_combiner(method: str, *, seed: int, reduction: str = "sum") -> Combiner
     raise ValueError(f"unknown multi-task method {method!r}; known: {', '.join(METHODS)}")
 
 
+CHUNK = 1 << 22  # elements per column block of the [T, P] buffer in the Gram / weighted sum
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """grads [T, P] -> [T, T] float64 on the host, block by block (float32 blocks for half or
+    float32 gradients, as torch.dot accumulates them, summed in float64)."""
+    n, size = grads.shape
+    acc = _acc_dtype(grads.dtype)
+    gram = torch.zeros(n, n, dtype=torch.float64, device=grads.device)
+    for a in range(0, size, CHUNK):
+        block = grads[:, a : a + CHUNK].to(acc)
+        gram += (block @ block.T).to(torch.float64)
+    return gram.cpu()
+
+
 def task_gradients(
     losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grads [T, P], reached [T, P]): each loss's flattened gradient w.r.t. params (one
-    backward per task, the graph kept until the last), zeros where it does not reach. A None
-    loss (a task absent from this process's batch, data parallel) reaches nothing."""
-    flat, reached = [], []
+    """(grads [T, P], reached [T, len(params)]): each loss's flattened gradient w.r.t. params
+    written into one preallocated buffer (one backward per task, the graph kept until the
+    last), zeros where it does not reach; reached: the task's loss reaches the parameter
+    tensor. A None loss (a task absent from this process's batch, data parallel) reaches
+    nothing."""
+    params = list(params)
+    size = sum(p.numel() for p in params)
+    ref = params[0]
+    grads = torch.zeros(len(losses), size, dtype=ref.dtype, device=ref.device)
+    reached = torch.zeros(len(losses), len(params), dtype=torch.bool)
     last = max((k for k, loss in enumerate(losses) if loss is not None), default=-1)
     for k, loss in enumerate(losses):
         if loss is None:
-            gs = [None] * len(params)
-        else:
-            gs = torch.autograd.grad(loss, params, retain_graph=k < last, allow_unused=True)
-        flat.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                               for p, g in zip(params, gs, strict=True)]))  # fmt: skip
-        reached.append(torch.cat([torch.full((p.numel(),), g is not None, device=p.device)
-                                  for p, g in zip(params, gs, strict=True)]))  # fmt: skip
-    return torch.stack(flat), torch.stack(reached)
+            continue
+        gs = list(torch.autograd.grad(loss, params, retain_graph=k < last, allow_unused=True))
+        offset = 0
+        for n, p in enumerate(params):
+            if gs[n] is not None:
+                grads[k, offset : offset + p.numel()] = gs[n].reshape(-1)
+                reached[k, n] = True
+                gs[n] = None  # free as we go: at most one task's gradients beside the buffer
+            offset += p.numel()
+    return grads, reached
 
 
-def conflict_stats(grads: torch.Tensor) -> SurgeryStats:
+def graph_reaches(losses: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]):
+    """reached [T, len(params)] bool from the autograd graphs (no gradient computed): the
+    parameters whose AccumulateGrad node a loss's graph contains - exactly those for which
+    torch.autograd.grad(loss, params, allow_unused=True) returns a tensor, not None."""
+    index = {id(p): n for n, p in enumerate(params)}
+    reached = torch.zeros(len(losses), len(params), dtype=torch.bool)
+    for k, loss in enumerate(losses):
+        if loss is None or loss.grad_fn is None:
+            continue
+        seen, stack = set(), [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            var = getattr(node, "variable", None)
+            if var is not None and id(var) in index:
+                reached[k, index[id(var)]] = True
+            stack.extend(fn for fn, _ in node.next_functions)
+    return reached
+
+
+def conflict_stats(grads: torch.Tensor | None = None, *, gram=None) -> SurgeryStats:
     """Pairs of task gradients with a negative dot product, and the smallest cosine."""
-    n = grads.shape[0]
-    gram = grads @ grads.T
+    gram = gram_matrix(grads) if gram is None else gram
+    n = gram.shape[0]
     norms = gram.diagonal().clamp_min(1e-30).sqrt()
     cos = gram / norms[:, None] / norms[None, :]
-    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=grads.device), diagonal=1)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
     n_conflicts = int((gram[upper] < 0).sum()) if n > 1 else 0
     min_cos = float(cos[upper].min()) if n > 1 else None
     return SurgeryStats(n, n_conflicts, min_cos)
+
+
+class WeightedAllReduce:
+    """Data parallel: the global task gradient g_t = sum_p w_pt g_pt / sum_p w_pt, with w_pt
+    this process's weight of task t (its tokens for a mean-token loss, 1 for GRPO's globally
+    normalized loss; ftlab.mtl.trl), and reached = reached on any process."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def coefficients(self, device) -> list[float]:
+        """w_pt / sum_p w_pt for this process (one all-reduce of T numbers)."""
+        w = self.weights.to(device=device, dtype=torch.float64)
+        total = w.clone()
+        torch.distributed.all_reduce(total)
+        return (w / total.clamp_min(1e-30)).tolist()
+
+    def task_gradients(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
+        """grads [T, P] reduced in place; returns the global reached flags."""
+        for t, c in enumerate(self.coefficients(grads.device)):
+            grads[t].mul_(c)
+        torch.distributed.all_reduce(grads)
+        return self.reached(reached, grads.device)
+
+    def reached(self, reached: torch.Tensor, device) -> torch.Tensor:
+        flags = reached.to(device=device, dtype=torch.uint8)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return flags.bool().cpu()
+
+    def gradient(self, grad: torch.Tensor) -> None:
+        torch.distributed.all_reduce(grad)
+
+
+def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
+    if p.grad is None:
+        p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
+    else:
+        p.grad += g
+
+
+def _baseline_backward(losses, params, combiner: Baseline, data_parallel) -> None:
+    """One backward of sum_t c_t L_t (c_t = 1, data parallel: this process's share of task t),
+    all-reduced; reduction "mean": the tensors every task reaches divided by T."""
+    present = [(k, loss) for k, loss in enumerate(losses) if loss is not None]
+    if data_parallel is None and combiner.reduction == "sum":
+        combiner.reduced_loss([loss for _, loss in present]).backward()
+        return
+    device = params[0].device
+    coef = [1.0] * len(losses) if data_parallel is None else data_parallel.coefficients(device)
+    grads: list = [None] * len(params)
+    if present:
+        total = torch.stack([loss * coef[k] for k, loss in present]).sum()
+        grads = list(torch.autograd.grad(total, params, allow_unused=True))
+    shared = [False] * len(params)
+    if combiner.reduction == "mean":
+        reached = graph_reaches(losses, params)
+        if data_parallel is not None:
+            reached = data_parallel.reached(reached, device)
+        shared = reached.all(0).tolist()
+    for n, p in enumerate(params):
+        g = torch.zeros_like(p) if grads[n] is None else grads[n]
+        grads[n] = None
+        if data_parallel is not None:
+            data_parallel.gradient(g)
+        if shared[n]:
+            g /= len(losses)
+        _accumulate(p, g)
+
+
+def _add_weighted(params, grads: torch.Tensor, w: list[float], shared: list[bool], n_tasks):
+    """p.grad += sum_k w_k grads[k, p's columns] (/ T where shared), block by block."""
+    acc = _acc_dtype(grads.dtype)
+    offset = 0
+    for n, p in enumerate(params):
+        out = torch.empty(p.numel(), dtype=p.dtype, device=p.device)
+        for a in range(0, p.numel(), CHUNK):
+            cols = slice(offset + a, offset + min(a + CHUNK, p.numel()))
+            block = torch.zeros(cols.stop - cols.start, dtype=acc, device=grads.device)
+            for k, wk in enumerate(w):
+                if wk != 0.0:
+                    block.add_(grads[k, cols], alpha=wk)
+            if shared[n]:
+                block /= n_tasks
+            out[a : a + block.numel()] = block
+        offset += p.numel()
+        _accumulate(p, out.view_as(p))
 
 
 def surgery_backward(
@@ -181,32 +334,29 @@ def surgery_backward(
     combiner: Combiner,
     *,
     stats: bool = False,
-    reduce_grads=None,
+    data_parallel: WeightedAllReduce | None = None,
 ) -> SurgeryStats | None:
     """Add the combined gradient of `losses` (one scalar per task) to each param's .grad.
 
     params: the parameters the optimizer updates (those with requires_grad). stats: also
-    return the conflict statistics of the original task gradients (costs a T x T Gram matrix).
-    reduce_grads: (grads, reached) -> (grads, reached), applied to the [T, P] task gradients
-    before combining (data parallel: an all-reduce, so every process projects the same global
-    gradients). A None loss: a task with no rows here (its gradient is zero, reached nothing).
+    return the conflict statistics of the original task gradients (the baseline: none
+    computed, n_conflicts 0). data_parallel: the cross-process reduction (WeightedAllReduce):
+    PCGrad all-reduces the [T, P] task gradients, so every process projects the same global
+    gradients; the baseline all-reduces its one gradient. A None loss: a task with no rows
+    here (its gradient is zero, reached nothing).
     """
     params = list(params)
     if not losses:
         raise ValueError("surgery_backward needs at least one task loss")
-    if not combiner.needs_task_gradients and reduce_grads is None:
-        combiner.reduced_loss([loss for loss in losses if loss is not None]).backward()
+    if not combiner.needs_task_gradients:
+        _baseline_backward(losses, params, combiner, data_parallel)
         return SurgeryStats(len(losses), 0, None) if stats else None
     grads, reached = task_gradients(losses, params)
-    if reduce_grads is not None:
-        grads, reached = reduce_grads(grads, reached)
-    merged = combiner.combine(grads, reached)
-    offset = 0
-    for p in params:
-        g = merged[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
-        if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad += g
-    return conflict_stats(grads) if stats else None
+    if data_parallel is not None:
+        reached = data_parallel.task_gradients(grads, reached)
+    gram = gram_matrix(grads)
+    w = combiner.task_weights(gram).tolist()
+    shared = reached.all(0).tolist() if combiner.reduction == "mean" else [False] * len(params)
+    _add_weighted(params, grads, w, shared, len(losses))
+    del grads
+    return conflict_stats(gram=gram) if stats else None

@@ -28,13 +28,16 @@ does not see, so the forward passes run under `no_sync` and the task gradients a
 before the projection, weighted by each process's share of the task (SFT: its completion
 tokens, 0 without rows, so the result is the global per-task token mean; GRPO: 1 on every
 process, rows or not, as TRL divides each process's loss by the global token count / processes):
-every rank projects the same global task gradients. The tasks are those present in any process
-(one all-reduce), so the combiner sees the tasks of the 1-process global batch; a task absent
-from one process's micro-batch still gets a (no-grad) compute_loss call there, so the
-collectives inside TRL's compute_loss stay matched, and its per-row gathers are padded to the
-longest process (`_uneven_gathers`). Tested on CPU with 2 processes (gloo): SFT + PCGrad
-(tests/test_mtl_ddp.py) and GRPO with PCGrad and the baseline on fixed completions
-(tests/test_mtl_grpo_ddp.py) equal 1 process with the same global batch.
+every rank projects the same global task gradients (ftlab.mtl.surgery.WeightedAllReduce). The
+baseline builds no per-task gradient: one backward of the loss weighted the same way, then one
+all-reduce of that gradient (the same global gradient by linearity). The tasks are those
+present in any process (one all-reduce), so the combiner sees the tasks of the 1-process
+global batch; a task absent from one process's micro-batch still gets a (no-grad)
+compute_loss call there, so the collectives inside TRL's compute_loss stay matched, and its
+per-row gathers are padded to the longest process (`_uneven_gathers`). Tested on CPU with 2
+processes (gloo): SFT + PCGrad (tests/test_mtl_ddp.py) and GRPO with PCGrad and the baseline
+on fixed completions (tests/test_mtl_grpo_ddp.py) equal 1 process with the same global
+batch.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import logging
 
 import torch
 
-from ftlab.mtl.surgery import Combiner, surgery_backward
+from ftlab.mtl.surgery import Combiner, WeightedAllReduce, surgery_backward
 
 log = logging.getLogger("ftlab.mtl.trl")
 
@@ -67,25 +70,6 @@ def split_by_task(inputs: dict, task_ids: torch.Tensor) -> dict[int, dict]:
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _all_reduce_weighted(weights: torch.Tensor):
-    """(grads, reached) -> the processes' task gradients averaged with `weights` [T] (this
-    process's share of each task: its tokens for a mean-token loss, 1 for GRPO's globally
-    normalized loss), and reached anywhere."""
-
-    def reduce(grads: torch.Tensor, reached: torch.Tensor):
-        w = weights.to(grads)
-        total = w.clone()
-        grads = grads * w[:, None]
-        torch.distributed.all_reduce(grads)
-        torch.distributed.all_reduce(total)
-        grads /= total.clamp_min(1e-30)[:, None]
-        reached = reached.to(torch.uint8)
-        torch.distributed.all_reduce(reached, op=torch.distributed.ReduceOp.MAX)
-        return grads, reached.bool()
-
-    return reduce
 
 
 @contextlib.contextmanager
@@ -131,8 +115,8 @@ class SurgeryMixin:
         with self.compute_loss_context_manager(), no_sync():
             losses, weights = self._task_losses(model, inputs, task_ids)
         params = [p for p in model.parameters() if p.requires_grad]
-        reduce = _all_reduce_weighted(weights) if _distributed() else None
-        surgery_backward(losses, params, self.surgery, reduce_grads=reduce)
+        data_parallel = WeightedAllReduce(weights) if _distributed() else None
+        surgery_backward(losses, params, self.surgery, data_parallel=data_parallel)
         present = [loss.detach() for loss in losses if loss is not None]
         return torch.stack(present).sum()
 

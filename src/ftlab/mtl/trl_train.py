@@ -121,7 +121,8 @@ def run_trl_training(
     if not schedule.finished:
         recipe = make_recipe(objective, training, trl, training["epochs"] * spe)
         trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
-                           state_dir, combiner, [schedule, *(callbacks or [])])  # fmt: skip
+                           state_dir, combiner, [schedule, *(callbacks or [])],
+                           model_dtype=trl.get("model_dtype", "float32"))  # fmt: skip
         log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
                  model_name, method, len(tasks), len(data), training["epochs"], spe,
                  processes)  # fmt: skip
@@ -166,8 +167,9 @@ def _validator(tok, val_rows, tasks, formats, validation, trl):
 
 
 def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, state_dir,
-             combiner, callbacks, reward_funcs=None):  # fmt: skip
-    """reward_funcs (GRPO): None = correctness and format (ftlab.llm.rewards)."""
+             combiner, callbacks, reward_funcs=None, model_dtype="float32"):  # fmt: skip
+    """reward_funcs (GRPO): None = correctness and format (ftlab.llm.rewards). model_dtype:
+    the dtype TRL loads the base model in (`mtl.trl.model_dtype`)."""
     from datasets import Dataset
 
     from ftlab.mtl.trl import surgery_trainer_class
@@ -179,8 +181,10 @@ def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, st
 
         kwargs = {"reward_funcs": reward_funcs or [correctness_reward, format_reward],
                   "task_index": task_index(tasks)}  # fmt: skip
+    args = trl_args(recipe, objective, training, state_dir, seed)
+    args.model_init_kwargs = {**(args.model_init_kwargs or {}), "dtype": model_dtype}
     trainer = surgery_trainer_class(objective)(
-        model=base_model, args=trl_args(recipe, objective, training, state_dir, seed),
+        model=base_model, args=args,
         train_dataset=Dataset.from_list(data), processing_class=tok, surgery=combiner,
         callbacks=[*callbacks, llm_train._LogToLogger()], **kwargs,
     )  # fmt: skip

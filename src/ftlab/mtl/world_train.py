@@ -320,7 +320,7 @@ def _train(run: _MtlRun, state_dir: Path, meta: dict) -> None:
         log_now = step % log_every == 0 or step % run.spe == 0
         lr, losses, stats = _train_step(run, step, max_grad_norm, stats=log_now)
         sums.add(losses)
-        if stats is not None and stats.min_cosine is not None:
+        if stats is not None:  # a step with one task present has 0 conflicts, not the last
             conflicts = stats.n_conflicts
         epoch, at_epoch_end = divmod(step, run.spe)
         at_epoch_end = at_epoch_end == 0

@@ -1,0 +1,153 @@
+"""The multi-task analysis on hand-made runs: overfitting per seed, the compared checkpoint,
+and bad inputs named."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftlab.io import write_jsonl
+from ftlab.mtl import analysis
+from ftlab.mtl.early_stopping import kept_checkpoints
+
+
+def curve_rows(model, method, seed, epochs, rewards, domain="math"):
+    pairs = zip(epochs, rewards, strict=True)
+    return [{"model": model, "method": method, "seed": seed, "step": e * 10, "epoch": e,
+             "domain": domain, "reward": r} for e, r in pairs]  # fmt: skip
+
+
+def auditor_scenario():
+    """Seed 1 rises 0.80 -> 0.82 and stops at epoch 15; seed 2 rises 0.405 -> 0.43 through 30."""
+    e1, e2 = list(range(0, 16, 3)), list(range(0, 31, 3))
+    r1 = np.linspace(0.80, 0.82, len(e1))
+    r2 = np.linspace(0.405, 0.43, len(e2))
+    return curve_rows("p1", "pcgrad", 1, e1, r1) + curve_rows("p2", "pcgrad", 2, e2, r2)
+
+
+def test_seeds_stopping_at_different_epochs_are_not_flagged():
+    evo = pd.DataFrame(auditor_scenario())
+    # the seed-mean curve (the former rule) drops from ~0.61 to ~0.42 after epoch 15:
+    mean = evo.groupby("epoch")["reward"].mean()
+    assert mean.idxmax() == 15 and (mean[mean.index > 15] < mean.max() - 0.01).all()
+    per_run = analysis.overfitting_runs(evo, drop=0.01, min_after=2)
+    got = per_run[["seed", "peak_epoch", "overfit"]].values.tolist()
+    assert got == [[1, 15, False], [2, 30, False]]
+    summary = analysis.overfitting(evo, drop=0.01, min_after=2).iloc[0]
+    assert (summary["n_seeds"], summary["n_overfit"], summary["overfit"]) == (2, 0, False)
+
+
+def test_a_seed_that_declines_is_flagged_and_counted():
+    rows = auditor_scenario()
+    e3 = list(range(0, 31, 3))
+    r3 = [0.5, 0.6, 0.7, 0.8, 0.7, 0.69, 0.68, 0.66, 0.65, 0.64, 0.6]  # peak at 9, then down
+    evo = pd.DataFrame(rows + curve_rows("p3", "pcgrad", 3, e3, r3))
+    per_run = analysis.overfitting_runs(evo, drop=0.01, min_after=2)
+    assert per_run.set_index("seed")["overfit"].to_dict() == {1: False, 2: False, 3: True}
+    assert per_run.set_index("seed").loc[3, "peak_epoch"] == 9
+    summary = analysis.overfitting(evo, drop=0.01, min_after=2).iloc[0]
+    assert (summary["n_overfit"], summary["overfit_seeds"], summary["overfit"]) == (1, "3", True)
+    # a dip that recovers within the drop is not a sustained decline
+    r4 = [0.5, 0.6, 0.7, 0.8, 0.7, 0.795, 0.7, 0.7, 0.7, 0.7, 0.7]
+    evo4 = pd.DataFrame(curve_rows("p4", "pcgrad", 4, e3, r4))
+    assert not analysis.overfitting_runs(evo4, drop=0.01, min_after=2)["overfit"].any()
+
+
+def manifest(epochs, values, spe=10):
+    kept, selected = kept_checkpoints(epochs, dict(zip(epochs, values, strict=True)), 10, "max")
+    return {"checkpoints": [{"step": e * spe, "epoch": e, "validation": values[epochs.index(e)],
+                             "selected": e == selected} for e in kept],
+            "selected": {"step": selected * spe, "epoch": selected}}  # fmt: skip
+
+
+def test_the_compared_checkpoint_is_the_last_by_default():
+    mans = {"a": manifest([5, 10, 15], [0.3, 0.5, 0.4]), "b": manifest([5, 10], [0.2, 0.1])}
+    assert analysis.compared_steps(mans) == {"a": 150, "b": 100}
+    assert analysis.compared_steps(mans, "selected") == {"a": 100, "b": 50}
+    with pytest.raises(ValueError, match="mtl.report.checkpoint"):
+        analysis.compared_steps(mans, "best")
+
+
+def test_pruning_always_keeps_the_last_checkpoint():
+    rng = np.random.default_rng(0)
+    for n, keep in itertools.product(range(1, 9), range(1, 5)):
+        saved = sorted(rng.choice(np.arange(1, 40), n, replace=False).tolist())
+        values = {e: float(rng.random()) for e in saved}
+        kept, selected = kept_checkpoints(saved, values, keep, "max")
+        assert saved[-1] in kept and selected in kept
+
+
+def write_samples(root, model, step, per_task):
+    path = root / model / f"checkpoint-{step}" / "mtl_eval.samples.jsonl"
+    write_jsonl(path, [{"task": t, "sample": i, "reward": r} for t, rs in per_task.items()
+                       for i, r in enumerate(rs)])  # fmt: skip
+    return str(path)
+
+
+def test_comparison_uses_the_chosen_checkpoint_and_names_missing_samples(tmp_path):
+    mans = {"base_s1": manifest([5, 10], [0.5, 0.1]), "pc_s1": manifest([5, 10], [0.5, 0.1])}
+    runs = {"base_s1": {"method": "baseline", "seed": 1}, "pc_s1": {"method": "pcgrad", "seed": 1}}
+    domains = {"math": ["t1"]}
+    paths = [
+        write_samples(tmp_path, "base_s1", 50, {"t1": [0, 0, 0, 0]}),
+        write_samples(tmp_path, "pc_s1", 50, {"t1": [1, 1, 1, 1]}),  # selected: +1
+        write_samples(tmp_path, "base_s1", 100, {"t1": [0, 1, 0, 1]}),
+        write_samples(tmp_path, "pc_s1", 100, {"t1": [0, 0, 0, 1]}),  # last: -0.25
+    ]
+    kw = {"confidence": 0.95, "n_resamples": 200, "seed": 0}
+    last = analysis.comparison_frame(paths, mans, runs, domains, **kw)
+    assert last.set_index("level").loc["all", "diff"] == pytest.approx(-0.25)
+    sel = analysis.comparison_frame(paths, mans, runs, domains, checkpoint="selected", **kw)
+    assert sel.set_index("level").loc["all", "diff"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"base_s1/checkpoint-100/mtl_eval.samples.jsonl: no "
+                                         r"samples of task 't2'"):  # fmt: skip
+        analysis.comparison_frame(paths, mans, runs, {"math": ["t1", "t2"]}, **kw)
+    with pytest.raises(ValueError, match=r"no evaluation samples of the last checkpoint of "
+                                         r"\['pc_s1'\] \(steps \[100\]\)"):  # fmt: skip
+        analysis.comparison_frame(paths[:3], mans, runs, domains, **kw)
+
+
+def lm_eval_rows():
+    result = {"benchmarks": [{"task": "b1", "metric": "acc", "value": 0.5}]}
+    rows = [{"benchmark": "b1", "task": "b1", "doc_id": i, "filter": "none",
+             "metrics": {"acc": float(i % 2)}, "response": "x"} for i in range(4)]  # fmt: skip
+    return result, rows
+
+
+def test_lm_eval_outcomes_name_a_metric_or_filter_without_samples():
+    from ftlab.mtl.evaluate import lm_eval_outcomes
+
+    result, rows = lm_eval_rows()
+    tasks, samples = lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "acc"}, source="raw")
+    assert tasks[0]["n"] == 4 and tasks[0]["reward"] == 0.5 and len(samples) == 4
+    msg = (
+        r"raw: no sample rows of task 'b1' with filter 'strict' \(mtl.eval.metrics.b1: "
+        r"'acc,strict'; filters present for the task: \['none'\]\)"
+    )
+    with pytest.raises(ValueError, match=msg):
+        lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "acc,strict"}, source="raw")
+    with pytest.raises(ValueError, match=r"raw: task 'b1' samples have no metric 'exact_match' "
+                                         r"\(mtl.eval.metrics.b1"):  # fmt: skip
+        lm_eval_outcomes(result, rows, {"b1": "math"}, {"b1": "exact_match"}, source="raw")
+    with pytest.raises(ValueError, match=r"raw: lm-eval returned no result for task 'b2'"):
+        lm_eval_outcomes(result, rows, {"b2": "math"}, {"b2": "acc"}, source="raw")
+
+
+def test_the_report_states_the_number_of_comparisons_and_no_correction():
+    from ftlab.mtl import report
+
+    comparison = pd.DataFrame([{"method": "pcgrad", "level": lvl, "name": n, "domain": "math",
+                                "baseline_reward": 0.5, "method_reward": 0.6, "diff": 0.1,
+                                "ci_low": -0.1, "ci_high": 0.3, "n_seeds": 1, "n_samples": 4,
+                                "flag": ""} for lvl, n in
+                               [("all", "all"), ("domain", "math"), ("task", "t1"),
+                                ("task", "t2")]])  # fmt: skip
+    overfit = pd.DataFrame([{"method": "pcgrad", "domain": "math", "n_seeds": 1, "n_overfit": 0,
+                             "overfit_seeds": "", "overfit": False}])  # fmt: skip
+    text = report.markdown(study="s", manifests={}, comparison=comparison, overfit=overfit,
+                           confidence=0.95, n_resamples=100, validation_metric="score",
+                           plot_name="p")  # fmt: skip
+    assert "Multiple comparisons: 4 intervals" in text
+    assert "no multiple-comparison correction is applied" in text and "about 0.2 of them" in text
+    assert "last (latest kept, as seed 000)" in text and "| pcgrad | math | 0 of 1 | - |" in text
