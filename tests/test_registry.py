@@ -368,3 +368,39 @@ def test_resolve_errors(results):
             reg.resolve("zzz")
         assert [r.seed for r in reg.resolve("good")] == [1, 2]
         assert reg.name(reg.resolve("planted/good_seed1")[0]) == "planted/good_seed1"
+
+
+def _two_filter_lm_eval(study, model, strict, flexible):
+    """An lm_eval.json reporting exact_match under strict-match, with samples of both filters
+    (as lm-eval writes gsm8k): each document appears once per filter."""
+    out = study / "evals" / model / "checkpoint-1" / "lm_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (s, f) in enumerate(zip(strict, flexible, strict=True)):
+        for filt, v in (("strict-match", s), ("flexible-extract", f)):
+            rows.append({"benchmark": "gsm8k", "task": "gsm8k", "doc_id": i, "filter": filt,
+                         "metrics": {"exact_match": float(v)}})  # fmt: skip
+    out.with_name("lm_eval.samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = {"task": "gsm8k", "metric": "exact_match,strict-match", "n": len(strict),
+             "value": float(np.mean(strict)), "stderr": None}  # fmt: skip
+    out.write_text(json.dumps({"model": model, "step": 1, "benchmarks": [bench]}))
+    return out
+
+
+def test_lm_eval_filters_are_not_pooled(tmp_path):
+    study = tmp_path / "results" / "filters"
+    # A wins every document under strict-match and loses every one under flexible-extract.
+    path = _two_filter_lm_eval(study, "a_seed1", [1] * 10, [0] * 10)
+    _two_filter_lm_eval(study, "b_seed1", [0] * 10, [1] * 10)
+    strict = read_samples(path, "exact_match,strict-match")["gsm8k"]
+    flexible = read_samples(path, "exact_match,flexible-extract")["gsm8k"]
+    assert len(strict) == len(flexible) == 10
+    assert set(strict.values()) == {1.0} and set(flexible.values()) == {0.0}
+    assert read_samples(path, "exact_match") == {}  # no "none"-filter rows in this file
+    with Registry(tmp_path / "results", ["filters"]) as reg:
+        r = views.significance(
+            reg, "a_seed1", "b_seed1", "exact_match,strict-match", None, "permutation"
+        )
+    # the file's values (1.0 vs 0.0), 10 documents, 10 discordant pairs all for A: 2 / 2^10
+    assert (r["n"], r["mean_a"], r["mean_b"]) == (10, 1.0, 0.0)
+    assert r["p_value"] == pytest.approx(2 / 2**10) and r["better"] == "a_seed1"
