@@ -150,7 +150,7 @@ def test_mcnemar_matches_binomial_and_chi2():
 def test_bootstrap_ci_agrees_with_scipy():
     rng = np.random.default_rng(11)
     a = rng.normal(1.0, 1.0, 200)
-    b = a - rng.normal(0.3, 1.0, 200)
+    b = a - rng.normal(0.08, 1.0, 200)  # a small effect: p ~ 0.03, where an error shows
     ours = stats.paired_bootstrap(a, b, n_resamples=20000, seed=1)
     ref = sps.bootstrap(
         (a - b,),
@@ -162,9 +162,18 @@ def test_bootstrap_ci_agrees_with_scipy():
     width = ref.confidence_interval.high - ref.confidence_interval.low
     assert ours.ci_low == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
     assert ours.ci_high == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
-    # p-value: the bootstrap distribution is ~normal, so p ~ the two-sided z-test on the mean
+    # p-value from scipy's own bootstrap distribution (another random stream), same formula.
+    dist = ref.bootstrap_distribution
+    p_ref = 2 * (1 + min((dist <= 0).sum(), (dist >= 0).sum())) / (1 + dist.size)
+    assert 0.02 < p_ref < 0.08
+    # Monte Carlo sd of each p at B = 20000 is 2 * sqrt(q (1 - q) / B) with q = p / 2 (~0.002);
+    # two independent streams differ by sd ~0.0027: allow 4 sd.
+    q = p_ref / 2
+    tol = 4 * math.sqrt(2) * 2 * math.sqrt(q * (1 - q) / 20000)
+    assert ours.p_value == pytest.approx(p_ref, abs=tol)
+    # ... and the bootstrap distribution is ~normal: p ~ the two-sided z-test on the mean
     z = (a - b).mean() / ((a - b).std(ddof=1) / math.sqrt(200))
-    assert ours.p_value == pytest.approx(2 * sps.norm.sf(abs(z)), abs=0.01)
+    assert ours.p_value == pytest.approx(2 * sps.norm.sf(abs(z)), rel=0.25)
     same = stats.paired_bootstrap(a, a)
     assert same.p_value == 1.0 and same.diff == 0
 
@@ -187,9 +196,30 @@ def test_significance_across_seeds_pairs_by_seed(results):
     with Registry(results, ["planted"]) as reg:
         r = views.significance(reg, "good", "bad", "accuracy", None, "bootstrap", 2000)
         assert len(r["pairs"]) == 2 and r["n"] == 2 * N
-        assert r["better"] == "good" and r["p_value"] < 0.01
+        # accuracy 0.9 vs 0.5 over 80 items (z ~ 6): no resample reaches 0, so p is the Monte
+        # Carlo floor 2 / (1 + B), never 0
+        assert r["better"] == "good" and r["p_value"] == pytest.approx(2 / 2001)
         xa, xb, strata, _ = views.paired_outcomes(reg, "good", "bad", "accuracy", None)
         assert sorted(set(strata)) == [0, 1]
+        # the default (auto) test of 0/1 outcomes: exact McNemar on the discordant pairs,
+        # counted here from the sample files themselves (paired by prompt, seed by seed)
+        n10 = n01 = 0
+        for seed in (1, 2):
+            rows = {}
+            for grp in ("good", "bad"):
+                path = results / f"planted/evals/{grp}_seed{seed}/checkpoint-20"
+                lines = (path / "world_eval.samples.jsonl").read_text().splitlines()
+                rows[grp] = {
+                    (d["eval_set"], d["prompt"]): d["score"]
+                    for d in map(json.loads, lines)
+                    if d["eval_set"] == SETS[1]
+                }
+            n10 += sum(rows["good"][k] == 1 and rows["bad"][k] == 0 for k in rows["good"])
+            n01 += sum(rows["good"][k] == 0 and rows["bad"][k] == 1 for k in rows["good"])
+        auto = views.significance(reg, "good", "bad", "accuracy", None)
+        ref_p = sps.binomtest(min(n10, n01), n10 + n01, 0.5).pvalue
+        assert auto["method"] == "auto" and "exact McNemar" in auto["p_from"]
+        assert auto["p_value"] == pytest.approx(ref_p, rel=1e-9) and auto["significant"]
         ref = sps.permutation_test(
             (xa, xb),
             lambda x, y: np.mean(x - y),
@@ -404,3 +434,95 @@ def test_lm_eval_filters_are_not_pooled(tmp_path):
     # the file's values (1.0 vs 0.0), 10 documents, 10 discordant pairs all for A: 2 / 2^10
     assert (r["n"], r["mean_a"], r["mean_b"]) == (10, 1.0, 0.0)
     assert r["p_value"] == pytest.approx(2 / 2**10) and r["better"] == "a_seed1"
+
+
+def test_monte_carlo_p_is_never_zero_and_one_item_is_never_significant():
+    # one item: every resample is that item; the p-value is the Monte Carlo floor, not 0,
+    # and the result is flagged (too few items for a bootstrap p-value)
+    one = stats.paired_bootstrap([1.0], [0.0], n_resamples=999)
+    assert one.p_value == pytest.approx(2 / 1000) and (one.ci_low, one.ci_high) == (1.0, 1.0)
+    assert not one.decidable and "only 1 paired items" in one.note
+    # graded constant differences, enough items: every resample mean is 0.5 > 0 -> 2 / (1 + B)
+    const = stats.paired_bootstrap(np.full(25, 0.5), np.zeros(25), n_resamples=999)
+    assert const.p_value == pytest.approx(2 / 1000) and const.decidable
+    # the default test on one 0/1 item: exact McNemar, binomtest(1, 1) = 1
+    auto = stats.run_test("auto", [1.0], [0.0])
+    assert auto.p_value == 1.0 and auto.p_from.startswith("exact McNemar")
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="resamples must be at least 1"):
+            stats.run_test("bootstrap", [1.0, 0.5], [0.0, 0.2], n_resamples=bad)
+
+
+def _exact_bootstrap_p(d: np.ndarray) -> float:
+    """The bootstrap p-value with every one of the n^n resamples enumerated (no Monte Carlo)."""
+    n = d.size
+    idx = np.array(np.meshgrid(*[np.arange(n)] * n, indexing="ij")).reshape(n, -1)
+    means = d[idx].mean(axis=0)
+    return min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))
+
+
+def test_bootstrap_p_matches_exact_enumeration():
+    d = np.array([0.9, -0.4, 0.3, 0.6, -0.5, 0.2])  # 6^6 = 46,656 resamples enumerated
+    exact = _exact_bootstrap_p(d)
+    assert 0.1 < exact < 0.6
+    B = 40000
+    r = stats.paired_bootstrap(d, np.zeros_like(d), n_resamples=B, seed=3)
+    # Monte Carlo sd of 2 x a tail fraction q: 2 sqrt(q (1 - q) / B) ~ 0.004; allow 4 sd
+    q = exact / 2
+    assert r.p_value == pytest.approx(exact, abs=4 * 2 * math.sqrt(q * (1 - q) / B) + 2 / B)
+
+
+def test_stratified_bootstrap_resamples_within_strata():
+    # stratum 0: 30 items with difference +1, stratum 1: 10 items with -1. Resampled within
+    # strata every replicate has 30 x (+1) and 10 x (-1): mean (30 - 10) / 40 = 0.5 exactly, so
+    # the interval is [0.5, 0.5] and p the floor 2 / (1 + B). Pooled, the interval is wide.
+    a = np.r_[np.ones(30), np.zeros(10)]
+    b = np.r_[np.zeros(30), np.ones(10)]
+    strata = np.r_[np.zeros(30), np.ones(10)]
+    r = stats.paired_bootstrap(a, b, n_resamples=999, seed=0, strata=strata)
+    assert (r.ci_low, r.ci_high) == (0.5, 0.5) and r.p_value == pytest.approx(2 / 1000)
+    pooled = stats.paired_bootstrap(a, b, n_resamples=999, seed=0)
+    assert pooled.ci_high - pooled.ci_low > 0.3
+
+
+def _lm(study, model, values, ids=None, order=None):
+    """lm_eval.json + samples of arc_easy (acc) with the given doc ids, rows in `order`."""
+    ids = list(range(len(values))) if ids is None else ids
+    out = study / "evals" / model / "checkpoint-1" / "lm_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"benchmark": "arc_easy", "task": "arc_easy", "doc_id": i, "filter": "none",
+             "metrics": {"acc": float(v)}} for i, v in zip(ids, values, strict=True)]  # fmt: skip
+    if order is not None:
+        rows = [rows[i] for i in order]
+    out.with_name("lm_eval.samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = {"task": "arc_easy", "metric": "acc", "value": float(np.mean(values)), "n": len(values)}
+    out.write_text(json.dumps({"model": model, "step": 1, "benchmarks": [bench]}))
+
+
+@pytest.mark.parametrize("n10,n01", [(4, 0), (5, 0), (10, 3), (0, 6)])
+def test_default_test_of_binary_outcomes_is_exact_mcnemar(tmp_path, n10, n01):
+    """3000 documents; the checkpoint differs from the base on n10 + n01 of them only."""
+    base = np.zeros(3000)
+    base[:2000] = 1
+    ck = base.copy()
+    ck[:n01] = 0  # losses: base right, checkpoint wrong
+    ck[2000 : 2000 + n10] = 1  # gains
+    study = tmp_path / "results" / "mc"
+    _lm(study, "ck_seed1", ck)
+    _lm(study, "base", base)
+    with Registry(tmp_path / "results", ["mc"]) as reg:
+        r = views.significance(reg, "ck_seed1", "base", "acc", None)
+        boot = views.significance(reg, "ck_seed1", "base", "acc", None, "bootstrap", 4000)
+    ref = sps.binomtest(min(n10, n01), n10 + n01, 0.5).pvalue
+    tail = sum(math.comb(n10 + n01, i) for i in range(min(n10, n01) + 1)) / 2 ** (n10 + n01)
+    assert r["p_value"] == pytest.approx(ref, rel=1e-9)
+    assert r["p_value"] == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+    assert r["significant"] is bool(ref < 0.05) and "exact McNemar" in r["p_from"]
+    assert "bootstrap" in r["ci_from"] and r["ci_low"] <= r["diff"] <= r["ci_high"]
+    if (n10, n01) == (0, 6):
+        assert r["significant"] and r["p_value"] == pytest.approx(2 / 64)
+    if (n10, n01) == (4, 0):
+        # 4 gains in 3000: exact p = 2 / 16 = 0.125, not significant ...
+        assert r["p_value"] == pytest.approx(0.125) and not r["significant"]
+        # ... an explicit bootstrap reports its own (anti-conservative) p, and says so
+        assert boot["p_value"] < 0.1 and "exact McNemar p = 0.125" in boot["note"]

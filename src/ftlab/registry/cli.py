@@ -21,6 +21,8 @@ from ftlab.registry import index, views
 from ftlab.registry.records import ResultFileError
 from ftlab.registry.store import Registry, RegistryError
 
+MIN_RESAMPLES = 100  # fewer: percentile ends and p-values are too coarse to report
+
 
 def _registry(args) -> Registry:
     return Registry(args.results, args.study or None)
@@ -82,6 +84,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_significance(args) -> int:
+    if args.resamples < MIN_RESAMPLES:
+        raise RegistryError(f"--resamples must be at least {MIN_RESAMPLES}, got {args.resamples}")
+    if not 0 < args.alpha < 1:
+        raise RegistryError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
     with _registry(args) as reg:
         res = views.significance(
             reg,
@@ -93,13 +99,16 @@ def cmd_significance(args) -> int:
             args.resamples,
             args.seed,
             args.step,
+            args.alpha,
         )
+        for w in res["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
         if args.json:
             import json
 
             print(json.dumps(res, indent=1))
         else:
-            print(views.format_significance(res, args.alpha))
+            print(views.format_significance(res))
     return 0
 
 
@@ -130,6 +139,8 @@ def cmd_export(args) -> int:
 def cmd_stats(args) -> int:
     if args.rebuild:
         root = Path(args.results)
+        if not root.is_dir():
+            raise RegistryError(f"results folder {root} does not exist (pass --results)")
         for study in args.study or sorted(p.name for p in root.iterdir() if p.is_dir()):
             if (root / study / "evals").is_dir() or (root / study / "models").is_dir():
                 t0 = time.perf_counter()
@@ -242,11 +253,27 @@ def add_parsers(sub) -> None:
     p.add_argument("b")
     p.add_argument("--metric", required=True)
     p.add_argument("--task", help="one task or a glob (default: every task with the metric)")
-    p.add_argument("--method", choices=stats.METHODS, default="bootstrap")
-    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument(
+        "--method",
+        choices=stats.METHODS,
+        default="auto",
+        help="auto (default): 0/1 outcomes get the exact McNemar test, with the bootstrap's "
+        "interval; other outcomes the paired bootstrap",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=10000,
+        help=f"bootstrap / Monte Carlo resamples (at least {MIN_RESAMPLES})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--step", default="last")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="significance level; the interval is at 1 - alpha (0 < alpha < 1)",
+    )
+    p.add_argument("--step", default="last", help="last (default) or a step number")
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_significance)

@@ -237,9 +237,15 @@ def compare(reg: Registry, specs: list[str], metric: str | None = None, step: st
 def paired_outcomes(
     reg: Registry, a: str, b: str, metric: str, task: str | None, step: str = "last"
 ):
-    """Per-item values of A and B on the same items, paired by seed when both are groups of
-    several seeds (seed s of A with seed s of B), else run with run. Returns (a, b, strata,
-    pairs description)."""
+    """Per-item values of A and B on the same items (matched by sample id, not file order),
+    paired by seed when both are groups of several seeds (seed s of A with seed s of B), else
+    run with run. Returns (a, b, strata, pairs): one {a, b, n_a, n_b, common} per pair of runs;
+    items of one run that the other lacks are left out and counted."""
+    if step == "all":
+        raise RegistryError(
+            "significance compares one checkpoint of each run: --step all is not allowed; "
+            "choose --step last or a step number"
+        )
     reg.check_metric(metric, task)
     ra, rb = reg.resolve(a), reg.resolve(b)
     if len(ra) > 1 or len(rb) > 1:
@@ -265,7 +271,10 @@ def paired_outcomes(
         xa += [sa[k] for k in common]
         xb += [sb[k] for k in common]
         strata += [i] * len(common)
-        used.append(f"{reg.name(pa)} vs {reg.name(pb)}: {len(common)} items")
+        used.append(
+            {"a": reg.name(pa), "b": reg.name(pb), "n_a": len(sa), "n_b": len(sb),
+             "common": len(common)}
+        )  # fmt: skip
     return np.array(xa), np.array(xb), np.array(strata), used
 
 
@@ -294,17 +303,30 @@ def significance(
     b: str,
     metric: str,
     task: str | None,
-    method: str,
+    method: str = "auto",
     n_resamples: int = 10000,
     seed: int = 0,
     step: str = "last",
+    alpha: float = 0.05,
 ) -> dict:
+    """Paired test of A vs B; `significant` is p < alpha (never for a result flagged not
+    decidable), and the interval (where the method has one) is at confidence 1 - alpha."""
+    if not 0 < alpha < 1:
+        raise RegistryError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     xa, xb, strata, used = paired_outcomes(reg, a, b, metric, task, step)
     res = stats.run_test(
-        method, xa, xb, n_resamples=n_resamples, seed=seed, strata=strata if len(used) > 1 else None
-    )
+        method, xa, xb, n_resamples=n_resamples, seed=seed,
+        strata=strata if len(used) > 1 else None, confidence=1 - alpha,
+    )  # fmt: skip
     out = res.as_dict()
     diff = out["diff"]
+    warnings = [
+        f"{u['a']} vs {u['b']}: {u['n_a'] - u['common']} of {u['n_a']} items of {u['a']} and "
+        f"{u['n_b'] - u['common']} of {u['n_b']} of {u['b']} have no match in the other run "
+        "and are left out"
+        for u in used
+        if u["common"] < max(u["n_a"], u["n_b"])
+    ]
     out.update(
         {
             "a": a,
@@ -313,6 +335,10 @@ def significance(
             "task": task,
             "pairs": used,
             "lower_is_better": lower_is_better(metric),
+            "alpha": alpha,
+            "confidence": 1 - alpha,
+            "significant": bool(res.p_value < alpha and res.decidable),
+            "warnings": warnings,
         }
     )
     if diff == 0:
@@ -323,22 +349,35 @@ def significance(
     return out
 
 
-def format_significance(r: dict, alpha: float = 0.05) -> str:
+def format_significance(r: dict) -> str:
     lines = [
         f"{r['a']} vs {r['b']}: {r['metric']}"
         + (f" on {r['task']}" if r["task"] else "")
         + f" ({'lower' if r['lower_is_better'] else 'higher'} is better)"
     ]
-    lines += [f"  {p}" for p in r["pairs"]]
+    lines += [
+        f"  {u['a']} vs {u['b']}: {u['common']} items paired ({u['a']} {u['n_a']}, "
+        f"{u['b']} {u['n_b']})"
+        for u in r["pairs"]
+    ]
     lines.append(f"  mean A {r['mean_a']:.6g}, mean B {r['mean_b']:.6g}, A - B = {r['diff']:.6g}")
     if r["ci_low"] is not None:
-        lines.append(f"  95% CI of A - B: [{r['ci_low']:.6g}, {r['ci_high']:.6g}]")
-    verdict = "significant" if r["p_value"] < alpha else "not significant"
+        lines.append(
+            f"  {_pct(r['confidence'])} CI of A - B: [{r['ci_low']:.6g}, {r['ci_high']:.6g}] "
+            f"({r['ci_from']})"
+        )
+    verdict = "significant" if r["significant"] else "not significant"
     lines.append(
-        f"  {r['method']} ({r['detail']}): p = {r['p_value']:.6g}, {verdict} at "
-        f"alpha {alpha}" + (f"; better: {r['better']}" if r["better"] else "")
+        f"  p = {r['p_value']:.6g} ({r['p_from']}), {verdict} at alpha {r['alpha']:g}"
+        + (f"; better: {r['better']}" if r["better"] else "")
     )
+    if r["note"]:
+        lines.append(f"  note: {r['note']}")
     return "\n".join(lines)
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:.4g}%"
 
 
 # -- export -------------------------------------------------------------------------------
