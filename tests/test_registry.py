@@ -526,3 +526,81 @@ def test_default_test_of_binary_outcomes_is_exact_mcnemar(tmp_path, n10, n01):
         assert r["p_value"] == pytest.approx(0.125) and not r["significant"]
         # ... an explicit bootstrap reports its own (anti-conservative) p, and says so
         assert boot["p_value"] < 0.1 and "exact McNemar p = 0.125" in boot["note"]
+
+
+def test_pairing_is_by_sample_id_and_unmatched_items_are_counted(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    a = (rng.random(30) < 0.8).astype(float)
+    b = (rng.random(30) < 0.5).astype(float)
+    study = tmp_path / "results" / "pairs"
+    order = rng.permutation(30)
+    _lm(study, "x_seed1", a)
+    _lm(study, "y_seed1", b, order=order)  # the same documents, rows in another order
+    _lm(study, "z_seed1", b, ids=list(range(10, 40)))  # documents 10..39: 20 shared with x
+    # world-style rows (keyed by prompt), shuffled too
+    sets = {SETS[1]: ("accuracy", a)}
+    synthetic.world_eval(study, "w1_seed1", 1, sets)
+    path = synthetic.world_eval(study, "w2_seed1", 1, {SETS[1]: ("accuracy", b)})
+    samples = path.with_name("world_eval.samples.jsonl")
+    lines = samples.read_text().splitlines()
+    samples.write_text("".join(lines[i] + "\n" for i in order))
+    nz = a != b  # documents with equal outcomes are the same under either sign
+    assert 8 <= nz.sum() <= 18  # scipy enumerates 2^k sign patterns
+    exact = sps.permutation_test(
+        (a[nz], b[nz]), lambda x, y: np.mean(x - y), permutation_type="samples",
+        n_resamples=np.inf,
+    ).pvalue  # fmt: skip
+    with Registry(tmp_path / "results", ["pairs"]) as reg:
+        for x, y in (("x_seed1", "y_seed1"), ("w1_seed1", "w2_seed1")):
+            r = views.significance(reg, x, y, "acc" if x[0] == "x" else "accuracy", None,
+                                   "permutation")  # fmt: skip
+            assert r["p_value"] == pytest.approx(exact, rel=1e-9), x
+            assert r["pairs"][0]["common"] == 30 and r["warnings"] == []
+        r = views.significance(reg, "x_seed1", "z_seed1", "acc", None, "permutation")
+    assert r["n"] == 20 and r["pairs"] == [
+        {"a": "x_seed1", "b": "z_seed1", "n_a": 30, "n_b": 30, "common": 20}
+    ]
+    assert r["p_value"] == pytest.approx(stats.paired_permutation(a[10:], b[:20]).p_value)
+    assert len(r["warnings"]) == 1 and "10 of 30 items of x_seed1" in r["warnings"][0]
+    base = ["significance", "--results", str(tmp_path / "results"), "x_seed1", "z_seed1"]
+    rc, out, err = cli(capsys, *base, "--metric", "acc")
+    assert rc == 0 and "20 items paired (x_seed1 30, z_seed1 30)" in out
+    assert "warning:" in err and "left out" in err
+    rc, out, err = cli(capsys, *base, "--metric", "acc", "--json")
+    assert rc == 0 and json.loads(out)["pairs"][0]["common"] == 20 and "warning:" in err
+
+
+def test_significance_reports_verdict_alpha_and_confidence(results, capsys):
+    base = ["significance", "--results", str(results), "--study", "planted", "good", "bad"]
+    rc, out, _ = cli(capsys, *base, "--metric", "mae", "--alpha", "0.3", "--json")
+    r = json.loads(out)
+    assert rc == 0 and r["alpha"] == 0.3 and r["confidence"] == pytest.approx(0.7)
+    assert r["significant"] is True and r["method"] == "auto" and "bootstrap" in r["p_from"]
+    # the interval is at 1 - alpha: the 15th and 85th percentiles of the same resamples
+    with Registry(results, ["planted"]) as reg:
+        xa, xb, strata, _ = views.paired_outcomes(reg, "good", "bad", "mae", None)
+    ref = stats.paired_bootstrap(xa, xb, 10000, 0, strata, confidence=0.7)
+    wide = stats.paired_bootstrap(xa, xb, 10000, 0, strata, confidence=0.95)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(ref.ci_low), pytest.approx(ref.ci_high))
+    assert wide.ci_low < r["ci_low"] < r["ci_high"] < wide.ci_high
+    rc, out, _ = cli(capsys, *base, "--metric", "mae", "--alpha", "0.3")
+    assert rc == 0 and "70% CI of A - B" in out and "95%" not in out
+    assert "significant at alpha 0.3" in out and "p = " in out
+
+
+def test_significance_rejects_bad_options(results, capsys):
+    base = ["significance", "--results", str(results), "--study", "planted", "good", "bad"]
+    for opt, val, msg in (
+        ("--resamples", "0", "--resamples must be at least 100, got 0"),
+        ("--resamples", "-5", "--resamples must be at least 100, got -5"),
+        ("--alpha", "5", "--alpha must lie strictly between 0 and 1, got 5.0"),
+        ("--alpha", "0", "--alpha must lie strictly between 0 and 1"),
+        ("--step", "all", "--step all is not allowed; choose --step last or a step number"),
+    ):
+        rc, _, err = cli(capsys, *base, "--metric", "accuracy", opt, val)
+        assert rc == 2 and msg in err and "Traceback" not in err, (opt, val, err)
+    with Registry(results, ["planted"]) as reg:
+        with pytest.raises(RegistryError, match="--step all is not allowed"):
+            views.significance(reg, "good", "bad", "accuracy", None, step="all")
+    rc, _, err = cli(capsys, "stats", "--rebuild", "--results", str(results / "nope"))
+    assert rc == 2 and "results folder" in err and "nope" in err and "does not exist" in err
