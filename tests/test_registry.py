@@ -604,3 +604,43 @@ def test_significance_rejects_bad_options(results, capsys):
             views.significance(reg, "good", "bad", "accuracy", None, step="all")
     rc, _, err = cli(capsys, "stats", "--rebuild", "--results", str(results / "nope"))
     assert rc == 2 and "results folder" in err and "nope" in err and "does not exist" in err
+
+
+def _sets(study, model, step, values):
+    out = study / "evals" / model / f"checkpoint-{step}" / "world_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res = [{"eval_set": s, "task": s.split("__")[0], "metric": "accuracy", "value": v, "n": 10}
+           for s, v in values.items()]  # fmt: skip
+    out.write_text(json.dumps({"results": res}))
+
+
+def test_leaderboard_ranks_over_common_tasks(tmp_path, capsys):
+    """b skipped the hard set: ranked on its easy score alone (0.8) it beat a, whose mean
+    over easy 0.9 and hard 0.1 is 0.5. Over the common task (easy) a is first."""
+    study = tmp_path / "results" / "lb"
+    _sets(study, "a_seed1", 10, {"easy__x": 0.9, "hard__x": 0.1})
+    _sets(study, "b_seed1", 10, {"easy__x": 0.8})
+    _sets(study, "g_seed1", 10, {"easy__x": 0.5, "hard__x": 0.5})
+    _sets(study, "g_seed2", 20, {"easy__x": 0.4})
+    _sets(study, "n_seed1", 10, {"easy__x": float("nan"), "hard__x": 0.7})  # stored as NULL
+    with Registry(tmp_path / "results", ["lb"]) as reg:
+        board = views.leaderboard(reg, "accuracy")
+        assert [(e["run"], e["value"]) for e in board[:4]] == [
+            ("a_seed1", 0.9), ("b_seed1", 0.8), ("g_seed1", 0.5), ("g_seed2", 0.4)
+        ]  # fmt: skip
+        assert board[4]["run"] == "n_seed1" and math.isnan(board[4]["value"])  # not dropped
+        assert board.tasks == ["easy__x"] and board.nan == ["n_seed1"]
+        assert board.excluded == {"hard__x": ["b_seed1", "g_seed2"]}
+        groups = views.leaderboard(reg, "accuracy", by="group")
+        assert [(g["run"], g["value"]) for g in groups[:3]] == [
+            ("a", 0.9), ("b", 0.8), ("g", pytest.approx(0.45))
+        ]  # fmt: skip
+        assert groups[2]["sd"] == pytest.approx(np.std([0.5, 0.4], ddof=1))
+        own = views.leaderboard(reg, "accuracy", common=False)
+        assert [(e["run"], e["value"]) for e in own[:2]] == [("b_seed1", 0.8), ("a_seed1", 0.5)]
+        assert own[0]["missing"] == ["hard__x"]
+    rc, out, _ = cli(capsys, "leaderboard", "--results", str(tmp_path / "results"),
+                     "--metric", "accuracy", "--by", "group")  # fmt: skip
+    assert rc == 0 and "mean over the 1 task(s) every ranked run has (easy__x)" in out
+    assert "left out: hard__x (lacked by b_seed1, g_seed2)" in out
+    assert "nan: no value (NaN or missing) for n" in out and "sample standard deviation" in out

@@ -58,12 +58,18 @@ def cmd_show(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     with _registry(args) as reg:
-        rows = views.leaderboard(reg, args.metric, args.task, args.step, args.by)
+        rows = views.leaderboard(
+            reg, args.metric, args.task, args.step, args.by, common=not args.all_tasks
+        )
         direction = "lower" if views.lower_is_better(args.metric) else "higher"
         what = f"mean over {'tasks matching ' + repr(args.task) if args.task else 'tasks'}"
         print(f"{args.metric} ({direction} is better; {what}; step {args.step})")
+        for line in views.format_leaderboard_notes(rows, args.by):
+            print(line)
         cols = ["rank", "run", "step", "value", "tasks"]
         cols = cols[:4] + ["sd", "seeds", "tasks"] if args.by == "group" else cols + ["n"]
+        if args.all_tasks and any(r["missing"] for r in rows):
+            cols.append("missing")
         print(views.table(rows[: args.top] if args.top else rows, cols))
     return 0
 
@@ -238,6 +244,11 @@ def add_parsers(sub) -> None:
         "--by", choices=["run", "group"], default="run", help="group: mean and sd over seeds"
     )
     p.add_argument("--top", type=int, default=0, help="show only the first N")
+    p.add_argument(
+        "--all-tasks",
+        action="store_true",
+        help="each run's mean over its own tasks (default: only the tasks every run has)",
+    )
     _common(p)
     p.set_defaults(func=cmd_leaderboard)
 

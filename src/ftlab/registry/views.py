@@ -113,20 +113,59 @@ def _indent(text: str, n: int = 2) -> str:
 
 
 # -- leaderboard ---------------------------------------------------------------------------
+class Leaderboard(list):
+    """The ranked entries, and what the ranking is over: `tasks` (the tasks in each mean),
+    `excluded` (tasks left out because some entry lacks them: {task: [entries lacking it]}),
+    `nan` (entries whose value is NaN or missing, ranked last)."""
+
+    tasks: list[str]
+    excluded: dict[str, list[str]]
+    nan: list[str]
+    common: bool
+
+
 def leaderboard(
-    reg: Registry, metric: str, task: str | None = None, step: str = "last", by: str = "run"
-) -> list[dict]:
-    """Runs (or seed groups) ranked by `metric`, the mean over the matching tasks (one task
-    with --task). Lower is better for error metrics (mae, loss, perplexity, ...)."""
+    reg: Registry,
+    metric: str,
+    task: str | None = None,
+    step: str = "last",
+    by: str = "run",
+    common: bool = True,
+) -> Leaderboard:
+    """Runs (or seed groups) ranked by `metric`: the mean over the matching tasks (one task
+    with --task). Lower is better for error metrics (mae, loss, perplexity, ...).
+
+    common (default): every mean is over the tasks that every run (run x step) being ranked
+    has, so no run is ranked on an easier set than another; the tasks left out, and the runs
+    lacking them, are listed (`excluded`). common=False: each run's mean over its own tasks,
+    with the tasks it lacks in `missing`. A NaN (or missing) value makes the entry's value NaN,
+    ranked last and listed in `nan`."""
     reg.check_metric(metric, task)
     rows = pick_step(reg.results(metric, task), step)
     per_run = defaultdict(list)
     for r in rows:
-        if r["value"] is not None:
-            per_run[(r["study"], r["model"], r["step"])].append(r)
+        per_run[(r["study"], r["model"], r["step"])].append(r)
+    run_tasks = {k: {r["task"] for r in rs} for k, rs in per_run.items()}
+    every = set().union(*run_tasks.values()) if run_tasks else set()
+    shared = set.intersection(*run_tasks.values()) if run_tasks else set()
+    if common and not shared:
+        raise RegistryError(
+            f"no {metric} task is evaluated for every run ranked (tasks: "
+            f"{', '.join(sorted(every))}); rank one task with --task, or each run over its own "
+            "tasks with --all-tasks"
+        )
+    board = Leaderboard()
+    board.common = common
+    board.tasks = sorted(shared if common else every)
+    board.excluded = {}
     entries = []
     for (study, model, st), rs in per_run.items():
         ref = RunRef(study, model)
+        use = [r for r in rs if not common or r["task"] in shared]
+        values = [math.nan if r["value"] is None else float(r["value"]) for r in use]
+        missing = sorted(every - run_tasks[(study, model, st)])
+        for t in missing if common else ():
+            board.excluded.setdefault(t, []).append(reg.name(ref))
         entries.append(
             {
                 "ref": ref,
@@ -134,18 +173,24 @@ def leaderboard(
                 "group": ref.group,
                 "seed": ref.seed,
                 "step": st,
-                "value": float(np.mean([r["value"] for r in rs])),
-                "tasks": len(rs),
-                "n": sum(r["n"] or 0 for r in rs),
+                "value": float(np.mean(values)),
+                "tasks": len(use),
+                "n": sum(r["n"] or 0 for r in use),
+                "missing": missing,
             }
         )
+    if common:
+        board.excluded = {t: sorted(board.excluded.get(t, [])) for t in sorted(every - shared)}
     if by == "group":
         groups = defaultdict(list)
         for e in entries:
             groups[(e["ref"].study, e["group"], e["step"] if step != "last" else None)].append(e)
         entries = []
         for (study, grp, st), es in groups.items():
-            mean, sd = stats.mean_sd([e["value"] for e in es])
+            values = [e["value"] for e in es]
+            mean, sd = stats.mean_sd(values)
+            if any(math.isnan(v) for v in values):
+                mean, sd = math.nan, None  # a seed without a value: no group mean
             name = grp if len(reg.studies) == 1 else f"{study}/{grp}"
             entries.append(
                 {
@@ -156,14 +201,37 @@ def leaderboard(
                     "value": mean,
                     "sd": sd,
                     "tasks": max(e["tasks"] for e in es),
+                    "missing": sorted(set().union(*(e["missing"] for e in es))),
                 }
             )
     key = better(metric)
-    entries.sort(key=lambda e: (key(e["value"]), e["run"]))
+    entries.sort(key=lambda e: (math.isnan(e["value"]), 0 if math.isnan(e["value"]) else key(
+        e["value"]), e["run"]))  # fmt: skip
     for rank, e in enumerate(entries, 1):
         e["rank"] = rank
         e.pop("ref", None)
-    return entries
+    board.extend(entries)
+    board.nan = [e["run"] for e in entries if math.isnan(e["value"])]
+    return board
+
+
+def format_leaderboard_notes(board: Leaderboard, by: str) -> list[str]:
+    """What the means are over, what was left out, NaN entries, and what sd is."""
+    lines = []
+    if board.common:
+        lines.append(
+            f"each value: mean over the {len(board.tasks)} task(s) every ranked run has "
+            f"({_fmt(board.tasks)})"
+        )
+        for t, lacking in board.excluded.items():
+            lines.append(f"  left out: {t} (lacked by {', '.join(lacking)})")
+    else:
+        lines.append("each value: mean over the run's own tasks (--all-tasks); see 'missing'")
+    if board.nan:
+        lines.append(f"nan: no value (NaN or missing) for {', '.join(board.nan)}; ranked last")
+    if by == "group":
+        lines.append("sd: sample standard deviation over seeds (ddof=1); - with one seed")
+    return lines
 
 
 # -- compare ------------------------------------------------------------------------------
