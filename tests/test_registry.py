@@ -9,6 +9,7 @@ import io
 import json
 import math
 import multiprocessing as mp
+import re
 import sqlite3
 import sys
 
@@ -239,6 +240,9 @@ def test_compare_shows_config_differences(results):
     assert "training.epochs" not in keys  # equal values are not differences
     acc = next(r for r in rows if r["metric"] == "accuracy")
     assert acc["best"] == "good_seed1"
+    # mae: lower is better, so the best is the smaller value (good: ~5, bad: ~20)
+    mae = next(r for r in rows if r["metric"] == "mae")
+    assert mae["good_seed1"] < mae["bad_seed1"] and mae["best"] == "good_seed1"
 
 
 def test_export_formats_round_trip(results, tmp_path, capsys):
@@ -606,10 +610,10 @@ def test_significance_rejects_bad_options(results, capsys):
     assert rc == 2 and "results folder" in err and "nope" in err and "does not exist" in err
 
 
-def _sets(study, model, step, values):
-    out = study / "evals" / model / f"checkpoint-{step}" / "world_eval.json"
+def _sets(study, model, step, values, metric="accuracy"):
+    out = study / "evals" / model / f"checkpoint-{step}" / f"{metric}_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    res = [{"eval_set": s, "task": s.split("__")[0], "metric": "accuracy", "value": v, "n": 10}
+    res = [{"eval_set": s, "task": s.split("__")[0], "metric": metric, "value": v, "n": 10}
            for s, v in values.items()]  # fmt: skip
     out.write_text(json.dumps({"results": res}))
 
@@ -644,3 +648,36 @@ def test_leaderboard_ranks_over_common_tasks(tmp_path, capsys):
     assert rc == 0 and "mean over the 1 task(s) every ranked run has (easy__x)" in out
     assert "left out: hard__x (lacked by b_seed1, g_seed2)" in out
     assert "nan: no value (NaN or missing) for n" in out and "sample standard deviation" in out
+
+
+def test_compare_winner_and_improvement_vs_average_of_others(tmp_path, capsys):
+    study = tmp_path / "results" / "cmp"
+    _sets(study, "a_seed1", 1, {"easy__x": 0.9, "hard__x": 0.3})
+    _sets(study, "b_seed1", 1, {"easy__x": 0.6, "hard__x": 0.5})
+    _sets(study, "c_seed1", 1, {"easy__x": 0.3, "hard__x": 0.4, "extra__x": 0.99})
+    for m, v in (("a_seed1", 4.0), ("b_seed1", 2.0), ("c_seed1", 3.0)):
+        _sets(study, m, 1, {"easy__x": v}, metric="mae")
+    with Registry(tmp_path / "results", ["cmp"]) as reg:
+        _, rows, names = views.compare(reg, ["a_seed1", "b_seed1", "c_seed1"])
+    assert next(r for r in rows if r["metric"] == "mae")["best"] == "b_seed1"  # smallest
+    win = {w["metric"]: w for w in views.compare_winners(rows, names)}
+    # accuracy over easy and hard (extra: c only): means 0.6, 0.55, 0.35; others 0.45
+    acc = win["accuracy"]
+    assert acc["winner"] == "a_seed1" and acc["tasks"] == 2
+    assert acc["improvement"] == pytest.approx(0.15) and acc["relative"] == pytest.approx(1 / 3)
+    # mae 4, 2, 3: b wins; others' mean 3.5, improvement 3.5 - 2 = +1.5 (positive = better)
+    mae = win["mae"]
+    assert mae["winner"] == "b_seed1" and mae["improvement"] == pytest.approx(1.5)
+    rc, out, _ = cli(capsys, "compare", "--results", str(tmp_path / "results"),
+                     "a_seed1", "b_seed1", "c_seed1")  # fmt: skip
+    assert rc == 0 and "winner a_seed1 0.6; improvement vs average of others (0.45): +0.15" in out
+
+
+def test_markdown_export_escapes_pipes():
+    row = dict.fromkeys(views.EXPORT_COLUMNS, None)
+    row.update({"study": "s", "model": "m|x_seed1", "task": "a|b", "value": 0.5, "step": 1})
+    text = views.export([row], "markdown")
+    line = text.splitlines()[2]
+    assert r"m\|x_seed1" in line and r"a\|b" in line
+    cells = [c for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+    assert len(cells) == len(views.EXPORT_COLUMNS)

@@ -86,6 +86,11 @@ def cmd_compare(args) -> int:
             if metric_rows
             else "  no common results"
         )
+        winners = views.compare_winners(metric_rows, names)
+        if winners:
+            print("\nwinner (improvement is positive when better):")
+            for w in winners:
+                print("  " + views.format_winner(w))
     return 0
 
 

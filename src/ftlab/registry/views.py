@@ -301,6 +301,56 @@ def compare(reg: Registry, specs: list[str], metric: str | None = None, step: st
     return diffs, metric_rows, names
 
 
+def compare_winners(metric_rows: list[dict], names: list[str]) -> list[dict]:
+    """Seed 001's "Winner / Improvement vs average of others", per metric: each run's mean over
+    the tasks every compared run has a value for; the winner has the best mean (lower for error
+    metrics; None on a tie), improvement = its mean - the mean of the others' means (signed so
+    that positive is better), relative = improvement / |others' mean|."""
+    out = []
+    for m in sorted({r["metric"] for r in metric_rows}):
+        rows = [r for r in metric_rows if r["metric"] == m]
+        rows = [r for r in rows if all(_finite(r.get(n)) for n in names)]
+        if not rows or len(names) < 2:
+            continue
+        means = {n: float(np.mean([r[n] for r in rows])) for n in names}
+        key = better(m)
+        best = min(means.values(), key=key)
+        winners = [n for n in names if means[n] == best]
+        winner = winners[0] if len(winners) == 1 else None
+        others = float(np.mean([v for n, v in means.items() if n != winners[0]]))
+        sign = -1.0 if lower_is_better(m) else 1.0
+        improvement = sign * (best - others)
+        out.append(
+            {
+                "metric": m,
+                "tasks": len(rows),
+                "means": means,
+                "winner": winner,
+                "tied": winners if winner is None else [],
+                "value": best,
+                "others_mean": others,
+                "improvement": improvement,
+                "relative": improvement / abs(others) if others else math.nan,
+            }
+        )
+    return out
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def format_winner(w: dict) -> str:
+    what = f"{w['metric']} (mean over the {w['tasks']} task(s) every run has)"
+    if w["winner"] is None:
+        return f"{what}: tie between {', '.join(w['tied'])} at {w['value']:.6g}"
+    rel = f", {w['relative']:+.1%}" if math.isfinite(w["relative"]) else ""
+    return (
+        f"{what}: winner {w['winner']} {w['value']:.6g}; improvement vs average of others "
+        f"({w['others_mean']:.6g}): {w['improvement']:+.6g}{rel}"
+    )
+
+
 # -- significance --------------------------------------------------------------------------
 def paired_outcomes(
     reg: Registry, a: str, b: str, metric: str, task: str | None, step: str = "last"
