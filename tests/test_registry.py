@@ -525,6 +525,9 @@ def test_default_test_of_binary_outcomes_is_exact_mcnemar(tmp_path, n10, n01):
     assert "bootstrap" in r["ci_from"] and r["ci_low"] <= r["diff"] <= r["ci_high"]
     if (n10, n01) == (0, 6):
         assert r["significant"] and r["p_value"] == pytest.approx(2 / 64)
+        with Registry(tmp_path / "results", ["mc"]) as reg:
+            strict = views.significance(reg, "ck_seed1", "base", "acc", None, alpha=0.01)
+        assert strict["p_value"] == r["p_value"] and not strict["significant"]
     if (n10, n01) == (4, 0):
         # 4 gains in 3000: exact p = 2 / 16 = 0.125, not significant ...
         assert r["p_value"] == pytest.approx(0.125) and not r["significant"]
@@ -681,3 +684,26 @@ def test_markdown_export_escapes_pipes():
     assert r"m\|x_seed1" in line and r"a\|b" in line
     cells = [c for c in re.split(r"(?<!\\)\|", line)[1:-1]]
     assert len(cells) == len(views.EXPORT_COLUMNS)
+
+
+def test_monte_carlo_permutation_p_is_never_zero():
+    # 25 equal positive differences (> EXACT_MAX, so Monte Carlo): only the all-plus and
+    # all-minus patterns (2 / 2^25) reach the observed sum, so no resample hits: p = 1 / (1 + B)
+    r = stats.paired_permutation(np.ones(25), np.zeros(25), n_resamples=999, seed=0)
+    assert r.detail.startswith("Monte Carlo") and r.p_value == pytest.approx(1 / 1000)
+
+
+def test_few_graded_items_are_never_significant(tmp_path):
+    study = tmp_path / "results" / "few"
+    synthetic.world_eval(study, "a_seed1", 1, {SETS[0]: ("mae", [1.0, 2.0, 3.0, 4.0, 5.0])})
+    synthetic.world_eval(study, "b_seed1", 1, {SETS[0]: ("mae", [3.0, 4.0, 5.0, 6.0, 7.0])})
+    with Registry(tmp_path / "results", ["few"]) as reg:
+        for method in ("auto", "bootstrap"):
+            r = views.significance(reg, "a_seed1", "b_seed1", "mae", None, method, 999)
+            # every resample's mean difference is -2: p is the floor 2 / (1 + B), but 5 items
+            # are too few for a bootstrap decision
+            assert r["p_value"] == pytest.approx(2 / 1000) and not r["significant"]
+            assert "only 5 paired items" in r["note"] and r["better"] == "a_seed1"
+        exact = views.significance(reg, "a_seed1", "b_seed1", "mae", None, "permutation")
+    # the exact sign-flip test: 2 of 2^5 patterns as extreme, p = 0.0625 (5 items cannot reach 0.05)
+    assert exact["p_value"] == pytest.approx(2 / 2**5) and not exact["significant"]

@@ -172,7 +172,7 @@ def mcnemar(a, b, exact: bool | None = None) -> TestResult:
         if bad:
             raise ValueError(
                 f"McNemar's test needs 0/1 outcomes; {name} has values {sorted(bad)[:5]} "
-                "(use --method bootstrap or permutation for graded metrics)"
+                "(use --method auto, bootstrap or permutation for graded metrics)"
             )
     n10 = int(np.sum((a == 1) & (b == 0)))
     n01 = int(np.sum((a == 0) & (b == 1)))
