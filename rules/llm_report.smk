@@ -78,5 +78,7 @@ rule plot_llm:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        confidence=config["llm"]["stats"]["confidence"],
     script:
         "../workflow/scripts/llm_plot.py"

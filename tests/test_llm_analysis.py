@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ftlab.config import validate_config
@@ -110,3 +111,87 @@ def test_llm_config_errors_name_the_key():
         )
     with pytest.raises(ConfigError, match="llm.methods"):
         validate_config({"kind": "llm", "study": "t", "llm": {"methods": ["dpo"]}})
+
+
+def _grpo_runs(seeds=(1, 2, 3)):
+    return {f"grpo-gsm8k_seed{s}": {"method": "grpo", "dataset": "gsm8k", "seed": s} for s in seeds}
+
+
+SEED_SCORES = {1: (0.58, 0.69), 2: (0.61, 0.62), 3: (0.52, 0.72)}  # (arc_easy, boolq)
+
+
+def _three_seeds(tmp_path):
+    paths = [_write(tmp_path, "base", 0, {"arc_easy": 0.60, "boolq": 0.70})]
+    for s, (a, b) in SEED_SCORES.items():
+        paths.append(_write(tmp_path, f"grpo-gsm8k_seed{s}", 200, {"arc_easy": a, "boolq": b}))
+    return analysis.forgetting_frame(analysis.benchmark_frame(paths, _grpo_runs()))
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_seed_all_row_is_students_t_over_seeds(tmp_path, confidence):
+    from scipy import stats as sps
+
+    summary = analysis.summary_frame(_three_seeds(tmp_path), confidence=confidence)
+    row = summary[summary.seed.astype(str) == "all"].iloc[0]
+    # each seed's mean forgetting over the two benchmarks, by hand
+    per_seed = [np.mean([a - 0.60, b - 0.70]) for a, b in SEED_SCORES.values()]
+    lo, hi = sps.t.interval(confidence, 2, loc=np.mean(per_seed), scale=sps.sem(per_seed))
+    assert row.n_seeds == 3 and row.avg_forgetting == pytest.approx(np.mean(per_seed))
+    assert (row.ci_low, row.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert bool(row.significant) is bool(lo > 0 or hi < 0)
+    assert row.n_benchmarks == 2 and row.dropped_benchmarks == ""
+
+
+def test_benchmark_without_base_score_is_dropped_and_named(tmp_path, caplog):
+    paths = [
+        _write(tmp_path, "base", 0, {"arc_easy": 0.6}),
+        _write(tmp_path, "grpo-gsm8k_seed1", 200, {"arc_easy": 0.5, "boolq": 0.9}),
+    ]
+    runs = _grpo_runs((1,))
+    forgetting = analysis.forgetting_frame(analysis.benchmark_frame(paths, runs))
+    with caplog.at_level("WARNING"):
+        summary = analysis.summary_frame(forgetting)
+    run = summary.iloc[0]
+    assert run.n_benchmarks == 1 and run.avg_forgetting == pytest.approx(-0.1)
+    assert run.dropped_benchmarks == "boolq" and run.worst_benchmark == "arc_easy"
+    assert summary.iloc[1].dropped_benchmarks == "boolq"  # the seed "all" row too
+    assert "no base-model score for boolq" in caplog.text
+
+
+def test_plots_use_the_configured_confidence(tmp_path, monkeypatch):
+    from scipy import stats as sps
+
+    forgetting = _three_seeds(tmp_path)
+    arc = forgetting[forgetting.benchmark == "arc_easy"]
+    curve = analysis._curve(arc, 0.9).set_index("step")
+    diffs = [a - 0.60 for a, _ in SEED_SCORES.values()]
+    lo, hi = sps.t.interval(0.9, 2, loc=np.mean(diffs), scale=sps.sem(diffs))
+    assert (curve.low[200], curve.high[200]) == (pytest.approx(lo), pytest.approx(hi))
+    assert bool(curve.significant[200]) is bool(lo > 0 or hi < 0)
+    wide = analysis._curve(arc, 0.95).set_index("step")
+    assert wide.low[200] < curve.low[200] < curve.high[200] < wide.high[200]
+    titles = []
+    monkeypatch.setattr(analysis, "_save", lambda fig, out: titles.append(
+        (fig._suptitle.get_text() if fig._suptitle else "")
+        + " ".join(ax.get_title() for ax in fig.axes)))  # fmt: skip
+    analysis.plot_forgetting(forgetting, "gsm8k", tmp_path / "f.png", confidence=0.9)
+    analysis.plot_summary(analysis.summary_frame(forgetting, confidence=0.9),
+                          tmp_path / "s.png", confidence=0.9)  # fmt: skip
+    assert all("90% interval" in t and "95%" not in t for t in titles) and len(titles) == 2
+
+
+def test_single_seed_curve_takes_significance_from_the_test(tmp_path):
+    """One seed: the curve's filled markers follow the comparison's test (exact McNemar), not
+    the bootstrap interval, which can exclude 0 when the test does not reject."""
+    forgetting = analysis.forgetting_frame(analysis.benchmark_frame(
+        [_write(tmp_path, "base", 0, {"boolq": 0.7}),
+         _write(tmp_path, "grpo-gsm8k_seed1", 200, {"boolq": 0.6987})],
+        _grpo_runs((1,))))  # fmt: skip
+    comp = pd.DataFrame([{"model": "grpo-gsm8k_seed1", "step": 200, "benchmark": "boolq",
+                          "ci_low": -0.0027, "ci_high": -0.0003, "p_value": 0.125,
+                          "significant": False, "test": "exact McNemar"}])  # fmt: skip
+    forgetting = forgetting.drop(columns=analysis.CI_COLUMNS).merge(
+        comp, on=["model", "step", "benchmark"], how="left"
+    )
+    curve = analysis._curve(forgetting, 0.95).set_index("step")
+    assert curve.high[200] < 0 and not curve.significant[200]

@@ -115,3 +115,46 @@ def test_seed_interval_is_students_t():
     assert s["n_seeds"] == 4 and s["sd"] == pytest.approx(np.std(x, ddof=1))
     one = stats.seed_interval([0.3])
     assert one["mean"] == 0.3 and math.isnan(one["ci_low"]) and one["n_seeds"] == 1
+
+
+@pytest.mark.parametrize("losses,gains", [(4, 0), (5, 0), (10, 3), (0, 6)])
+def test_binary_benchmarks_are_decided_by_exact_mcnemar(losses, gains):
+    """3000 documents, the checkpoint differs from the base on losses + gains of them: the
+    p-value is scipy's exact binomial test on the discordant documents, whatever the bootstrap
+    says; 4 losses of 3000 are not significant (exact p = 0.125; the bootstrap gave ~0.04)."""
+    n = 3000
+    base = np.zeros(n)
+    base[:2000] = 1
+    ckpt = base.copy()
+    ckpt[:losses] = 0
+    ckpt[2000 : 2000 + gains] = 1
+    res = stats.compare_to_base(_samples(base), _samples(ckpt), {"boolq": "acc"}, iters=4000)
+    r = res["benchmarks"]["boolq"]
+    ref = sps.binomtest(min(losses, gains), losses + gains, 0.5).pvalue
+    assert r["p_value"] == pytest.approx(ref, rel=1e-9)
+    assert r["significant"] is bool(ref < 0.05) and r["test"].startswith("exact McNemar")
+    assert r["ci_method"] == "paired percentile bootstrap"
+    # one benchmark: the mean's sign-flip test is the same exact test
+    assert res["mean"]["p_value"] == pytest.approx(ref, rel=1e-9)
+    assert res["mean"]["significant"] is r["significant"]
+    if (losses, gains) == (4, 0):
+        assert r["p_value"] == pytest.approx(0.125) and not r["significant"]
+        assert r["ci_high"] < 0  # the interval excludes 0; the exact test decides
+
+
+def test_one_document_is_never_significant_and_p_is_never_zero():
+    one = stats.compare_to_base(_samples([0.0]), _samples([1.0]), {"boolq": "acc"}, iters=999)
+    r = one["benchmarks"]["boolq"]
+    assert (r["ci_low"], r["ci_high"]) == (1.0, 1.0)  # every resample is the one document
+    assert r["p_value"] == 1.0 and not r["significant"]  # binomtest(1, 1)
+    assert one["mean"]["p_value"] == 1.0 and not one["mean"]["significant"]  # 2 of 2 flips
+    # graded outcomes (truthfulqa_mc2-like): the bootstrap p, never 0, and too few documents
+    base = _samples([0.2] * 5, "tqa")
+    ckpt = _samples([0.9] * 5, "tqa")
+    few = stats.compare_to_base(base, ckpt, {"tqa": "acc"}, iters=999)["benchmarks"]["tqa"]
+    assert few["p_value"] == pytest.approx(2 / 1000) and not few["significant"]
+    assert "too few" in few["note"] and few["test"] == "paired bootstrap"
+    base = _samples([0.2] * 30, "tqa")
+    ckpt = _samples([0.9] * 30, "tqa")
+    many = stats.compare_to_base(base, ckpt, {"tqa": "acc"}, iters=999)["benchmarks"]["tqa"]
+    assert many["p_value"] == pytest.approx(2 / 1000) and many["significant"]

@@ -6,4 +6,5 @@ plot(
     snakemake.wildcards.which,
     {k: snakemake.input[k] for k in ("forgetting", "summary", "in_domain")},
     snakemake.output.plot,
+    confidence=snakemake.params.confidence,
 )

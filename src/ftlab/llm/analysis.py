@@ -2,15 +2,18 @@
 
 forgetting(run, step, benchmark) = score(run at step) - score(base model), on the benchmark's
 configured metric; negative = the fine-tune lost ability. Each score keeps lm-eval's standard
-error; each forgetting gets the paired-bootstrap interval, p-value and significance of its
-checkpoint-vs-base comparison (ftlab.llm.stats, one vs_base.json per checkpoint). The "Key
-Results" summary takes each run's last evaluated checkpoint: the mean over benchmarks (with its
-interval) and the worst benchmark; rows with seed "all" aggregate the seeds of a method x
-dataset (mean, Student's t interval over seeds).
+error; each forgetting gets the paired-bootstrap interval, p-value, significance and the name
+of the test that gave p of its checkpoint-vs-base comparison (ftlab.llm.stats, one vs_base.json
+per checkpoint). The "Key Results" summary takes each run's last evaluated checkpoint: the mean
+over the benchmarks the base model has a score for (with its interval; the others are named in
+`dropped_benchmarks` and warned about) and the worst benchmark; rows with seed "all" aggregate
+the seeds of a method x dataset (mean, Student's t interval over seeds). Every interval, table
+and plot, is at llm.stats.confidence.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from ftlab.llm.study import BASE
 
 SCORE_COLUMNS = ["model", "method", "dataset", "seed", "step", "benchmark", "metric", "value",
                  "stderr", "n"]  # fmt: skip
-CI_COLUMNS = ["ci_low", "ci_high", "p_value", "significant"]
+CI_COLUMNS = ["ci_low", "ci_high", "p_value", "significant", "test"]
+log = logging.getLogger(__name__)
 
 
 Runs = Mapping[str, Mapping]  # run name -> {"method", "dataset", "seed"}
@@ -68,8 +72,11 @@ def comparison_frame(paths: Iterable[str | Path]) -> pd.DataFrame:
         result = read_json(path)
         items = [*result["benchmarks"].items(), ("mean", result["mean"])]
         for bench, r in items:
+            # vs_base.json files written before the test was recorded: the interval decided
             rows.append({"model": result["model"], "step": int(result["step"]),
-                         "benchmark": bench, **{k: r[k] for k in CI_COLUMNS}})  # fmt: skip
+                         "benchmark": bench,
+                         **{k: r.get(k, "percentile bootstrap interval excludes 0" if k == "test"
+                                     else None) for k in CI_COLUMNS}})  # fmt: skip
     return pd.DataFrame(rows, columns=["model", "step", "benchmark", *CI_COLUMNS])
 
 
@@ -83,7 +90,7 @@ def forgetting_frame(scores: pd.DataFrame, comparisons: pd.DataFrame | None = No
     runs = scores[scores.model != BASE].copy()
     base_points = []
     for (model, method, dataset, seed), _ in runs.groupby(
-        ["model", "method", "dataset", "seed"], sort=False
+        ["model", "method", "dataset", "seed"], sort=False, dropna=False
     ):
         start = scores[scores.model == BASE].copy()
         start[["model", "method", "dataset", "seed"]] = [model, method, dataset, seed]
@@ -114,11 +121,21 @@ def summary_frame(
     )  # fmt: skip
     rows = []
     for (model, method, dataset, seed), df in forgetting.groupby(
-        ["model", "method", "dataset", "seed"], sort=False
+        ["model", "method", "dataset", "seed"], sort=False, dropna=False
     ):
         step = int(df.step.max())
         last = df[df.step == step]
-        worst = last.loc[last.forgetting.idxmin()]
+        # A benchmark the base model has no score for has no forgetting: left out of the mean
+        # and of n_benchmarks, and named.
+        dropped = sorted(last.benchmark[last.forgetting.isna()])
+        last = last[last.forgetting.notna()]
+        if dropped:
+            log.warning("%s step %d: no base-model score for %s; left out of the mean "
+                        "forgetting", model, step, ", ".join(dropped))  # fmt: skip
+        if last.empty:
+            worst = pd.Series({"benchmark": "", "forgetting": np.nan})
+        else:
+            worst = last.loc[last.forgetting.idxmin()]
         mean_ci = comp[(comp.model == model) & (comp.step == step) & (comp.benchmark == "mean")]
         ci = mean_ci.iloc[0] if len(mean_ci) else pd.Series(dict.fromkeys(CI_COLUMNS, np.nan))
         rows.append(
@@ -129,11 +146,13 @@ def summary_frame(
                 "seed": seed,
                 "step": step,
                 "n_benchmarks": len(last),
-                "avg_forgetting": float(last.forgetting.mean()),
+                "dropped_benchmarks": ",".join(dropped),
+                "avg_forgetting": float(last.forgetting.mean()) if len(last) else np.nan,
                 "ci_low": ci["ci_low"],
                 "ci_high": ci["ci_high"],
                 "p_value": ci["p_value"],
                 "significant": ci["significant"],
+                "test": ci.get("test", np.nan),
                 "worst_benchmark": worst.benchmark,
                 "worst_forgetting": float(worst.forgetting),
                 "worst_ci_low": worst.get("ci_low", np.nan),
@@ -148,11 +167,15 @@ def summary_frame(
     agg = []
     for (method, dataset), df in per_run.groupby(["method", "dataset"], sort=False):
         s = seed_interval(df.avg_forgetting, confidence)
+        dropped = sorted({b for d in df.dropped_benchmarks for b in d.split(",") if b})
         agg.append({"model": "", "method": method, "dataset": dataset, "seed": "all",
                     "step": int(df.step.max()), "n_benchmarks": int(df.n_benchmarks.max()),
+                    "dropped_benchmarks": ",".join(dropped),
                     "avg_forgetting": s["mean"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                     "p_value": np.nan,
                     "significant": bool(s["ci_low"] > 0 or s["ci_high"] < 0)
+                    if s["n_seeds"] > 1 else np.nan,
+                    "test": "Student's t interval over seeds excludes 0"
                     if s["n_seeds"] > 1 else np.nan,
                     "worst_benchmark": "", "worst_forgetting": np.nan, "worst_ci_low": np.nan,
                     "worst_ci_high": np.nan, "worst_significant": np.nan,
@@ -197,22 +220,25 @@ def _save(fig, out: str | Path) -> None:
         fig.savefig(tmp, format=Path(out).suffix[1:], dpi=110, bbox_inches="tight")
 
 
-def _curve(df: pd.DataFrame) -> pd.DataFrame:
-    """Per step: mean forgetting and its interval - over seeds (t) when there are several,
-    else the run's paired-bootstrap interval; `significant` is the interval excluding 0."""
+def _curve(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per step: mean forgetting and its interval at `confidence` - over seeds (Student's t)
+    when there are several, else the run's own (the comparison's, at llm.stats.confidence);
+    `significant`: the t interval excluding 0 (several seeds), else the run's test."""
     from ftlab.llm.stats import seed_interval
 
     rows = []
     for step, g in df.groupby("step"):
         if g.seed.nunique() > 1:
-            s = seed_interval(g.forgetting)
+            s = seed_interval(g.forgetting, confidence)
             low, high = s["ci_low"], s["ci_high"]
+            sig = bool(low > 0 or high < 0)
         else:
             low, high = g.ci_low.mean(), g.ci_high.mean()
-        rows.append({"step": step, "forgetting": g.forgetting.mean(), "low": low, "high": high})
-    out = pd.DataFrame(rows)
-    out["significant"] = (out.low > 0) | (out.high < 0)
-    return out
+            flags = g["significant"].dropna() if "significant" in g else pd.Series([], object)
+            sig = bool(flags.astype(bool).any()) if len(flags) else bool(low > 0 or high < 0)
+        rows.append({"step": step, "forgetting": g.forgetting.mean(), "low": low, "high": high,
+                     "significant": sig})  # fmt: skip
+    return pd.DataFrame(rows, columns=["step", "forgetting", "low", "high", "significant"])
 
 
 def _errorbars(ax, curve: pd.DataFrame, label: str, color) -> None:
@@ -224,9 +250,16 @@ def _errorbars(ax, curve: pd.DataFrame, label: str, color) -> None:
     ax.plot(sig.step, sig.forgetting, "o", color=color, ms=4, ls="none")
 
 
-def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> None:
+def _level(confidence: float) -> str:
+    return f"{100 * confidence:.4g}%"
+
+
+def plot_forgetting(
+    forgetting: pd.DataFrame, dataset: str, out: str | Path, confidence: float = 0.95
+) -> None:
     """Forgetting per benchmark over training steps, one line per method (mean over seeds),
-    with intervals (filled markers: significantly different from the base model)."""
+    with intervals at `confidence` (llm.stats.confidence; filled markers: significantly
+    different from the base model)."""
     plt = _figure()
     df = forgetting[forgetting.dataset == dataset]
     benchmarks = sorted(df.benchmark.unique())
@@ -240,7 +273,7 @@ def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> 
         for method in methods:
             sub = df[(df.benchmark == bench) & (df.method == method)]
             if len(sub):
-                _errorbars(ax, _curve(sub), method, colors[method])
+                _errorbars(ax, _curve(sub, confidence), method, colors[method])
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(bench, fontsize=9)
         ax.set_xlabel("step")
@@ -252,16 +285,17 @@ def plot_forgetting(forgetting: pd.DataFrame, dataset: str, out: str | Path) -> 
     if not benchmarks:
         axes.flat[0].text(0.5, 0.5, f"no runs trained on {dataset}", ha="center")
     fig.suptitle(
-        f"forgetting (score - base) while fine-tuning on {dataset}; bars: 95% interval, "
-        "filled: significant"
+        f"forgetting (score - base) while fine-tuning on {dataset}; bars: "
+        f"{_level(confidence)} interval, filled: significant"
     )
     _save(fig, out)
     plt.close(fig)
 
 
-def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
+def plot_summary(summary: pd.DataFrame, out: str | Path, confidence: float = 0.95) -> None:
     """Mean forgetting over benchmarks per method and dataset at the last checkpoint, with its
-    interval (over seeds when there are several, else the paired bootstrap's)."""
+    interval (over seeds when there are several, else the paired bootstrap's), both computed
+    at `confidence` (llm.stats.confidence) by summary_frame; the title says the level."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if summary.empty:
@@ -290,8 +324,8 @@ def plot_summary(summary: pd.DataFrame, out: str | Path) -> None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.legend(fontsize=8)
         worst = runs.worst_forgetting.min()
-        ax.set_title(f"mean forgetting over benchmarks, last checkpoint, 95% interval "
-                     f"(worst cell {worst:+.3f})", fontsize=9)  # fmt: skip
+        ax.set_title(f"mean forgetting over benchmarks, last checkpoint, {_level(confidence)} "
+                     f"interval (worst cell {worst:+.3f})", fontsize=9)  # fmt: skip
     _save(fig, out)
     plt.close(fig)
 

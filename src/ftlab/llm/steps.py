@@ -315,18 +315,18 @@ def build_tables(
         log.info("%s: %d rows -> %s", name, len(frame), outputs[name])
 
 
-def plot(which: str, tables: dict[str, str], out: str) -> None:
+def plot(which: str, tables: dict[str, str], out: str, confidence: float = 0.95) -> None:
     """`which` is a plot name of the contract: forgetting_summary, forgetting_<dataset> or
-    in_domain_<dataset>."""
+    in_domain_<dataset>; confidence: llm.stats.confidence (the level of the intervals)."""
     import pandas as pd
 
     from ftlab.llm import analysis
 
     if which == "forgetting_summary":
-        analysis.plot_summary(pd.read_csv(tables["summary"]), out)
+        analysis.plot_summary(pd.read_csv(tables["summary"]), out, confidence)
     elif which.startswith("forgetting_"):
         dataset = which.removeprefix("forgetting_")
-        analysis.plot_forgetting(pd.read_csv(tables["forgetting"]), dataset, out)
+        analysis.plot_forgetting(pd.read_csv(tables["forgetting"]), dataset, out, confidence)
     elif which.startswith("in_domain_"):
         dataset = which.removeprefix("in_domain_")
         analysis.plot_in_domain(pd.read_csv(tables["in_domain"]), dataset, out)

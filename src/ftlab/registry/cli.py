@@ -21,6 +21,8 @@ from ftlab.registry import index, views
 from ftlab.registry.records import ResultFileError
 from ftlab.registry.store import Registry, RegistryError
 
+MIN_RESAMPLES = 100  # fewer: percentile ends and p-values are too coarse to report
+
 
 def _registry(args) -> Registry:
     return Registry(args.results, args.study or None)
@@ -56,12 +58,18 @@ def cmd_show(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     with _registry(args) as reg:
-        rows = views.leaderboard(reg, args.metric, args.task, args.step, args.by)
+        rows = views.leaderboard(
+            reg, args.metric, args.task, args.step, args.by, common=not args.all_tasks
+        )
         direction = "lower" if views.lower_is_better(args.metric) else "higher"
         what = f"mean over {'tasks matching ' + repr(args.task) if args.task else 'tasks'}"
         print(f"{args.metric} ({direction} is better; {what}; step {args.step})")
+        for line in views.format_leaderboard_notes(rows, args.by):
+            print(line)
         cols = ["rank", "run", "step", "value", "tasks"]
         cols = cols[:4] + ["sd", "seeds", "tasks"] if args.by == "group" else cols + ["n"]
+        if args.all_tasks and any(r["missing"] for r in rows):
+            cols.append("missing")
         print(views.table(rows[: args.top] if args.top else rows, cols))
     return 0
 
@@ -78,10 +86,19 @@ def cmd_compare(args) -> int:
             if metric_rows
             else "  no common results"
         )
+        winners = views.compare_winners(metric_rows, names)
+        if winners:
+            print("\nwinner (improvement is positive when better):")
+            for w in winners:
+                print("  " + views.format_winner(w))
     return 0
 
 
 def cmd_significance(args) -> int:
+    if args.resamples < MIN_RESAMPLES:
+        raise RegistryError(f"--resamples must be at least {MIN_RESAMPLES}, got {args.resamples}")
+    if not 0 < args.alpha < 1:
+        raise RegistryError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
     with _registry(args) as reg:
         res = views.significance(
             reg,
@@ -93,13 +110,16 @@ def cmd_significance(args) -> int:
             args.resamples,
             args.seed,
             args.step,
+            args.alpha,
         )
+        for w in res["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
         if args.json:
             import json
 
             print(json.dumps(res, indent=1))
         else:
-            print(views.format_significance(res, args.alpha))
+            print(views.format_significance(res))
     return 0
 
 
@@ -130,6 +150,8 @@ def cmd_export(args) -> int:
 def cmd_stats(args) -> int:
     if args.rebuild:
         root = Path(args.results)
+        if not root.is_dir():
+            raise RegistryError(f"results folder {root} does not exist (pass --results)")
         for study in args.study or sorted(p.name for p in root.iterdir() if p.is_dir()):
             if (root / study / "evals").is_dir() or (root / study / "models").is_dir():
                 t0 = time.perf_counter()
@@ -227,6 +249,11 @@ def add_parsers(sub) -> None:
         "--by", choices=["run", "group"], default="run", help="group: mean and sd over seeds"
     )
     p.add_argument("--top", type=int, default=0, help="show only the first N")
+    p.add_argument(
+        "--all-tasks",
+        action="store_true",
+        help="each run's mean over its own tasks (default: only the tasks every run has)",
+    )
     _common(p)
     p.set_defaults(func=cmd_leaderboard)
 
@@ -242,11 +269,27 @@ def add_parsers(sub) -> None:
     p.add_argument("b")
     p.add_argument("--metric", required=True)
     p.add_argument("--task", help="one task or a glob (default: every task with the metric)")
-    p.add_argument("--method", choices=stats.METHODS, default="bootstrap")
-    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument(
+        "--method",
+        choices=stats.METHODS,
+        default="auto",
+        help="auto (default): 0/1 outcomes get the exact McNemar test, with the bootstrap's "
+        "interval; other outcomes the paired bootstrap",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=10000,
+        help=f"bootstrap / Monte Carlo resamples (at least {MIN_RESAMPLES})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the resampling")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--step", default="last")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="significance level; the interval is at 1 - alpha (0 < alpha < 1)",
+    )
+    p.add_argument("--step", default="last", help="last (default) or a step number")
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_significance)

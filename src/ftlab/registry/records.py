@@ -153,7 +153,9 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
     """Per-sample values of `metric` from the samples file beside `result_path`:
     {task label: {sample key: value}}. The key identifies the same test item across models
     (lm-eval: task, doc id and filter; in-domain: dataset and row id; otherwise the prompt and
-    its occurrence), so two models' outcomes can be paired."""
+    its occurrence), so two models' outcomes can be paired. An lm-eval metric may name its
+    filter (``exact_match,strict-match``); only rows of that filter are read (``none`` when the
+    metric names none), so two filters' outcomes of one document are never pooled."""
     result_path = Path(result_path)
     path = samples_path(result_path)
     if not path.is_file():
@@ -161,7 +163,8 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
     obj = _load_json(result_path)
     source = result_path.stem
     set_tasks, task_metric = {}, {}
-    base_metric = metric.split(",")[0]
+    base_metric, _, filt = metric.partition(",")
+    filt = filt or "none"
     if isinstance(obj.get("results"), list):
         entries = [e for e in obj["results"] if isinstance(e, dict)]
         set_tasks = _set_tasks(entries, source)
@@ -185,6 +188,8 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
             if value is None:
                 continue
             if "benchmark" in row:
+                if str(row.get("filter", "none")) != filt:
+                    continue  # another lm-eval filter's outcome of the same document
                 label = row["benchmark"]
                 key = (row.get("task"), row.get("doc_id"), row.get("filter"))
             elif "dataset" in row:

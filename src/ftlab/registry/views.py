@@ -113,20 +113,59 @@ def _indent(text: str, n: int = 2) -> str:
 
 
 # -- leaderboard ---------------------------------------------------------------------------
+class Leaderboard(list):
+    """The ranked entries, and what the ranking is over: `tasks` (the tasks in each mean),
+    `excluded` (tasks left out because some entry lacks them: {task: [entries lacking it]}),
+    `nan` (entries whose value is NaN or missing, ranked last)."""
+
+    tasks: list[str]
+    excluded: dict[str, list[str]]
+    nan: list[str]
+    common: bool
+
+
 def leaderboard(
-    reg: Registry, metric: str, task: str | None = None, step: str = "last", by: str = "run"
-) -> list[dict]:
-    """Runs (or seed groups) ranked by `metric`, the mean over the matching tasks (one task
-    with --task). Lower is better for error metrics (mae, loss, perplexity, ...)."""
+    reg: Registry,
+    metric: str,
+    task: str | None = None,
+    step: str = "last",
+    by: str = "run",
+    common: bool = True,
+) -> Leaderboard:
+    """Runs (or seed groups) ranked by `metric`: the mean over the matching tasks (one task
+    with --task). Lower is better for error metrics (mae, loss, perplexity, ...).
+
+    common (default): every mean is over the tasks that every run (run x step) being ranked
+    has, so no run is ranked on an easier set than another; the tasks left out, and the runs
+    lacking them, are listed (`excluded`). common=False: each run's mean over its own tasks,
+    with the tasks it lacks in `missing`. A NaN (or missing) value makes the entry's value NaN,
+    ranked last and listed in `nan`."""
     reg.check_metric(metric, task)
     rows = pick_step(reg.results(metric, task), step)
     per_run = defaultdict(list)
     for r in rows:
-        if r["value"] is not None:
-            per_run[(r["study"], r["model"], r["step"])].append(r)
+        per_run[(r["study"], r["model"], r["step"])].append(r)
+    run_tasks = {k: {r["task"] for r in rs} for k, rs in per_run.items()}
+    every = set().union(*run_tasks.values()) if run_tasks else set()
+    shared = set.intersection(*run_tasks.values()) if run_tasks else set()
+    if common and not shared:
+        raise RegistryError(
+            f"no {metric} task is evaluated for every run ranked (tasks: "
+            f"{', '.join(sorted(every))}); rank one task with --task, or each run over its own "
+            "tasks with --all-tasks"
+        )
+    board = Leaderboard()
+    board.common = common
+    board.tasks = sorted(shared if common else every)
+    board.excluded = {}
     entries = []
     for (study, model, st), rs in per_run.items():
         ref = RunRef(study, model)
+        use = [r for r in rs if not common or r["task"] in shared]
+        values = [math.nan if r["value"] is None else float(r["value"]) for r in use]
+        missing = sorted(every - run_tasks[(study, model, st)])
+        for t in missing if common else ():
+            board.excluded.setdefault(t, []).append(reg.name(ref))
         entries.append(
             {
                 "ref": ref,
@@ -134,18 +173,24 @@ def leaderboard(
                 "group": ref.group,
                 "seed": ref.seed,
                 "step": st,
-                "value": float(np.mean([r["value"] for r in rs])),
-                "tasks": len(rs),
-                "n": sum(r["n"] or 0 for r in rs),
+                "value": float(np.mean(values)),
+                "tasks": len(use),
+                "n": sum(r["n"] or 0 for r in use),
+                "missing": missing,
             }
         )
+    if common:
+        board.excluded = {t: sorted(board.excluded.get(t, [])) for t in sorted(every - shared)}
     if by == "group":
         groups = defaultdict(list)
         for e in entries:
             groups[(e["ref"].study, e["group"], e["step"] if step != "last" else None)].append(e)
         entries = []
         for (study, grp, st), es in groups.items():
-            mean, sd = stats.mean_sd([e["value"] for e in es])
+            values = [e["value"] for e in es]
+            mean, sd = stats.mean_sd(values)
+            if any(math.isnan(v) for v in values):
+                mean, sd = math.nan, None  # a seed without a value: no group mean
             name = grp if len(reg.studies) == 1 else f"{study}/{grp}"
             entries.append(
                 {
@@ -156,14 +201,37 @@ def leaderboard(
                     "value": mean,
                     "sd": sd,
                     "tasks": max(e["tasks"] for e in es),
+                    "missing": sorted(set().union(*(e["missing"] for e in es))),
                 }
             )
     key = better(metric)
-    entries.sort(key=lambda e: (key(e["value"]), e["run"]))
+    entries.sort(key=lambda e: (math.isnan(e["value"]), 0 if math.isnan(e["value"]) else key(
+        e["value"]), e["run"]))  # fmt: skip
     for rank, e in enumerate(entries, 1):
         e["rank"] = rank
         e.pop("ref", None)
-    return entries
+    board.extend(entries)
+    board.nan = [e["run"] for e in entries if math.isnan(e["value"])]
+    return board
+
+
+def format_leaderboard_notes(board: Leaderboard, by: str) -> list[str]:
+    """What the means are over, what was left out, NaN entries, and what sd is."""
+    lines = []
+    if board.common:
+        lines.append(
+            f"each value: mean over the {len(board.tasks)} task(s) every ranked run has "
+            f"({_fmt(board.tasks)})"
+        )
+        for t, lacking in board.excluded.items():
+            lines.append(f"  left out: {t} (lacked by {', '.join(lacking)})")
+    else:
+        lines.append("each value: mean over the run's own tasks (--all-tasks); see 'missing'")
+    if board.nan:
+        lines.append(f"nan: no value (NaN or missing) for {', '.join(board.nan)}; ranked last")
+    if by == "group":
+        lines.append("sd: sample standard deviation over seeds (ddof=1); - with one seed")
+    return lines
 
 
 # -- compare ------------------------------------------------------------------------------
@@ -233,13 +301,69 @@ def compare(reg: Registry, specs: list[str], metric: str | None = None, step: st
     return diffs, metric_rows, names
 
 
+def compare_winners(metric_rows: list[dict], names: list[str]) -> list[dict]:
+    """Seed 001's "Winner / Improvement vs average of others", per metric: each run's mean over
+    the tasks every compared run has a value for; the winner has the best mean (lower for error
+    metrics; None on a tie), improvement = its mean - the mean of the others' means (signed so
+    that positive is better), relative = improvement / |others' mean|."""
+    out = []
+    for m in sorted({r["metric"] for r in metric_rows}):
+        rows = [r for r in metric_rows if r["metric"] == m]
+        rows = [r for r in rows if all(_finite(r.get(n)) for n in names)]
+        if not rows or len(names) < 2:
+            continue
+        means = {n: float(np.mean([r[n] for r in rows])) for n in names}
+        key = better(m)
+        best = min(means.values(), key=key)
+        winners = [n for n in names if means[n] == best]
+        winner = winners[0] if len(winners) == 1 else None
+        others = float(np.mean([v for n, v in means.items() if n != winners[0]]))
+        sign = -1.0 if lower_is_better(m) else 1.0
+        improvement = sign * (best - others)
+        out.append(
+            {
+                "metric": m,
+                "tasks": len(rows),
+                "means": means,
+                "winner": winner,
+                "tied": winners if winner is None else [],
+                "value": best,
+                "others_mean": others,
+                "improvement": improvement,
+                "relative": improvement / abs(others) if others else math.nan,
+            }
+        )
+    return out
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def format_winner(w: dict) -> str:
+    what = f"{w['metric']} (mean over the {w['tasks']} task(s) every run has)"
+    if w["winner"] is None:
+        return f"{what}: tie between {', '.join(w['tied'])} at {w['value']:.6g}"
+    rel = f", {w['relative']:+.1%}" if math.isfinite(w["relative"]) else ""
+    return (
+        f"{what}: winner {w['winner']} {w['value']:.6g}; improvement vs average of others "
+        f"({w['others_mean']:.6g}): {w['improvement']:+.6g}{rel}"
+    )
+
+
 # -- significance --------------------------------------------------------------------------
 def paired_outcomes(
     reg: Registry, a: str, b: str, metric: str, task: str | None, step: str = "last"
 ):
-    """Per-item values of A and B on the same items, paired by seed when both are groups of
-    several seeds (seed s of A with seed s of B), else run with run. Returns (a, b, strata,
-    pairs description)."""
+    """Per-item values of A and B on the same items (matched by sample id, not file order),
+    paired by seed when both are groups of several seeds (seed s of A with seed s of B), else
+    run with run. Returns (a, b, strata, pairs): one {a, b, n_a, n_b, common} per pair of runs;
+    items of one run that the other lacks are left out and counted."""
+    if step == "all":
+        raise RegistryError(
+            "significance compares one checkpoint of each run: --step all is not allowed; "
+            "choose --step last or a step number"
+        )
     reg.check_metric(metric, task)
     ra, rb = reg.resolve(a), reg.resolve(b)
     if len(ra) > 1 or len(rb) > 1:
@@ -265,7 +389,10 @@ def paired_outcomes(
         xa += [sa[k] for k in common]
         xb += [sb[k] for k in common]
         strata += [i] * len(common)
-        used.append(f"{reg.name(pa)} vs {reg.name(pb)}: {len(common)} items")
+        used.append(
+            {"a": reg.name(pa), "b": reg.name(pb), "n_a": len(sa), "n_b": len(sb),
+             "common": len(common)}
+        )  # fmt: skip
     return np.array(xa), np.array(xb), np.array(strata), used
 
 
@@ -294,17 +421,30 @@ def significance(
     b: str,
     metric: str,
     task: str | None,
-    method: str,
+    method: str = "auto",
     n_resamples: int = 10000,
     seed: int = 0,
     step: str = "last",
+    alpha: float = 0.05,
 ) -> dict:
+    """Paired test of A vs B; `significant` is p < alpha (never for a result flagged not
+    decidable), and the interval (where the method has one) is at confidence 1 - alpha."""
+    if not 0 < alpha < 1:
+        raise RegistryError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     xa, xb, strata, used = paired_outcomes(reg, a, b, metric, task, step)
     res = stats.run_test(
-        method, xa, xb, n_resamples=n_resamples, seed=seed, strata=strata if len(used) > 1 else None
-    )
+        method, xa, xb, n_resamples=n_resamples, seed=seed,
+        strata=strata if len(used) > 1 else None, confidence=1 - alpha,
+    )  # fmt: skip
     out = res.as_dict()
     diff = out["diff"]
+    warnings = [
+        f"{u['a']} vs {u['b']}: {u['n_a'] - u['common']} of {u['n_a']} items of {u['a']} and "
+        f"{u['n_b'] - u['common']} of {u['n_b']} of {u['b']} have no match in the other run "
+        "and are left out"
+        for u in used
+        if u["common"] < max(u["n_a"], u["n_b"])
+    ]
     out.update(
         {
             "a": a,
@@ -313,6 +453,10 @@ def significance(
             "task": task,
             "pairs": used,
             "lower_is_better": lower_is_better(metric),
+            "alpha": alpha,
+            "confidence": 1 - alpha,
+            "significant": bool(res.p_value < alpha and res.decidable),
+            "warnings": warnings,
         }
     )
     if diff == 0:
@@ -323,22 +467,35 @@ def significance(
     return out
 
 
-def format_significance(r: dict, alpha: float = 0.05) -> str:
+def format_significance(r: dict) -> str:
     lines = [
         f"{r['a']} vs {r['b']}: {r['metric']}"
         + (f" on {r['task']}" if r["task"] else "")
         + f" ({'lower' if r['lower_is_better'] else 'higher'} is better)"
     ]
-    lines += [f"  {p}" for p in r["pairs"]]
+    lines += [
+        f"  {u['a']} vs {u['b']}: {u['common']} items paired ({u['a']} {u['n_a']}, "
+        f"{u['b']} {u['n_b']})"
+        for u in r["pairs"]
+    ]
     lines.append(f"  mean A {r['mean_a']:.6g}, mean B {r['mean_b']:.6g}, A - B = {r['diff']:.6g}")
     if r["ci_low"] is not None:
-        lines.append(f"  95% CI of A - B: [{r['ci_low']:.6g}, {r['ci_high']:.6g}]")
-    verdict = "significant" if r["p_value"] < alpha else "not significant"
+        lines.append(
+            f"  {_pct(r['confidence'])} CI of A - B: [{r['ci_low']:.6g}, {r['ci_high']:.6g}] "
+            f"({r['ci_from']})"
+        )
+    verdict = "significant" if r["significant"] else "not significant"
     lines.append(
-        f"  {r['method']} ({r['detail']}): p = {r['p_value']:.6g}, {verdict} at "
-        f"alpha {alpha}" + (f"; better: {r['better']}" if r["better"] else "")
+        f"  p = {r['p_value']:.6g} ({r['p_from']}), {verdict} at alpha {r['alpha']:g}"
+        + (f"; better: {r['better']}" if r["better"] else "")
     )
+    if r["note"]:
+        lines.append(f"  note: {r['note']}")
     return "\n".join(lines)
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:.4g}%"
 
 
 # -- export -------------------------------------------------------------------------------
