@@ -50,6 +50,8 @@ def evaluate(root: Path, name: str, env: dict, processes: int) -> dict[str, Path
             "max_new_tokens": 6,
             "batch_size": 2,
             "prompt_style": "plain",
+            "sample": "stratified",
+            "seed": 0,
         },  # fmt: skip
         "outputs": outputs,
         "cache_path": str(root / "cache" / f"{name}.sqlite"),
