@@ -14,11 +14,13 @@ code per city a large one). The README's demo trials were measured with it.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ftlab.checkpointing import checkpoint_step
+from ftlab.represent import PROBES
 
 
 def participation_ratio(features: np.ndarray) -> float:
@@ -34,32 +36,35 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name (default: every base_seed*)")
     parser.add_argument("--layers", default=None, help="comma list (default: 2 .. last)")
     parser.add_argument("--task", default="distance", help="probe prompt task")
-    parser.add_argument("--probe", default="ridge_cv", choices=["ols", "ridge_cv"])
+    parser.add_argument("--probe", default="ridge_cv", choices=PROBES)
     parser.add_argument("--probe-seeds", type=int, default=10)
     args = parser.parse_args()
 
-    from ftlab.represent import extract_features, fit_probes
+    from ftlab.evaluate import load_checkpoint
+    from ftlab.represent import features_from_model, fit_probes
     from ftlab.world.cities import read_city_table
+    from ftlab.world.tasks import get_task
 
     warnings.filterwarnings("ignore")  # sklearn/transformers chatter on tiny probes
     for results in map(Path, args.results):
         cities = read_city_table(results / "data" / "cities.csv")
+        prompt = get_task(args.task).probe_prompt
         models = (
             [results / "models" / args.model]
             if args.model
             else sorted((results / "models").glob("base_seed*"))
         )
         for model in models:
-            checkpoints = sorted(model.glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
-            for ck in checkpoints:
-                n_layers = json.loads((ck / "config.json").read_text())["num_hidden_layers"]
+            for ck in sorted(model.glob("checkpoint-*"), key=checkpoint_step):
+                net, tokenizer = load_checkpoint(str(ck), threads=1, device="cpu")  # once
+                n_layers = net.config.num_hidden_layers
                 layers = (
                     [int(v) for v in args.layers.split(",")]
                     if args.layers
                     else list(range(2, n_layers + 1))
                 )
                 for layer in layers:
-                    data = extract_features(str(ck), cities, args.task, layer)
+                    data = features_from_model(net, tokenizer, cities, prompt, layer)
                     fits = [
                         fit_probes(data, probe=args.probe, seed=s) for s in range(args.probe_seeds)
                     ]
