@@ -9,15 +9,11 @@
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
 # GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit,
 # GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments.
-# Measured so far (2026-11-26, one H100): device_tests, pcgrad and world, in
-# benchmarks/measured/h100-2026-11-26/; left: launch, llm past its 170 s, and world's new
-# replay_only_fp32 and the fast-path options added since (tf32, bf16_weights, torch_compile).
-# Next session, one call each while the machine stays warm (device time is 900 s in all):
-#   GPU_SESSION_PARTS="device_tests world" GPU_SESSION_WORLD_S=260 GPU_SESSION_WORLD_ARGS=
-#     "--share 1 --precisions fp32,fp32+compile,bf16_weights,bf16_weights+compile"  (issue 8;
-#     device_tests first, up to 150 s: the captured step changed since its last GPU run and
-#     test_gpu_options_are_captured compiles three times)
-#   GPU_SESSION_PARTS="launch llm" GPU_SESSION_LLM_S=(what is left, <= 420)          (10, 14)
+# Measured so far: one H100 (2026-11-26) device_tests, pcgrad, world; one H200 (2026-11-27)
+# device_tests, world (fp32, bf16_weights, +compile), launch and llm, complete
+# (benchmarks/measured/*/). Next session, while the machine stays warm (900 s in all):
+#   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=440   (issue 10: the generation batch estimate)
+#   then, if time is left, GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad buffer on CUDA)
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
