@@ -68,8 +68,9 @@ def _text(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(LETTERS) for _ in range(max(1, n)))
 
 
-def build_requests(fraction: float = 1.0, seed: int = 0, ifeval=IFEVAL):
-    """lm-eval Instances: {benchmark: [loglikelihood requests]}, [generate_until requests]."""
+def build_requests(fraction: float = 1.0, seed: int = 0, ifeval=IFEVAL, n_gen: int | None = None):
+    """lm-eval Instances: {benchmark: [loglikelihood requests]}, [generate_until requests]
+    (`n_gen` generations, else the `fraction` of IFEval's)."""
     from lm_eval.api.instance import Instance
 
     rng = random.Random(seed)
@@ -85,12 +86,13 @@ def build_requests(fraction: float = 1.0, seed: int = 0, ifeval=IFEVAL):
                 reqs.append(Instance("loglikelihood", doc={}, arguments=(context, cont_text),
                                      idx=c, metadata=(bench, d, 1)))  # fmt: skip
         ll[bench] = reqs
-    n_gen, prompt, max_gen = ifeval
+    full_gen, prompt, max_gen = ifeval
+    n_gen = n_gen if n_gen is not None else max(1, round(full_gen * fraction))
     gen = [
         Instance("generate_until", doc={}, idx=0, metadata=("ifeval", i, 1),
                  arguments=(_text(rng, prompt), {"until": [], "max_gen_toks": max_gen,
                                                  "do_sample": False}))
-        for i in range(max(1, round(n_gen * fraction)))
+        for i in range(n_gen)
     ]  # fmt: skip
     return ll, gen
 
@@ -276,6 +278,10 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=None, help="batch-1 documents per benchmark")
     p.add_argument("--sample-gen", type=int, default=None, help="batch-1 IFEval generations")
     p.add_argument("--max-gen-toks", type=int, default=IFEVAL[2])
+    p.add_argument("--ifeval-count", type=int, default=None,
+                   help="generations in the project's phase (541: IFEval at full size, as "
+                        "many per batch as the generation batch size allows; default: "
+                        "--fraction of 541)")  # fmt: skip
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -296,7 +302,8 @@ def main(argv=None) -> int:
     if device == "cuda" and next(model.parameters()).device.type != "cuda":
         print("model is not on the GPU", file=sys.stderr)
         return 1
-    ll, gen = build_requests(fraction, ifeval=(IFEVAL[0], IFEVAL[1], max_gen))
+    ll, gen = build_requests(fraction, ifeval=(IFEVAL[0], IFEVAL[1], max_gen),
+                             n_gen=args.ifeval_count)  # fmt: skip
     print(f"model: {n_params / 1e9:.3f} B parameters on {device}; requests: "
           f"{sum(map(len, ll.values()))} loglikelihood + {len(gen)} generations "
           f"(fraction {fraction}, max_gen_toks {max_gen})")  # fmt: skip

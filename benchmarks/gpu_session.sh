@@ -8,12 +8,15 @@
 # slow part cannot starve the rest; summary.txt lists each part's exit status and seconds.
 # Logs and JSON go to $OUT (at most 8 files come back from the device).
 # GPU_SESSION_PARTS="launch llm" runs only those parts; GPU_SESSION_LLM_S the llm part's limit,
-# GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments.
+# GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments,
+# GPU_SESSION_LLM_ARGS extra gpu_llm_eval.py arguments.
 # Measured so far: one H100 (2026-11-26) device_tests, pcgrad, world; one H200 (2026-11-27)
 # device_tests, world (fp32, bf16_weights, +compile), launch and llm, complete
 # (benchmarks/measured/*/). Next session, while the machine stays warm (900 s in all):
-#   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=440   (issue 10: the generation batch estimate)
-#   then, if time is left, GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad buffer on CUDA)
+#   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=540 GPU_SESSION_LLM_ARGS="--ifeval-count 541"
+#     (issue 10: all of IFEval at the KV-cache generation batch, ftlab.llm.genbatch; the call's
+#     timeout_s 580), then, if time is left, GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad
+#     buffer on CUDA)
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
@@ -71,6 +74,6 @@ else
     ${GPU_SESSION_WORLD_ARGS:-}
   part launch 70 "$PY" benchmarks/gpu_world.py --launch-only
   part llm "${GPU_SESSION_LLM_S:-170}" "$PY" benchmarks/gpu_llm_eval.py --fraction 0.05 \
-    --sample 10 --sample-gen 1 --json "$OUT/llm.json"
+    --sample 10 --sample-gen 1 --json "$OUT/llm.json" ${GPU_SESSION_LLM_ARGS:-}
 fi
 cat "$OUT/summary.txt"

@@ -41,12 +41,14 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
+from ftlab.llm.genbatch import hflm_generation_batch
 from ftlab.llm.ranks import Ranks
 
 log = logging.getLogger("ftlab.llm.evaluate")
 
 # Generous: several Snakemake jobs may append to one file; a writer holds the lock for one chunk.
 BUSY_TIMEOUT_S = 120.0
+GENERATION_BATCH_MODES = ("auto", "detect")
 DEFAULT_CHUNK = 512  # requests per model call; the most a kill can lose
 # Test hook: exit abruptly (no cleanup, like SIGKILL) after this many committed chunks.
 CRASH_ENV = "FTLAB_EVAL_CRASH_AFTER_CHUNKS"
@@ -313,7 +315,10 @@ class CachedLM(LM):
 
     With HFLM and ``batch_size="auto"`` the batch size is detected on the first chunk of a
     call (the longest requests) and kept for the following chunks: re-detecting per chunk would
-    cost several full-size forward passes each time.
+    cost several full-size forward passes each time. ``generation_batch_size`` sets the
+    generate_until batch: "auto" (with ``batch_size="auto"``) estimates it from the KV cache on
+    a CUDA device (ftlab.llm.genbatch; lm-eval's detection elsewhere), "detect" keeps lm-eval's
+    detection, an integer fixes it.
 
     Several processes (`ranks`): the rank and world size lm-eval shards documents by, and its
     gathers, are this class's (torch.distributed, global ranks); the wrapped model runs as a
@@ -329,8 +334,17 @@ class CachedLM(LM):
         chunk_size: int = DEFAULT_CHUNK,
         crash_after_chunks: int | None = None,
         ranks: Ranks | None = None,
+        generation_batch_size: int | str = "auto",
     ):
         super().__init__()
+        gbs = generation_batch_size
+        positive = isinstance(gbs, int) and not isinstance(gbs, bool) and gbs >= 1
+        if not positive and gbs not in GENERATION_BATCH_MODES:
+            raise ValueError(
+                f"lm_eval.generation_batch_size: {generation_batch_size!r} is not a positive "
+                f"integer or one of {GENERATION_BATCH_MODES}"
+            )
+        self.generation_batch_size = generation_batch_size
         self.ranks = ranks or Ranks()
         self.lm = lm
         self.cache = cache
@@ -422,15 +436,23 @@ class CachedLM(LM):
         auto = auto and getattr(lm, "batch_schedule", 1) == 1  # auto:N asks for re-detection
         fn = getattr(lm, reqtype)
         quiet = {"disable_tqdm": True} if "disable_tqdm" in inspect.signature(fn).parameters else {}
-        done = 0
+        done, restore, estimated = 0, None, None
         try:
             for start in range(0, len(units), self.chunk_size):
                 chunk = units[start : start + self.chunk_size]
-                if auto and start == 0 and reqtype != "loglikelihood":
+                fixed = self.generation_batch_size if reqtype == "generate_until" else None
+                if start == 0 and isinstance(fixed, int) and hasattr(lm, "batch_size_per_gpu"):
+                    restore, lm.batch_size_per_gpu = lm.batch_size_per_gpu, fixed
+                    self.batch_sizes_used[reqtype] = fixed
+                elif auto and start == 0 and reqtype != "loglikelihood":
                     # generate/rolling detect at the model's max length on every call anyway
-                    lm.batch_size_per_gpu = lm._detect_batch_size()
+                    if fixed == "auto":
+                        estimated = hflm_generation_batch(lm, [requests[ix[0]] for _, ix in chunk])
+                    lm.batch_size_per_gpu = estimated or lm._detect_batch_size()
                     self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
-                out = fn([requests[ix[0]] for _, ix in chunk], **quiet)
+                    if estimated:
+                        self.batch_sizes_used[f"{reqtype}_from"] = "kv_cache_estimate"
+                out = self._call(fn, [requests[ix[0]] for _, ix in chunk], quiet, estimated)
                 if len(out) != len(chunk):
                     raise RuntimeError(f"{reqtype}: {len(out)} answers for {len(chunk)} requests")
                 if auto and start == 0 and reqtype == "loglikelihood" and lm.batch_sizes:
@@ -452,3 +474,24 @@ class CachedLM(LM):
         finally:
             if auto:
                 lm.batch_size_per_gpu = "auto"
+            elif restore is not None:
+                lm.batch_size_per_gpu = restore
+
+    def _call(self, fn, reqs: list, quiet: dict, estimated: int | None) -> list:
+        """fn(reqs); a batch size estimated from the KV cache that runs out of GPU memory
+        is halved and the chunk retried (lm-eval's detection does the same by trial)."""
+        while True:
+            try:
+                return fn(reqs, **quiet)
+            except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
+                if not estimated or "out of memory" not in str(e).lower():
+                    raise
+                if self.lm.batch_size_per_gpu <= 1:
+                    raise
+                import torch
+
+                torch.cuda.empty_cache()
+                self.lm.batch_size_per_gpu = max(1, self.lm.batch_size_per_gpu // 2)
+                self.batch_sizes_used["generate_until"] = self.lm.batch_size_per_gpu
+                log.warning("generate_until: out of GPU memory at the estimated batch size; "
+                            "retrying at %d", self.lm.batch_size_per_gpu)  # fmt: skip

@@ -167,14 +167,19 @@ def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict
 
 
 def cache_identity(model_hash: str, backend: str, model_args: dict, device: str = "cpu",
-                   batch_size: int | str = "auto") -> str:  # fmt: skip
+                   batch_size: int | str = "auto",
+                   generation_batch_size: int | str = "auto") -> str:  # fmt: skip
     """The model part of every cache key: the checkpoint's content hash, plus the backend,
     model arguments (dtype among them), device type ("cuda", "cpu"; not the index) and the
     configured batch size - hf and vllm, bf16 and fp32, GPU and CPU kernels and differently
     padded batches give logprobs that differ in the last bits, which can flip an argmax.
-    ("auto" is one batch size: lm-eval's search may pick other sizes on other GPUs.)"""
+    ("auto" is one batch size: lm-eval's search may pick other sizes on other GPUs.) A
+    generation batch size other than "auto" is part of it too (left out at "auto", so keys
+    made before the option existed stay valid)."""
     ident = {"backend": backend, "model_args": model_args,
              "device": str(device).split(":")[0], "batch_size": str(batch_size)}  # fmt: skip
+    if str(generation_batch_size) != "auto":
+        ident["generation_batch_size"] = str(generation_batch_size)
     return f"{model_hash}-{sha256_json(ident)[:16]}"
 
 
@@ -233,6 +238,7 @@ LM_EVAL_OPTIONS = (
     "dtype",
     "model_args",
     "parallel",
+    "generation_batch_size",
 )
 
 
@@ -262,6 +268,7 @@ def run_lm_eval(
     dtype: str = "auto",
     parallel: str = "data",
     gpus: int = 0,
+    generation_batch_size: int | str = "auto",
 ) -> dict | None:
     """Score `model` on lm-eval `benchmarks` ({task or group: metric}) with one model load.
 
@@ -280,6 +287,8 @@ def run_lm_eval(
     `cache_path` (merged by rank 0; see ftlab.llm.cache), and rank 0 gathers the samples and
     writes the results; other ranks return None. `parallel` ("data" | "model") and `gpus` (the
     job's GPUs) place one model over several GPUs instead (``placement_args``).
+    `generation_batch_size`: the generate_until batch ("auto": estimated from the KV cache on
+    a GPU; "detect": lm-eval's detection; an integer), see ftlab.llm.cache.CachedLM.
     """
     import lm_eval.evaluator
     from lm_eval.utils import handle_non_serializable
@@ -300,9 +309,11 @@ def run_lm_eval(
     check_documents_per_rank(docs, ranks.world_size, limit)
     device = device or default_device()
     lm = _make_lm(model, backend, batch_size, device, {**args, **placement}, ranks)
-    cache_id = cache_identity(model_hash, backend, args, device, batch_size)
+    cache_id = cache_identity(model_hash, backend, args, device, batch_size,
+                              generation_batch_size)  # fmt: skip
     with open_cache(cache_path, ranks) as cache:
-        clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size, ranks=ranks)
+        clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size, ranks=ranks,
+                       generation_batch_size=generation_batch_size)  # fmt: skip
         res = lm_eval.evaluator.simple_evaluate(
             model=clm,
             tasks=[objs[n] for n in benchmarks],
@@ -331,6 +342,7 @@ def run_lm_eval(
         "processes": ranks.world_size,
         "placement": placement,
         "batch_size": batch_size,
+        "generation_batch_size": generation_batch_size,
         "batch_sizes_used": clm.batch_sizes_used,
         "num_fewshot": num_fewshot,
         "limit": limit,
