@@ -14,7 +14,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 
 from ftlab.llm import cache as cache_mod  # noqa: E402
 from ftlab.llm import genbatch as G  # noqa: E402
-from ftlab.llm.cache import CachedLM, SampleCache  # noqa: E402
+from ftlab.llm.cache import CachedLM, SampleCache, aligned_chunk  # noqa: E402
 from ftlab.llm.lm_eval_runner import cache_identity  # noqa: E402
 
 # Qwen/Qwen3-1.7B's config.json (the model of seed 003)
@@ -70,6 +70,7 @@ class FakeLM:
         self.device = device
         self.detections = 0
         self.seen: list = []
+        self.calls: list = []
         self.oom_above = oom_above
         self.rank, self.world_size = 0, 1
 
@@ -81,6 +82,7 @@ class FakeLM:
         if self.oom_above and self.batch_size_per_gpu > self.oom_above:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         self.seen.append(self.batch_size_per_gpu)
+        self.calls.append(len(requests))
         return [r.args[0][::-1] for r in requests]
 
 
@@ -107,6 +109,18 @@ def test_fixed_generation_batch_is_used_and_restored(tmp_path):
     lm.batch_size_per_gpu = 8  # a fixed batch_size: the generation one still wins, then back
     generate(tmp_path / "b", lm, generation_batch_size=2)
     assert lm.seen == [2] and lm.batch_size_per_gpu == 8
+
+
+def test_generation_chunks_hold_whole_batches(tmp_path):
+    assert aligned_chunk(512, 63) == 504  # IFEval's 541 at 63: 9 batches, not 10
+    assert aligned_chunk(512, 464) == 464
+    assert aligned_chunk(512, 541) == 512  # a batch above the chunk: the chunk bounds a kill
+    assert aligned_chunk(8, 64) == 8
+    for not_a_size in ("auto", None, True, 0):
+        assert aligned_chunk(512, not_a_size) == 512
+    lm = FakeLM()
+    generate(tmp_path, lm, generation_batch_size=2, chunk_size=5)  # 6 requests: 4 + 2, not 5 + 1
+    assert lm.calls == [4, 2]
 
 
 def test_detect_and_cpu_auto_keep_lm_evals_detection(tmp_path):

@@ -292,6 +292,16 @@ def _is_sampling(request) -> bool:
     )
 
 
+def aligned_chunk(chunk_size: int, batch_size) -> int:
+    """Requests per model call for generation: the most whole batches a chunk holds, so no
+    call ends in a short batch that costs a full-length generation of its own (541 IFEval
+    prompts at batch 63 in chunks of 512 make 10 batches, in chunks of 504 9). A batch
+    larger than the chunk leaves the chunk as it is: the chunk bounds what a kill loses."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        return chunk_size
+    return batch_size * (chunk_size // batch_size) or chunk_size
+
+
 def _length_proxy(request) -> int:
     return sum(len(a) for a in request.args if isinstance(a, str))
 
@@ -436,26 +446,30 @@ class CachedLM(LM):
         auto = auto and getattr(lm, "batch_schedule", 1) == 1  # auto:N asks for re-detection
         fn = getattr(lm, reqtype)
         quiet = {"disable_tqdm": True} if "disable_tqdm" in inspect.signature(fn).parameters else {}
-        done, restore, estimated = 0, None, None
+        done, restore, estimated, step = 0, None, None, self.chunk_size
         try:
-            for start in range(0, len(units), self.chunk_size):
-                chunk = units[start : start + self.chunk_size]
-                fixed = self.generation_batch_size if reqtype == "generate_until" else None
-                if start == 0 and isinstance(fixed, int) and hasattr(lm, "batch_size_per_gpu"):
-                    restore, lm.batch_size_per_gpu = lm.batch_size_per_gpu, fixed
-                    self.batch_sizes_used[reqtype] = fixed
-                elif auto and start == 0 and reqtype != "loglikelihood":
-                    # generate/rolling detect at the model's max length on every call anyway
-                    if fixed == "auto":
-                        estimated = hflm_generation_batch(lm, [requests[ix[0]] for _, ix in chunk])
-                    lm.batch_size_per_gpu = estimated or lm._detect_batch_size()
-                    self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
-                    if estimated:
-                        self.batch_sizes_used[f"{reqtype}_from"] = "kv_cache_estimate"
+            while done < len(units):
+                if done == 0 and reqtype != "loglikelihood":
+                    fixed = self.generation_batch_size if reqtype == "generate_until" else None
+                    if isinstance(fixed, int) and hasattr(lm, "batch_size_per_gpu"):
+                        restore, lm.batch_size_per_gpu = lm.batch_size_per_gpu, fixed
+                        self.batch_sizes_used[reqtype] = fixed
+                    elif auto:
+                        # generate/rolling detect at the model's max length on every call anyway
+                        if fixed == "auto":
+                            estimated = hflm_generation_batch(
+                                lm, [requests[ix[0]] for _, ix in units]
+                            )
+                        lm.batch_size_per_gpu = estimated or lm._detect_batch_size()
+                        self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
+                        if estimated:
+                            self.batch_sizes_used[f"{reqtype}_from"] = "kv_cache_estimate"
+                    step = aligned_chunk(self.chunk_size, getattr(lm, "batch_size_per_gpu", None))
+                first, chunk = done == 0, units[done : done + step]
                 out = self._call(fn, [requests[ix[0]] for _, ix in chunk], quiet, estimated)
                 if len(out) != len(chunk):
                     raise RuntimeError(f"{reqtype}: {len(out)} answers for {len(chunk)} requests")
-                if auto and start == 0 and reqtype == "loglikelihood" and lm.batch_sizes:
+                if auto and first and reqtype == "loglikelihood" and lm.batch_sizes:
                     # detected on the longest requests (sorted first): safe for the shorter rest
                     lm.batch_size_per_gpu = min(lm.batch_sizes.values())
                     self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
