@@ -181,3 +181,20 @@ def test_cache_identity_keeps_old_keys_at_auto():
     assert cache_identity("h", "hf", {}, "cuda", "auto", "auto") == a
     assert cache_identity("h", "hf", {}, "cuda", "auto", 64) != a
     assert cache_identity("h", "hf", {}, "cuda", "auto", "detect") != a
+
+
+def test_estimate_on_a_real_hflm(tmp_path, monkeypatch):
+    """lm-eval's HFLM has every attribute the estimate reads (its device set to cuda by hand,
+    the free memory reported by hand: no GPU is touched)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from ftlab.llm.tiny import build_tiny_causal_lm
+
+    lm = HFLM(pretrained=build_tiny_causal_lm(tmp_path / "m", max_length=64), device="cpu",
+              batch_size="auto", max_length=64)  # fmt: skip
+    assert G.hflm_generation_batch(lm, gen_requests()) is None
+    context = max(len(lm.tok_encode(r.args[0])) for r in gen_requests())
+    per_row = G.row_bytes(lm.model.config, 4, context, 16)  # float32 weights, max_gen_toks 16
+    monkeypatch.setattr(lm, "_device", torch.device("cuda"))
+    monkeypatch.setattr(G, "free_gpu_bytes", lambda device: 5 * per_row)  # half: 2.5 rows
+    assert G.hflm_generation_batch(lm, gen_requests()) == 2
