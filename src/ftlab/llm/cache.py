@@ -292,12 +292,16 @@ def _is_sampling(request) -> bool:
     )
 
 
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
 def aligned_chunk(chunk_size: int, batch_size) -> int:
     """Requests per model call for generation: the most whole batches a chunk holds, so no
     call ends in a short batch that costs a full-length generation of its own (541 IFEval
     prompts at batch 63 in chunks of 512 make 10 batches, in chunks of 504 9). A batch
     larger than the chunk leaves the chunk as it is: the chunk bounds what a kill loses."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not _positive_int(batch_size):
         return chunk_size
     return batch_size * (chunk_size // batch_size) or chunk_size
 
@@ -348,8 +352,7 @@ class CachedLM(LM):
     ):
         super().__init__()
         gbs = generation_batch_size
-        positive = isinstance(gbs, int) and not isinstance(gbs, bool) and gbs >= 1
-        if not positive and gbs not in GENERATION_BATCH_MODES:
+        if not _positive_int(gbs) and gbs not in GENERATION_BATCH_MODES:
             raise ValueError(
                 f"lm_eval.generation_batch_size: {generation_batch_size!r} is not a positive "
                 f"integer or one of {GENERATION_BATCH_MODES}"
@@ -450,20 +453,7 @@ class CachedLM(LM):
         try:
             while done < len(units):
                 if done == 0 and reqtype != "loglikelihood":
-                    fixed = self.generation_batch_size if reqtype == "generate_until" else None
-                    if isinstance(fixed, int) and hasattr(lm, "batch_size_per_gpu"):
-                        restore, lm.batch_size_per_gpu = lm.batch_size_per_gpu, fixed
-                        self.batch_sizes_used[reqtype] = fixed
-                    elif auto:
-                        # generate/rolling detect at the model's max length on every call anyway
-                        if fixed == "auto":
-                            estimated = hflm_generation_batch(
-                                lm, [requests[ix[0]] for _, ix in units]
-                            )
-                        lm.batch_size_per_gpu = estimated or lm._detect_batch_size()
-                        self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
-                        if estimated:
-                            self.batch_sizes_used[f"{reqtype}_from"] = "kv_cache_estimate"
+                    restore, estimated = self._pin_batch(reqtype, requests, units, auto)
                     step = aligned_chunk(self.chunk_size, getattr(lm, "batch_size_per_gpu", None))
                 first, chunk = done == 0, units[done : done + step]
                 out = self._call(fn, [requests[ix[0]] for _, ix in chunk], quiet, estimated)
@@ -490,6 +480,27 @@ class CachedLM(LM):
                 lm.batch_size_per_gpu = "auto"
             elif restore is not None:
                 lm.batch_size_per_gpu = restore
+
+    def _pin_batch(self, reqtype, requests, units, auto: bool):
+        """Fix the batch size of a generate/rolling call before its first chunk: the configured
+        generation batch, else (auto) the KV-cache estimate or lm-eval's detection, which runs
+        at the model's max length on every call anyway. Returns (the value to restore, the
+        estimate or None)."""
+        lm, fixed = self.lm, self.generation_batch_size if reqtype == "generate_until" else None
+        if _positive_int(fixed) and hasattr(lm, "batch_size_per_gpu"):
+            restore, lm.batch_size_per_gpu = lm.batch_size_per_gpu, fixed
+            self.batch_sizes_used[reqtype] = fixed
+            return restore, None
+        if not auto:
+            return None, None
+        estimated = None
+        if fixed == "auto":
+            estimated = hflm_generation_batch(lm, [requests[ix[0]] for _, ix in units])
+        lm.batch_size_per_gpu = estimated or lm._detect_batch_size()
+        self.batch_sizes_used[reqtype] = lm.batch_size_per_gpu
+        if estimated:
+            self.batch_sizes_used[f"{reqtype}_from"] = "kv_cache_estimate"
+        return None, estimated
 
     def _call(self, fn, reqs: list, quiet: dict, estimated: int | None) -> list:
         """fn(reqs); a batch size estimated from the KV cache that runs out of GPU memory
