@@ -196,33 +196,31 @@ def test_monte_carlo_permutation_close_to_exact():
 def test_significance_across_seeds_pairs_by_seed(results):
     with Registry(results, ["planted"]) as reg:
         r = views.significance(reg, "good", "bad", "accuracy", None, "bootstrap", 2000)
-        assert len(r["pairs"]) == 2 and r["n"] == 2 * N
-        # accuracy 0.9 vs 0.5 over 80 items (z ~ 6): no resample reaches 0, so p is the Monte
-        # Carlo floor 2 / (1 + B), never 0
+        # both seeds score the same N prompts: N items, each averaged over its 2 seeds
+        assert len(r["pairs"]) == 2 and r["n"] == N and r["seeds_per_item"] == {2: N}
+        # accuracy 0.9 vs 0.5 over 40 items: no resample reaches 0, so p is the Monte Carlo
+        # floor 2 / (1 + B), never 0
         assert r["better"] == "good" and r["p_value"] == pytest.approx(2 / 2001)
-        xa, xb, strata, _ = views.paired_outcomes(reg, "good", "bad", "accuracy", None)
-        assert sorted(set(strata)) == [0, 1]
-        # the default (auto) test of 0/1 outcomes: exact McNemar on the discordant pairs,
-        # counted here from the sample files themselves (paired by prompt, seed by seed)
-        n10 = n01 = 0
+        xa, xb, _ = views.paired_outcomes(reg, "good", "bad", "accuracy", None)
+        # independent: each prompt's outcome averaged over seeds, read from the sample files
+        per_seed = {}
         for seed in (1, 2):
-            rows = {}
             for grp in ("good", "bad"):
                 path = results / f"planted/evals/{grp}_seed{seed}/checkpoint-20"
                 lines = (path / "world_eval.samples.jsonl").read_text().splitlines()
-                rows[grp] = {
-                    (d["eval_set"], d["prompt"]): d["score"]
-                    for d in map(json.loads, lines)
+                per_seed[grp, seed] = {
+                    d["prompt"]: d["score"] for d in map(json.loads, lines)
                     if d["eval_set"] == SETS[1]
-                }
-            n10 += sum(rows["good"][k] == 1 and rows["bad"][k] == 0 for k in rows["good"])
-            n01 += sum(rows["good"][k] == 0 and rows["bad"][k] == 1 for k in rows["good"])
+                }  # fmt: skip
+        prompts = sorted(per_seed["good", 1])
+        ref_a = np.array([np.mean([per_seed["good", s][p] for s in (1, 2)]) for p in prompts])
+        ref_b = np.array([np.mean([per_seed["bad", s][p] for s in (1, 2)]) for p in prompts])
+        assert sorted(zip(xa, xb, strict=True)) == sorted(zip(ref_a, ref_b, strict=True))
+        # item means of 0/1 outcomes are not 0/1: auto falls to the bootstrap
         auto = views.significance(reg, "good", "bad", "accuracy", None)
-        ref_p = sps.binomtest(min(n10, n01), n10 + n01, 0.5).pvalue
-        assert auto["method"] == "auto" and "exact McNemar" in auto["p_from"]
-        assert auto["p_value"] == pytest.approx(ref_p, rel=1e-9) and auto["significant"]
+        assert auto["method"] == "auto" and "bootstrap" in auto["p_from"] and auto["significant"]
         ref = sps.permutation_test(
-            (xa, xb),
+            (ref_a, ref_b),
             lambda x, y: np.mean(x - y),
             permutation_type="samples",
             n_resamples=20000,
@@ -565,7 +563,15 @@ def test_pairing_is_by_sample_id_and_unmatched_items_are_counted(tmp_path, capsy
             assert r["pairs"][0]["common"] == 30 and r["warnings"] == []
         r = views.significance(reg, "x_seed1", "z_seed1", "acc", None, "permutation")
     assert r["n"] == 20 and r["pairs"] == [
-        {"a": "x_seed1", "b": "z_seed1", "n_a": 30, "n_b": 30, "common": 20}
+        {
+            "a": "x_seed1",
+            "b": "z_seed1",
+            "step_a": 1,
+            "step_b": 1,
+            "n_a": 30,
+            "n_b": 30,
+            "common": 20,
+        }  # fmt: skip
     ]
     assert r["p_value"] == pytest.approx(stats.paired_permutation(a[10:], b[:20]).p_value)
     assert len(r["warnings"]) == 1 and "10 of 30 items of x_seed1" in r["warnings"][0]
@@ -585,9 +591,9 @@ def test_significance_reports_verdict_alpha_and_confidence(results, capsys):
     assert r["significant"] is True and r["method"] == "auto" and "bootstrap" in r["p_from"]
     # the interval is at 1 - alpha: the 15th and 85th percentiles of the same resamples
     with Registry(results, ["planted"]) as reg:
-        xa, xb, strata, _ = views.paired_outcomes(reg, "good", "bad", "mae", None)
-    ref = stats.paired_bootstrap(xa, xb, 10000, 0, strata, confidence=0.7)
-    wide = stats.paired_bootstrap(xa, xb, 10000, 0, strata, confidence=0.95)
+        xa, xb, _ = views.paired_outcomes(reg, "good", "bad", "mae", None)
+    ref = stats.paired_bootstrap(xa, xb, 10000, 0, confidence=0.7)
+    wide = stats.paired_bootstrap(xa, xb, 10000, 0, confidence=0.95)
     assert (r["ci_low"], r["ci_high"]) == (pytest.approx(ref.ci_low), pytest.approx(ref.ci_high))
     assert wide.ci_low < r["ci_low"] < r["ci_high"] < wide.ci_high
     rc, out, _ = cli(capsys, *base, "--metric", "mae", "--alpha", "0.3")

@@ -355,10 +355,16 @@ def format_winner(w: dict) -> str:
 def paired_outcomes(
     reg: Registry, a: str, b: str, metric: str, task: str | None, step: str = "last"
 ):
-    """Per-item values of A and B on the same items (matched by sample id, not file order),
-    paired by seed when both are groups of several seeds (seed s of A with seed s of B), else
-    run with run. Returns (a, b, strata, pairs): one {a, b, n_a, n_b, common} per pair of runs;
-    items of one run that the other lacks are left out and counted."""
+    """Per-item values of A and B on the same items (matched by sample id, not file order).
+
+    The test item is the unit. Two runs: one pair per item. Two groups of seeds: seed s of A is
+    paired with seed s of B, and an item scored under several seeds counts once, with A's and
+    B's outcomes averaged over the seeds that scored it in both runs; seeds scored on the same
+    questions are not independent samples, so pooling them would shrink p with every seed
+    added (two copies of one seed would halve the spread). Items no seed pair shares are left
+    out and counted. Returns (a, b, info): info["pairs"] is one {a, b, step_a, step_b, n_a,
+    n_b, common} per pair of runs, info["items"] the number of distinct items and
+    info["seeds_per_item"] {number of seeds: items scored under that many}."""
     if step == "all":
         raise RegistryError(
             "significance compares one checkpoint of each run: --step all is not allowed; "
@@ -377,26 +383,42 @@ def paired_outcomes(
         pairs = [(by_seed_a[s], by_seed_b[s]) for s in seeds]
     else:
         pairs = [(ra[0], rb[0])]
-    xa, xb, strata, used = [], [], [], []
-    for i, (pa, pb) in enumerate(pairs):
-        sa, sb = _samples(reg, pa, metric, task, step), _samples(reg, pb, metric, task, step)
+    sums: dict[tuple, list] = {}  # item -> [sum of A, sum of B, seeds]
+    used = []
+    for pa, pb in pairs:
+        (sa, step_a), (sb, step_b) = (
+            _samples(reg, pa, metric, task, step),
+            _samples(reg, pb, metric, task, step),
+        )
         common = sorted(set(sa) & set(sb), key=repr)
         if not common:
             raise RegistryError(
                 f"{reg.name(pa)} and {reg.name(pb)} have no common test items for "
                 f"{metric} (task {task or 'any'})"
             )
-        xa += [sa[k] for k in common]
-        xb += [sb[k] for k in common]
-        strata += [i] * len(common)
+        for k in common:
+            acc = sums.setdefault(k, [0.0, 0.0, 0])
+            acc[0] += sa[k]
+            acc[1] += sb[k]
+            acc[2] += 1
         used.append(
-            {"a": reg.name(pa), "b": reg.name(pb), "n_a": len(sa), "n_b": len(sb),
-             "common": len(common)}
+            {"a": reg.name(pa), "b": reg.name(pb), "step_a": step_a, "step_b": step_b,
+             "n_a": len(sa), "n_b": len(sb), "common": len(common)}
         )  # fmt: skip
-    return np.array(xa), np.array(xb), np.array(strata), used
+    keys = sorted(sums, key=repr)
+    xa = np.array([sums[k][0] / sums[k][2] for k in keys])
+    xb = np.array([sums[k][1] / sums[k][2] for k in keys])
+    per_item = defaultdict(int)
+    for k in keys:
+        per_item[sums[k][2]] += 1
+    info = {"pairs": used, "items": len(keys), "seeds_per_item": dict(sorted(per_item.items()))}
+    return xa, xb, info
 
 
-def _samples(reg: Registry, ref: RunRef, metric: str, task: str | None, step: str) -> dict:
+def _samples(
+    reg: Registry, ref: RunRef, metric: str, task: str | None, step: str
+) -> tuple[dict, int]:
+    """({item key: value}, the step used) of one run."""
     rows = [r for r in reg.results(metric, task, refs=[ref])]
     rows = pick_step(rows, step)
     if not rows:
@@ -406,13 +428,14 @@ def _samples(reg: Registry, ref: RunRef, metric: str, task: str | None, step: st
             + f" at step {step}"
         )
     out = {}
+    step_used = rows[0]["step"]
     for source in sorted({r["source"] for r in rows}):
         tasks = {r["task"] for r in rows if r["source"] == source}
         path = reg.result_path(ref, rows[0]["step"], source)
         for label, items in read_samples(path, metric).items():
             if label in tasks:
                 out.update({(label, *k): v for k, v in items.items()})
-    return out
+    return out, step_used
 
 
 def significance(
@@ -431,10 +454,10 @@ def significance(
     decidable), and the interval (where the method has one) is at confidence 1 - alpha."""
     if not 0 < alpha < 1:
         raise RegistryError(f"alpha must lie strictly between 0 and 1, got {alpha}")
-    xa, xb, strata, used = paired_outcomes(reg, a, b, metric, task, step)
+    xa, xb, info = paired_outcomes(reg, a, b, metric, task, step)
+    used = info["pairs"]
     res = stats.run_test(
-        method, xa, xb, n_resamples=n_resamples, seed=seed,
-        strata=strata if len(used) > 1 else None, confidence=1 - alpha,
+        method, xa, xb, n_resamples=n_resamples, seed=seed, confidence=1 - alpha
     )  # fmt: skip
     out = res.as_dict()
     diff = out["diff"]
@@ -452,6 +475,8 @@ def significance(
             "metric": metric,
             "task": task,
             "pairs": used,
+            "items": info["items"],
+            "seeds_per_item": info["seeds_per_item"],
             "lower_is_better": lower_is_better(metric),
             "alpha": alpha,
             "confidence": 1 - alpha,
@@ -474,10 +499,16 @@ def format_significance(r: dict) -> str:
         + f" ({'lower' if r['lower_is_better'] else 'higher'} is better)"
     ]
     lines += [
-        f"  {u['a']} vs {u['b']}: {u['common']} items paired ({u['a']} {u['n_a']}, "
-        f"{u['b']} {u['n_b']})"
+        f"  {u['a']} (step {u['step_a']}) vs {u['b']} (step {u['step_b']}): {u['common']} items "
+        f"paired ({u['a']} {u['n_a']}, {u['b']} {u['n_b']})"
         for u in r["pairs"]
     ]
+    if len(r["pairs"]) > 1:
+        spread = ", ".join(f"{k} under {s} seed(s)" for s, k in r["seeds_per_item"].items())
+        lines.append(
+            f"  {r['items']} distinct items tested, each item's outcome averaged over the seeds "
+            f"that scored it ({spread})"
+        )
     lines.append(f"  mean A {r['mean_a']:.6g}, mean B {r['mean_b']:.6g}, A - B = {r['diff']:.6g}")
     if r["ci_low"] is not None:
         lines.append(

@@ -1,0 +1,82 @@
+"""Registry fixes from the audit of the experiment tracker (seed 001): the test item as the unit
+of seed groups, warnings for unreadable newest results, a locked or read-only index, the seed's
+command spellings, compare's edge cases, samples files checked against their metric files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from ftlab.cli import main
+from ftlab.registry import synthetic, views
+from ftlab.registry.store import Registry
+
+A = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
+B = [0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1]
+SET = "angle__atlantis_required"
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+# -- 1. seed groups: the test item is the unit ------------------------------------------------
+@pytest.mark.parametrize("method", ["auto", "permutation", "mcnemar", "bootstrap"])
+def test_duplicated_seeds_do_not_shrink_p(tmp_path, method):
+    """Two seeds with identical outcomes on the same questions carry no more evidence than one:
+    p, the interval and n of the groups equal those of one seed pair."""
+    study = tmp_path / "results" / "dup"
+    for s in (1, 2):
+        synthetic.in_domain(study, f"x_seed{s}", 5, {"gsm8k": A})
+        synthetic.in_domain(study, f"y_seed{s}", 5, {"gsm8k": B})
+    with Registry(tmp_path / "results", ["dup"]) as reg:
+        one = views.significance(reg, "x_seed1", "y_seed1", "accuracy", None, method, 2000)
+        two = views.significance(reg, "x", "y", "accuracy", None, method, 2000)
+    assert len(two["pairs"]) == 2 and two["n"] == one["n"] == len(A)
+    assert two["seeds_per_item"] == {2: len(A)}
+    assert two["p_value"] == pytest.approx(one["p_value"], rel=1e-12)
+    assert (two["ci_low"], two["ci_high"]) == (one["ci_low"], one["ci_high"])
+    assert two["significant"] == one["significant"]
+    if method in ("auto", "mcnemar"):
+        assert one["p_value"] == pytest.approx(0.0625)  # 5 discordant pairs, all one way
+
+
+def test_group_test_equals_scipy_on_per_item_means(tmp_path):
+    """Three seeds with different graded outcomes on the same 12 questions: the group test is
+    the exact sign-flip test of the per-item means (scipy, computed here from the arrays)."""
+    rng = np.random.default_rng(3)
+    study = tmp_path / "results" / "g"
+    va = rng.normal(1.0, 1.0, (3, 12)).round(2)
+    vb = rng.normal(0.4, 1.0, (3, 12)).round(2)
+    for s in range(3):
+        synthetic.world_eval(study, f"a_seed{s + 1}", 4, {SET: ("score", va[s])})
+        synthetic.world_eval(study, f"b_seed{s + 1}", 4, {SET: ("score", vb[s])})
+    ma, mb = va.mean(axis=0), vb.mean(axis=0)
+    ref = sps.permutation_test(
+        (ma, mb), lambda x, y: np.mean(x - y), permutation_type="samples", n_resamples=np.inf
+    ).pvalue
+    with Registry(tmp_path / "results", ["g"]) as reg:
+        r = views.significance(reg, "a", "b", "score", None, "permutation")
+        xa, xb, info = views.paired_outcomes(reg, "a", "b", "score", None)
+    assert r["n"] == 12 and r["p_value"] == pytest.approx(ref, rel=1e-9)
+    assert sorted(xa) == pytest.approx(sorted(ma)) and sorted(xb) == pytest.approx(sorted(mb))
+    assert r["mean_a"] == pytest.approx(va.mean()) and r["mean_b"] == pytest.approx(vb.mean())
+
+
+def test_seeds_on_different_items_keep_every_item(tmp_path, capsys):
+    """Seeds scored on disjoint question sets: the items are distinct, each counted once."""
+    study = tmp_path / "results" / "d"
+    for s in (1, 2):
+        prompts = [f"s{s}q{i}" for i in range(len(A))]
+        synthetic.world_eval(study, f"x_seed{s}", 1, {SET: ("accuracy", A)}, prompts)
+        synthetic.world_eval(study, f"y_seed{s}", 1, {SET: ("accuracy", B)}, prompts)
+    with Registry(tmp_path / "results", ["d"]) as reg:
+        r = views.significance(reg, "x", "y", "accuracy", None, "mcnemar")
+    assert r["n"] == 2 * len(A) and r["seeds_per_item"] == {1: 2 * len(A)}
+    assert r["p_value"] == pytest.approx(sps.binomtest(0, 10, 0.5).pvalue)
+    rc, out, _ = cli(capsys, "significance", "--results", str(tmp_path / "results"), "x", "y",
+                     "--metric", "accuracy")  # fmt: skip
+    assert rc == 0 and "24 distinct items tested" in out and "24 under 1 seed(s)" in out
