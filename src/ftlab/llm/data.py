@@ -33,6 +33,13 @@ REASONING_INSTRUCTION = (
 )
 
 _CALC_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations such as <<3+4=7>>
+# Seed 003's MATH answer regex (scripts/preprocess_data.py extract_math_answer): \boxed{...}
+# with at most one level of nested braces; the last match is the answer.
+SEED_BOXED_RE = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
+# How a MATH solution's gold answer is found (llm.datasets.<d>.boxed): one_level = seed 003's
+# regex (a \boxed{} nested deeper, e.g. \boxed{\frac{\sqrt{3}}{2}}, gives no match, so such a
+# row is dropped); balanced = the last \boxed{}/\fbox{} with braces of any depth (last_boxed).
+BOXED_RULES = ("one_level", "balanced")
 
 
 # -- per-format normalisation -------------------------------------------------------------------
@@ -54,6 +61,24 @@ def last_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i + 1 : j].strip()
     return None  # unbalanced braces
+
+
+def seed_boxed(text: str) -> str | None:
+    r"""Seed 003's extraction: the last match of SEED_BOXED_RE, stripped; None when there is
+    none or it is empty. Regex matches do not overlap and a box nested deeper than one level
+    does not match at all, so the answer is the last *matching* box, not always the last box:
+    "\boxed{5} ... \boxed{\frac{\sqrt{3}}{2}}" gives "5"."""
+    found = SEED_BOXED_RE.findall(text)
+    return (found[-1].strip() or None) if found else None
+
+
+def boxed_answer(text: str, rule: str = "one_level") -> str | None:
+    """The gold answer of a MATH solution under `rule` (BOXED_RULES)."""
+    if rule == "one_level":
+        return seed_boxed(text)
+    if rule == "balanced":
+        return last_boxed(text)
+    raise ValueError(f"unknown boxed rule {rule!r}; expected one of {BOXED_RULES}")
 
 
 def _field(row: dict, key: str, origin: str, i: int):
@@ -90,7 +115,7 @@ def _row_id(row: dict, fmt: str, split: str, i: int, subset: str | None = None) 
     return f"{fmt}-{subset + '-' if subset else ''}{split}-{i}"
 
 
-def _gsm8k_row(row: dict, origin: str, i: int) -> dict:
+def _gsm8k_row(row: dict, origin: str, i: int, boxed: str) -> dict:
     question = _field(row, "question", origin, i)
     text = _field(row, "answer", origin, i)
     if "####" not in text:
@@ -103,16 +128,16 @@ def _gsm8k_row(row: dict, origin: str, i: int) -> dict:
     return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution}
 
 
-def _math_row(row: dict, origin: str, i: int) -> dict:
+def _math_row(row: dict, origin: str, i: int, boxed: str) -> dict:
     question = _field(row, "problem", origin, i)
     solution = _field(row, "solution", origin, i)
-    answer = last_boxed(solution)
+    answer = boxed_answer(solution, boxed)
     if not answer:
         raise Dropped("no_boxed_answer")
     return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution}
 
 
-def _triviaqa_row(row: dict, origin: str, i: int) -> dict:
+def _triviaqa_row(row: dict, origin: str, i: int, boxed: str) -> dict:
     question = _field(row, "question", origin, i)
     ans = _field(row, "answer", origin, i)
     if isinstance(ans, dict):
@@ -130,14 +155,18 @@ _NORMALISERS = {"gsm8k": _gsm8k_row, "math": _math_row, "triviaqa": _triviaqa_ro
 
 
 def normalize_row(
-    row: dict, fmt: str, origin: str, i: int, split: str = "train", subset: str | None = None
-) -> dict:
-    """The normalised row; raises Dropped (content unusable) or ValueError (not this format)."""
+    row: dict, fmt: str, origin: str, i: int, split: str = "train", subset: str | None = None,
+    boxed: str = "one_level",
+) -> dict:  # fmt: skip
+    """The normalised row; raises Dropped (content unusable) or ValueError (not this format).
+    boxed: how a MATH solution's answer is found (BOXED_RULES)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if boxed not in BOXED_RULES:
+        raise ValueError(f"unknown boxed rule {boxed!r}; expected one of {BOXED_RULES}")
     if not isinstance(row, dict):
         raise ValueError(f"{origin}: row {i} is a {type(row).__name__}, not an object")
-    out = _NORMALISERS[fmt](row, origin, i)
+    out = _NORMALISERS[fmt](row, origin, i, boxed)
     return {"id": _row_id(row, fmt, split, i, subset), **out}
 
 
@@ -146,18 +175,30 @@ def _no_rows_error(label: str, dropped: Counter) -> ValueError:
     return ValueError(f"{label}: no row kept ({why or 'the source is empty'})")
 
 
+def seed_permutation(n: int, seed: int) -> list[int]:
+    """The row order of HF datasets' ``Dataset.shuffle(seed=seed)`` on n rows: it selects
+    ``np.random.default_rng(seed).permutation(n)`` (datasets' arrow_dataset.py; seed 003 takes
+    TriviaQA's 7,500 train questions as ``shuffle(seed=42).select(range(7500))``)."""
+    import numpy as np
+
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
 def load_split(
     sources: list, fmt: str, limit: int | None = None, data_root: str | None = None,
-    seed: int = 0,
+    seed: int = 0, *, boxed: str = "one_level", shuffle_seed: int | None = None,
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """Normalised rows of several sources (concatenated in order; the first `limit` kept rows)
     and the split's data report: per source and in total, rows read, kept and dropped by
-    reason. `seed`: of the project's builtin fixtures."""
+    reason. `seed`: of the project's builtin fixtures; `boxed`: how a MATH answer is found
+    (BOXED_RULES); `shuffle_seed`: None keeps the sources' order, an integer first puts the
+    concatenated raw rows in ``Dataset.shuffle(seed=shuffle_seed)`` order (seed_permutation;
+    before the row filters, as seed 003 shuffles the raw split)."""
     from ftlab.llm.sources import BUILTIN, Source, read, resolve
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    rows, seen, total_dropped, per_source = [], set(), Counter(), []
+    raw_rows, per_source = [], []  # raw_rows: (source index, row index, raw row)
     with tempfile.TemporaryDirectory() as tmp:
         for src in sources:
             label = src.label
@@ -173,26 +214,34 @@ def load_split(
                 src = Source(dirs[name], None, split)
             resolved = resolve(src, data_root)
             raw = read(resolved)
-            dropped, kept = Counter(), 0
-            for i, r in enumerate(raw):
-                try:
-                    row = normalize_row(r, fmt, label, i, src.split, src.subset)
-                except Dropped as d:
-                    dropped[d.reason] += 1
-                    continue
-                if row["id"] in seen:
-                    dropped["duplicate_id"] += 1
-                    continue
-                seen.add(row["id"])
-                if src.subset is not None:  # e.g. MATH's subject: strata of the in-domain sample
-                    row["subset"] = src.subset
-                rows.append(row)
-                kept += 1
+            raw_rows += [(len(per_source), i, r) for i, r in enumerate(raw)]
             per_source.append(
                 {"source": label, "read_from": resolved.where, "read": len(raw),
-                 "kept": kept, "dropped": dict(dropped)}
+                 "kept": 0, "dropped": Counter(), "_src": src}
             )  # fmt: skip
-            total_dropped.update(dropped)
+    if shuffle_seed is not None:
+        raw_rows = [raw_rows[j] for j in seed_permutation(len(raw_rows), shuffle_seed)]
+    rows, seen, total_dropped = [], set(), Counter()
+    for k, i, r in raw_rows:
+        info = per_source[k]
+        src = info["_src"]
+        try:
+            row = normalize_row(r, fmt, info["source"], i, src.split, src.subset, boxed)
+        except Dropped as d:
+            info["dropped"][d.reason] += 1
+            continue
+        if row["id"] in seen:
+            info["dropped"]["duplicate_id"] += 1
+            continue
+        seen.add(row["id"])
+        if src.subset is not None:  # e.g. MATH's subject: strata of the in-domain sample
+            row["subset"] = src.subset
+        rows.append(row)
+        info["kept"] += 1
+    for info in per_source:
+        del info["_src"]
+        total_dropped.update(info["dropped"])
+        info["dropped"] = dict(info["dropped"])
     label = ", ".join(s["source"] for s in per_source)
     if not rows:
         raise _no_rows_error(label, total_dropped)
@@ -206,8 +255,11 @@ def load_split(
         "dropped": dict(total_dropped),
         "drop_reasons": {r: DROP_REASONS[r] for r in total_dropped},
         "limit": limit,
+        "shuffle_seed": shuffle_seed,
         "rows": len(rows),
     }
+    if fmt == "math":
+        report["boxed"] = boxed
     return rows, report
 
 

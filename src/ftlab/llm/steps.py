@@ -64,7 +64,9 @@ def prepare_dataset(
     from its sources, and write the data report (rows read, kept, dropped by reason).
 
     spec: the dataset's validated config entry (llm.datasets.<dataset>); data_root: the hub-like
-    local folder (llm.data_root); seed: the seed of the project's builtin fixtures.
+    local folder (llm.data_root); seed: the seed of the project's builtin fixtures. An entry
+    without `boxed` / `shuffle_seed_<split>` (ftlab.mtl's datasets, whose schema has neither)
+    keeps the balanced \\boxed{} rule and the sources' order it always had.
     """
     from ftlab.llm.data import load_split
     from ftlab.llm.sources import parse_sources
@@ -77,8 +79,10 @@ def prepare_dataset(
         sources = parse_sources(spec[split], spec[f"{split}_split"], key)
         try:
             rows, report[split] = load_split(
-                sources, spec["format"], spec[f"limit_{split}"], data_root, seed
-            )
+                sources, spec["format"], spec[f"limit_{split}"], data_root, seed,
+                boxed=spec.get("boxed", "balanced"),
+                shuffle_seed=spec.get(f"shuffle_seed_{split}"),
+            )  # fmt: skip
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             raise type(e)(f"config key '{key}': {e}") from e
         write_jsonl(out, rows)
