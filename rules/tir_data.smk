@@ -15,6 +15,7 @@ rule tir_dataset:
         runtime=scaled("evaluate", "runtime"),
     params:
         spec=lambda wc: TIR["datasets"][wc.dataset],
+        data_root=TIR["data_root"],
     script:
         "../workflow/scripts/tir_dataset.py"
 

@@ -23,27 +23,73 @@ log = logging.getLogger("ftlab.tir.steps")
 BUILTIN_ARITH = "builtin:arith"
 
 
-def prepare_rows(name: str, spec: dict, out: str) -> None:
-    """Normalise a dataset to rows {id, question, answer}; every row keeps a string answer."""
+def field_value(row: dict, path: str):
+    """A row's field by name or dotted path: "reward_model.ground_truth", "prompt.0.content"
+    (a number indexes a list), as SimpleTIR's parquet files keep the question and answer.
+    KeyError names the part of the path that is missing."""
+    if path in row:  # a top-level name wins, even one with a dot in it
+        return row[path]
+    value, done = row, []
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, (list, tuple)) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            at = ".".join(done) or "the row"
+            what = sorted(value) if isinstance(value, dict) else (
+                f"a list of {len(value)}" if isinstance(value, (list, tuple)) else repr(value)
+            )  # fmt: skip
+            raise KeyError(f"{part!r} is not in {at} ({what})")
+        done.append(part)
+    return value
+
+
+def read_source_rows(name: str, spec: dict, data_root: str | None = None) -> list[dict]:
+    """Raw rows of a dataset's source(s), read through ftlab.llm.sources: a local file or
+    folder, a folder under `data_root` laid out like the hub's, or a hub id; a list of sources
+    is read in order and concatenated."""
+    from ftlab.llm.sources import BUILTIN, parse_sources, read, resolve
+
+    key = f"tir.datasets.{name}.source"
+    rows: list[dict] = []
+    for src in parse_sources(spec["source"], spec["split"], key):
+        if src.path.startswith(BUILTIN):
+            raise ValueError(f"config key '{key}': {src.path} is not a TIR source "
+                             f"({BUILTIN_ARITH} is, on its own)")  # fmt: skip
+        try:
+            rows += read(resolve(src, data_root))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"config key '{key}': {e}") from e
+    return rows
+
+
+def prepare_rows(name: str, spec: dict, out: str, data_root: str | None = None) -> None:
+    """Normalise a dataset to rows {id, question, answer}; every row keeps a string answer.
+
+    question_field / answer_field are names or dotted paths (field_value); the id is the row's
+    `id`, else `unique_id`, else <name>-<index>."""
     if spec["source"] == BUILTIN_ARITH:
         from ftlab.tir.tasks import arith_problems
 
         rows = arith_problems(spec["limit"] or 64, seed=spec["seed"], prefix=name)
     else:
-        from ftlab.llm.data import read_source
-
-        raw, origin = read_source(spec["source"], spec["split"])
+        raw = read_source_rows(name, spec, data_root)
         rows = []
         for i, row in enumerate(raw[: spec["limit"]] if spec["limit"] else raw):
+            got = {}
             for key in ("question_field", "answer_field"):
-                if spec[key] not in row:
+                try:
+                    got[key] = field_value(row, spec[key])
+                except KeyError as e:
                     raise ValueError(
-                        f"tir.datasets.{name}: row {i} of {origin} has no field "
-                        f"{spec[key]!r} (set tir.datasets.{name}.{key}; fields: {sorted(row)})"
-                    )
+                        f"tir.datasets.{name}: row {i} has no field {spec[key]!r}: {e.args[0]} "
+                        f"(set tir.datasets.{name}.{key}; a dotted path such as "
+                        f"prompt.0.content reaches into a row)"
+                    ) from None
             rows.append({"id": str(row.get("id", row.get("unique_id", f"{name}-{i}"))),
-                         "question": str(row[spec["question_field"]]),
-                         "answer": str(row[spec["answer_field"]])})  # fmt: skip
+                         "question": str(got["question_field"]),
+                         "answer": str(got["answer_field"])})  # fmt: skip
     if not rows:
         raise ValueError(f"tir.datasets.{name}: no rows")
     ids = [r["id"] for r in rows]

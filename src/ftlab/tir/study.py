@@ -152,6 +152,7 @@ def check_config(cfg: dict) -> list[str]:
     tir = cfg["tir"]
     problems = prompt_template_problems(tir["prompt_template"])
     datasets = tir["datasets"]
+    problems += _source_problems(datasets)
     for name in tir["eval"]["datasets"]:
         if name not in datasets:
             problems.append(f"'tir.eval.datasets' names {name!r}, which is not in 'tir.datasets'")
@@ -185,6 +186,30 @@ def check_config(cfg: dict) -> list[str]:
         problems.append("'tir.eval.datasets' is empty")
     if not tir["eval"]["samplings"]:
         problems.append("'tir.eval.samplings' is empty")
+    return problems
+
+
+def _source_problems(datasets: dict) -> list[str]:
+    """Source entries that ftlab.llm.sources cannot parse, and builtin: sources other than a
+    lone builtin:arith (nothing is read here: the data rule resolves and reads them)."""
+    from ftlab.llm.sources import BUILTIN, parse_sources
+    from ftlab.tir.steps import BUILTIN_ARITH
+
+    problems = []
+    for name, spec in datasets.items():
+        if spec["source"] == BUILTIN_ARITH:
+            continue
+        key = f"tir.datasets.{name}.source"
+        try:
+            sources = parse_sources(spec["source"], spec["split"], key)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        problems += [
+            f"'{key}': {s.path} is not a TIR source ({BUILTIN_ARITH} is, on its own)"
+            for s in sources
+            if s.path.startswith(BUILTIN)
+        ]
     return problems
 
 
