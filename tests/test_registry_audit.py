@@ -80,3 +80,34 @@ def test_seeds_on_different_items_keep_every_item(tmp_path, capsys):
     rc, out, _ = cli(capsys, "significance", "--results", str(tmp_path / "results"), "x", "y",
                      "--metric", "accuracy")  # fmt: skip
     assert rc == 0 and "24 distinct items tested" in out and "24 under 1 seed(s)" in out
+
+
+# -- 2. an unreadable newest result is never a silent fallback --------------------------------
+def test_unreadable_newest_result_is_warned_with_the_step_used(tmp_path, capsys):
+    study = tmp_path / "results" / "c"
+    for model, vals in (("x_seed1", A), ("y_seed1", B)):
+        for step in (10, 20):
+            synthetic.in_domain(study, model, step, {"gsm8k": vals})
+    bad = study / "evals/x_seed1/checkpoint-20/in_domain.json"
+    bad.write_text('{"datasets": {"gsm8k": ')  # cut mid-write
+    res = str(tmp_path / "results")
+    for args in (
+        ["leaderboard", "--metric", "accuracy"],
+        ["show", "x_seed1"],
+        ["compare", "x_seed1", "y_seed1"],
+        ["significance", "x_seed1", "y_seed1", "--metric", "accuracy"],
+    ):
+        rc, out, err = cli(capsys, *args, "--results", res)
+        assert rc == 0, (args, err)
+        assert f"{bad} is unreadable" in err, args
+        assert "x_seed1 is shown at step 10, not step 20" in err, args
+        assert "y_seed1" not in err, args  # only the run with the broken file
+    rc, out, err = cli(capsys, "compare", "x_seed1", "y_seed1", "--results", res)
+    assert "steps used: x_seed1 10, y_seed1 20" in out
+    rc, out, err = cli(capsys, "significance", "x_seed1", "y_seed1", "--results", res,
+                       "--metric", "accuracy")  # fmt: skip
+    assert "x_seed1 (step 10) vs y_seed1 (step 20)" in out
+    # a readable study warns about nothing
+    bad.unlink()
+    rc, out, err = cli(capsys, "show", "x_seed1", "--results", res)
+    assert rc == 0 and err == "" and "results at step 10" in out

@@ -33,6 +33,14 @@ def _common(p) -> None:
     p.add_argument("--study", action="append", help="only this study (repeatable; default: all)")
 
 
+def _warn_unreadable(reg, refs, metric=None, task=None, step="last") -> None:
+    """An unreadable result file of a run shown is never skipped silently: it names the file
+    and, where it is of a newer checkpoint, the older step the answer fell back to."""
+    steps = views.used_steps(reg, refs, metric, task, step)
+    for line in reg.unreadable_warnings(refs, steps):
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def cmd_list(args) -> int:
     with _registry(args) as reg:
         rows = views.list_runs(reg)
@@ -53,6 +61,7 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     with _registry(args) as reg:
         print(views.show_run(reg, args.run))
+        _warn_unreadable(reg, reg.resolve(args.run))
     return 0
 
 
@@ -71,12 +80,18 @@ def cmd_leaderboard(args) -> int:
         if args.all_tasks and any(r["missing"] for r in rows):
             cols.append("missing")
         print(views.table(rows[: args.top] if args.top else rows, cols))
+        # every run: one whose only result file is unreadable is missing from the table
+        _warn_unreadable(reg, [r["ref"] for r in reg.runs()], args.metric, args.task, args.step)
     return 0
 
 
 def cmd_compare(args) -> int:
     with _registry(args) as reg:
         diffs, metric_rows, names = views.compare(reg, args.runs, args.metric, args.step)
+        refs = [ref for spec in args.runs for ref in reg.resolve(spec)]
+        steps = views.used_steps(reg, refs, args.metric, None, args.step)
+        print("steps used: " + ", ".join(f"{reg.name(r)} {steps.get(r, 'none')}" for r in refs))
+        _warn_unreadable(reg, refs, args.metric, None, args.step)
         print("configuration differences:" if diffs else "configurations: identical")
         if diffs:
             print(views.table(diffs, ["key", *names]))
@@ -114,6 +129,8 @@ def cmd_significance(args) -> int:
         )
         for w in res["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
+        refs = reg.resolve(args.a) + reg.resolve(args.b)
+        _warn_unreadable(reg, refs, args.metric, args.task, args.step)
         if args.json:
             import json
 

@@ -221,6 +221,35 @@ class Registry:
             ]
         return out
 
+    def unreadable(self, refs) -> list[dict]:
+        """Files of these runs that could not be read (their results are missing from every
+        answer): {ref, path (absolute), step, error}."""
+        wanted = {(r.study, r.model) for r in refs}
+        out = []
+        for study in sorted({r.study for r in refs}):
+            for r in self.conn(study).execute(
+                "SELECT path, model, step, error FROM files WHERE error IS NOT NULL ORDER BY path"
+            ):
+                if (study, r["model"]) in wanted:
+                    out.append(
+                        {"ref": RunRef(study, r["model"]), "path": self.root / study / r["path"],
+                         "step": r["step"], "error": r["error"]}
+                    )  # fmt: skip
+        return out
+
+    def unreadable_warnings(self, refs, steps: dict | None = None) -> list[str]:
+        """One line per unreadable file of these runs; where the file is of a newer checkpoint
+        than the step a run's answer used (`steps`: {ref: step}), it says so: the answer is from
+        an older checkpoint."""
+        lines = []
+        for e in self.unreadable(refs):
+            line = f"{self.name(e['ref'])}: {e['path']} is unreadable and left out ({e['error']})"
+            used = (steps or {}).get(e["ref"])
+            if used is not None and e["step"] is not None and e["step"] > used:
+                line += f"; {self.name(e['ref'])} is shown at step {used}, not step {e['step']}"
+            lines.append(line)
+        return lines
+
     def counts(self, study: str) -> dict:
         c = self.conn(study)
         one = lambda sql: c.execute(sql).fetchone()[0]  # noqa: E731

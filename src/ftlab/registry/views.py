@@ -112,6 +112,17 @@ def _indent(text: str, n: int = 2) -> str:
     return "\n".join(" " * n + line for line in text.splitlines())
 
 
+def used_steps(
+    reg: Registry, refs, metric: str | None = None, task: str | None = None, step: str = "last"
+) -> dict:
+    """{run: the (newest) step its answer uses} for `--step`; runs without results are absent."""
+    out: dict = {}
+    for r in pick_step(reg.results(metric, task, refs=list(refs)), step):
+        ref = RunRef(r["study"], r["model"])
+        out[ref] = max(out.get(ref, r["step"]), r["step"])
+    return out
+
+
 # -- leaderboard ---------------------------------------------------------------------------
 class Leaderboard(list):
     """The ranked entries, and what the ranking is over: `tasks` (the tasks in each mean),
