@@ -1,10 +1,11 @@
 """Turn generators for the rollout loop: HF generate (CPU or GPU) and vLLM (GPU, if installed).
 
 Both take full contexts (prompt + transcript) and return one reply per context, generated to
-EOS or the token budget, or - HF only - stopped as soon as it closed a code block (a stopping
-criterion that reads the decoded text). vLLM generates past the block and the loop cuts the
-reply after it, so both give the same transcript: the loop drops everything after the first
-code block. A closed \\boxed{...} stops neither (as in SimpleTIR's rollouts).
+EOS or the token budget, or - HF only, tools on (stop_at_code) - stopped as soon as it closed a
+code block (a stopping criterion that reads the decoded text). vLLM generates past the block
+and the loop cuts the reply after it, so both give the same transcript: the loop drops
+everything after the first code block. With tools off neither stops nor cuts at a code block
+(SimpleTIR's tool_use False generates plainly). A closed \\boxed{...} stops neither.
 `backend: auto` picks vLLM when it is installed and a GPU is visible, else HF.
 """
 
@@ -50,9 +51,10 @@ def sampling_kwargs(temperature: float, top_p: float) -> dict:
 
 def hf_generate(
     model, tok, contexts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool = True, stop_at_code: bool = True,
 ) -> tuple[list[list[int]], list[list[int]]]:  # fmt: skip
-    """(context ids, reply ids) per context; left-padded batch, stops at a closed code block."""
+    """(context ids, reply ids) per context; left-padded batch; a row stops at a closed code
+    block when `stop_at_code` (tools on), else at EOS or the token budget only."""
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -64,7 +66,7 @@ def hf_generate(
         use_cache=True, **sampling_kwargs(temperature, top_p),
     )  # fmt: skip
     width = enc["input_ids"].shape[1]
-    stop = StoppingCriteriaList([_StopOnToolCall(tok, width)])
+    stop = StoppingCriteriaList([_StopOnToolCall(tok, width)] if stop_at_code else [])
     with torch.inference_mode():
         out = model.generate(**enc, generation_config=cfg, stopping_criteria=stop)
     pad, eos_ids = tok.pad_token_id, set(eos if isinstance(eos, list) else [eos])
@@ -83,11 +85,12 @@ def hf_generate(
 
 
 class HFTurnGenerator:
-    """HF transformers generation; `chat`: the prompt is already chat-formatted text."""
+    """HF transformers generation; `chat`: the prompt is already chat-formatted text;
+    `stop_at_code`: stop a reply at a closed code block (tools on)."""
 
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, device: str | None = None, seed: int = 0,
-                 gpus: int = 1):  # fmt: skip
+                 gpus: int = 1, stop_at_code: bool = True):  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,6 +108,7 @@ class HFTurnGenerator:
             self.model.to(self.device)
         self.model.eval()
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.stop_at_code = stop_at_code
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -120,7 +124,7 @@ class HFTurnGenerator:
     def __call__(self, contexts: list[str]) -> list[Generated]:
         _, replies = hf_generate(
             self.model, self.tok, contexts, max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature, top_p=self.top_p,
+            temperature=self.temperature, top_p=self.top_p, stop_at_code=self.stop_at_code,
         )  # fmt: skip
         texts = self.tok.batch_decode(replies, skip_special_tokens=True)
         return [Generated(t, len(r)) for t, r in zip(texts, replies, strict=True)]
@@ -167,6 +171,7 @@ def make_generator(backend: str, model_path: str, **kwargs):
     log.info("generation backend: %s (asked: %s)", chosen, backend)
     if chosen == "vllm":
         kwargs.pop("device", None)
+        kwargs.pop("stop_at_code", None)  # vLLM never stops at a code block; the loop cuts
         return VLLMTurnGenerator(model_path, **kwargs)
     kwargs.pop("gpu_memory_utilization", None)
     kwargs.pop("max_model_len", None)

@@ -16,7 +16,9 @@ preceding_text.strip() + code_block.strip() (the rest is dropped); then
     the policy loss);
   - at step max_turns - 2 a non-empty observation gets "\\n" appended (final_prompt), and at
     the last step (max_turns - 1) the observation is not appended to the transcript.
-With tools off the loop is single-turn: one reply, nothing runs (the single-turn baseline).
+With tools off the loop is single-turn: one reply, kept whole (not cut after a code block:
+SimpleTIR's tool_use False generates with generate_sequences, no post-processing), nothing
+runs (the single-turn baseline).
 `max_context_tokens` stops a transcript that grew too long.
 
 Nothing here scores answers against the ground truth: the loop records everything (every
@@ -79,7 +81,8 @@ def observation(result: CellResult) -> str:
 
 
 def stop_reply(text: str) -> bool:
-    """Whether a partial reply is complete: it closed a code block (the loop cuts it there).
+    """Whether a partial reply of a tools-on turn is complete: it closed a code block (the loop
+    cuts it there; with tools off nothing stops a reply before EOS or the token budget).
     A closed \\boxed{...} does not stop it: SimpleTIR (and vLLM here) generate on to EOS or the
     token budget, so text after the answer - a code block included - stays in the reply."""
     return CODE_RE.search(text) is not None
@@ -174,7 +177,8 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
         last = step == turns - 1  # its observation is not appended (run_llm_loop)
         to_run = []
         for t, reply in zip(active, replies, strict=True):
-            text = cut_after_code(reply.text)
+            # tools off, SimpleTIR generates without the agent loop: the reply stays whole
+            text = cut_after_code(reply.text) if tools else reply.text
             code = find_code(text)
             record = {
                 "turn": step,

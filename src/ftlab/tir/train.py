@@ -131,6 +131,7 @@ def _policy_generator(trainer, recipe: TIRRecipe):
             _, replies = hf_generate(
                 model, tok, contexts, max_new_tokens=recipe.max_new_tokens,
                 temperature=recipe.temperature, top_p=recipe.top_p, add_special_tokens=False,
+                stop_at_code=recipe.tools,
             )  # fmt: skip
             model.train(was_training)
         texts = tok.batch_decode(replies, skip_special_tokens=True)
