@@ -4,12 +4,15 @@ command spellings, compare's edge cases, samples files checked against their met
 
 from __future__ import annotations
 
+import os
+import sqlite3
+
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from ftlab.cli import main
-from ftlab.registry import synthetic, views
+from ftlab.registry import index, synthetic, views
 from ftlab.registry.store import Registry
 
 A = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
@@ -111,3 +114,54 @@ def test_unreadable_newest_result_is_warned_with_the_step_used(tmp_path, capsys)
     bad.unlink()
     rc, out, err = cli(capsys, "show", "x_seed1", "--results", res)
     assert rc == 0 and err == "" and "results at step 10" in out
+
+
+# -- 3. a locked or read-only index: a warning and a correct answer, no traceback --------------
+def test_locked_index_answers_from_the_files(tmp_path, capsys, monkeypatch):
+    study = tmp_path / "results" / "lk"
+    synthetic.in_domain(study, "x_seed1", 1, {"gsm8k": A})
+    res = str(tmp_path / "results")
+    assert cli(capsys, "list", "--results", res)[0] == 0  # the index exists
+    synthetic.in_domain(study, "y_seed1", 1, {"gsm8k": B})  # new: the refresh must write
+    monkeypatch.setattr(index, "BUSY_TIMEOUT_S", 1)
+    holder = index.connect(index.index_path(study))
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-write
+    try:
+        rc, out, err = cli(capsys, "list", "--results", res)
+        rc2, out2, err2 = cli(capsys, "leaderboard", "--metric", "accuracy", "--results", res)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert rc == 0 and "x_seed1" in out and "y_seed1" in out
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"results index {index.index_path(study)} could not be updated" in err
+    assert "database is locked" in err and "write lock" in err
+    assert rc2 == 0 and out2.index("x_seed1") < out2.index("y_seed1")  # 10/12 before 5/12
+
+
+def test_read_only_index_answers_from_the_files(tmp_path, capsys, monkeypatch):
+    study = tmp_path / "results" / "ro"
+    synthetic.in_domain(study, "x_seed1", 1, {"gsm8k": A})
+    res = str(tmp_path / "results")
+    assert cli(capsys, "list", "--results", res)[0] == 0
+    synthetic.in_domain(study, "y_seed1", 1, {"gsm8k": B})
+    real_connect = index.connect
+
+    def read_only(path):  # what SQLite does on a read-only folder (tests run as root)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    monkeypatch.setattr(index, "connect", read_only)
+    rc, out, err = cli(capsys, "list", "--results", res)
+    assert rc == 0 and "y_seed1" in out and "Traceback" not in err
+    assert "readonly database" in err and "make the folder and the index writable" in err
+    monkeypatch.setattr(index, "connect", real_connect)
+    if os.geteuid() != 0:  # a real read-only folder where permissions apply
+        for p in (study, study / "index.sqlite"):
+            p.chmod(0o555)
+        try:
+            rc, out, err = cli(capsys, "list", "--results", res)
+        finally:
+            study.chmod(0o755)
+        assert rc == 0 and "y_seed1" in out and "could not be updated" in err

@@ -12,6 +12,7 @@ ftlab stats                              what the index holds; --rebuild rebuild
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,10 @@ MIN_RESAMPLES = 100  # fewer: percentile ends and p-values are too coarse to rep
 
 
 def _registry(args) -> Registry:
-    return Registry(args.results, args.study or None)
+    reg = Registry(args.results, args.study or None)
+    for note in reg.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return reg
 
 
 def _common(p) -> None:
@@ -172,7 +176,13 @@ def cmd_stats(args) -> int:
         for study in args.study or sorted(p.name for p in root.iterdir() if p.is_dir()):
             if (root / study / "evals").is_dir() or (root / study / "models").is_dir():
                 t0 = time.perf_counter()
-                n = index.rebuild(root / study)
+                try:
+                    n = index.rebuild(root / study)
+                except (OSError, sqlite3.Error) as err:
+                    raise RegistryError(
+                        f"cannot rebuild {index.index_path(root / study)} ({err}); the folder "
+                        "must be writable (other commands still answer from the files)"
+                    ) from None
                 print(
                     f"{study}: rebuilt from {n['updated']} files in "
                     f"{time.perf_counter() - t0:.2f} s"
@@ -342,6 +352,14 @@ def run(func, args) -> int:
         return func(args)
     except (RegistryError, ResultFileError, ValueError, ImportError) as err:
         print(f"ftlab {args.command}: {err}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as err:  # the index failed after it was opened (e.g. a disk error)
+        where = Path(getattr(args, "results", "results")) / "<study>" / "index.sqlite"
+        print(
+            f"ftlab {args.command}: results index {where}: {err}; it is only a cache of the "
+            "result files: `ftlab stats --rebuild` rebuilds it",
+            file=sys.stderr,
+        )
         return 2
     except Exception as err:
         if type(err).__name__ != "WorkflowError":  # Snakemake's: a bad config, a broken rule

@@ -76,13 +76,25 @@ def connect(path: str | Path) -> sqlite3.Connection:
         return connect(path)
     if version is None:
         conn.execute("BEGIN IMMEDIATE")  # two jobs creating the index at once: one does it
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            conn.execute(statement)
-        conn.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        _create(conn)
         conn.execute("COMMIT")
     return conn
+
+
+def _create(conn) -> None:
+    for statement in filter(str.strip, SCHEMA.split(";")):
+        conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def memory_index(study_dir: str | Path) -> tuple[sqlite3.Connection, dict[str, int]]:
+    """An index of `study_dir` held in memory, read from every file: the answer when the index
+    on disk cannot be written (locked by another process, read-only folder). (connection,
+    counts as `refresh` returns them)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    _create(conn)
+    return conn, refresh(study_dir, conn)
 
 
 def _schema_version(conn) -> int | None:
@@ -213,32 +225,34 @@ def _forget(conn, rel: str, kind: str) -> None:
 
 
 # -- public operations ---------------------------------------------------------------------
-def refresh(study_dir: str | Path) -> dict[str, int]:
-    """Bring the index of `study_dir` up to date with its files; returns counts of files
-    added/changed, removed and unchanged."""
+def refresh(study_dir: str | Path, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+    """Bring the index of `study_dir` (or the open index `conn`) up to date with its files;
+    returns counts of files added/changed, removed and unchanged."""
     study_dir = Path(study_dir)
+    if conn is None:
+        with closing(connect(index_path(study_dir))) as conn:
+            return refresh(study_dir, conn)
     on_disk = scan(study_dir)
-    with closing(connect(index_path(study_dir))) as conn:
-        known = {
-            r["path"]: (r["kind"], r["mtime_ns"], r["size"])
-            for r in conn.execute("SELECT path, kind, mtime_ns, size FROM files")
-        }
-        changed = [
-            rel for rel, info in on_disk.items() if known.get(rel) != (info[0], info[3], info[4])
-        ]
-        removed = [rel for rel in known if rel not in on_disk]
-        parsed = {rel: _parse(study_dir, rel, *on_disk[rel][:3]) for rel in changed}
-        if changed or removed:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for rel in removed:
-                    _forget(conn, rel, known[rel][0])
-                for rel in changed:
-                    _write(conn, rel, on_disk[rel], *parsed[rel])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+    known = {
+        r["path"]: (r["kind"], r["mtime_ns"], r["size"])
+        for r in conn.execute("SELECT path, kind, mtime_ns, size FROM files")
+    }
+    changed = [
+        rel for rel, info in on_disk.items() if known.get(rel) != (info[0], info[3], info[4])
+    ]
+    removed = [rel for rel in known if rel not in on_disk]
+    parsed = {rel: _parse(study_dir, rel, *on_disk[rel][:3]) for rel in changed}
+    if changed or removed:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rel in removed:
+                _forget(conn, rel, known[rel][0])
+            for rel in changed:
+                _write(conn, rel, on_disk[rel], *parsed[rel])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     return {
         "updated": len(changed),
         "removed": len(removed),

@@ -59,8 +59,16 @@ class Registry:
                 )
             found = list(studies)
         self.studies = found
-        self.refreshed = {s: index.refresh(self.root / s) for s in found} if refresh else {}
         self._conns: dict[str, sqlite3.Connection] = {}
+        self.notes: list[str] = []  # what the caller must tell the user (ftlab: on stderr)
+        self.refreshed = {}
+        for s in found if refresh else ():
+            try:
+                self.refreshed[s] = index.refresh(self.root / s)
+            except (sqlite3.OperationalError, PermissionError) as err:
+                # The index is a cache: when it cannot be written, answer from the files.
+                self._conns[s], self.refreshed[s] = index.memory_index(self.root / s)
+                self.notes.append(_unwritable(index.index_path(self.root / s), err))
 
     def conn(self, study: str) -> sqlite3.Connection:
         if study not in self._conns:
@@ -265,6 +273,21 @@ class Registry:
             "unreadable_files": one("SELECT COUNT(*) FROM files WHERE error IS NOT NULL"),
             "metrics": [r[0] for r in c.execute("SELECT DISTINCT metric FROM results ORDER BY 1")],
         }
+
+
+def _unwritable(path: Path, err: Exception) -> str:
+    what = str(err)
+    if "locked" in what:
+        fix = (
+            "another process holds its write lock (a finishing job, or a stale lock on a "
+            "filesystem where SQLite locking is unreliable: there, set FTLAB_INDEX_FROM_JOBS=0)"
+        )
+    else:
+        fix = "make the folder and the index writable to keep it up to date"
+    return (
+        f"results index {path} could not be updated ({what}): this answer was read from the "
+        f"result files directly (slower); {fix}"
+    )
 
 
 def pick_step(rows: list[dict], step: str) -> list[dict]:
