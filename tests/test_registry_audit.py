@@ -4,6 +4,7 @@ command spellings, compare's edge cases, samples files checked against their met
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
@@ -165,3 +166,60 @@ def test_read_only_index_answers_from_the_files(tmp_path, capsys, monkeypatch):
         finally:
             study.chmod(0o755)
         assert rc == 0 and "y_seed1" in out and "could not be updated" in err
+
+
+# -- 4. the seed's command spellings --------------------------------------------------------
+def _many(tmp_path, k=12):
+    study = tmp_path / "results" / "m"
+    rng = np.random.default_rng(0)
+    for i in range(k):
+        vals = (rng.random(20) < (i + 1) / (k + 1)).astype(float)
+        synthetic.in_domain(study, f"r{i:02d}_seed1", 1, {"gsm8k": vals})
+    synthetic.in_domain(study, "base", 0, {"gsm8k": B})
+    return str(tmp_path / "results")
+
+
+def test_seed_command_spellings(tmp_path, capsys):
+    res = _many(tmp_path)
+    # list --limit 20 (the seed's example); --limit 3 lists 3 of the 13 runs
+    rc, out, _ = cli(capsys, "list", "--limit", "20", "--results", res)
+    assert rc == 0 and out.count("_seed1") == 12 and "of 13 runs" not in out
+    rc, out, _ = cli(capsys, "list", "--limit", "3", "--results", res)
+    assert rc == 0 and len(out.splitlines()) == 2 + 3 + 1  # header, 3 runs, the note
+    assert "(3 of 13 runs; --limit 0 lists all)" in out
+    # leaderboard without arguments: accuracy, top 10 (the seed's defaults)
+    rc, out, _ = cli(capsys, "leaderboard", "--results", res)
+    table = [ln for ln in out.splitlines() if ln[:1].isdigit()]
+    assert rc == 0 and out.startswith("accuracy (higher is better")
+    assert len(table) == 10 and table[0].split()[1] == "r11_seed1"
+    assert "(top 10 of 13; --top 0 shows all)" in out
+    rc, out, _ = cli(capsys, "leaderboard", "--top", "0", "--benchmark", "gsm8k", "--results", res)
+    assert rc == 0 and len([ln for ln in out.splitlines() if ln[:1].isdigit()]) == 13
+    # significance with --benchmark and no --metric (accuracy)
+    rc, out, _ = cli(capsys, "significance", "r11_seed1", "base", "--benchmark", "gsm8k",
+                     "--method", "bootstrap", "--results", res)  # fmt: skip
+    assert rc == 0 and "accuracy on gsm8k" in out
+
+
+@pytest.mark.parametrize("args", [["leaderboard", "--top", "-2"], ["list", "--limit", "-1"]])
+def test_negative_row_limits_are_refused(tmp_path, capsys, args):
+    res = _many(tmp_path, 2)
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--results", res])
+    assert exc.value.code == 2 and "must be 0 (all) or a positive number" in capsys.readouterr().err
+
+
+def test_export_run_names_and_format_from_the_extension(tmp_path, capsys):
+    res = _many(tmp_path, 2)
+    out_json = tmp_path / "exp.json"
+    rc, out, _ = cli(capsys, "export", "base", "--output", str(out_json), "--results", res)
+    rows = json.loads(out_json.read_text())
+    assert rc == 0 and "(json)" in out and {r["model"] for r in rows} == {"base"}
+    assert {r["metric"] for r in rows} == {"accuracy", "partial_accuracy", "format_accuracy"}
+    assert [r["value"] for r in rows if r["metric"] == "accuracy"] == [pytest.approx(5 / 12)]
+    rc, _, _ = cli(capsys, "export", "r00", "-o", str(tmp_path / "x.csv"), "--results", res)
+    text = (tmp_path / "x.csv").read_text()
+    assert rc == 0 and text.startswith("study,model") and "base" not in text
+    rc, _, err = cli(capsys, "export", "--format", "csv", "-o", str(tmp_path / "y.json"),
+                     "--results", res)  # fmt: skip
+    assert rc == 2 and "contradicts the extension" in err and not (tmp_path / "y.json").exists()

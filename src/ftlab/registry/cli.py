@@ -1,17 +1,18 @@
 """The run-registry subcommands of `ftlab` (added to the parser by ftlab.cli):
 
 ftlab status [CONFIG] [--watch S]        study matrix: done / pending / running / failed
-ftlab list                               every trained or evaluated run
+ftlab list [--limit N]                   every trained or evaluated run
 ftlab show RUN                           a run's checkpoints, results and provenance
-ftlab leaderboard --metric M [--task T]  runs (or seed groups) ranked by a metric
+ftlab leaderboard [--metric M] [--task T] runs (or seed groups) ranked by a metric
 ftlab compare A B ...                    config differences and metrics side by side
 ftlab significance A B --method M        paired test on per-sample outcomes
-ftlab export --format csv|json|markdown|latex [--to wandb|mlflow]
+ftlab export [RUN ...] [-o F.csv|.json|.md|.tex] [--to wandb|mlflow]
 ftlab stats                              what the index holds; --rebuild rebuilds it
 """
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import sys
 import time
@@ -58,7 +59,12 @@ def cmd_list(args) -> int:
             "wall_s",
             "commit",
         ]
-        print(views.table(rows, cols) if rows else f"no runs under {args.results}")
+        if not rows:
+            print(f"no runs under {args.results}")
+            return 0
+        print(views.table(rows[: args.limit] if args.limit else rows, cols))
+        if args.limit and len(rows) > args.limit:
+            print(f"({args.limit} of {len(rows)} runs; --limit 0 lists all)")
     return 0
 
 
@@ -84,6 +90,8 @@ def cmd_leaderboard(args) -> int:
         if args.all_tasks and any(r["missing"] for r in rows):
             cols.append("missing")
         print(views.table(rows[: args.top] if args.top else rows, cols))
+        if args.top and len(rows) > args.top:
+            print(f"(top {args.top} of {len(rows)}; --top 0 shows all)")
         # every run: one whose only result file is unreadable is missing from the table
         _warn_unreadable(reg, [r["ref"] for r in reg.runs()], args.metric, args.task, args.step)
     return 0
@@ -144,25 +152,43 @@ def cmd_significance(args) -> int:
     return 0
 
 
+EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".md": "markdown", ".tex": "latex"}
+
+
+def export_format(fmt: str | None, output: str | None) -> str:
+    """--format, else the output file's extension, else csv; a format that contradicts the
+    extension (CSV into x.json) is refused."""
+    implied = EXPORT_SUFFIXES.get(Path(output).suffix.lower()) if output else None
+    if fmt and implied and fmt != implied:
+        raise RegistryError(
+            f"--format {fmt} contradicts the extension of {output} ({implied}); change one"
+        )
+    return fmt or implied or "csv"
+
+
 def cmd_export(args) -> int:
+    fmt = export_format(args.format, args.output)
     with _registry(args) as reg:
         if args.metric:
             reg.check_metric(args.metric, args.task)
-        rows = reg.results(args.metric, args.task)
+        refs = [ref for spec in args.runs for ref in reg.resolve(spec)] or None
+        rows = reg.results(args.metric, args.task, refs=refs)
         from ftlab.registry.store import pick_step
 
         rows = pick_step(rows, args.step)
+        _warn_unreadable(reg, refs or [r["ref"] for r in reg.runs()], args.metric, args.task,
+                         args.step)  # fmt: skip
         if args.to:
             from ftlab.registry.tracking import export_to
 
             print(export_to(args.to, reg, rows, offline=not args.online))
             return 0
-        text = views.export(rows, args.format)
+        text = views.export(rows, fmt)
         if args.output:
             from ftlab.io import atomic_write_text
 
             atomic_write_text(args.output, text)
-            print(f"{len(rows)} rows -> {args.output}")
+            print(f"{len(rows)} rows ({fmt}) -> {args.output}")
         else:
             sys.stdout.write(text)
     return 0
@@ -226,6 +252,17 @@ def cmd_status(args) -> int:
         time.sleep(args.watch)
 
 
+def _count(text: str) -> int:
+    """A row limit: 0 (no limit) or a positive number."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or a positive number, got {n}")
+    return n
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("status", help="study matrix: done / pending / running / failed")
     p.add_argument(
@@ -260,6 +297,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("list", help="every trained or evaluated run")
+    p.add_argument(
+        "--limit", type=_count, default=0, help="list only the first N runs (default: all)"
+    )
     _common(p)
     p.set_defaults(func=cmd_list)
 
@@ -269,13 +309,26 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("leaderboard", help="runs ranked by a metric")
-    p.add_argument("--metric", required=True, help="e.g. accuracy, mae, acc_norm")
-    p.add_argument("--task", help="one task (or a glob, e.g. 'angle__*'); default: mean over all")
+    p.add_argument(
+        "--metric", default="accuracy", help="e.g. accuracy (default, as seed 001), mae, acc_norm"
+    )
+    p.add_argument(
+        "--task",
+        "--benchmark",
+        dest="task",
+        help="one task (or a glob, e.g. 'angle__*'); default: mean over all. --benchmark: "
+        "seed 001's name for it",
+    )
     p.add_argument("--step", default="last", help="last (default), all, or a step number")
     p.add_argument(
         "--by", choices=["run", "group"], default="run", help="group: mean and sd over seeds"
     )
-    p.add_argument("--top", type=int, default=0, help="show only the first N")
+    p.add_argument(
+        "--top",
+        type=_count,
+        default=10,
+        help="show only the first N (default 10, as seed 001; 0: all)",
+    )
     p.add_argument(
         "--all-tasks",
         action="store_true",
@@ -294,8 +347,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("significance", help="paired test of two runs on per-sample outcomes")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--metric", required=True)
-    p.add_argument("--task", help="one task or a glob (default: every task with the metric)")
+    p.add_argument("--metric", default="accuracy", help="default: accuracy (as seed 001)")
+    p.add_argument(
+        "--task",
+        "--benchmark",
+        dest="task",
+        help="one task or a glob (default: every task with the metric); --benchmark: seed "
+        "001's name for it",
+    )
     p.add_argument(
         "--method",
         choices=stats.METHODS,
@@ -322,9 +381,16 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_significance)
 
     p = sub.add_parser("export", help="results as csv, json, markdown or latex")
-    p.add_argument("--format", choices=["csv", "json", "markdown", "latex"], default="csv")
+    p.add_argument(
+        "runs", nargs="*", help="runs or groups to export (default: every run)", metavar="RUN"
+    )
+    p.add_argument(
+        "--format",
+        choices=["csv", "json", "markdown", "latex"],
+        help="default: from the --output extension (.csv .json .md .tex), else csv",
+    )
     p.add_argument("--metric")
-    p.add_argument("--task")
+    p.add_argument("--task", "--benchmark", dest="task")
     p.add_argument("--step", default="all")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.add_argument(
