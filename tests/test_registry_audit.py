@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
@@ -223,3 +224,28 @@ def test_export_run_names_and_format_from_the_extension(tmp_path, capsys):
     rc, _, err = cli(capsys, "export", "--format", "csv", "-o", str(tmp_path / "y.json"),
                      "--results", res)  # fmt: skip
     assert rc == 2 and "contradicts the extension" in err and not (tmp_path / "y.json").exists()
+
+
+# -- 5. compare's edge cases ----------------------------------------------------------------
+def test_compare_ties_unknown_metric_missing_config_and_self(tmp_path, capsys):
+    study = tmp_path / "results" / "t"
+    synthetic.in_domain(study, "x_seed1", 1, {"gsm8k": A})
+    synthetic.in_domain(study, "y_seed1", 1, {"gsm8k": list(reversed(A))})  # same accuracy
+    synthetic.in_domain(study, "z_seed1", 1, {"gsm8k": B})
+    res = str(tmp_path / "results")
+    with Registry(tmp_path / "results", ["t"]) as reg:
+        _, rows, _ = views.compare(reg, ["x_seed1", "y_seed1", "z_seed1"], "accuracy")
+    assert rows[0]["best"] == "tie (x_seed1, y_seed1)"
+    # a metric no run has: an error naming it and the metrics there are
+    rc, out, err = cli(capsys, "compare", "x_seed1", "y_seed1", "--metric", "bleu",
+                       "--results", res)  # fmt: skip
+    assert rc == 2 and "no results for metric 'bleu'" in err and "accuracy" in err
+    # no configuration recorded (evaluated only): not "identical"
+    rc, out, err = cli(capsys, "compare", "x_seed1", "z_seed1", "--results", res)
+    assert rc == 0 and "identical" not in out
+    assert "configurations: none recorded for x_seed1, z_seed1" in out
+    # a run compared with itself: an error, no numpy warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc, out, err = cli(capsys, "compare", "x_seed1", "x_seed1", "--results", res)
+    assert rc == 2 and "two or more different runs" in err and "x_seed1" in err

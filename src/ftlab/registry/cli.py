@@ -100,11 +100,19 @@ def cmd_leaderboard(args) -> int:
 def cmd_compare(args) -> int:
     with _registry(args) as reg:
         diffs, metric_rows, names = views.compare(reg, args.runs, args.metric, args.step)
-        refs = [ref for spec in args.runs for ref in reg.resolve(spec)]
+        refs = list(dict.fromkeys(ref for spec in args.runs for ref in reg.resolve(spec)))
         steps = views.used_steps(reg, refs, args.metric, None, args.step)
         print("steps used: " + ", ".join(f"{reg.name(r)} {steps.get(r, 'none')}" for r in refs))
         _warn_unreadable(reg, refs, args.metric, None, args.step)
-        print("configuration differences:" if diffs else "configurations: identical")
+        blind = views.without_config(reg, refs)
+        if blind:
+            print(
+                f"configurations: none recorded for {', '.join(blind)} (no models/<run>/ "
+                "checkpoint description or training provenance)"
+                + ("; differences among what was recorded:" if diffs else "")
+            )
+        else:
+            print("configuration differences:" if diffs else "configurations: identical")
         if diffs:
             print(views.table(diffs, ["key", *names]))
         print(f"\nmetrics (step {args.step}):")

@@ -281,9 +281,16 @@ def compare(reg: Registry, specs: list[str], metric: str | None = None, step: st
     final checkpoint's self-description (ftlab_checkpoint.json) and its training provenance."""
     if len(specs) < 2:
         raise RegistryError("compare needs two or more runs")
+    if metric:
+        reg.check_metric(metric)  # a metric no run has is a mistake, not "no common results"
     refs = []
     for s in specs:
-        refs += reg.resolve(s)
+        refs += [r for r in reg.resolve(s) if r not in refs]
+    if len(refs) < 2:
+        raise RegistryError(
+            f"compare needs two or more different runs; {', '.join(specs)} name only "
+            f"{reg.name(refs[0])}"
+        )
     runs = {r["ref"]: r for r in reg.runs()}
     configs = {}
     for ref in refs:
@@ -307,9 +314,22 @@ def compare(reg: Registry, specs: list[str], metric: str | None = None, step: st
         row = {"metric": m, "task": task, **{n: vals.get(n) for n in names}}
         present = {n: v for n, v in vals.items() if v is not None}
         if len(present) > 1:
-            row["best"] = min(present, key=lambda n: better(m)(present[n]))
+            top = min(better(m)(v) for v in present.values())
+            best = [n for n in names if n in present and better(m)(present[n]) == top]
+            row["best"] = best[0] if len(best) == 1 else f"tie ({', '.join(best)})"
         metric_rows.append(row)
     return diffs, metric_rows, names
+
+
+def without_config(reg: Registry, refs) -> list[str]:
+    """Runs with neither a checkpoint self-description nor training provenance: there is no
+    configuration to compare, so "identical" would be a claim without evidence."""
+    runs = {r["ref"]: r for r in reg.runs()}
+    return [
+        reg.name(r)
+        for r in refs
+        if not runs[r]["checkpoint_meta"] and not runs[r]["train_provenance"]
+    ]
 
 
 def compare_winners(metric_rows: list[dict], names: list[str]) -> list[dict]:
