@@ -249,3 +249,41 @@ def test_compare_ties_unknown_metric_missing_config_and_self(tmp_path, capsys):
         warnings.simplefilter("error")
         rc, out, err = cli(capsys, "compare", "x_seed1", "x_seed1", "--results", res)
     assert rc == 2 and "two or more different runs" in err and "x_seed1" in err
+
+
+# -- 6. a samples file must hold what its metric file summarises ------------------------------
+@pytest.mark.parametrize("kind", ["world", "in_domain", "lm_eval"])
+def test_cut_or_stale_samples_file_is_an_error_naming_it(tmp_path, capsys, kind):
+    study = tmp_path / "results" / "s"
+    rng = np.random.default_rng(1)
+    x, y = (rng.random(40) < 0.7).astype(float), (rng.random(40) < 0.5).astype(float)
+    write = {
+        "world": lambda m, v: synthetic.world_eval(study, m, 1, {SET: ("accuracy", v)}),
+        "in_domain": lambda m, v: synthetic.in_domain(study, m, 1, {"gsm8k": v}),
+        "lm_eval": lambda m, v: synthetic.lm_eval(study, m, 1, {"arc": ("accuracy", v)}),
+    }[kind]
+    write("x_seed1", x)
+    path = write("y_seed1", y)
+    samples = path.with_name(path.stem + ".samples.jsonl")
+    lines = samples.read_text().splitlines()
+    res = str(tmp_path / "results")
+    args = ["significance", "x_seed1", "y_seed1", "--results", res]
+    assert cli(capsys, *args)[0] == 0
+    samples.write_text("".join(ln + "\n" for ln in lines[:10]))  # cut to 10 of 40 rows
+    rc, out, err = cli(capsys, *args)
+    assert rc == 2 and f"{samples}: 10 per-sample values of accuracy" in err
+    assert "reports n = 40" in err
+    # the right count, other outcomes: the mean disagrees (lm-eval's may aggregate otherwise)
+    flipped = [json.loads(ln) for ln in lines]
+    for row in flipped[:5]:
+        for k in ("score", "correct"):
+            if k in row:
+                row[k] = 1.0 - row[k]
+        if "metrics" in row:
+            row["metrics"]["accuracy"] = 1.0 - row["metrics"]["accuracy"]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in flipped))
+    rc, out, err = cli(capsys, *args)
+    if kind == "lm_eval":
+        assert rc == 0
+    else:
+        assert rc == 2 and f"{samples}: the mean of its per-sample values of accuracy" in err

@@ -20,6 +20,7 @@ leaderboard row and the samples behind it always agree.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -201,6 +202,39 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
             seen[(label, key)] += 1  # the same prompt twice is two items
             out[label][(*key, seen[(label, key)])] = value
     return dict(out)
+
+
+def check_samples(result_path: str | Path, samples: dict[str, dict], rows: list[dict]) -> None:
+    """The per-sample values read for a metric (`samples`, as read_samples returns them) must
+    be the ones its metric rows (`rows`: task, metric, value, n of this file) summarise: one
+    per item (`n`) and, where the value is by definition their mean (every shape but lm-eval's,
+    whose group and instruction-level metrics aggregate otherwise), with that mean. A cut or
+    stale samples file is an error naming it, not a silently smaller test."""
+    result_path = Path(result_path)
+    lm_eval = isinstance(_load_json(result_path).get("benchmarks"), list)
+    where = samples_path(result_path)
+    for r in rows:
+        values = list(samples.get(r["task"], {}).values())
+        if not values:
+            continue
+        what = f"{r['metric']} on {r['task']}"
+        if r["n"] is not None and len(values) != r["n"]:
+            raise ResultFileError(
+                f"{where}: {len(values)} per-sample values of {what}, but {result_path.name} "
+                f"reports n = {r['n']}: the samples file is incomplete or from another "
+                "evaluation; re-run that evaluation"
+            )
+        mean = sum(values) / len(values)
+        if (
+            not lm_eval
+            and r["value"] is not None
+            and not math.isclose(mean, r["value"], rel_tol=1e-6, abs_tol=1e-9)
+        ):
+            raise ResultFileError(
+                f"{where}: the mean of its per-sample values of {what} is {mean:.6g}, but "
+                f"{result_path.name} reports {r['value']:.6g}: the samples file is from "
+                "another evaluation; re-run that evaluation"
+            )
 
 
 def _sample_value(row: dict, metric: str) -> float | None:

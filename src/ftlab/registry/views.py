@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from ftlab import stats
-from ftlab.registry.records import lower_is_better, read_samples
+from ftlab.registry.records import check_samples, lower_is_better, read_samples
 from ftlab.registry.store import Registry, RegistryError, RunRef, better, pick_step
 
 
@@ -463,7 +463,9 @@ def _samples(
     for source in sorted({r["source"] for r in rows}):
         tasks = {r["task"] for r in rows if r["source"] == source}
         path = reg.result_path(ref, rows[0]["step"], source)
-        for label, items in read_samples(path, metric).items():
+        read = read_samples(path, metric)
+        check_samples(path, read, [r for r in rows if r["source"] == source])
+        for label, items in read.items():
             if label in tasks:
                 out.update({(label, *k): v for k, v in items.items()})
     return out, step_used
