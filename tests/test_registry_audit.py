@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import warnings
 
 import numpy as np
@@ -287,3 +288,40 @@ def test_cut_or_stale_samples_file_is_an_error_naming_it(tmp_path, capsys, kind)
         assert rc == 0
     else:
         assert rc == 2 and f"{samples}: the mean of its per-sample values of accuracy" in err
+
+
+# -- 7. smaller ones --------------------------------------------------------------------------
+class _FakeWandb:
+    """Records what `ftlab export --to wandb` asks of wandb (not installed here)."""
+
+    def __init__(self):
+        self.inits, self.logged = [], []
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        fake = self
+
+        class Run:
+            def log(self, values, step):
+                fake.logged.append((kw["name"], step, values))
+
+            def finish(self):
+                pass
+
+        return Run()
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_wandb_mode_is_what_the_output_says(tmp_path, capsys, monkeypatch, online):
+    study = tmp_path / "results" / "w"
+    synthetic.in_domain(study, "x_seed1", 3, {"gsm8k": A})
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline" if online else "online")  # the opposite
+    args = ["export", "--to", "wandb", "--results", str(tmp_path / "results")]
+    rc, out, _ = cli(capsys, *args, *(["--online"] if online else []))
+    assert rc == 0 and [i["mode"] for i in fake.inits] == ["online" if online else "offline"]
+    assert ("W&B server" in out) is online and ("offline files" in out) is not online
+    assert fake.logged == [("x_seed1", 3, {
+        "gsm8k/accuracy": 10 / 12, "gsm8k/partial_accuracy": 10 / 12,
+        "gsm8k/format_accuracy": 1.0})]  # fmt: skip

@@ -9,7 +9,6 @@ value is logged with the checkpoint step as its step.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 INSTALL = {"wandb": "pip install wandb", "mlflow": "pip install mlflow"}
@@ -38,13 +37,15 @@ def export_to(backend: str, reg, rows: list[dict], offline: bool = True) -> str:
     for (study, model), steps in sorted(runs.items()):
         out_dir = reg.root / study
         if backend == "wandb":
-            os.environ.setdefault("WANDB_MODE", "offline" if offline else "online")
+            # mode= overrides a WANDB_MODE in the environment: what the output says is what
+            # happens (an env default of "online" used to upload an "offline" export).
             run = module.init(
                 project=study,
                 name=model,
                 dir=str(out_dir),
                 reinit=True,
                 config={"study": study, "model": model},
+                mode="offline" if offline else "online",
             )
             for step in sorted(steps):
                 run.log(steps[step], step=step)
@@ -58,5 +59,10 @@ def export_to(backend: str, reg, rows: list[dict], offline: bool = True) -> str:
                     module.log_metrics(
                         {k.replace(":", "_"): v for k, v in steps[step].items()}, step=step
                     )
-    where = "offline files under results/<study>/" if offline else "the tracking server"
+    if offline:
+        where = "offline files under results/<study>/"
+    elif backend == "mlflow":
+        where = f"tracking URI {module.get_tracking_uri()}"  # MLFLOW_TRACKING_URI, or ./mlruns
+    else:
+        where = "the W&B server"
     return f"logged {len(runs)} runs ({len(rows)} values) to {backend} ({where})"
