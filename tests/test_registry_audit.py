@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +326,57 @@ def test_wandb_mode_is_what_the_output_says(tmp_path, capsys, monkeypatch, onlin
     assert fake.logged == [("x_seed1", 3, {
         "gsm8k/accuracy": 10 / 12, "gsm8k/partial_accuracy": 10 / 12,
         "gsm8k/format_accuracy": 1.0})]  # fmt: skip
+
+
+def _tir_scores(study, model, step, eval_set, correct_by_problem):
+    """A scores.json as ftlab.tir.steps.score writes it (ftlab.tir.scoring.metrics), in its
+    eval set's folder."""
+    from ftlab.io import atomic_write_json
+    from ftlab.tir.scoring import metrics
+
+    samples, verdicts = [], []
+    for pid, outcomes in correct_by_problem.items():
+        for c in outcomes:
+            samples.append({"n_turns": 1, "turns": [{"tool": None}], "n_tool_calls": 0,
+                            "n_void_turns": 0, "stop_reason": "answer", "gen_tokens": 5,
+                            "obs_tokens": 0, "seconds": 1.0, "gen_seconds": 1.0,
+                            "tool_seconds": 0.0})  # fmt: skip
+            verdicts.append({"problem_id": pid, "correct": bool(c), "pred": "1"})
+    out = study / "evals" / model / f"checkpoint-{step}" / eval_set / "scores.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "generation_info.json").write_text('{"model": "m"}')  # not a result
+    atomic_write_json(out, {"scorer": {}, "generations": "g", **metrics(samples, verdicts)})
+    return out
+
+
+def test_scores_in_an_eval_set_folder_are_indexed(tmp_path, capsys):
+    study = tmp_path / "results" / "tir"
+    problems = {"p1": [1, 0, 0, 0], "p2": [1, 1, 1, 1], "p3": [0, 0, 0, 0]}
+    _tir_scores(study, "grpo_seed1", 8, "aime__greedy", problems)
+    _tir_scores(study, "grpo_seed1", 8, "math__greedy", {"q": [1, 1, 0, 0]})
+    with Registry(tmp_path / "results", ["tir"]) as reg:
+        rows = {(r["task"], r["metric"]): r for r in reg.results()}
+        assert reg.file_errors() == []
+    # independent: accuracy over samples; unbiased pass@k = mean over problems of
+    # 1 - C(n - c, k) / C(n, k)
+    import math
+
+    def pass_at(k):
+        return np.mean([1 - math.comb(4 - sum(o), k) / math.comb(4, k) for o in problems.values()])
+
+    assert rows["aime__greedy", "accuracy"]["value"] == pytest.approx(5 / 12)
+    assert rows["aime__greedy", "accuracy"]["n"] == 12
+    for k in (1, 2, 4):
+        assert rows["aime__greedy", f"pass@{k}"]["value"] == pytest.approx(pass_at(k))
+        assert rows["aime__greedy", f"pass@{k}"]["n"] == 3
+    assert rows["math__greedy", "accuracy"]["value"] == pytest.approx(0.5)
+    assert {r["source"] for r in rows.values()} == {"aime__greedy/scores", "math__greedy/scores"}
+    rc, out, _ = cli(capsys, "leaderboard", "--metric", "pass@4", "--task", "aime__greedy",
+                     "--results", str(tmp_path / "results"))  # fmt: skip
+    assert rc == 0 and "grpo_seed1" in out and "0.6667" in out
+    # a finishing job indexes its sets' scores too
+    ckpt = study / "evals/grpo_seed1/checkpoint-8"
+    (ckpt / "provenance.json").write_text('{"stage": "tir_eval"}')
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index.index_path(study)}{suffix}").unlink(missing_ok=True)
+    assert index.record_job(ckpt / "provenance.json") == 3  # provenance + 2 sets' scores

@@ -116,15 +116,7 @@ def scan(study_dir: Path) -> dict[str, tuple]:
             m = CHECKPOINT_RE.match(ckpt.name)
             if not m:
                 continue
-            step = int(m[1])
-            with os.scandir(ckpt.path) as it:
-                for f in it:
-                    if not f.name.endswith(".json") or f.name.startswith("."):
-                        continue
-                    kind = "provenance" if f.name == PROVENANCE else "result"
-                    st = f.stat()
-                    rel = f"evals/{model_entry.name}/{ckpt.name}/{f.name}"
-                    found[rel] = (kind, model_entry.name, step, st.st_mtime_ns, st.st_size)
+            found.update(_checkpoint_files(study_dir, Path(ckpt.path), model_entry.name, int(m[1])))
     for model_entry in _dirs(study_dir / "models"):
         st = model_entry.stat()
         found[f"models/{model_entry.name}"] = ("run", model_entry.name, None, st.st_mtime_ns, 0)
@@ -133,6 +125,38 @@ def scan(study_dir: Path) -> dict[str, tuple]:
             st = prov.stat()
             rel = f"models/{model_entry.name}/{PROVENANCE}"
             found[rel] = ("provenance", model_entry.name, None, st.st_mtime_ns, st.st_size)
+    return found
+
+
+# Result files one folder down, per eval set (the TIR layout, ftlab.paths "tir_scores"):
+# evals/<model>/checkpoint-<step>/<eval_set>/scores.json. Only this name: the other JSON files
+# there (generation_info.json) are not results.
+SET_RESULT = Path(PATTERNS["tir_scores"]).name
+
+
+def _checkpoint_files(study_dir: Path, ckpt: Path, model: str, step: int) -> dict[str, tuple]:
+    """{relative path: (kind, model, step, mtime_ns, size)} of one evaluated checkpoint's
+    result and provenance files, including each eval set folder's scores.json."""
+    found = {}
+    with os.scandir(ckpt) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for f in entries:
+        if f.name.startswith("."):
+            continue
+        if f.is_dir():
+            sub = Path(f.path) / SET_RESULT
+            if sub.is_file():
+                st = sub.stat()
+                rel = sub.relative_to(study_dir).as_posix()
+                found[rel] = ("result", model, step, st.st_mtime_ns, st.st_size)
+            continue
+        if not f.name.endswith(".json"):
+            continue
+        kind = "provenance" if f.name == PROVENANCE else "result"
+        st = f.stat()
+        found[Path(f.path).relative_to(study_dir).as_posix()] = (
+            kind, model, step, st.st_mtime_ns, st.st_size
+        )  # fmt: skip
     return found
 
 
@@ -310,18 +334,7 @@ def _scan_folder(study_dir: Path, folder: Path) -> dict[str, tuple]:
     found = {}
     if rel[0] == "evals" and len(rel) == 3 and CHECKPOINT_RE.match(rel[2]):
         step = int(CHECKPOINT_RE.match(rel[2])[1])
-        for f in sorted(folder.glob("*.json")):
-            if f.name.startswith("."):
-                continue
-            st = f.stat()
-            kind = "provenance" if f.name == PROVENANCE else "result"
-            found[f"evals/{rel[1]}/{rel[2]}/{f.name}"] = (
-                kind,
-                rel[1],
-                step,
-                st.st_mtime_ns,
-                st.st_size,
-            )
+        found.update(_checkpoint_files(study_dir, folder, rel[1], step))
     elif rel[0] == "models" and len(rel) == 2:
         st = folder.stat()
         found[f"models/{rel[1]}"] = ("run", rel[1], None, st.st_mtime_ns, 0)

@@ -8,7 +8,11 @@ An evaluation of model M at step S writes ``evals/M/checkpoint-S/<name>.json`` a
   several sets (the world model's ``world_eval.json``: every eval set of a checkpoint);
 - ``{"benchmarks": [{"task", "metric", "value", "stderr", "n"}]}``: ``lm_eval.json``;
 - ``{"datasets": {dataset: {"accuracy", "partial_accuracy", "format_accuracy", "n"}}}``:
-  ``in_domain.json``.
+  ``in_domain.json``;
+- ``{"pass_at_k": {k: value}, "accuracy", "n_problems", "n_samples", ...}``: TIR's
+  ``<eval_set>/scores.json``, one folder per eval set (metrics ``accuracy`` over samples and
+  ``pass@<k>`` over problems; task: the set). Its per-sample file (``scored.jsonl``, several
+  samples per problem) is not read: no significance test for TIR.
 
 A row's ``task`` label is its set's name (the entry's ``eval_set``, else the file's name) when
 the set holds one task (``angle__no_atlantis``) and ``<set>:<task>`` otherwise
@@ -88,7 +92,17 @@ def parse_result(path: str | Path) -> list[dict]:
     obj = _load_json(path)
     source = path.stem
     rows = []
-    if isinstance(obj.get("results"), list):
+    if isinstance(obj.get("pass_at_k"), dict) and "n_problems" in obj:
+        # TIR scores.json, one per eval set folder: the set is the task; source names the
+        # file relative to the checkpoint folder (<set>/scores)
+        eval_set = path.parent.name
+        source = f"{eval_set}/{path.stem}"
+        rows.append(_row(path, source, eval_set, "accuracy",
+                         {"value": obj.get("accuracy"), "n": obj.get("n_samples")}))  # fmt: skip
+        for k, v in sorted(obj["pass_at_k"].items(), key=lambda kv: int(kv[0])):
+            rows.append(_row(path, source, eval_set, f"pass@{k}",
+                             {"value": v, "n": obj.get("n_problems")}))  # fmt: skip
+    elif isinstance(obj.get("results"), list):
         entries = [e for e in obj["results"] if isinstance(e, dict)]
         tasks = _set_tasks(entries, source)
         for e in entries:
