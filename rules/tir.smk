@@ -1,6 +1,6 @@
 # Tool-integrated reasoning study (kind: tir): wildcard constraints and input functions.
 from ftlab.llm.steps import job_plan
-from ftlab.tir.study import BASE, SEP
+from ftlab.tir.study import BASE, SEP, prompt_template as tir_prompt_template
 
 TIR = config["tir"]
 TIR_TINY_BASE = P.path("checkpoint", model=BASE, step=0)
@@ -75,6 +75,5 @@ def tir_model_input(wildcards):
 def tir_score_files(wildcards=None):
     return {
         f"{m}|{s}|{e}": P.path("tir_scores", model=m, step=s, eval_set=e)
-        for m, s in STUDY.eval_points()
-        for e in STUDY.eval_sets()
+        for m, s, e in STUDY.eval_jobs()
     }

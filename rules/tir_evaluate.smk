@@ -26,7 +26,7 @@ rule tir_generate:
     params:
         model_path=tir_model_path,
         sampling=tir_sampling,
-        prompt_template=lambda wc: TIR["prompt_template"],
+        prompt_template=lambda wc: tir_prompt_template(TIR, tir_sampling(wc)["tools"]),
         backend=TIR["eval"]["backend"],
         batch_size=TIR["eval"]["batch_size"],
         seed=TIR["eval"]["seed"],

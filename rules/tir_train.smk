@@ -26,7 +26,7 @@ rule train_tir:
         },
         grpo=TIR["grpo"],
         base_model=tir_base_model(),
-        prompt_template=lambda wc: TIR["prompt_template"],
+        prompt_template=lambda wc: tir_prompt_template(TIR, STUDY.run(wc.model).tools),
         sandbox=TIR["sandbox"],
         scorer=TIR["reward"],
         seed=lambda wc: STUDY.run(wc.model).seed,

@@ -30,6 +30,7 @@ class TIRRun:
     dataset: str
     saved_steps: tuple[int, ...]
     eval_steps: tuple[int, ...]
+    samplings: tuple[str, ...] | None = None  # its checkpoints' samplings (None: all)
 
     @property
     def final_step(self) -> int:
@@ -52,6 +53,7 @@ class TIRStudy:
                     name=name, run=run, seed=seed, tools=spec["tools"],
                     mask_void_turns=spec["mask_void_turns"], max_turns=spec["max_turns"],
                     dataset=spec["dataset"], saved_steps=saved, eval_steps=evaluated,
+                    samplings=None if spec["samplings"] is None else tuple(spec["samplings"]),
                 )  # fmt: skip
 
     # -- the StudyKind interface --------------------------------------------------------------
@@ -79,16 +81,25 @@ class TIRStudy:
             points += [(run.name, s) for s in run.eval_steps]
         return points
 
-    def eval_sets(self) -> list[str]:
+    def samplings_of(self, model: str | None = None) -> list[str]:
+        """The samplings a model is evaluated with: a run's own (tir.runs.<run>.samplings, e.g.
+        tools off for the single-turn baseline, as SimpleTIR validates it), else all."""
+        names = list(self.tir["eval"]["samplings"])
+        run = self.runs.get(model) if model else None
+        if run is None or run.samplings is None:
+            return names
+        return [s for s in names if s in run.samplings]
+
+    def eval_sets(self, model: str | None = None) -> list[str]:
         ev = self.tir["eval"]
-        return [f"{d}{SEP}{s}" for d in ev["datasets"] for s in ev["samplings"]]
+        return [f"{d}{SEP}{s}" for d in ev["datasets"] for s in self.samplings_of(model)]
+
+    def eval_jobs(self) -> list[tuple[str, int, str]]:
+        """(model, step, eval_set) of every generation job."""
+        return [(m, s, e) for m, s in self.eval_points() for e in self.eval_sets(m)]
 
     def eval_outputs(self, layout, name: str) -> list[str]:
-        return [
-            layout.path(name, model=m, step=s, eval_set=e)
-            for m, s in self.eval_points()
-            for e in self.eval_sets()
-        ]
+        return [layout.path(name, model=m, step=s, eval_set=e) for m, s, e in self.eval_jobs()]
 
     def datasets_used(self) -> list[str]:
         used = set(self.tir["eval"]["datasets"]) | {r.dataset for r in self.runs.values()}
@@ -103,7 +114,7 @@ class TIRStudy:
         points = self.eval_points()
         return (
             f"TIR study {self.cfg['study']!r}, {len(self.runs)} GRPO runs, {len(points)} "
-            f"evaluation points x {len(self.eval_sets())} dataset/sampling sets"
+            f"evaluation points, {len(self.eval_jobs())} generation jobs"
         )
 
     def plan(self) -> str:
@@ -111,26 +122,36 @@ class TIRStudy:
         lines = [
             f"TIR study {self.cfg['study']}: base {tir['base_model']}, seeds {list(self.seeds)}"
         ]
-        lines.append(f"{'run':<32} {'tools':<5} {'mask':<5} {'turns':>5}  evaluated checkpoints")
+        lines.append(
+            f"{'run':<32} {'tools':<5} {'mask':<5} {'turns':>5}  evaluated checkpoints, samplings"
+        )
         for r in self.runs.values():
             lines.append(
                 f"{r.name:<32} {str(r.tools):<5} {str(r.mask_void_turns):<5} {r.max_turns:>5}  "
-                f"{list(r.eval_steps)}"
+                f"{list(r.eval_steps)}, {self.samplings_of(r.name)}"
             )
         for name, spec in tir["eval"]["samplings"].items():
             lines.append(
                 f"sampling {name}: n={spec['n']} temperature={spec['temperature']} "
+                f"top_p={spec['top_p']} max_new_tokens={spec['max_new_tokens']} "
                 f"max_turns={spec['max_turns']} tools={spec['tools']}"
             )
         lines.append(
-            f"\n{len(self.runs)} training jobs, {len(self.eval_points()) * len(self.eval_sets())}"
-            f" generation jobs (each scored separately), datasets {tir['eval']['datasets']}"
+            f"\n{len(self.runs)} training jobs, {len(self.eval_jobs())} generation jobs (each "
+            f"scored separately), datasets {tir['eval']['datasets']}"
         )
         return "\n".join(lines)
 
 
-def prompt_template_problems(template: str) -> list[str]:
-    """Why tir.prompt_template cannot make a prompt (str.format with question=...), if it can't.
+def prompt_template(tir: dict, tools: bool) -> str:
+    """The prompt template of a sampling or run: tir.prompt_template with tools on,
+    tir.plain_prompt_template with tools off (SimpleTIR's rl_dataset.py adds its tool prompt
+    only when tool_use is on)."""
+    return tir["prompt_template"] if tools else tir["plain_prompt_template"]
+
+
+def prompt_template_problems(template: str, key: str = "tir.prompt_template") -> list[str]:
+    """Why a prompt template cannot make a prompt (str.format with question=...), if it can't.
 
     The generate and train jobs fill the template with str.format(question=...), so a literal
     brace must be doubled: a \\boxed{} written as is reads as a positional field."""
@@ -138,12 +159,12 @@ def prompt_template_problems(template: str) -> list[str]:
         filled = template.format(question="\x00")
     except (IndexError, KeyError, ValueError, AttributeError) as exc:
         return [
-            f"'tir.prompt_template' cannot be filled by str.format(question=...): "
+            f"'{key}' cannot be filled by str.format(question=...): "
             f"{type(exc).__name__}: {exc}; write literal braces doubled ({{{{ and }}}}, e.g. "
             f"\\boxed{{{{}}}}) and no field other than {{question}}"
         ]
     if "\x00" not in filled:
-        return ["'tir.prompt_template' has no {question} field: the problem would not be shown"]
+        return [f"'{key}' has no {{question}} field: the problem would not be shown"]
     return []
 
 
@@ -151,6 +172,7 @@ def check_config(cfg: dict) -> list[str]:
     """Cross-key rules of a TIR config that a JSON schema cannot express."""
     tir = cfg["tir"]
     problems = prompt_template_problems(tir["prompt_template"])
+    problems += prompt_template_problems(tir["plain_prompt_template"], "tir.plain_prompt_template")
     datasets = tir["datasets"]
     problems += _source_problems(datasets)
     for name in tir["eval"]["datasets"]:
@@ -163,6 +185,14 @@ def check_config(cfg: dict) -> list[str]:
             )
         if not spec["tools"] and spec["max_turns"] != 1:
             problems.append(f"'tir.runs.{run}.max_turns' must be 1 when tools are off")
+        for name in spec["samplings"] or []:
+            if name not in tir["eval"]["samplings"]:
+                problems.append(
+                    f"'tir.runs.{run}.samplings' names {name!r}, which is not in "
+                    "'tir.eval.samplings'"
+                )
+        if spec["samplings"] is not None and not spec["samplings"]:
+            problems.append(f"'tir.runs.{run}.samplings' is empty (null = every sampling)")
     for name, spec in tir["eval"]["samplings"].items():
         if not spec["tools"] and spec["max_turns"] != 1:
             problems.append(f"'tir.eval.samplings.{name}.max_turns' must be 1 when tools are off")
