@@ -474,8 +474,9 @@ def test_recipes_carry_every_schema_knob_to_trl(tmp_path):
     to_trl = {"lr": ("learning_rate", 3e-4), "max_steps": ("max_steps", 7),
               "save_steps": ("save_steps", 3), "batch_size": ("per_device_train_batch_size", 6),
               "grad_accum": ("gradient_accumulation_steps", 2),
-              "warmup_steps": ("warmup_steps", 0.25),
+              "warmup_steps": ("warmup_steps", 3),  # fractions: test_llm_seed003_config
               "lr_scheduler_type": ("lr_scheduler_type", "cosine"),
+              "weight_decay": ("weight_decay", 0.05),
               "bf16": ("bf16", False)}  # fmt: skip
     sft_only = {"max_length": ("max_length", 99)}
     grpo_only = {"num_generations": ("num_generations", 3), "max_completion_length":

@@ -56,7 +56,7 @@ class HFGenerator:
         gen.device = str(model.device)
         return gen
 
-    def _config(self, max_new_tokens: int, n: int, temperature: float):
+    def _config(self, max_new_tokens: int, n: int, temperature: float, top_p: float | None = None):
         from transformers import GenerationConfig
 
         eos = self.model.generation_config.eos_token_id or self.tok.eos_token_id
@@ -68,12 +68,16 @@ class HFGenerator:
             return GenerationConfig(do_sample=False, **settings)
         cfg = copy.deepcopy(self.model.generation_config)
         cfg.update(do_sample=True, temperature=temperature, **settings)
+        if top_p is not None:  # else the checkpoint's own
+            cfg.update(top_p=top_p)
         return cfg
 
     def __call__(
-        self, prompts: list[str], max_new_tokens: int, *, n: int = 1, temperature: float = 0.0
-    ) -> list[str]:
-        """Completions of one batch of prompts, `n` per prompt in prompt order."""
+        self, prompts: list[str], max_new_tokens: int, *, n: int = 1, temperature: float = 0.0,
+        top_p: float | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Completions of one batch of prompts, `n` per prompt in prompt order; top_p (when
+        sampling): None keeps the checkpoint's."""
         import torch
 
         if self.chat_template:
@@ -87,7 +91,7 @@ class HFGenerator:
             prompts, return_tensors="pt", padding=True, padding_side="left",
             add_special_tokens=not self.chat_template,
         ).to(self.device)  # fmt: skip
-        cfg = self._config(max_new_tokens, n, temperature)
+        cfg = self._config(max_new_tokens, n, temperature, top_p)
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=cfg)
         # With left padding every prompt ends at the same column: the rest is generated.
@@ -95,12 +99,12 @@ class HFGenerator:
 
     def samples(
         self, prompts: list[str], n: int, *, max_new_tokens: int, batch_size: int,
-        temperature: float,
+        temperature: float, top_p: float | None = None,
     ) -> list[list[str]]:  # fmt: skip
         """`n` completions per prompt, generated `batch_size` prompts at a time."""
         out = []
         for lo in range(0, len(prompts), batch_size):
             batch = prompts[lo : lo + batch_size]
-            texts = self(batch, max_new_tokens, n=n, temperature=temperature)
+            texts = self(batch, max_new_tokens, n=n, temperature=temperature, top_p=top_p)
             out.extend(texts[i : i + n] for i in range(0, len(texts), n))
         return out

@@ -10,6 +10,7 @@ fields and the schema keys agree.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -42,7 +43,9 @@ class _Recipe:
     batch_size: int
     grad_accum: int
     warmup_steps: float
+    warmup_rounding: str
     lr_scheduler_type: str
+    weight_decay: float
     bf16: bool | None
 
     @classmethod
@@ -62,6 +65,15 @@ class _Recipe:
         into the resume fingerprint); bf16 as it will be used."""
         return {**asdict(self), "bf16": resolve_bf16(self.bf16)}
 
+    def warmup(self) -> float:
+        """The warmup handed to the trainer: whole steps as given; a fraction of max_steps
+        turned into steps by warmup_rounding - ceil is transformers' own rule
+        (TrainingArguments.get_warmup_steps), floor VeRL's int(ratio x total steps)."""
+        if 0 < self.warmup_steps < 1:
+            steps = self.max_steps * self.warmup_steps
+            return math.ceil(steps) if self.warmup_rounding == "ceil" else math.floor(steps)
+        return self.warmup_steps
+
     def _training_args(self, state_dir: str, seed: int) -> dict:
         """TrainingArguments shared by SFT and GRPO."""
         import torch
@@ -74,7 +86,9 @@ class _Recipe:
             "per_device_train_batch_size": self.batch_size,
             "gradient_accumulation_steps": self.grad_accum,
             "lr_scheduler_type": self.lr_scheduler_type,
-            "warmup_steps": self.warmup_steps,
+            "warmup_steps": self.warmup(),
+            # AdamW's decoupled decay; HF's Trainer skips biases and norm weights
+            "weight_decay": self.weight_decay,
             "seed": seed,
             "data_seed": seed,
             "save_strategy": "steps",

@@ -146,6 +146,8 @@ def teacher_trajectories(
         batch_size=settings["batch_size"],
         samples_per_question=settings["samples_per_question"],
         temperature=settings["temperature"],
+        top_p=settings["top_p"],
+        keep=settings["keep"],
         shard_size=settings["shard_size"],
         shards_dir=shards_dir,
         tensor_parallel_size=(settings["tensor_parallel_size"] or max(1, gpus)) if split else 1,

@@ -264,6 +264,13 @@ def check_config(cfg: dict) -> list[str]:
             )
         elif method == "grpo" and "epochs" in over:
             problems.append(f"'llm.runs.{key}.epochs': GRPO runs are given in max_steps")
+        else:  # a length key of the other trainer would reach no trainer
+            trainer = "grpo" if method == "grpo" else "sft"
+            for k in sorted(set(over) - {"max_steps", "save_steps", "epochs"}):
+                if k not in llm[trainer]:
+                    problems.append(
+                        f"'llm.runs.{key}.{k}': not a setting of {trainer} runs (llm.{trainer})"
+                    )
     gpus = max(1, cfg.get("resources", {}).get("train", {}).get("gpus", 1))
     if "grpo" in llm["methods"]:
         # TRL's GRPOConfig: the generation batch (batch_size x processes x grad_accum) must

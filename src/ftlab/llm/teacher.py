@@ -56,10 +56,10 @@ def choose_backend(backend: str) -> str:
 
 def hf_generator(
     model_path: str, *, max_new_tokens: int, batch_size: int, temperature: float,
-    device_map: str | None = None,
+    device_map: str | None = None, top_p: float | None = None,
 ) -> GenerateFn:  # fmt: skip
     """Batched HF generate (ftlab.llm.generate.HFGenerator); greedy at temperature 0.
-    device_map "auto": one model over every visible GPU."""
+    device_map "auto": one model over every visible GPU; top_p None: the checkpoint's own."""
     from ftlab.llm.generate import HFGenerator
 
     gen = HFGenerator(model_path, device_map=device_map)
@@ -67,17 +67,18 @@ def hf_generator(
     def generate(prompts: list[str], n: int) -> list[list[str]]:
         return gen.samples(
             prompts, n, max_new_tokens=max_new_tokens, batch_size=batch_size,
-            temperature=temperature,
+            temperature=temperature, top_p=top_p,
         )  # fmt: skip
 
     return generate
 
 
 def vllm_generator(
-    model_path: str, *, max_new_tokens: int, temperature: float, tensor_parallel_size: int = 1
-) -> GenerateFn:
+    model_path: str, *, max_new_tokens: int, temperature: float, tensor_parallel_size: int = 1,
+    top_p: float | None = None,
+) -> GenerateFn:  # fmt: skip
     """vLLM offline generation (imported lazily: vLLM is optional), the weights split over
-    `tensor_parallel_size` GPUs."""
+    `tensor_parallel_size` GPUs; top_p None: SamplingParams' default (1.0)."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError as e:
@@ -86,7 +87,8 @@ def vllm_generator(
     llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size)
 
     def generate(prompts: list[str], n: int) -> list[list[str]]:
-        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens)
+        extra = {} if top_p is None else {"top_p": top_p}
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, **extra)
         results = llm.generate(prompts, params)
         return [[o.text for o in r.outputs] for r in results]
 
@@ -99,22 +101,31 @@ def _verified(text: str, row: dict, fmt: str, style: str) -> bool:
     return is_correct(extract_answer(text, fmt), row, fmt)
 
 
+KEEP = ("all", "first")
+
+
 def verify_and_keep(
-    rows: list[dict], generations: list[list[str]], fmt: str, style: str = "reasoning"
-) -> tuple[list[dict], dict]:
+    rows: list[dict], generations: list[list[str]], fmt: str, style: str = "reasoning",
+    keep: str = "all",
+) -> tuple[list[dict], dict]:  # fmt: skip
     """SFT records of the correct generations, and counts.
 
-    Every correct sample is kept (several per question when samples_per_question > 1). With
+    keep "all": every correct sample is kept (several per question when samples_per_question
+    > 1); "first": only a question's first correct sample in generation order (seed 003's
+    generate_teacher_solutions.py), so at most one record per question. With
     the reasoning style a sample must also have the full tag format (rewards.has_format: one
     <reasoning>, one closed <answer>) and is judged on its tagged answer only, so a completion
     cut off at max_new_tokens (no closed </answer>) is never kept, whatever its last number.
     With the plain style (no tags) the answer is extracted as for in-domain scoring.
     """
+    if keep not in KEEP:
+        raise ValueError(f"unknown keep rule {keep!r}; expected one of {KEEP}")
     if len(generations) != len(rows):
         raise ValueError(f"{len(generations)} generation lists for {len(rows)} questions")
     kept_rows, n_generated, solved = [], 0, 0
     for row, texts in zip(rows, generations, strict=True):
         good = [t for t in texts if _verified(t, row, fmt, style)]
+        good = good[:1] if keep == "first" else good
         n_generated += len(texts)
         solved += bool(good)
         kept_rows.extend({**row, "teacher_completion": t} for t in good)
@@ -170,6 +181,8 @@ def generate_trajectories(
     batch_size: int,
     samples_per_question: int = 1,
     temperature: float = 0.0,
+    top_p: float | None = None,
+    keep: str = "all",
     limit: int | None = None,
     style: str = "reasoning",
     generate: GenerateFn | None = None,
@@ -183,13 +196,17 @@ def generate_trajectories(
     rows_path: normalised rows jsonl. generate: an injected generator (tests); otherwise one
     is built for the chosen backend when the first unfinished shard needs it. shards_dir:
     where finished shards are kept (default: beside out_path). tensor_parallel_size (vLLM) /
-    device_map (HF, "auto"): one model over several GPUs. Returns the report; in a launched
+    device_map (HF, "auto"): one model over several GPUs. top_p: None = the backend's default
+    (vLLM 1.0, HF the checkpoint's); keep: which correct samples become records (KEEP). Returns
+    the report; in a launched
     job (several processes) each rank generates its shards and only rank 0 writes and returns
     the report (the others None).
     """
     from ftlab.llm.ranks import Ranks
 
     ranks = Ranks()
+    if keep not in KEEP:  # before any generation
+        raise ValueError(f"unknown keep rule {keep!r}; expected one of {KEEP}")
     if samples_per_question > 1 and temperature <= 0:
         log.warning("%d samples per question at temperature 0 are identical", samples_per_question)
     rows = read_jsonl(rows_path)[:limit]
@@ -202,12 +219,12 @@ def generate_trajectories(
             if chosen == "vllm":
                 built.append(vllm_generator(
                     teacher_model, max_new_tokens=max_new_tokens, temperature=temperature,
-                    tensor_parallel_size=tensor_parallel_size,
+                    tensor_parallel_size=tensor_parallel_size, top_p=top_p,
                 ))  # fmt: skip
             else:
                 built.append(hf_generator(
                     teacher_model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    temperature=temperature, device_map=device_map,
+                    temperature=temperature, device_map=device_map, top_p=top_p,
                 ))  # fmt: skip
         return built[0]
 
@@ -219,6 +236,8 @@ def generate_trajectories(
     settings = {"teacher": teacher_model, "teacher_sha256": model_fingerprint(teacher_model),
                 "backend": chosen, "fmt": fmt, "style": style, "n": samples_per_question,
                 "max_new_tokens": max_new_tokens, "temperature": temperature}  # fmt: skip
+    if top_p is not None:  # only when set: shards written before the setting existed still fit
+        settings["top_p"] = top_p
     shards = Path(shards_dir) if shards_dir else Path(str(out_path) + ".shards")
     shards.mkdir(parents=True, exist_ok=True)
     n_shards = -(-len(rows) // shard_size) if rows else 0
@@ -246,7 +265,7 @@ def generate_trajectories(
         return None
     # Every shard is on disk now; one that is not (or stale) is generated here.
     generations = [g for k in range(n_shards) for g in shard(k)[0]]
-    records, counts = verify_and_keep(rows, generations, fmt, style)
+    records, counts = verify_and_keep(rows, generations, fmt, style, keep)
     write_jsonl(out_path, records)
     report = {
         **counts,
@@ -255,6 +274,8 @@ def generate_trajectories(
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "samples_per_question": samples_per_question,
         "temperature": temperature,
+        "top_p": top_p,
+        "keep": keep,
         "max_new_tokens": max_new_tokens,
         "fmt": fmt,
         "rows_path": str(Path(rows_path)),
