@@ -100,6 +100,10 @@ def main():
         os._exit(EXIT_MEMORY)
     except SystemExit as exc:
         sys.stdout.flush()
+        if exc.code is not None and not isinstance(exc.code, int):
+            # as Python does at exit: sys.exit("msg") prints msg to stderr, status 1
+            sys.stderr.write(f"{exc.code}\n")
+            sys.stderr.flush()
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         os._exit(EXIT_ERROR if code else 0)
     except BaseException:

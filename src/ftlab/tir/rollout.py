@@ -34,11 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ftlab.llm.data import last_boxed
-from ftlab.tir.sandbox import CellResult, Sandbox
+from ftlab.tir.sandbox import BOXED, CellResult, Sandbox
 
 CODE_RE = re.compile(r"```(?:py|python)?\n(.*?)\n```", re.DOTALL)
 _CUT_RE = re.compile(r"^(.*?)(```(?:py|python)?\n.*?\n```)", re.DOTALL)  # _postprocess_responses
-BOXED = "\\boxed{"
 OBS_PREFIX = "\nCode execution result: "
 NO_TOOL_PROMPT = "\n"  # SimpleTIR prompt_dict["no_tool_prompt"]: a void turn's observation
 FINAL_PROMPT = "\n"  # prompt_dict["final_prompt"]: appended at step max_turns - 2
@@ -208,7 +207,7 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
         for (t, record, _), result in zip(to_run, results, strict=True):
             record["tool"] = result.to_dict()
             _observe(record, observation(result), step, turns, count)
-            if BOXED in result.stdout:
+            if result.stdout_has_boxed:  # the whole stdout, as SimpleTIR (not the truncated)
                 t.stop_reason, t.answer = "answer", last_boxed(result.stdout)
         for t in active:
             if t.done:

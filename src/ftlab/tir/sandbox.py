@@ -54,6 +54,7 @@ _NAMESPACE_OK: dict[str, bool] = {}
 # text followed by the cell: final_answer(x) prints \boxed{x}, which ends the trajectory.
 FINAL_ANSWER_HELPER = '\ndef final_answer(result):\n    print(f"\\\\boxed{{{result}}}")\n\n'
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+BOXED = "\\boxed{"  # in a reply or a cell's stdout, it ends the trajectory (execute_predictions)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class CellResult:
     returncode: int | None
     # the last line of the whole stderr, truncated: what SimpleTIR shows the model of stderr
     stderr_last_line: str = ""
+    # \boxed{ anywhere in the whole stdout (SimpleTIR tests the untruncated stdout)
+    stdout_has_boxed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -243,6 +246,7 @@ class Sandbox:
                 stderr_last_line=truncate(
                     "\n".join(stderr.splitlines()[-1:]), lim.max_output_chars
                 ),  # fmt: skip
+                stdout_has_boxed=file_contains(out_path, BOXED),
             )
         except OSError as exc:
             return CellResult("sandbox_error", "", "", f"sandbox failed: {exc}", 0.0, None)
@@ -294,6 +298,19 @@ def _read_head(path: Path, lim: SandboxLimits) -> str:
         fh.seek(size - keep)
         tail = fh.read().decode("utf-8", errors="replace")
     return f"{head}\n...[{size - 2 * keep} bytes skipped]...\n{tail}"
+
+
+def file_contains(path: Path, text: str, chunk: int = 1 << 16) -> bool:
+    """Whether a file (up to file_mb, read in chunks) contains `text`; the chunks overlap by
+    len(text) - 1 bytes so a match across a boundary is found."""
+    needle = text.encode()
+    tail = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            if needle in tail + block:
+                return True
+            tail = (tail + block)[-(len(needle) - 1) :] if len(needle) > 1 else b""
+    return False
 
 
 def _last_line(text: str) -> str:
