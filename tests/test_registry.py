@@ -441,9 +441,12 @@ def test_lm_eval_filters_are_not_pooled(tmp_path):
 def test_monte_carlo_p_is_never_zero_and_one_item_is_never_significant():
     # one item: every resample is that item; the p-value is the Monte Carlo floor, not 0,
     # and the result is flagged (too few items for a bootstrap p-value)
-    one = stats.paired_bootstrap([1.0], [0.0], n_resamples=999)
+    one = stats.paired_bootstrap([1.0], [0.0], n_resamples=999, min_items=stats.MIN_BOOTSTRAP_N)
     assert one.p_value == pytest.approx(2 / 1000) and (one.ci_low, one.ci_high) == (1.0, 1.0)
     assert not one.decidable and "only 1 paired items" in one.note
+    # the plain bootstrap (seed 001's, min_items=0) decides by its p, with the caveat noted
+    plain = stats.paired_bootstrap([1.0], [0.0], n_resamples=999)
+    assert plain.p_value == one.p_value and plain.decidable and "understates" in plain.note
     # graded constant differences, enough items: every resample mean is 0.5 > 0 -> 2 / (1 + B)
     const = stats.paired_bootstrap(np.full(25, 0.5), np.zeros(25), n_resamples=999)
     assert const.p_value == pytest.approx(2 / 1000) and const.decidable
@@ -699,17 +702,31 @@ def test_monte_carlo_permutation_p_is_never_zero():
     assert r.detail.startswith("Monte Carlo") and r.p_value == pytest.approx(1 / 1000)
 
 
-def test_few_graded_items_are_never_significant(tmp_path):
+def test_few_graded_items_and_the_bootstrap_minimum(tmp_path, capsys):
     study = tmp_path / "results" / "few"
     synthetic.world_eval(study, "a_seed1", 1, {SETS[0]: ("mae", [1.0, 2.0, 3.0, 4.0, 5.0])})
     synthetic.world_eval(study, "b_seed1", 1, {SETS[0]: ("mae", [3.0, 4.0, 5.0, 6.0, 7.0])})
     with Registry(tmp_path / "results", ["few"]) as reg:
-        for method in ("auto", "bootstrap"):
-            r = views.significance(reg, "a_seed1", "b_seed1", "mae", None, method, 999)
-            # every resample's mean difference is -2: p is the floor 2 / (1 + B), but 5 items
-            # are too few for a bootstrap decision
-            assert r["p_value"] == pytest.approx(2 / 1000) and not r["significant"]
-            assert "only 5 paired items" in r["note"] and r["better"] == "a_seed1"
+        sig = lambda method, **kw: views.significance(  # noqa: E731
+            reg, "a_seed1", "b_seed1", "mae", None, method, 999, **kw
+        )
+        # every resample's mean difference is -2: p is the floor 2 / (1 + B)
+        auto = sig("auto")  # ours: 5 items are below auto's minimum of 20, no decision
+        assert auto["p_value"] == pytest.approx(2 / 1000) and not auto["significant"]
+        assert "only 5 paired items" in auto["note"] and auto["better"] == "a_seed1"
+        assert auto["min_bootstrap_items"] == stats.MIN_BOOTSTRAP_N
+        boot = sig("bootstrap")  # seed 001's bootstrap: its p decides, the caveat is noted
+        assert boot["p_value"] == pytest.approx(2 / 1000) and boot["significant"]
+        assert "understates" in boot["note"] and boot["min_bootstrap_items"] == 0
+        strict = sig("bootstrap", min_bootstrap_items=20)  # the named option
+        assert not strict["significant"] and "--min-bootstrap-items 20" in strict["note"]
+        assert sig("auto", min_bootstrap_items=0)["significant"]
         exact = views.significance(reg, "a_seed1", "b_seed1", "mae", None, "permutation")
     # the exact sign-flip test: 2 of 2^5 patterns as extreme, p = 0.0625 (5 items cannot reach 0.05)
     assert exact["p_value"] == pytest.approx(2 / 2**5) and not exact["significant"]
+    base = ["significance", "a_seed1", "b_seed1", "--metric", "mae", "--results",
+            str(tmp_path / "results"), "--method", "bootstrap"]  # fmt: skip
+    rc, out, _ = cli(capsys, *base, "--min-bootstrap-items", "6")
+    assert rc == 0 and "not significant" in out and "--min-bootstrap-items 6" in out
+    rc, out, _ = cli(capsys, *base)
+    assert rc == 0 and ", significant at alpha" in out

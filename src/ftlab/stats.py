@@ -7,8 +7,11 @@ same item) and test whether the mean difference is zero:
   seed keeps its weight); percentile CI of mean(a - b) and the two-sided bootstrap p-value
   2 * (1 + min(#{d* <= 0}, #{d* >= 0})) / (1 + resamples): a Monte Carlo p-value is never 0.
   Below ``MIN_BOOTSTRAP_N`` items the resamples of so few values understate the spread (one
-  item: every resample is the same), so the result is flagged ``decidable=False``: never
-  called significant, with a note.
+  item: every resample is the same), so the result carries a note. Whether it may still be
+  called significant is the option ``min_items``: a result on fewer items is flagged
+  ``decidable=False`` (never significant). ``paired_bootstrap`` and ``run_test("bootstrap")``
+  default to 0, seed 001's plain bootstrap (its p decides at any size); ``run_test("auto")``
+  (ours) to ``MIN_BOOTSTRAP_N``.
 - ``paired_permutation``: sign-flip test of mean(a - b) (under H0 the two labels of an item are
   exchangeable). Exact (all 2^k flips of the k non-zero differences) when k <= ``EXACT_MAX``,
   otherwise Monte Carlo with p = (1 + hits) / (1 + resamples).
@@ -36,9 +39,10 @@ import numpy as np
 
 EXACT_MAX = 20  # 2^20 sign patterns: exact enumeration still takes well under a second
 METHODS = ("auto", "bootstrap", "permutation", "mcnemar")
-# Fewer paired items than this: the bootstrap's p-value is not used for a decision (at n = 1
-# every resample is the same item; below ~20 the percentile bootstrap's spread is too small).
-# The exact sign-flip test (--method permutation) is exact at any n.
+# Fewer paired items than this: the bootstrap's p-value is unreliable (at n = 1 every resample
+# is the same item; below ~20 the percentile bootstrap's spread is too small): always a note,
+# and no decision where min_items asks for it (auto's default). The exact sign-flip test
+# (--method permutation) is exact at any n.
 MIN_BOOTSTRAP_N = 20
 
 
@@ -117,8 +121,11 @@ def _check(n_resamples: int, confidence: float) -> None:
 
 
 def paired_bootstrap(
-    a, b, n_resamples: int = 10000, seed: int = 0, strata=None, confidence: float = 0.95
-) -> TestResult:
+    a, b, n_resamples: int = 10000, seed: int = 0, strata=None, confidence: float = 0.95,
+    min_items: int = 0,
+) -> TestResult:  # fmt: skip
+    """min_items: fewer paired items than this are never called significant (0: p decides at
+    any size, as seed 001's bootstrap)."""
     _check(n_resamples, confidence)
     a, b = _pair(a, b)
     d = a - b
@@ -144,12 +151,18 @@ def paired_bootstrap(
         p = 1.0
     detail = f"{n_resamples} resamples" + (f", {len(groups)} strata" if strata is not None else "")
     note, decidable = "", True
-    if d.size < MIN_BOOTSTRAP_N:
+    if d.size < min_items:
         note = (
-            f"only {d.size} paired items: a bootstrap p-value needs at least {MIN_BOOTSTRAP_N}, "
-            "so this is not called significant (use --method permutation: exact at any size)"
+            f"only {d.size} paired items: fewer than --min-bootstrap-items {min_items}, so this "
+            "is not called significant (use --method permutation: exact at any size)"
         )
         decidable = False
+    elif d.size < MIN_BOOTSTRAP_N:
+        note = (
+            f"only {d.size} paired items: a bootstrap p-value on fewer than {MIN_BOOTSTRAP_N} "
+            "understates the spread (--method permutation is exact at any size; "
+            f"--min-bootstrap-items {MIN_BOOTSTRAP_N} refuses to decide)"
+        )
     return TestResult(
         "bootstrap", d.size, a.mean(), b.mean(), d.mean(), float(p), float(lo), float(hi),
         detail, p_from=f"paired bootstrap ({detail})",
@@ -205,19 +218,22 @@ def is_binary(a, b) -> bool:
 
 def run_test(
     method: str, a, b, *, n_resamples: int = 10000, seed: int = 0, strata=None,
-    confidence: float = 0.95,
+    confidence: float = 0.95, min_bootstrap_items: int | None = None,
 ) -> TestResult:  # fmt: skip
     """`method`: auto (0/1 outcomes: exact McNemar p with the bootstrap's interval; otherwise the
-    bootstrap), bootstrap, permutation or mcnemar. `confidence`: level of the interval."""
+    bootstrap), bootstrap, permutation or mcnemar. `confidence`: level of the interval.
+    `min_bootstrap_items`: a bootstrap-decided result on fewer items is never significant;
+    None: MIN_BOOTSTRAP_N under auto, 0 under bootstrap (seed 001's plain bootstrap)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     _check(n_resamples, confidence)
+    min_items = default_min_bootstrap_items(method, min_bootstrap_items)
     a, b = _pair(a, b)
     if method == "permutation":
         return paired_permutation(a, b, n_resamples, seed)
     if method == "mcnemar":
         return mcnemar(a, b)
-    boot = paired_bootstrap(a, b, n_resamples, seed, strata, confidence)
+    boot = paired_bootstrap(a, b, n_resamples, seed, strata, confidence, min_items)
     if not is_binary(a, b):
         return replace(boot, method=method)
     exact = mcnemar(a, b, exact=True)
@@ -233,6 +249,14 @@ def run_test(
         f"exact McNemar p = {exact.p_value:.4g} ({exact.detail}; --method auto decides by it)"
     )
     return replace(boot, note="; ".join(x for x in (boot.note, caveat) if x))
+
+
+def default_min_bootstrap_items(method: str, given: int | None) -> int:
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int | np.integer) or given < 0:
+            raise ValueError(f"min_bootstrap_items must be a whole number >= 0, got {given!r}")
+        return int(given)
+    return MIN_BOOTSTRAP_N if method == "auto" else 0
 
 
 def mean_sd(values) -> tuple[float, float | None]:

@@ -146,6 +146,7 @@ def cmd_significance(args) -> int:
             args.seed,
             args.step,
             args.alpha,
+            args.min_bootstrap_items,
         )
         for w in res["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
@@ -384,6 +385,16 @@ def add_parsers(sub) -> None:
         help="significance level; the interval is at 1 - alpha (0 < alpha < 1)",
     )
     p.add_argument("--step", default="last", help="last (default) or a step number")
+    p.add_argument(
+        "--min-bootstrap-items",
+        type=_count,
+        default=None,
+        metavar="N",
+        help=f"a bootstrap-decided result on fewer than N items is never called significant "
+        f"(default: {stats.MIN_BOOTSTRAP_N} under --method auto; 0 under --method bootstrap, "
+        "seed 001's plain bootstrap; either way a note below "
+        f"{stats.MIN_BOOTSTRAP_N})",
+    )
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_significance)

@@ -482,6 +482,7 @@ def significance(
     seed: int = 0,
     step: str = "last",
     alpha: float = 0.05,
+    min_bootstrap_items: int | None = None,
 ) -> dict:
     """Paired test of A vs B; `significant` is p < alpha (never for a result flagged not
     decidable), and the interval (where the method has one) is at confidence 1 - alpha."""
@@ -490,7 +491,8 @@ def significance(
     xa, xb, info = paired_outcomes(reg, a, b, metric, task, step)
     used = info["pairs"]
     res = stats.run_test(
-        method, xa, xb, n_resamples=n_resamples, seed=seed, confidence=1 - alpha
+        method, xa, xb, n_resamples=n_resamples, seed=seed, confidence=1 - alpha,
+        min_bootstrap_items=min_bootstrap_items,
     )  # fmt: skip
     out = res.as_dict()
     diff = out["diff"]
@@ -513,6 +515,7 @@ def significance(
             "lower_is_better": lower_is_better(metric),
             "alpha": alpha,
             "confidence": 1 - alpha,
+            "min_bootstrap_items": stats.default_min_bootstrap_items(method, min_bootstrap_items),
             "significant": bool(res.p_value < alpha and res.decidable),
             "warnings": warnings,
         }
