@@ -293,3 +293,25 @@ def test_the_baseline_builds_no_task_gradients_and_equals_their_reduction(reduct
     got = np.concatenate([p.grad.numpy() if p.grad is not None else np.zeros(p.numel())
                           for p in params])  # fmt: skip
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_step_of_two_micro_steps_projects_the_summed_task_gradients():
+    """The audit's case: micro-batches {(1,0),(-1,1)} and {(1,0),(1,1)}. Projected per
+    micro-batch and summed: (2.5, 2.5); PCGrad of the step's gradients (2,0),(0,2): (2, 2)."""
+    from ftlab.mtl.surgery import SurgeryStep
+
+    w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    micro = [torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64),
+             torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)]  # fmt: skip
+    step = SurgeryStep([w], PCGrad(seed=0), 2)
+    for g in micro:
+        step.add([w @ g[0], w @ g[1]])  # d(w . g_t)/dw = g_t
+        assert w.grad is None
+    stats = step.finish(stats=True)
+    assert w.grad.tolist() == [2.0, 2.0] and stats.n_conflicts == 0
+    per_micro = sum(PCGrad(seed=0).combine(g, torch.ones_like(g, dtype=torch.bool)) for g in micro)
+    assert per_micro.tolist() == [2.5, 2.5]
+    with pytest.raises(ValueError, match="before any micro-step"):
+        SurgeryStep([w], PCGrad(seed=0), 2).finish()
+    with pytest.raises(ValueError, match="outside 0..1"):
+        SurgeryStep([w], PCGrad(seed=0), 2).add([w.sum()], [2])

@@ -67,10 +67,10 @@ def az_base(base, tmp_path_factory):
     return str(out)
 
 
-def trainer_for(objective, method, base, data, tmp_path, **kwargs):
+def trainer_for(objective, method, base, data, tmp_path, trl=TRL, **kwargs):
     """A trainer of the run; data: its dataset rows (SFT records, GRPO prompt rows)."""
     tok = trl_train.llm_train._load_tokenizer(base, "right" if objective == "sft" else "left")
-    recipe = trl_train.make_recipe(objective, TRAINING, TRL, max_steps=4)
+    recipe = trl_train.make_recipe(objective, TRAINING, trl, max_steps=4)
     combiner = make_combiner(method, seed=5)
     trainer = trl_train._trainer(objective, recipe, TRAINING, base, tok, data, TASKS, 0,
                                  str(tmp_path / "state"), combiner, [], **kwargs)  # fmt: skip
@@ -133,6 +133,44 @@ def test_sft_step_is_the_surgery_of_per_task_mean_token_losses(method, az_base, 
         loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100)
         grads.append(task_gradient(ref, loss))
     assert_close_update(got, method, grads)
+
+
+def test_sft_with_grad_accum_2_projects_the_steps_task_gradients_once(az_base, tmp_path):
+    """grad_accum 2 through the real SFT trainer: after the first micro-step no gradient is
+    set; after the second (the Trainer's sync step) the gradient is PCGrad of each task's
+    mean token loss / 2 summed over the two micro-batches, projected once."""
+    data = [{"prompt": f"Question {i % 2}: ", "completion": c * (6 + i), "task_ids": t}
+            for i in range(4) for t, c in enumerate("az")]  # fmt: skip
+    trainer, _ = trainer_for("sft", "pcgrad", az_base, data, tmp_path,
+                             trl={**TRL, "grad_accum": 2})  # fmt: skip
+    loader = iter(trainer.get_train_dataloader())
+    micro = [next(loader), next(loader)]
+    trainer.model.zero_grad()
+    for k, batch in enumerate(micro):
+        trainer.accelerator.gradient_state._set_sync_gradients(k == 1)  # as Trainer's loop
+        trainer.training_step(trainer.model, dict(batch))
+        if k == 0:
+            assert all(p.grad is None for p in trainer.model.parameters())
+    got = flat_grads(trainer.model)
+
+    ref = transformers.AutoModelForCausalLM.from_pretrained(az_base)
+    per_micro = []
+    for batch in micro:
+        grads = []
+        for t in (0, 1):
+            m = batch["task_ids"] == t
+            logits = ref(input_ids=batch["input_ids"][m],
+                         attention_mask=batch["attention_mask"][m]).logits  # fmt: skip
+            labels = batch["labels"][m][:, 1:]
+            loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100)
+            grads.append(task_gradient(ref, loss / 2))
+        per_micro.append(grads)
+    summed = [per_micro[0][t] + per_micro[1][t] for t in (0, 1)]
+    assert_close_update(got, "pcgrad", summed)
+    # projecting each micro-batch apart is another update
+    apart = sum(expected_update("pcgrad", grads) for grads in per_micro)
+    once = expected_update("pcgrad", summed)
+    assert np.abs(apart - once).max() > 1e-3 * np.abs(got).max()
 
 
 @pytest.mark.parametrize(("model_dtype", "expected"),

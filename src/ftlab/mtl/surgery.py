@@ -2,8 +2,11 @@
 
 `surgery_backward(losses, params, combiner)` leaves in each `p.grad` the combined gradient of
 the per-task losses (added to what is there, like `backward()`), so the caller then clips and
-steps its own optimizer. A `Combiner` is the method; two are here, and CAGrad or GradNorm would
-be a third subclass (they need the same per-task gradients, plus their own state):
+steps its own optimizer. Under gradient accumulation `SurgeryStep` does the same for one
+optimizer step: `add` per micro-step sums each task's gradients, `finish` combines them once
+(PCGrad of the step's task gradients, not a sum of per-micro-batch projections). A `Combiner`
+is the method; two are here, and CAGrad or GradNorm would be a third subclass (they need the
+same per-task gradients, plus their own state):
 
 - `Baseline`: the plain sum of the task losses, one backward pass.
 - `PCGrad` (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning", Algorithm 1): per-task
@@ -37,8 +40,10 @@ matrix (float64, on the host: no device sync per pair) and the gradients are rea
 (Gram, weighted sum). The per-task gradients live in ONE [T, P] buffer filled in place, "reached"
 is one flag per task and parameter tensor, and the combined gradient goes straight into each
 p.grad: peak extra memory about (T + 1) x the parameter bytes (the buffer, plus one task's
-gradients while they are copied in). The baseline never builds per-task gradients: one
-backward of the (data parallel: weighted) summed loss, 1 x the parameter bytes at most.
+gradients while they are copied in; with SurgeryStep T is every task of the study, and the
+buffer is held from the first micro-step to the optimizer step). The baseline never builds
+per-task gradients: one backward of the (data parallel: weighted) summed loss, 1 x the
+parameter bytes at most.
 """
 
 from __future__ import annotations
@@ -168,14 +173,16 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
-    """grads [T, P] -> [T, T] float64 on the host, block by block (float32 blocks for half or
-    float32 gradients, as torch.dot accumulates them, summed in float64)."""
-    n, size = grads.shape
+def gram_matrix(grads: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+    """grads [T, P] (rows: only those rows, in that order) -> [T, T] float64 on the host, block
+    by block (float32 blocks for half or float32 gradients, as torch.dot accumulates them,
+    summed in float64)."""
+    n, size = grads.shape if rows is None else (len(rows), grads.shape[1])
     acc = _acc_dtype(grads.dtype)
     gram = torch.zeros(n, n, dtype=torch.float64, device=grads.device)
     for a in range(0, size, CHUNK):
-        block = grads[:, a : a + CHUNK].to(acc)
+        block = grads[:, a : a + CHUNK] if rows is None else grads[rows, a : a + CHUNK]
+        block = block.to(acc)
         gram += (block @ block.T).to(torch.float64)
     return gram.cpu()
 
@@ -189,23 +196,34 @@ def task_gradients(
     tensor. A None loss (a task absent from this process's batch, data parallel) reaches
     nothing."""
     params = list(params)
-    size = sum(p.numel() for p in params)
-    ref = params[0]
-    grads = torch.zeros(len(losses), size, dtype=ref.dtype, device=ref.device)
+    grads = _task_buffer(len(losses), params)
     reached = torch.zeros(len(losses), len(params), dtype=torch.bool)
+    _add_task_gradients(losses, params, grads, reached, range(len(losses)), [1.0] * len(losses))
+    return grads, reached
+
+
+def _task_buffer(n_tasks: int, params: list[torch.Tensor]) -> torch.Tensor:
+    ref = params[0]
+    size = sum(p.numel() for p in params)
+    return torch.zeros(n_tasks, size, dtype=ref.dtype, device=ref.device)
+
+
+def _add_task_gradients(losses, params, grads, reached, rows, coef) -> None:
+    """grads[rows[k]] += coef[k] * (losses[k]'s flattened gradient), reached[rows[k]] |= the
+    tensors it reaches; the per-tensor gradients are freed as they are copied in (at most one
+    task's gradients beside the buffer)."""
     last = max((k for k, loss in enumerate(losses) if loss is not None), default=-1)
     for k, loss in enumerate(losses):
         if loss is None:
             continue
         gs = list(torch.autograd.grad(loss, params, retain_graph=k < last, allow_unused=True))
-        offset = 0
+        row, offset = rows[k], 0
         for n, p in enumerate(params):
             if gs[n] is not None:
-                grads[k, offset : offset + p.numel()] = gs[n].reshape(-1)
-                reached[k, n] = True
-                gs[n] = None  # free as we go: at most one task's gradients beside the buffer
+                grads[row, offset : offset + p.numel()].add_(gs[n].reshape(-1), alpha=coef[k])
+                reached[row, n] = True
+                gs[n] = None
             offset += p.numel()
-    return grads, reached
 
 
 def graph_reaches(losses: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]):
@@ -244,8 +262,8 @@ def conflict_stats(grads: torch.Tensor | None = None, *, gram=None) -> SurgerySt
 
 class WeightedAllReduce:
     """Data parallel: the global task gradient g_t = sum_p w_pt g_pt / sum_p w_pt, with w_pt
-    this process's weight of task t (its tokens for a mean-token loss, 1 for GRPO's globally
-    normalized loss; ftlab.mtl.trl), and reached = reached on any process."""
+    this process's weight of task t in the micro-step (its tokens for a mean-token loss, 1 for
+    GRPO's globally normalized loss; ftlab.mtl.trl), and reached = reached on any process."""
 
     def __init__(self, weights: torch.Tensor):
         self.weights = weights
@@ -257,19 +275,13 @@ class WeightedAllReduce:
         torch.distributed.all_reduce(total)
         return (w / total.clamp_min(1e-30)).tolist()
 
-    def task_gradients(self, grads: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
-        """grads [T, P] reduced in place; returns the global reached flags."""
-        for t, c in enumerate(self.coefficients(grads.device)):
-            grads[t].mul_(c)
-        torch.distributed.all_reduce(grads)
-        return self.reached(reached, grads.device)
-
     def reached(self, reached: torch.Tensor, device) -> torch.Tensor:
         flags = reached.to(device=device, dtype=torch.uint8)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         return flags.bool().cpu()
 
     def gradient(self, grad: torch.Tensor) -> None:
+        """Sum over the processes, in place (the [T, P] task gradients or one gradient)."""
         torch.distributed.all_reduce(grad)
 
 
@@ -278,35 +290,6 @@ def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
     else:
         p.grad += g
-
-
-def _baseline_backward(losses, params, combiner: Baseline, data_parallel) -> None:
-    """One backward of sum_t c_t L_t (c_t = 1, data parallel: this process's share of task t),
-    all-reduced; reduction "mean": the tensors every task reaches divided by T."""
-    present = [(k, loss) for k, loss in enumerate(losses) if loss is not None]
-    if data_parallel is None and combiner.reduction == "sum":
-        combiner.reduced_loss([loss for _, loss in present]).backward()
-        return
-    device = params[0].device
-    coef = [1.0] * len(losses) if data_parallel is None else data_parallel.coefficients(device)
-    grads: list = [None] * len(params)
-    if present:
-        total = torch.stack([loss * coef[k] for k, loss in present]).sum()
-        grads = list(torch.autograd.grad(total, params, allow_unused=True))
-    shared = [False] * len(params)
-    if combiner.reduction == "mean":
-        reached = graph_reaches(losses, params)
-        if data_parallel is not None:
-            reached = data_parallel.reached(reached, device)
-        shared = reached.all(0).tolist()
-    for n, p in enumerate(params):
-        g = torch.zeros_like(p) if grads[n] is None else grads[n]
-        grads[n] = None
-        if data_parallel is not None:
-            data_parallel.gradient(g)
-        if shared[n]:
-            g /= len(losses)
-        _accumulate(p, g)
 
 
 def _add_weighted(params, grads: torch.Tensor, w: list[float], shared: list[bool], n_tasks):
@@ -328,6 +311,128 @@ def _add_weighted(params, grads: torch.Tensor, w: list[float], shared: list[bool
         _accumulate(p, out.view_as(p))
 
 
+class SurgeryStep:
+    """The surgery of one optimizer step, over its gradient-accumulation micro-steps.
+
+    PCGrad projects the step's task gradients once (the paper's Algorithm 1 per update; seed
+    000 calls pc_backward once per update): the projection is not linear, so projecting each
+    micro-batch's gradients and summing is not PCGrad of the step. `add` (each micro-step)
+    adds each task's gradient into row t of one [n_tasks, P] buffer (data parallel: times
+    this process's share of the task in that micro-step, so that one sum over the processes at
+    the end gives the global gradients); `finish` (the last micro-step) all-reduces the buffer
+    once, projects the tasks present in the step, and adds the result to p.grad. With one
+    micro-step this is the former per-call computation.
+
+    The baseline is linear: each micro-step's backward goes into p.grad; data parallel, p.grad
+    is summed over the processes once in `finish`, and reduction "mean" divides the tensors
+    every task of the step reaches by the step's task count there; for those two, gradients
+    already in p.grad when the step starts are set aside and added back after (so finish
+    rewrites only the step's own gradient, as backward() would add).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], combiner: Combiner, n_tasks: int):
+        self.params = list(params)
+        self.combiner = combiner
+        self.n_tasks = n_tasks
+        self.present = [False] * n_tasks  # tasks with a (maybe None) loss in any micro-step
+        self.reached = torch.zeros(n_tasks, len(self.params), dtype=torch.bool)
+        self.grads: torch.Tensor | None = None  # [n_tasks, P] (PCGrad), allocated at first add
+        self.aside: list | None = None  # baseline: p.grad from before the step
+        self.micro_steps = 0
+
+    def add(self, losses: Sequence[torch.Tensor | None], tasks: Sequence[int] | None = None,
+            data_parallel: WeightedAllReduce | None = None) -> None:  # fmt: skip
+        """One micro-step's losses; tasks: the task index of each (default 0..len-1). A None
+        loss: a task with no rows on this process (data parallel), present on another."""
+        tasks = list(range(len(losses))) if tasks is None else [int(t) for t in tasks]
+        if len(tasks) != len(losses) or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks {tasks} must name each of the {len(losses)} losses once")
+        if any(not 0 <= t < self.n_tasks for t in tasks):
+            raise ValueError(f"task indices {tasks} outside 0..{self.n_tasks - 1}")
+        for t in tasks:
+            self.present[t] = True
+        device = self.params[0].device
+        if data_parallel is None:
+            coef = [1.0] * len(losses)
+        else:
+            coef = data_parallel.coefficients(device)
+        if self.combiner.needs_task_gradients:
+            if self.grads is None:
+                self.grads = _task_buffer(self.n_tasks, self.params)
+            _add_task_gradients(losses, self.params, self.grads, self.reached, tasks, coef)
+        else:
+            self._baseline_add(losses, tasks, coef, data_parallel is not None)
+        self.micro_steps += 1
+
+    def _baseline_add(self, losses, tasks, coef, data_parallel: bool) -> None:
+        present = [(k, loss) for k, loss in enumerate(losses) if loss is not None]
+        if not data_parallel and self.combiner.reduction == "sum":
+            self.combiner.reduced_loss([loss for _, loss in present]).backward()
+            return
+        if self.aside is None:
+            self.aside = [p.grad for p in self.params]
+            for p in self.params:
+                p.grad = None
+        if self.combiner.reduction == "mean":
+            reached = graph_reaches(losses, self.params)
+            for k, t in enumerate(tasks):
+                self.reached[t] |= reached[k]
+        if present:
+            total = torch.stack([loss * coef[k] for k, loss in present]).sum()
+            grads = list(torch.autograd.grad(total, self.params, allow_unused=True))
+            for n, p in enumerate(self.params):
+                if grads[n] is not None:
+                    _accumulate(p, grads[n])
+                    grads[n] = None
+
+    def finish(self, *, stats: bool = False,
+               data_parallel: WeightedAllReduce | None = None) -> SurgeryStats | None:  # fmt: skip
+        """Add the step's combined gradient to p.grad (data_parallel: the collectives, any
+        micro-step's object); stats: the conflicts of the step's task gradients."""
+        if self.micro_steps == 0:
+            raise ValueError("SurgeryStep.finish before any micro-step was added")
+        rows = [t for t in range(self.n_tasks) if self.present[t]]
+        mean = self.combiner.reduction == "mean"
+        device = self.params[0].device
+        if not self.combiner.needs_task_gradients:
+            self._baseline_finish(rows, mean, data_parallel, device)
+            return SurgeryStats(len(rows), 0, None) if stats else None
+        grads, reached = self.grads, self.reached
+        self.grads = None
+        if data_parallel is not None:
+            data_parallel.gradient(grads)
+            reached = data_parallel.reached(reached, device)
+        gram = gram_matrix(grads, rows if len(rows) < self.n_tasks else None)
+        w = [0.0] * self.n_tasks
+        for t, wt in zip(rows, self.combiner.task_weights(gram).tolist(), strict=True):
+            w[t] = wt
+        shared = reached[rows].all(0).tolist() if mean else [False] * len(self.params)
+        _add_weighted(self.params, grads, w, shared, len(rows))
+        del grads
+        return conflict_stats(gram=gram) if stats else None
+
+    def _baseline_finish(self, rows, mean: bool, data_parallel, device) -> None:
+        if self.aside is None:  # the plain sum went straight into p.grad
+            return
+        shared = [False] * len(self.params)
+        if mean:
+            reached = self.reached
+            if data_parallel is not None:
+                reached = data_parallel.reached(reached, device)
+            shared = reached[rows].all(0).tolist()
+        for n, p in enumerate(self.params):
+            g = torch.zeros_like(p) if p.grad is None else p.grad
+            if data_parallel is not None:
+                data_parallel.gradient(g)
+            if shared[n]:
+                g /= len(rows)
+            before, self.aside[n] = self.aside[n], None
+            p.grad = None
+            if before is not None:
+                _accumulate(p, before)
+            _accumulate(p, g)
+
+
 def surgery_backward(
     losses: Sequence[torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -336,7 +441,8 @@ def surgery_backward(
     stats: bool = False,
     data_parallel: WeightedAllReduce | None = None,
 ) -> SurgeryStats | None:
-    """Add the combined gradient of `losses` (one scalar per task) to each param's .grad.
+    """Add the combined gradient of `losses` (one scalar per task) to each param's .grad: an
+    optimizer step of one micro-step (SurgeryStep; with gradient accumulation, use that).
 
     params: the parameters the optimizer updates (those with requires_grad). stats: also
     return the conflict statistics of the original task gradients (the baseline: none
@@ -345,18 +451,8 @@ def surgery_backward(
     gradients; the baseline all-reduces its one gradient. A None loss: a task with no rows
     here (its gradient is zero, reached nothing).
     """
-    params = list(params)
     if not losses:
         raise ValueError("surgery_backward needs at least one task loss")
-    if not combiner.needs_task_gradients:
-        _baseline_backward(losses, params, combiner, data_parallel)
-        return SurgeryStats(len(losses), 0, None) if stats else None
-    grads, reached = task_gradients(losses, params)
-    if data_parallel is not None:
-        reached = data_parallel.task_gradients(grads, reached)
-    gram = gram_matrix(grads)
-    w = combiner.task_weights(gram).tolist()
-    shared = reached.all(0).tolist() if combiner.reduction == "mean" else [False] * len(params)
-    _add_weighted(params, grads, w, shared, len(losses))
-    del grads
-    return conflict_stats(gram=gram) if stats else None
+    step = SurgeryStep(params, combiner, len(losses))
+    step.add(losses, data_parallel=data_parallel)
+    return step.finish(stats=stats, data_parallel=data_parallel)

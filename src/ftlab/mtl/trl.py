@@ -5,7 +5,10 @@ batch as the trainer does (GRPO: generate, score, compute advantages), split its
 ("task_ids"), one `compute_loss` per task on its rows, and `surgery_backward` of those losses
 (ftlab.mtl.surgery: baseline = their plain sum, pcgrad = projected); clipping, the optimizer
 and the scheduler stay the Trainer's. Both methods take this same path, so they differ only in
-the combiner.
+the combiner. Gradient accumulation: one `SurgeryStep` per optimizer step sums the per-task
+gradients of its micro-steps and is finished on the micro-step where the Trainer sets
+`accelerator.sync_gradients` (the last before the optimizer step), so PCGrad projects the
+step's task gradients once, as the paper and seed 000 (one pc_backward per update) do.
 
 Where the task of a row comes from: the training rows carry "task" (the mix, ftlab.mtl.steps);
 ftlab.mtl.trl_data turns it into an integer "task_ids" column.
@@ -29,8 +32,10 @@ before the projection, weighted by each process's share of the task (SFT: its co
 tokens, 0 without rows, so the result is the global per-task token mean; GRPO: 1 on every
 process, rows or not, as TRL divides each process's loss by the global token count / processes):
 every rank projects the same global task gradients (ftlab.mtl.surgery.WeightedAllReduce). The
-baseline builds no per-task gradient: one backward of the loss weighted the same way, then one
-all-reduce of that gradient (the same global gradient by linearity). The tasks are those
+weights are per micro-step (one all-reduce of T numbers each); the gradients are all-reduced
+once per optimizer step. The baseline builds no per-task gradient: one backward of the loss
+weighted the same way per micro-step, then one all-reduce of the step's gradient (the same
+global gradient by linearity). The tasks are those
 present in any process (one all-reduce), so the combiner sees the tasks of the 1-process
 global batch; a task absent from one process's micro-batch still gets a (no-grad)
 compute_loss call there, so the collectives inside TRL's compute_loss stay matched, and its
@@ -47,7 +52,7 @@ import logging
 
 import torch
 
-from ftlab.mtl.surgery import Combiner, WeightedAllReduce, surgery_backward
+from ftlab.mtl.surgery import Combiner, SurgeryStep, WeightedAllReduce
 
 log = logging.getLogger("ftlab.mtl.trl")
 
@@ -113,28 +118,38 @@ class SurgeryMixin:
         task_ids = inputs.pop(TASK_IDS)
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)  # DDP: we all-reduce
         with self.compute_loss_context_manager(), no_sync():
-            losses, weights = self._task_losses(model, inputs, task_ids)
-        params = [p for p in model.parameters() if p.requires_grad]
+            tasks, losses, weights = self._task_losses(model, inputs, task_ids)
+        step = getattr(self, "_surgery_step", None)
+        if step is None:  # the first micro-step of an optimizer step
+            params = [p for p in model.parameters() if p.requires_grad]
+            step = self._surgery_step = SurgeryStep(params, self.surgery, self.n_tasks)
         data_parallel = WeightedAllReduce(weights) if _distributed() else None
-        surgery_backward(losses, params, self.surgery, data_parallel=data_parallel)
+        step.add(losses, tasks, data_parallel=data_parallel)
+        # the Trainer sets sync_gradients on the last micro-step before the optimizer step:
+        # PCGrad projects the step's accumulated task gradients once, there
+        if self.accelerator.sync_gradients:
+            self._surgery_step = None
+            step.finish(data_parallel=data_parallel)
         present = [loss.detach() for loss in losses if loss is not None]
         return torch.stack(present).sum()
 
     def _task_losses(self, model, inputs, task_ids):
-        """One loss per task present here, in task order; data parallel: one per task present
-        in ANY process (the tasks one process would see with the whole global batch), None
-        where absent here after a no-grad call on one row, so every process makes the same
-        collective calls inside compute_loss; with this process's weight of each task."""
+        """(task indices, their losses) for the tasks present here, in task order; data
+        parallel: for the tasks present in ANY process (the tasks one process would see with
+        the whole global batch), the loss None where absent here after a no-grad call on one
+        row, so every process makes the same collective calls inside compute_loss; with this
+        process's weight of each task."""
         scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
         parts = split_by_task(inputs, task_ids)
         if not _distributed():
-            return [self.compute_loss(model, sub) / scale for sub in parts.values()], None
+            losses = [self.compute_loss(model, sub) / scale for sub in parts.values()]
+            return list(parts), losses, None
         present = torch.zeros(self.n_tasks, dtype=torch.int32, device=task_ids.device)
         present[list(parts)] = 1
         torch.distributed.all_reduce(present, op=torch.distributed.ReduceOp.MAX)
-        losses, weights = [], []
+        tasks, losses, weights = present.nonzero().flatten().tolist(), [], []
         with _uneven_gathers(self.accelerator):
-            for t in present.nonzero().flatten().tolist():
+            for t in tasks:
                 sub = parts.get(t)
                 if sub is not None:
                     losses.append(self.compute_loss(model, sub) / scale)
@@ -144,7 +159,7 @@ class SurgeryMixin:
                         self.compute_loss(model, first)
                     losses.append(None)
                 weights.append(self._task_weight(sub))
-        return losses, torch.tensor(weights, dtype=torch.float64)
+        return tasks, losses, torch.tensor(weights, dtype=torch.float64)
 
     def _task_weight(self, sub: dict | None) -> float:
         """This process's weight of a task in the all-reduce (sub: its rows of the task here,
