@@ -251,7 +251,10 @@ class Registry:
         an older checkpoint."""
         lines = []
         for e in self.unreadable(refs):
-            line = f"{self.name(e['ref'])}: {e['path']} is unreadable and left out ({e['error']})"
+            # the reader's message starts with the file's path (as the refresh spelled it)
+            head, sep, rest = e["error"].partition(": ")
+            why = rest if sep and Path(head).name == e["path"].name else e["error"]
+            line = f"{self.name(e['ref'])}: {e['path']} is unreadable and left out ({why})"
             used = (steps or {}).get(e["ref"])
             if used is not None and e["step"] is not None and e["step"] > used:
                 line += f"; {self.name(e['ref'])} is shown at step {used}, not step {e['step']}"
