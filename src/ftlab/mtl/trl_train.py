@@ -48,9 +48,11 @@ def make_recipe(objective: str, training: dict, trl: dict, max_steps: int):
     """The llm kind's recipe of the run; checkpoints are saved by the epoch schedule only."""
     from ftlab.llm.recipes import GRPORecipe, SFTRecipe
 
+    # warmup_steps is a whole count here (schema), so warmup_rounding never applies
     common = dict(lr=training["lr"], max_steps=max_steps, save_steps=max_steps + 1,
                   batch_size=training["batch_size"], grad_accum=trl["grad_accum"],
-                  warmup_steps=training["warmup_steps"], lr_scheduler_type="linear",
+                  warmup_steps=training["warmup_steps"], warmup_rounding="floor",
+                  lr_scheduler_type="linear", weight_decay=training["weight_decay"],
                   bf16=trl["bf16"])  # fmt: skip
     if objective == "sft":
         return SFTRecipe(**common, max_length=trl["max_length"])
@@ -66,7 +68,6 @@ def trl_args(recipe, objective: str, training: dict, state_dir: str, seed: int):
         args = recipe.trl_config(
             state_dir, seed, vllm=recipe.use_vllm and llm_train._vllm_available()
         )
-    args.weight_decay = training["weight_decay"]
     args.max_grad_norm = training["max_grad_norm"] or 0.0  # 0: no clipping
     args.logging_steps = training["log_every"]
     return args
