@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = "Q: {question}\n"
 SAMPLING = {"n": 3, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 40, "max_turns": 3,
-            "max_context_tokens": None, "tools": True}  # fmt: skip
+            "max_context_tokens": None, "max_prompt_tokens": None, "tools": True}  # fmt: skip
 N_PROBLEMS, SHARD = 10, 3  # shards of 3, 3, 3, 1 problems: 2 per rank
 SANDBOX = {"cpu_seconds": 2, "wall_seconds": 5, "memory_mb": 512, "max_concurrency": 2}
 TIMINGS = ("gen_seconds", "tool_seconds", "seconds", "wall_seconds", "cpu_seconds")

@@ -53,12 +53,15 @@ def test_evaluation_is_the_seeds(cfg):
     # TOP_P=1.0 (run_llm_loop's turns sample with the rollout's settings)
     t1 = cfg["tir"]["eval"]["samplings"]["t1"]
     assert t1 == {"n": 32, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8000,
-                  "max_turns": 10, "max_context_tokens": None, "tools": True}  # fmt: skip
+                  "max_turns": 10, "max_context_tokens": None, "max_prompt_tokens": 16000,
+                  "tools": True}  # fmt: skip
     # tools off, generate_sequences samples with val_kwargs: VAL_TEMPERATURE=1.0, top_p 0.7
     single = cfg["tir"]["eval"]["samplings"]["single"]
     assert single == {"n": 32, "temperature": 1.0, "top_p": 0.7, "max_new_tokens": 8000,
-                      "max_turns": 1, "max_context_tokens": None, "tools": False}  # fmt: skip
+                      "max_turns": 1, "max_context_tokens": None, "max_prompt_tokens": 16000,
+                      "tools": False}  # fmt: skip
     assert cfg["tir"]["grpo"]["max_new_tokens"] == 8000
+    assert cfg["tir"]["grpo"]["max_prompt_tokens"] == 16000  # max_prompt_length
 
 
 def test_datasets_are_simpletirs_parquet_files(cfg):
@@ -143,6 +146,8 @@ def test_schema_turn_budgets_default_to_simpletirs_max_response_length():
     }})  # fmt: skip
     assert cfg["tir"]["eval"]["samplings"]["s"]["max_new_tokens"] == 8000
     assert cfg["tir"]["grpo"]["max_new_tokens"] == 8000
+    assert cfg["tir"]["eval"]["samplings"]["s"]["max_prompt_tokens"] == 16000
+    assert cfg["tir"]["grpo"]["max_prompt_tokens"] == 16000
     assert cfg["tir"]["plain_prompt_template"] == cfg["tir"]["prompt_template"]
 
 

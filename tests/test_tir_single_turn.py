@@ -72,7 +72,8 @@ def test_hf_stops_at_a_code_block_only_with_tools_on(tiny_model, stop_at_code, m
 
 
 def test_the_generate_step_asks_for_the_stop_rule_of_its_sampling(tmp_path, monkeypatch):
-    """steps.generate passes stop_at_code = the sampling's tools to the generator."""
+    """steps.generate passes stop_at_code = the sampling's tools (and the sampling's
+    max_prompt_tokens) to the generator."""
     import ftlab.tir.generation as generation
     from ftlab.io import write_jsonl
     from ftlab.tir import steps
@@ -80,7 +81,7 @@ def test_the_generate_step_asks_for_the_stop_rule_of_its_sampling(tmp_path, monk
     asked = []
 
     def make_generator(backend, model_path, **kwargs):
-        asked.append(kwargs["stop_at_code"])
+        asked.append((kwargs["stop_at_code"], kwargs["max_prompt_tokens"]))
 
         class Gen:
             def reseed(self, seed):
@@ -99,11 +100,11 @@ def test_the_generate_step_asks_for_the_stop_rule_of_its_sampling(tmp_path, monk
     rows = tmp_path / "rows.jsonl"
     write_jsonl(rows, [{"id": "p", "question": "2+2", "answer": "4"}])
     sampling = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "max_turns": 1,
-                "max_context_tokens": None, "tools": False}  # fmt: skip
+                "max_context_tokens": None, "max_prompt_tokens": 1000, "tools": False}  # fmt: skip
     out = tmp_path / "generations.jsonl"
     steps.generate("m", str(rows), sampling, prompt_template="{question}", backend="hf",
                    batch_size=4, seed=0, sandbox={}, out_generations=str(out),
                    out_info=str(tmp_path / "info.json"))  # fmt: skip
-    assert asked == [False]
+    assert asked == [(False, 1000)]
     [rec] = read_jsonl(out)
     assert rec["transcript"] == REPLY

@@ -7,6 +7,11 @@ and the loop cuts the reply after it, so both give the same transcript: the loop
 everything after the first code block. With tools off neither stops nor cuts at a code block
 (SimpleTIR's tool_use False generates plainly). A closed \\boxed{...} stops neither.
 `backend: auto` picks vLLM when it is installed and a GPU is visible, else HF.
+
+`max_prompt_tokens` (SimpleTIR's max_prompt_length, agent_utils.py _update_rolling_state): a
+context longer than that many tokens is cut to its last max_prompt_tokens tokens before the
+model sees it (the prompt's start goes first; special tokens the tokenizer adds, a BOS, stay -
+Qwen2.5 adds none); None keeps every context whole.
 """
 
 from __future__ import annotations
@@ -52,13 +57,23 @@ def sampling_kwargs(temperature: float, top_p: float) -> dict:
 def hf_generate(
     model, tok, contexts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
     add_special_tokens: bool = True, stop_at_code: bool = True,
+    max_prompt_tokens: int | None = None,
 ) -> tuple[list[list[int]], list[list[int]]]:  # fmt: skip
     """(context ids, reply ids) per context; left-padded batch; a row stops at a closed code
-    block when `stop_at_code` (tools on), else at EOS or the token budget only."""
+    block when `stop_at_code` (tools on), else at EOS or the token budget only; a context keeps
+    its last `max_prompt_tokens` tokens."""
     import torch
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    enc = tok(contexts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    side = tok.truncation_side
+    tok.truncation_side = "left"  # keep the end of a long context (SimpleTIR: ids[-max_len:])
+    try:
+        enc = tok(
+            contexts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
+            truncation=max_prompt_tokens is not None, max_length=max_prompt_tokens,
+        )  # fmt: skip
+    finally:
+        tok.truncation_side = side
     enc = enc.to(model.device)
     eos = model.generation_config.eos_token_id or tok.eos_token_id
     cfg = GenerationConfig(
@@ -90,7 +105,8 @@ class HFTurnGenerator:
 
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, device: str | None = None, seed: int = 0,
-                 gpus: int = 1, stop_at_code: bool = True):  # fmt: skip
+                 gpus: int = 1, stop_at_code: bool = True,
+                 max_prompt_tokens: int | None = None):  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -108,7 +124,7 @@ class HFTurnGenerator:
             self.model.to(self.device)
         self.model.eval()
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.stop_at_code = stop_at_code
+        self.stop_at_code, self.max_prompt_tokens = stop_at_code, max_prompt_tokens
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -125,6 +141,7 @@ class HFTurnGenerator:
         _, replies = hf_generate(
             self.model, self.tok, contexts, max_new_tokens=self.max_new_tokens,
             temperature=self.temperature, top_p=self.top_p, stop_at_code=self.stop_at_code,
+            max_prompt_tokens=self.max_prompt_tokens,
         )  # fmt: skip
         texts = self.tok.batch_decode(replies, skip_special_tokens=True)
         return [Generated(t, len(r)) for t, r in zip(texts, replies, strict=True)]
@@ -135,7 +152,8 @@ class VLLMTurnGenerator:
 
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, seed: int = 0, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None, gpus: int = 1):  # fmt: skip
+                 max_model_len: int | None = None, gpus: int = 1,
+                 max_prompt_tokens: int | None = None):  # fmt: skip
         from vllm import LLM, SamplingParams
 
         self.llm = LLM(
@@ -143,6 +161,7 @@ class VLLMTurnGenerator:
             max_model_len=max_model_len, tensor_parallel_size=max(1, gpus),
         )  # fmt: skip
         self.tok = self.llm.get_tokenizer()
+        self.max_prompt_tokens = max_prompt_tokens
         self._sampling_params = SamplingParams
         self.sampling = {"temperature": temperature, "top_p": top_p if temperature > 0 else 1.0,
                          "max_tokens": max_new_tokens}  # fmt: skip
@@ -162,8 +181,27 @@ class VLLMTurnGenerator:
         self.calls += 1
         params = [self._sampling_params(**self.sampling, seed=(base + i) % 2**31)
                   for i in range(len(contexts))]  # fmt: skip
-        outs = self.llm.generate(contexts, params, use_tqdm=False)
+        outs = self.llm.generate(self._prompts(contexts), params, use_tqdm=False)
         return [Generated(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
+
+    def _prompts(self, contexts: list[str]) -> list:
+        """The contexts as vLLM prompts: text, or the token ids of one longer than
+        max_prompt_tokens cut as hf_generate cuts it (left truncation of the tokenizer)."""
+        n = self.max_prompt_tokens
+        if n is None:
+            return contexts
+        out = []
+        for c in contexts:
+            if len(self.tok(c)["input_ids"]) <= n:
+                out.append(c)
+                continue
+            side, self.tok.truncation_side = self.tok.truncation_side, "left"
+            try:
+                ids = self.tok(c, truncation=True, max_length=n)["input_ids"]
+            finally:
+                self.tok.truncation_side = side
+            out.append({"prompt_token_ids": ids})
+        return out
 
 
 def make_generator(backend: str, model_path: str, **kwargs):

@@ -225,7 +225,7 @@ def generate(
                 chosen, model_path, max_new_tokens=sampling["max_new_tokens"],
                 temperature=sampling["temperature"], top_p=sampling["top_p"], seed=seed,
                 gpus=1 if data_parallel else gpus, device=device,
-                stop_at_code=sampling["tools"],
+                stop_at_code=sampling["tools"], max_prompt_tokens=sampling["max_prompt_tokens"],
             )  # fmt: skip
             box = Sandbox(SandboxLimits.from_config(sandbox)) if sampling["tools"] else None
             made.extend([gen, box])

@@ -51,6 +51,8 @@ class TIRRecipe:
     beta: float
     warmup_steps: float
     use_vllm: bool
+    # a turn's model input keeps the context's last N tokens (SimpleTIR max_prompt_length)
+    max_prompt_tokens: int | None
     # SimpleTIR train.sh: CLIP_RATIO=0.2_0.28 (clip-higher), LR_DECAY=1.0 (a constant rate)
     epsilon: float = 0.2
     epsilon_high: float = 0.28
@@ -113,6 +115,8 @@ def _policy_generator(trainer, recipe: TIRRecipe):
     def generate(contexts: list[str]) -> list[Generated]:
         if trainer.use_vllm:
             ids = [tok(c, add_special_tokens=False)["input_ids"] for c in contexts]
+            if recipe.max_prompt_tokens is not None:  # the context's end, as HF generate
+                ids = [i[-recipe.max_prompt_tokens :] for i in ids]
             engine = trainer.vllm_generation
             # TRL's engine generates max_completion_length tokens (the whole transcript's cap);
             # one turn's budget is max_new_tokens, as with HF generate
@@ -131,7 +135,7 @@ def _policy_generator(trainer, recipe: TIRRecipe):
             _, replies = hf_generate(
                 model, tok, contexts, max_new_tokens=recipe.max_new_tokens,
                 temperature=recipe.temperature, top_p=recipe.top_p, add_special_tokens=False,
-                stop_at_code=recipe.tools,
+                stop_at_code=recipe.tools, max_prompt_tokens=recipe.max_prompt_tokens,
             )  # fmt: skip
             model.train(was_training)
         texts = tok.batch_decode(replies, skip_special_tokens=True)
