@@ -4,6 +4,7 @@ change re-runs scoring only (no generation, no training)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,8 +82,12 @@ def test_a_scorer_change_reruns_scoring_only(run):
     res = workdir / RES
     gen_file = res / EVAL.format(model="base", step=0) / "generations.jsonl"
     before = gen_file.stat().st_mtime_ns
+    verdicts_before = [json.loads(line) for line in gen_file.with_name("scored.jsonl").open()]
     cfg = json.loads(json.dumps(cfg))
-    cfg["tir"]["scoring"] = {"extraction": "boxed_or_last_number", "abs_tol": 0.5}
+    # a scorer whose options change verdicts: grader ftlab (the default grader, simpletir,
+    # ignores extraction and tolerances) with a tolerance that accepts any number
+    cfg["tir"]["scoring"] = {"grader": "ftlab", "extraction": "boxed_or_last_number",
+                             "abs_tol": 1.0e12}  # fmt: skip
     configfile = workdir / "tir_tiny_rescored.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
     log = snakemake(workdir, configfile, "--cores", "2")
@@ -91,5 +96,20 @@ def test_a_scorer_change_reruns_scoring_only(run):
     assert set(ran) <= {"tir_score", "tir_table", "all"}
     assert gen_file.stat().st_mtime_ns == before
     scores = json.loads(gen_file.with_name("scores.json").read_text())
-    assert scores["scorer"]["extraction"] == "boxed_or_last_number"
+    assert scores["scorer"]["grader"] == "ftlab"
+    # every sample whose prediction is a number is now correct, checked against its own
+    # prediction; the tiny model's wrong numeric answers flip
+    after = [json.loads(line) for line in gen_file.with_name("scored.jsonl").open()]
+    number = re.compile(r"-?(\d+(\.\d*)?|\.\d+)(/-?\d+)?")
+    assert [v["correct"] for v in after] == [
+        v["pred"] is not None
+        and number.fullmatch(v["pred"].replace(",", "").replace(" ", "").rstrip(".")) is not None
+        for v in after
+    ]
+    assert sum(v["correct"] for v in after) > sum(v["correct"] for v in verdicts_before)
+    per_problem = {}
+    for v in after:
+        per_problem.setdefault(v["problem_id"], []).append(v["correct"])
+    expected = sum(pass_at_k(3, sum(c), 1) for c in per_problem.values()) / len(per_problem)
+    assert scores["pass_at_k"]["1"] == pytest.approx(expected)
     assert "Nothing to be done" in snakemake(workdir, configfile, "-n")
