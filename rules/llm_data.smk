@@ -79,6 +79,9 @@ rule sft_records_gt:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        fmt=lambda wc: config["llm"]["datasets"][wc.dataset]["format"],
+        prompt_format=config["llm"]["prompt_format"],
     script:
         "../workflow/scripts/llm_sft_records.py"
 
@@ -115,5 +118,6 @@ rule teacher_trajectories:
         shards=lambda wc: P.path("teacher_shards", dataset=wc.dataset, source=wc.source),
         declared=lambda wc: (config["llm"]["datasets"][wc.dataset]["rows"].get(wc.source)),
         declared_key=lambda wc: f"llm.datasets.{wc.dataset}.rows.{wc.source}",
+        prompt_format=config["llm"]["prompt_format"],
     script:
         "../workflow/scripts/llm_teacher.py"

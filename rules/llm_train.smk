@@ -31,6 +31,7 @@ rule train_llm:
             for k in ("method", "dataset", "fmt", "seed", "trainer", "records")
         },
         checkpoint_dtype=config["llm"]["checkpoint_dtype"],
+        prompt_format=config["llm"]["prompt_format"],
         study=config["study"],
         launch=launch_plan("train"),
     script:

@@ -77,8 +77,9 @@ def test_fixtures_round_trip(fixtures, tmp_path):
     gsm = data.load_rows(fixtures["gsm8k"], "gsm8k")
     assert len(gsm) == 16 and len(data.load_rows(fixtures["gsm8k"], "gsm8k", split="test")) == 8
     for row in gsm:
-        assert set(row) == {"id", "question", "answer", "aliases", "solution"}
+        assert set(row) == {"id", "question", "answer", "aliases", "solution", "solution_raw"}
         assert row["solution"].endswith(f"#### {row['answer']}") and "<<" not in row["solution"]
+        assert "<<" in row["solution_raw"]  # the dataset's text (seed 003's SFT targets)
         assert rewards.extract_answer(row["solution"], "gsm8k") == row["answer"]
     trivia = data.load_rows(fixtures["triviaqa"], "triviaqa", limit=5)
     assert len(trivia) == 5

@@ -23,5 +23,6 @@ run_rule_stage(
         gpus=snakemake.params.gpus,
         declared=snakemake.params.declared,
         declared_key=snakemake.params.declared_key,
+        prompt_format=snakemake.params.prompt_format,
     ),
 )

@@ -17,6 +17,7 @@ run_rule_stage(
         state_dir=snakemake.params.state_dir,
         study=snakemake.params.study,
         checkpoint_dtype=snakemake.params.checkpoint_dtype,
+        prompt_format=snakemake.params.prompt_format,
     ),
     mixed_precision="bf16" if resolve_bf16(recipe.get("bf16")) else "no",
 )

@@ -24,13 +24,28 @@ from pathlib import Path
 from ftlab.io import read_jsonl, write_jsonl  # noqa: F401 (re-exported: the rows' file format)
 
 FORMATS = ("gsm8k", "math", "triviaqa")
-STYLES = ("plain", "reasoning")
+# plain / reasoning: ftlab's prompts (reasoning = <reasoning>/<answer> tags, seed 001);
+# seed003: seed 003's prompts and targets (scripts/preprocess_data.py), used inside the chat
+# template (llm.prompt_format: seed003).
+STYLES = ("plain", "reasoning", "seed003")
+# llm.prompt_format -> the style of the SFT records, teacher and GRPO prompts
+PROMPT_FORMAT_STYLES = {"tags": "reasoning", "seed003": "seed003"}
+PROMPT_FORMATS = tuple(PROMPT_FORMAT_STYLES)
 SOURCES = ("gt", "teacher")
 
 REASONING_INSTRUCTION = (
     "Answer the question. First think step by step between <reasoning> and </reasoning>, "
     "then give only the final answer between <answer> and </answer>."
 )
+# Seed 003's instructions, appended to the question after a blank line.
+SEED003_INSTRUCTIONS = {
+    "gsm8k": "Please reason step by step, and put your final answer within \\boxed{}.",
+    "math": "Please reason step by step, and put your final answer within \\boxed{}.",
+    "triviaqa": "Answer the question directly. Put your final answer after 'The answer is: '.",
+}
+# Seed 003's GSM8K final answer and the "#### N" line it removes from the SFT target.
+SEED003_HASH_RE = re.compile(r"####\s*(-?[\d,]+\.?\d*)")
+_SEED003_HASH_LINE_RE = re.compile(r"\n?####\s*(-?[\d,]+\.?\d*)\s*$")
 
 _CALC_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations such as <<3+4=7>>
 # Seed 003's MATH answer regex (scripts/preprocess_data.py extract_math_answer): \boxed{...}
@@ -125,7 +140,9 @@ def _gsm8k_row(row: dict, origin: str, i: int, boxed: str) -> dict:
     if not answer:
         raise Dropped("no_final_answer")
     solution = _CALC_RE.sub("", body).rstrip() + f"\n#### {answer}"
-    return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution}
+    # solution_raw: the dataset's text as is (calculator annotations kept: seed 003's targets)
+    return {"question": question.strip(), "answer": answer, "aliases": [], "solution": solution,
+            "solution_raw": text}  # fmt: skip
 
 
 def _math_row(row: dict, origin: str, i: int, boxed: str) -> dict:
@@ -275,41 +292,76 @@ def load_rows(
 
 
 # -- prompts and SFT records --------------------------------------------------------------------
-def prompt_for(row: dict, style: str) -> str:
-    """The prompt a model sees; the completion continues right after it."""
+def _seed003_fmt(fmt: str | None) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"prompt style 'seed003' needs the row format, one of {FORMATS}: {fmt!r}")
+    return fmt
+
+
+def prompt_for(row: dict, style: str, fmt: str | None = None) -> str:
+    """The prompt a model sees; the completion continues right after it. seed003 (needs
+    `fmt`): seed 003's user message, which the chat template wraps (generate/train)."""
     if style == "plain":
         return f"Question: {row['question']}\nAnswer:"
     if style == "reasoning":
         return f"{REASONING_INSTRUCTION}\nQuestion: {row['question']}\n"
+    if style == "seed003":
+        return f"{row['question']}\n\n{SEED003_INSTRUCTIONS[_seed003_fmt(fmt)]}"
     raise ValueError(f"unknown prompt style {style!r}; expected one of {STYLES}")
 
 
-def gt_completion(row: dict, style: str) -> str:
+def seed003_target(row: dict, fmt: str) -> str:
+    r"""Seed 003's GT-SFT target: GSM8K's solution (calculator annotations kept) with its
+    "#### N" line replaced by "oxed{N}" (format_gsm8k_solution_with_boxed); MATH's solution
+    as is; TriviaQA "The answer is: <value>"."""
+    if _seed003_fmt(fmt) == "triviaqa":
+        return f"The answer is: {row['answer']}"
+    if fmt == "math":
+        return row["solution"]
+    raw = row.get("solution_raw")
+    if not isinstance(raw, str):
+        raise ValueError(
+            f"row {row.get('id')}: no 'solution_raw' (rows made before seed 003's format "
+            "existed: re-make the dataset's rows)"
+        )
+    m = SEED003_HASH_RE.search(raw)
+    answer = m.group(1).replace(",", "").strip() if m else ""
+    return f"{_SEED003_HASH_LINE_RE.sub('', raw).strip()}\n\\boxed{{{answer}}}"
+
+
+def gt_completion(row: dict, style: str, fmt: str | None = None) -> str:
     """The ground-truth solution written as the completion of prompt_for(row, style)."""
     if style == "plain":
         return " " + row["solution"]
+    if style == "seed003":
+        return seed003_target(row, fmt)
     # The worked steps without GSM8K's closing "#### N" line: the answer goes into its tag.
     steps = re.sub(r"\n?####[^\n]*\s*$", "", row["solution"]).strip() or row["answer"]
     return f"<reasoning>{steps}</reasoning>\n<answer>{row['answer']}</answer>"
 
 
-def sft_records(rows: list[dict], source: str, style: str = "reasoning") -> list[dict]:
+def sft_records(
+    rows: list[dict], source: str, style: str = "reasoning", fmt: str | None = None
+) -> list[dict]:
     """Prompt/completion records for TRL's SFTTrainer (loss on the completion only).
 
     source "gt": the dataset's solution (GT-SFT); "teacher": each row's "teacher_completion"
-    (SF-SFT; teacher.generate_trajectories keeps only verified-correct ones).
+    (SF-SFT; teacher.generate_trajectories keeps only verified-correct ones). Style seed003
+    (needs `fmt`): each record also says "chat_template": true - the trainer wraps its prompt
+    as one user turn of the base model's chat template, as seed 003's VeRL SFT dataset does.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown SFT source {source!r}; expected one of {SOURCES}")
+    chat = {"chat_template": True} if style == "seed003" else {}
     records = []
     for i, row in enumerate(rows):
         if source == "gt":
-            completion = gt_completion(row, style)
+            completion = gt_completion(row, style, fmt)
         else:
             completion = row.get("teacher_completion")
             if not isinstance(completion, str):
                 raise ValueError(f"row {i} ({row.get('id')}) has no 'teacher_completion' field")
-        records.append({"prompt": prompt_for(row, style), "completion": completion})
+        records.append({"prompt": prompt_for(row, style, fmt), "completion": completion, **chat})
     return records
 
 

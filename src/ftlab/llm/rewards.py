@@ -279,3 +279,100 @@ def correctness_reward(completions, **kwargs) -> list[float]:
 def format_reward(completions, **kwargs) -> list[float]:
     """1.0 when the completion has the exact reasoning/answer tag structure, else 0.0."""
     return [float(has_format(_completion_text(c))) for c in completions]
+
+
+# -- seed 003's reward (llm.prompt_format: seed003) ---------------------------------------------
+# src/rewards/unified_reward.py of GitHub Emilianopp/forgetting-llms @ 9187362, rule for rule:
+# its GRPO reward (VeRL compute_score) and its teacher check (a sample is kept when > 0.5).
+# Correctness only (no format term). Quirks kept as the seed has them: an answer that
+# normalises to "" is "contained" in every alias (1.0); MATH answers are compared as numbers
+# or as exact strings (no LaTeX equivalence).
+_SEED003_QA_MARKER_RE = re.compile(r"[Tt]he answer is:\s*(.+?)(?:\.|$)", re.DOTALL)
+
+
+def _seed003_number(s: str) -> str:
+    """unified_reward.normalize_number."""
+    s = s.strip().replace(",", "").replace(" ", "")
+    s = re.sub(r"\.0+$", "", s)
+    try:
+        val = float(s)
+        if val == int(val):
+            return str(int(val))
+        return str(val)
+    except (ValueError, OverflowError):
+        return s
+
+
+def seed003_math_score(text: str, gold: str) -> float:
+    r"""unified_reward.math_score: the last one-level \boxed{} (else the first "#### N"),
+    equal to the gold answer as a normalised number or as a stripped string."""
+    from ftlab.llm.data import SEED003_HASH_RE, SEED_BOXED_RE
+
+    found = SEED_BOXED_RE.findall(text)
+    answer = found[-1].strip() if found else None
+    if answer is None:
+        m = SEED003_HASH_RE.search(text)
+        answer = m.group(1).replace(",", "").strip() if m else None
+    if answer is None:
+        return 0.0
+    if _seed003_number(answer) == _seed003_number(gold):
+        return 1.0
+    return 1.0 if answer.strip() == gold.strip() else 0.0
+
+
+def _seed003_qa_answer(text: str) -> str:
+    m = _SEED003_QA_MARKER_RE.search(text)
+    if m:
+        return m.group(1).strip()
+    lines = text.strip().split("\n")  # no marker: the last line
+    return lines[-1].strip() if lines else text.strip()
+
+
+def _seed003_qa_norm(s: str) -> str:
+    s = s.lower().strip()
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    s = re.sub(r"[^\w\s]", "", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _seed003_f1(prediction: str, reference: str) -> float:
+    pred, ref = _seed003_qa_norm(prediction).split(), _seed003_qa_norm(reference).split()
+    common = set(pred) & set(ref)
+    if not pred or not ref or not common:
+        return 0.0
+    precision, recall = len(common) / len(pred), len(common) / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def seed003_qa_score(text: str, aliases: list[str]) -> float:
+    """unified_reward.qa_score: the text after "The answer is:" (else the last line) matches
+    an alias after normalisation, contains one or is contained in one, or has token F1 >= 0.5
+    with one."""
+    answer = _seed003_qa_answer(text)
+    norm = _seed003_qa_norm(answer)
+    for alias in aliases:
+        a = _seed003_qa_norm(alias)
+        if a and (norm == a or a in norm or norm in a):
+            return 1.0
+    best = max((_seed003_f1(answer, a) for a in aliases), default=0.0)
+    return 1.0 if best >= 0.5 else 0.0
+
+
+def seed003_score(text: str, row: dict, fmt: str) -> float:
+    """Seed 003's reward of a completion for a normalised row: math formats against
+    row["answer"]; TriviaQA against the row's aliases (its answer when it has none)."""
+    _check_fmt(fmt)
+    if fmt == "triviaqa":
+        return seed003_qa_score(text, list(row.get("aliases") or []) or [str(row["answer"])])
+    return seed003_math_score(text, str(row["answer"]))
+
+
+def seed003_reward(completions, **kwargs) -> list[float]:
+    """GRPO reward function of seed 003 (TRL signature; columns "answer", "aliases", "fmt")."""
+    if "answer" not in kwargs or "fmt" not in kwargs:
+        raise KeyError("seed003_reward needs dataset columns 'answer' and 'fmt'")
+    aliases = kwargs.get("aliases") or [[]] * len(completions)
+    return [
+        seed003_score(_completion_text(c), {"answer": a, "aliases": al or []}, fmt)
+        for c, a, fmt, al in zip(completions, kwargs["answer"], kwargs["fmt"], aliases, strict=True)
+    ]

@@ -100,6 +100,17 @@ def prepare_dataset(
     atomic_write_json(out_report, report)
 
 
+def _style(prompt_format: str) -> str:
+    from ftlab.llm.data import PROMPT_FORMAT_STYLES
+
+    if prompt_format not in PROMPT_FORMAT_STYLES:
+        raise ValueError(
+            f"config key 'llm.prompt_format': unknown {prompt_format!r} "
+            f"(expected one of {list(PROMPT_FORMAT_STYLES)})"
+        )
+    return PROMPT_FORMAT_STYLES[prompt_format]
+
+
 def check_record_count(records: int, declared: int | None, key: str, what: str) -> None:
     """An epochs-length run's steps were computed from `declared` records (config `key`)."""
     if declared is not None and declared != records:
@@ -110,10 +121,15 @@ def check_record_count(records: int, declared: int | None, key: str, what: str) 
         )
 
 
-def gt_sft_records(rows_path: str, out: str) -> None:
+def gt_sft_records(
+    rows_path: str, out: str, fmt: str | None = None, prompt_format: str = "tags"
+) -> None:
+    """GT-SFT records of a dataset's train rows; fmt: its row format; prompt_format:
+    llm.prompt_format (seed003: seed 003's prompts and targets)."""
     from ftlab.llm.data import sft_records
 
-    records = sft_records(read_jsonl(rows_path), "gt")
+    style = _style(prompt_format)
+    records = sft_records(read_jsonl(rows_path), "gt", style, fmt)
     write_jsonl(out, records)
     log.info("gt_sft records: %d -> %s", len(records), out)
 
@@ -121,10 +137,12 @@ def gt_sft_records(rows_path: str, out: str) -> None:
 def teacher_trajectories(
     teacher: str, settings: dict, fmt: str, rows_path: str, out: str, report: str, *,
     shards_dir: str, gpus: int = 0, declared: int | None = None, declared_key: str = "",
+    prompt_format: str = "tags",
 ) -> None:  # fmt: skip
     """settings: the validated llm.teacher / llm.cf_teacher section (its `model` resolved to
     `teacher`); gpus: the job's GPUs; declared: the record count the config declares at
-    `declared_key` (epochs-length runs).
+    `declared_key` (epochs-length runs); prompt_format: llm.prompt_format (the teacher's
+    prompts, its check and its records' format).
 
     settings["parallel"] "model": this one process splits the teacher over the job's GPUs
     (vLLM tensor parallelism, `tensor_parallel_size` null = the GPUs; HF device_map="auto");
@@ -149,6 +167,7 @@ def teacher_trajectories(
         top_p=settings["top_p"],
         keep=settings["keep"],
         shard_size=settings["shard_size"],
+        style=_style(prompt_format),
         shards_dir=shards_dir,
         tensor_parallel_size=(settings["tensor_parallel_size"] or max(1, gpus)) if split else 1,
         device_map="auto" if split and gpus > 1 else None,
@@ -162,12 +181,13 @@ def teacher_trajectories(
 
 def train_run(
     *, run: dict, recipe: dict, base: str, data_path: str, out_dir: str, state_dir: str,
-    study: str, checkpoint_dtype: str | None = None,
+    study: str, checkpoint_dtype: str | None = None, prompt_format: str = "tags",
 ) -> None:  # fmt: skip
     """Train one run. run: {"method", "dataset", "fmt", "seed", "trainer", "records"} of the
     study's matrix (records: the declared record count its epochs were computed from, or
     None); recipe: the run's validated config section (llm.sft or llm.grpo with the run's own
-    max_steps and save_steps); checkpoint_dtype: llm.checkpoint_dtype."""
+    max_steps and save_steps); checkpoint_dtype: llm.checkpoint_dtype; prompt_format:
+    llm.prompt_format (GRPO's prompts and reward; SFT records carry their own)."""
     from ftlab.llm import train
     from ftlab.llm.recipes import recipe_for
 
@@ -197,8 +217,9 @@ def train_run(
         train.run_sft(hp, records_path=data_path, checkpoint_dtype=checkpoint_dtype, **common)
     else:
         train.run_grpo(
-            hp, rows_path=data_path, fmt=run["fmt"], checkpoint_dtype=checkpoint_dtype, **common
-        )
+            hp, rows_path=data_path, fmt=run["fmt"], checkpoint_dtype=checkpoint_dtype,
+            prompt_format=prompt_format, **common,
+        )  # fmt: skip
 
 
 def evaluate_point(

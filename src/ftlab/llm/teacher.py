@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ftlab.io import atomic_write_json, read_jsonl, sha256_json, write_jsonl
 from ftlab.llm.data import prompt_for, sft_records
-from ftlab.llm.rewards import extract_answer, has_format, is_correct
+from ftlab.llm.rewards import extract_answer, has_format, is_correct, seed003_score
 
 log = logging.getLogger("ftlab.llm.teacher")
 
@@ -56,13 +56,14 @@ def choose_backend(backend: str) -> str:
 
 def hf_generator(
     model_path: str, *, max_new_tokens: int, batch_size: int, temperature: float,
-    device_map: str | None = None, top_p: float | None = None,
+    device_map: str | None = None, top_p: float | None = None, chat_template: bool = False,
 ) -> GenerateFn:  # fmt: skip
     """Batched HF generate (ftlab.llm.generate.HFGenerator); greedy at temperature 0.
-    device_map "auto": one model over every visible GPU; top_p None: the checkpoint's own."""
+    device_map "auto": one model over every visible GPU; top_p None: the checkpoint's own;
+    chat_template: each prompt is one user turn of the teacher's chat template."""
     from ftlab.llm.generate import HFGenerator
 
-    gen = HFGenerator(model_path, device_map=device_map)
+    gen = HFGenerator(model_path, device_map=device_map, chat_template=chat_template)
 
     def generate(prompts: list[str], n: int) -> list[list[str]]:
         return gen.samples(
@@ -75,10 +76,11 @@ def hf_generator(
 
 def vllm_generator(
     model_path: str, *, max_new_tokens: int, temperature: float, tensor_parallel_size: int = 1,
-    top_p: float | None = None,
+    top_p: float | None = None, chat_template: bool = False,
 ) -> GenerateFn:  # fmt: skip
     """vLLM offline generation (imported lazily: vLLM is optional), the weights split over
-    `tensor_parallel_size` GPUs; top_p None: SamplingParams' default (1.0)."""
+    `tensor_parallel_size` GPUs; top_p None: SamplingParams' default (1.0); chat_template:
+    each prompt is one user turn, through LLM.chat (seed 003's call)."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError as e:
@@ -89,13 +91,18 @@ def vllm_generator(
     def generate(prompts: list[str], n: int) -> list[list[str]]:
         extra = {} if top_p is None else {"top_p": top_p}
         params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, **extra)
-        results = llm.generate(prompts, params)
+        if chat_template:
+            results = llm.chat([[{"role": "user", "content": p}] for p in prompts], params)
+        else:
+            results = llm.generate(prompts, params)
         return [[o.text for o in r.outputs] for r in results]
 
     return generate
 
 
 def _verified(text: str, row: dict, fmt: str, style: str) -> bool:
+    if style == "seed003":  # seed 003's check: compute_score(...) > 0.5
+        return seed003_score(text, row, fmt) > 0.5
     if style == "reasoning":
         return has_format(text) and is_correct(extract_answer(text, fmt, True), row, fmt)
     return is_correct(extract_answer(text, fmt), row, fmt)
@@ -116,7 +123,8 @@ def verify_and_keep(
     the reasoning style a sample must also have the full tag format (rewards.has_format: one
     <reasoning>, one closed <answer>) and is judged on its tagged answer only, so a completion
     cut off at max_new_tokens (no closed </answer>) is never kept, whatever its last number.
-    With the plain style (no tags) the answer is extracted as for in-domain scoring.
+    With the plain style (no tags) the answer is extracted as for in-domain scoring. With the
+    seed003 style a sample is judged by seed 003's reward (rewards.seed003_score).
     """
     if keep not in KEEP:
         raise ValueError(f"unknown keep rule {keep!r}; expected one of {KEEP}")
@@ -136,7 +144,7 @@ def verify_and_keep(
         "pass_rate": len(kept_rows) / n_generated if n_generated else 0.0,
         "n_questions_solved": solved,
     }
-    return sft_records(kept_rows, "teacher", style), counts
+    return sft_records(kept_rows, "teacher", style, fmt), counts
 
 
 SHARD_NAME = "shard-{:05d}.jsonl"
@@ -211,6 +219,7 @@ def generate_trajectories(
         log.warning("%d samples per question at temperature 0 are identical", samples_per_question)
     rows = read_jsonl(rows_path)[:limit]
     t0 = time.perf_counter()
+    chat = style == "seed003"  # seed 003 prompts its teacher through the chat template
     chosen = "injected" if generate is not None else choose_backend(backend)
     built: list[GenerateFn] = [generate] if generate is not None else []
 
@@ -219,12 +228,13 @@ def generate_trajectories(
             if chosen == "vllm":
                 built.append(vllm_generator(
                     teacher_model, max_new_tokens=max_new_tokens, temperature=temperature,
-                    tensor_parallel_size=tensor_parallel_size, top_p=top_p,
+                    tensor_parallel_size=tensor_parallel_size, top_p=top_p, chat_template=chat,
                 ))  # fmt: skip
             else:
                 built.append(hf_generator(
                     teacher_model, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     temperature=temperature, device_map=device_map, top_p=top_p,
+                    chat_template=chat,
                 ))  # fmt: skip
         return built[0]
 
@@ -249,7 +259,7 @@ def generate_trajectories(
 
     def shard(k: int) -> tuple[list[list[str]], bool]:
         part = rows[k * shard_size : (k + 1) * shard_size]
-        prompts = [prompt_for(r, style) for r in part]
+        prompts = [prompt_for(r, style, fmt) for r in part]
         key = sha256_json({**settings, "questions": [[r.get("id"), r["question"]] for r in part]})
         return _shard_generations(
             shards / SHARD_NAME.format(k), key, part, make_generate, prompts, samples_per_question

@@ -39,9 +39,9 @@ from ftlab.io import (
     sha256_file,
     sha256_json,
 )
-from ftlab.llm.data import prompt_for
+from ftlab.llm.data import PROMPT_FORMATS, prompt_for
 from ftlab.llm.recipes import GRPORecipe, SFTRecipe
-from ftlab.llm.rewards import correctness_reward, format_reward
+from ftlab.llm.rewards import correctness_reward, format_reward, seed003_reward
 from ftlab.llm.weights import cast_checkpoint
 
 log = logging.getLogger("ftlab.llm.train")
@@ -254,7 +254,36 @@ def read_sft_records(path: str | Path) -> list[dict]:
         for key in ("prompt", "completion"):
             if not isinstance(r.get(key), str):
                 raise ValueError(f"{path}: record {i} has no string {key!r} field")
-    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+    # chat_template: the record's prompt is a user turn for the chat template (seed 003)
+    return [
+        {"prompt": r["prompt"], "completion": r["completion"]}
+        | ({"chat_template": True} if r.get("chat_template") else {})
+        for r in records
+    ]
+
+
+def chat_prompt(tokenizer, text: str, what: str) -> str:
+    """`text` as one user turn of the tokenizer's chat template, ready for the assistant's
+    reply (add_generation_prompt), as a string - what VeRL's SFT and RL datasets feed the
+    model under seed 003. `what` names the setting that asked for it in the error."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{what} needs the base model's chat template, but its tokenizer "
+            f"({getattr(tokenizer, 'name_or_path', '?')}) has none"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def apply_chat_records(records: list[dict], tokenizer) -> list[dict]:
+    """Records with their chat_template prompts wrapped (chat_prompt); plain prompt/completion."""
+    what = "llm.prompt_format: seed003 (SFT records with chat_template)"
+    return [
+        {"prompt": chat_prompt(tokenizer, r["prompt"], what) if r.get("chat_template")
+         else r["prompt"], "completion": r["completion"]}
+        for r in records
+    ]  # fmt: skip
 
 
 def _full_batch_sft_trainer():
@@ -339,6 +368,7 @@ def run_sft(
     trainer_cls = _full_batch_sft_trainer() if recipe.epochs is not None else SFTTrainer
 
     tokenizer = _load_tokenizer(base_model, padding_side="right")
+    records = apply_chat_records(records, tokenizer)
     lengths = sft_length_report(records, tokenizer, recipe.max_length)
     if lengths["truncated"]:
         log.warning(
@@ -370,15 +400,25 @@ def run_sft(
 
 
 # -- GRPO ---------------------------------------------------------------------------------------
-def grpo_dataset_rows(rows: list[dict], fmt: str, tokenizer, max_prompt_length: int) -> list[dict]:
-    """Rows with the reasoning prompt and the columns the rewards need; over-long prompts dropped.
+def grpo_dataset_rows(
+    rows: list[dict], fmt: str, tokenizer, max_prompt_length: int, prompt_format: str = "tags"
+) -> list[dict]:
+    """Rows with the prompt and the columns the rewards need; over-long prompts dropped.
 
-    TRL 1.16's GRPOConfig has no max_prompt_length; cutting a question short would make it
-    unanswerable, so such rows are left out (and counted in the log) instead.
+    prompt_format "tags": the reasoning prompt; "seed003": seed 003's prompt inside the chat
+    template (a string, as VeRL's RL dataset renders it). TRL 1.16's GRPOConfig has no
+    max_prompt_length; cutting a question short would make it unanswerable, so such rows are
+    left out (and counted in the log) instead, as seed 003's VeRL filter_overlong_prompts.
     """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {prompt_format!r}; expected {PROMPT_FORMATS}")
     out, dropped = [], 0
     for row in rows:
-        prompt = prompt_for(row, "reasoning")
+        if prompt_format == "seed003":
+            prompt = chat_prompt(tokenizer, prompt_for(row, "seed003", fmt),
+                                 "llm.prompt_format: seed003")  # fmt: skip
+        else:
+            prompt = prompt_for(row, "reasoning")
         if len(tokenizer(prompt)["input_ids"]) > max_prompt_length:
             dropped += 1
             continue
@@ -417,11 +457,14 @@ def run_grpo(
     meta: dict | None = None,
     callbacks: list | None = None,
     checkpoint_dtype: str | None = None,
+    prompt_format: str = "tags",
 ) -> None:
     """GRPO with verifiable rewards on normalised rows (see ftlab.llm.data).
 
-    Reward = correctness (0/1) + recipe.format_weight * format (0/1). vLLM (colocated) only if
-    recipe.use_vllm and it is importable.
+    prompt_format "tags": reward = correctness (0/1) + recipe.format_weight * format (0/1);
+    "seed003": seed 003's prompts in the chat template and its reward alone
+    (rewards.seed003_reward; format_weight unused). vLLM (colocated) only if recipe.use_vllm
+    and it is importable.
     """
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -430,7 +473,9 @@ def run_grpo(
     if recipe.use_vllm and not vllm:
         log.warning("use_vllm requested but vLLM or a GPU is unavailable: generating with HF")
     tokenizer = _load_tokenizer(base_model, padding_side="left")
-    rows = grpo_dataset_rows(read_jsonl(rows_path), fmt, tokenizer, recipe.max_prompt_length)
+    rows = grpo_dataset_rows(
+        read_jsonl(rows_path), fmt, tokenizer, recipe.max_prompt_length, prompt_format
+    )
     inputs = {
         "format": FORMAT_VERSION,
         "method": recipe.method,
@@ -441,13 +486,19 @@ def run_grpo(
         "seed": seed,
         "max_steps": recipe.max_steps,
         "hyperparameters": recipe.hyperparameters(),
+        **({"prompt_format": prompt_format} if prompt_format != "tags" else {}),
     }
     config = recipe.trl_config(state_dir, seed, vllm=vllm)
+    if prompt_format == "seed003":  # one reward function: its weight alone
+        config.reward_weights = [1.0]
+    rewards = (
+        [seed003_reward] if prompt_format == "seed003" else [correctness_reward, format_reward]
+    )
 
     def factory(cbs):
         return GRPOTrainer(
             model=base_model,
-            reward_funcs=[correctness_reward, format_reward],
+            reward_funcs=rewards,
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
