@@ -22,11 +22,11 @@ def score(rows_path: str, out_dir: str, formats: dict) -> None:
     answers = scripted(rows)
     seen = []
 
-    def greedy(model, tokenizer, prompts, max_new_tokens, batch_size):
+    def greedy(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, top_p):
         seen.extend(prompts)
         return [answers[p] for p in prompts]
 
-    trl_validate.greedy_completions = greedy
+    trl_validate.completions = greedy
     tasks = sorted({r["task"] for r in rows})
     value = trl_validate.validation_score(None, None, rows, tasks, formats, max_new_tokens=4,
                                           batch_size=2)  # fmt: skip

@@ -24,7 +24,7 @@ def train(root, base, batch_size, processes):
         tasks=TASKS, method="pcgrad", reduction="sum", base_model=base, trl=TRL,
         formats=FORMATS, training={**TRAINING, "epochs": 2, "batch_size": batch_size},
         validation={"every_epochs": 1, "before_training": False, "metric": "loss",
-                    "batch_size": 8, "max_new_tokens": None},
+                    "batch_size": 8, "max_new_tokens": None, "temperature": 0.0, "top_p": 1.0},
         early_stopping={"enabled": False, "min_epochs": 0, "patience": 1, "min_delta": 0.0,
                         "mode": "min"},
         checkpoints={"save_every_epochs": 1, "keep_last": 2}, seed=3, device="cpu",

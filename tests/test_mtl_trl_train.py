@@ -24,7 +24,7 @@ TRAINING = {"epochs": 6, "batch_size": 4, "lr": 0.003, "weight_decay": 0.0, "war
             "max_grad_norm": 1.0, "log_every": 1}  # fmt: skip
 TRL = {"grad_accum": 1, "max_length": 256, "num_generations": 2, "max_prompt_length": 256,
        "max_completion_length": 6, "beta": 0.0, "temperature": 1.0, "format_weight": 0.0,
-       "use_vllm": False, "bf16": None}  # fmt: skip
+       "use_vllm": False, "bf16": None, "lr_scheduler": "linear"}  # fmt: skip
 
 
 def row(i: int, task: str) -> dict:
@@ -258,7 +258,7 @@ def run_sft(tmp_path, base, name, values, *, callbacks=None, method="pcgrad", ep
             tasks=TASKS, method=method, reduction="sum", base_model=base, trl=TRL,
             formats=FORMATS, training={**TRAINING, "epochs": epochs},
             validation={"every_epochs": 1, "before_training": True, "metric": "loss",
-                        "batch_size": 8, "max_new_tokens": None},
+                        "batch_size": 8, "max_new_tokens": None, "temperature": 0.0, "top_p": 1.0},
             early_stopping={"enabled": True, "min_epochs": 3, "patience": 2, "min_delta": 0.01,
                             "mode": "min"},
             checkpoints={"save_every_epochs": 2, "keep_last": 1}, seed=3,

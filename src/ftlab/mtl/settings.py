@@ -61,7 +61,8 @@ def training(
         "model_name": run,
         "tasks": training_tasks(mtl),
         "method": spec.method,
-        "reduction": mtl["reduction"],
+        # the baseline's own key: seed 000 pairs PCGrad (mean) with the plain loss (sum)
+        "reduction": mtl["baseline_reduction" if spec.method == "baseline" else "reduction"],
         "training": dict(mtl["training"]),
         "validation": {
             k: mtl["validation"][k]
@@ -77,7 +78,8 @@ def training(
         settings["model_cfg"] = dict(mtl["world"]["model"])
     else:
         settings["base_model"] = tiny_base if mtl["base_model"] == "tiny" else mtl["base_model"]
-        settings["validation"]["max_new_tokens"] = mtl["validation"]["max_new_tokens"]
+        for k in ("max_new_tokens", "temperature", "top_p"):
+            settings["validation"][k] = mtl["validation"][k]
         settings["trl"] = dict(mtl["trl"])
         settings["formats"] = {t: mtl["datasets"][t]["format"] for t in training_tasks(mtl)}
     return settings

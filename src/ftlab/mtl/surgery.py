@@ -25,8 +25,12 @@ Details follow the PyTorch reference (WeiChengTseng/Pytorch-PCGrad, pcgrad.py,
 Reduction (option `reduction`): "sum" (default) is the paper's Algorithm 1 and the authors'
 TF code (tianheyu927/PCGrad, PCGrad_tf.py). "mean" is the PyTorch reference's default: the
 mean over tasks for parameters every task reaches, the sum for the others (that code's
-`reduction='sum'` also takes the mean, a bug not copied here). The baseline uses the same
-reduction, so the two methods differ only by the projection.
+`reduction='sum'` also takes the mean, a bug not copied here); seed 000's verl copy
+(verl/utils/mtl_utils/pcgrad.py, built as PCGrad(actor_optimizer)) uses it too, and adds 1e-16
+to |g_j|^2 (not copied: it matters only for |g_j|^2 near 1e-16). The baseline's reduction is
+set apart (config mtl.baseline_reduction, default sum: the plain summed loss, seed 000's
+baseline, which trains without the MTL path); set both to mean for a pair that differs only by
+the projection.
 Randomness: the permutations come from the combiner's own seeded torch.Generator (the reference
 uses Python's global `random`); its state is part of `state_dict()`, so a resumed run draws the
 same orders. The conflict test is `torch.where` rather than an `if`, which avoids one host sync

@@ -8,8 +8,9 @@ the epoch schedule (ftlab.mtl.trl_schedule) and the manifest (ftlab.mtl.manifest
 
 Steps per epoch: ceil(training rows / rows per step) as ftlab.mtl.study plans them (SFT: rows
 = records, per step batch_size x grad_accum x processes; GRPO: prompts, per step that over
-num_generations). The learning rate warms up for warmup_steps, then decays linearly to 0 at
-the maximum epochs. Published (out_dir): the kept checkpoints in HF layout (model, tokenizer,
+num_generations). The learning rate warms up for warmup_steps, then stays constant
+(mtl.trl.lr_scheduler constant, seed 000's) or decays linearly to 0 at the maximum epochs
+(linear). Published (out_dir): the kept checkpoints in HF layout (model, tokenizer,
 ftlab_checkpoint.json; no optimizer state), training_log.csv (the Trainer's log history),
 mtl_manifest.json. Resume continues the run through the Trainer (optimizer, scheduler, RNG,
 data position) plus the early-stopping state and PCGrad's generator; it is not guaranteed
@@ -52,13 +53,20 @@ def make_recipe(objective: str, training: dict, trl: dict, max_steps: int):
     common = dict(lr=training["lr"], max_steps=max_steps, save_steps=max_steps + 1,
                   batch_size=training["batch_size"], grad_accum=trl["grad_accum"],
                   warmup_steps=training["warmup_steps"], warmup_rounding="floor",
-                  lr_scheduler_type="linear", weight_decay=training["weight_decay"],
-                  bf16=trl["bf16"])  # fmt: skip
+                  lr_scheduler_type=lr_scheduler_type(trl["lr_scheduler"]),
+                  weight_decay=training["weight_decay"], bf16=trl["bf16"])  # fmt: skip
     if objective == "sft":
         return SFTRecipe(**common, max_length=trl["max_length"])
     keys = ("num_generations", "max_prompt_length", "max_completion_length", "beta",
             "temperature", "format_weight", "use_vllm")  # fmt: skip
     return GRPORecipe(**common, **{k: trl[k] for k in keys})
+
+
+def lr_scheduler_type(name: str) -> str:
+    """transformers' scheduler of mtl.trl.lr_scheduler: constant = linear warmup then a constant
+    rate (seed 000: verl's warmup_style constant); linear = warmup, then linear decay to 0 at
+    the maximum epochs."""
+    return {"constant": "constant_with_warmup", "linear": "linear"}[name]
 
 
 def trl_args(recipe, objective: str, training: dict, state_dir: str, seed: int):
@@ -162,7 +170,9 @@ def _validator(tok, val_rows, tasks, formats, validation, trl):
 
     def run(model) -> float:
         return validate(model, tok, val_rows, tasks, formats, metric=validation["metric"],
-                        batch_size=validation["batch_size"], max_new_tokens=max_new)  # fmt: skip
+                        batch_size=validation["batch_size"], max_new_tokens=max_new,
+                        temperature=validation["temperature"],
+                        top_p=validation["top_p"])  # fmt: skip
 
     return run
 

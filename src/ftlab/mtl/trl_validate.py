@@ -1,15 +1,18 @@
 """Validation of a model while TRL trains it (objectives sft and grpo).
 
-- `score` (seed 000: the validation reward mean, mode max): greedy answers to the validation
-  prompts, each rewarded 1 when correct (ftlab.llm.rewards: extract, normalize, compare, by
-  the row's format), else 0; the mean over all validation rows.
+- `score` (seed 000: the validation reward mean, mode max): one answer per validation prompt,
+  sampled as seed 000's val_kwargs (do_sample, temperature 1.0, top_p 1.0, n 1; config
+  mtl.validation.temperature / top_p; temperature 0 = greedy), each rewarded 1 when correct
+  (ftlab.llm.rewards: extract, normalize, compare, by the row's format), else 0; the mean over
+  all validation rows. Sampling draws from torch's global generator, which the Trainer seeds
+  and checkpoints, so a run repeats its validations.
 - `loss` (mode min): mean token cross-entropy of the ground-truth completions (the SFT
   records, eos included) given their prompts, over all completion tokens.
 Data parallel: each process takes every world_size-th row (rank r: rows r, r + n, ...) and the
 sums are combined over the processes (ftlab.llm.ranks), so every rank gets the same value and
 takes the same early-stopping decision, at 1/n of the work per process. The score is a count
-of exact 0/1 outcomes, the same as one process's wherever the greedy answers are; the loss
-sums the same token losses in another order.
+of exact 0/1 outcomes (greedy: the same as one process's wherever the answers are; sampled:
+each process draws its own); the loss sums the same token losses in another order.
 """
 
 from __future__ import annotations
@@ -19,26 +22,27 @@ import torch
 from ftlab.mtl.trl_data import validation_prompts
 
 
-def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                       batch_size: int) -> list[str]:  # fmt: skip
+def completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+                temperature: float, top_p: float) -> list[str]:  # fmt: skip
+    """One completion per prompt: greedy at temperature 0, else sampled."""
     from ftlab.llm.generate import HFGenerator
 
     gen = HFGenerator.of(model, tokenizer)
     samples = gen.samples(prompts, 1, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                          temperature=0.0)  # fmt: skip
+                          temperature=temperature, top_p=top_p)  # fmt: skip
     return [texts[0] for texts in samples]
 
 
-def validation_score(model, tokenizer, rows, tasks, formats, *, max_new_tokens,
-                     batch_size) -> float:  # fmt: skip
+def validation_score(model, tokenizer, rows, tasks, formats, *, max_new_tokens, batch_size,
+                     temperature=0.0, top_p=1.0) -> float:  # fmt: skip
     """formats: task -> answer format (mtl.datasets.<task>.format)."""
     from ftlab.llm.ranks import Ranks
     from ftlab.llm.rewards import extract_answer, is_correct
 
     ranks = Ranks()
     items = validation_prompts(rows, tasks)[ranks.rank :: ranks.world_size]
-    texts = greedy_completions(model, tokenizer, [i["prompt"] for i in items], max_new_tokens,
-                               batch_size) if items else []  # fmt: skip
+    texts = completions(model, tokenizer, [i["prompt"] for i in items], max_new_tokens,
+                        batch_size, temperature, top_p) if items else []  # fmt: skip
     fmt = [formats[i["task"]] for i in items]
     right = [is_correct(extract_answer(t, f), i["row"], f)
              for t, f, i in zip(texts, fmt, items, strict=True)]  # fmt: skip
@@ -81,15 +85,16 @@ def validation_loss(model, tokenizer, rows, tasks, *, batch_size) -> float:
 
 
 def validate(model, tokenizer, rows: list[dict], tasks: list[str], formats: dict, *,
-             metric: str, batch_size: int, max_new_tokens: int) -> float:  # fmt: skip
+             metric: str, batch_size: int, max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0) -> float:  # fmt: skip
     """The validation value of the current weights (the model is left in train mode)."""
     was_training = model.training
     model.eval()
     try:
         if metric == "score":
             return validation_score(model, tokenizer, rows, tasks, formats,
-                                    max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size)  # fmt: skip
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    temperature=temperature, top_p=top_p)  # fmt: skip
         return validation_loss(model, tokenizer, rows, tasks, batch_size=batch_size)
     finally:
         model.train(was_training)

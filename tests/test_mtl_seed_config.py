@@ -1,0 +1,110 @@
+"""Seed 000's values in config/experiments/mtl_guru_qwen2.5_7b.yaml, as the runs receive them
+(Reasoning360-MTL at the seed text's commit 6133d10: scripts/train/example_multinode_mtl_
+qwen2_7b.sh, verl/trainer/config/ppo_trainer.yaml, verl/utils/mtl_utils/pcgrad.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from ftlab.config import load_config
+from ftlab.mtl import settings, trl_train
+from ftlab.mtl.study import MTLStudy, rows_per_step
+from ftlab.mtl.surgery import Baseline, PCGrad, make_combiner
+
+CONFIG = Path(__file__).resolve().parents[1] / "config/experiments/mtl_guru_qwen2.5_7b.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def runs(cfg):
+    return {r: settings.training(cfg, r) for r in MTLStudy(cfg).runs}
+
+
+def test_pcgrad_takes_the_mean_and_the_baseline_the_plain_loss(runs):
+    """pcgrad.py: PCGrad(actor_optimizer) -> reduction 'mean'; the baseline (MTL_ENABLED=false)
+    trains verl's plain policy loss, one backward of the summed per-task losses here."""
+    assert {r: s["method"] for r, s in runs.items()} == {"baseline_seed1": "baseline",
+                                                         "pcgrad_seed1": "pcgrad"}  # fmt: skip
+    assert runs["pcgrad_seed1"]["reduction"] == "mean"
+    assert runs["baseline_seed1"]["reduction"] == "sum"
+    combiners = {r: make_combiner(s["method"], seed=s["seed"], reduction=s["reduction"])
+                 for r, s in runs.items()}  # fmt: skip
+    assert isinstance(combiners["pcgrad_seed1"], PCGrad)
+    assert combiners["pcgrad_seed1"].reduction == "mean"
+    assert isinstance(combiners["baseline_seed1"], Baseline)
+    assert combiners["baseline_seed1"].reduction == "sum"
+
+
+def test_optimizer_schedule_and_rollouts_are_the_seeds(cfg, runs):
+    for s in runs.values():
+        t, trl = s["training"], s["trl"]
+        assert (t["lr"], t["warmup_steps"], t["weight_decay"], t["max_grad_norm"]) == (
+            1e-6, 10, 0.1, 1.0)  # fmt: skip
+        assert trl["lr_scheduler"] == "constant"  # warmup_style constant
+        assert (trl["num_generations"], trl["temperature"], trl["beta"]) == (16, 1.0, 0.0)
+        assert (trl["max_prompt_length"], trl["max_completion_length"]) == (4096, 8192)
+        # 64 prompts per optimizer update (ppo_mini_batch_size) on 2 processes
+        assert rows_per_step(cfg["mtl"], cfg["resources"]["train"]["gpus"]) == 64
+        assert t["epochs"] == 30
+
+
+def test_the_trainer_gets_the_seeds_optimizer_settings(runs, tmp_path):
+    """What TRL's trainer is built with: constant rate after 10 warmup steps (verl's
+    get_constant_schedule_with_warmup), AdamW weight decay 0.1, clipping at 1.0."""
+    s = runs["pcgrad_seed1"]
+    recipe = trl_train.make_recipe("grpo", s["training"], s["trl"], max_steps=100)
+    args = trl_train.trl_args(recipe, "grpo", s["training"], str(tmp_path), seed=1)
+    import torch
+    import transformers
+
+    assert args.lr_scheduler_type == "constant_with_warmup"
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    sched = transformers.get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=10,
+                                       num_training_steps=100)  # fmt: skip
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[5] == pytest.approx(0.5e-6) and lrs[10:] == pytest.approx([1e-6] * 90)
+    assert (args.learning_rate, args.warmup_steps, args.weight_decay, args.max_grad_norm) == (
+        1e-6, 10, 0.1, 1.0)  # fmt: skip
+    assert (args.num_generations, args.temperature, args.max_completion_length) == (16, 1.0, 8192)
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 2 == 64 * 16
+
+
+def test_validation_samples_as_the_seeds_val_kwargs(runs):
+    """val_kwargs: do_sample True, temperature 1.0, top_p 1.0, n 1; every 3 epochs and before
+    training; early stopping min 10 epochs, patience 3, min delta 0.001, mode max."""
+    for s in runs.values():
+        v, es = s["validation"], s["early_stopping"]
+        assert (v["temperature"], v["top_p"], v["metric"]) == (1.0, 1.0, "score")
+        assert (v["every_epochs"], v["before_training"]) == (3, True)
+        assert (es["min_epochs"], es["patience"], es["min_delta"], es["mode"]) == (
+            10, 3, 0.001, "max")  # fmt: skip
+        assert (s["checkpoints"]["save_every_epochs"], s["checkpoints"]["keep_last"]) == (5, 10)
+
+
+def test_the_validator_passes_the_sampling_settings_to_the_generator(monkeypatch):
+    from ftlab.llm import generate
+    from ftlab.mtl import trl_validate
+
+    seen = {}
+
+    def samples(self, prompts, n, *, max_new_tokens, batch_size, temperature, top_p=None):
+        seen.update(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        return [["#### 3"] for _ in prompts]
+
+    monkeypatch.setattr(generate.HFGenerator, "samples", samples)
+    monkeypatch.setattr(generate.HFGenerator, "of", classmethod(lambda cls, m, t: cls.__new__(cls)))
+    rows = [{"id": "a0", "question": "1+2?", "answer": "3", "aliases": [], "task": "arith",
+             "solution": "#### 3"}]  # fmt: skip
+    value = trl_validate.validation_score(None, None, rows, ["arith"], {"arith": "gsm8k"},
+                                          max_new_tokens=7, batch_size=2, temperature=1.0,
+                                          top_p=1.0)  # fmt: skip
+    assert seen == {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 7}
+    assert value == 1.0
