@@ -225,8 +225,49 @@ def test_seed003_config_selects_the_seed_format():
     cfg = validate_config(yaml.safe_load(
         (REPO / "config/experiments/forgetting_qwen3_1.7b.yaml").read_text()))  # fmt: skip
     assert cfg["llm"]["prompt_format"] == "seed003"
+    assert cfg["llm"]["in_domain"]["prompt_style"] == "seed003"  # as the models were trained
     base = {"kind": "llm", "study": "t", "llm": {"datasets": {
         "g": {"format": "gsm8k", "train": "a", "test": "b"}}}}  # fmt: skip
     assert validate_config(base)["llm"]["prompt_format"] == "tags"
     with pytest.raises(ConfigError, match="prompt_format"):
         validate_config({**base, "llm": {**base["llm"], "prompt_format": "boxed"}})
+
+
+def test_in_domain_seed003_style(tmp_path):
+    """prompt_style seed003: seed 003's prompts and the scores of seed003_completion_scores
+    on planted completions."""
+    from ftlab.llm import in_domain as ev
+
+    rows = [{"id": str(i), "question": f"q{i}", "answer": a, "aliases": []}
+            for i, a in enumerate(["72", "100", "100", "5"])]  # fmt: skip
+    canned = {
+        f"q0\n\n{MATH_I}": "so \\boxed{72}",  # correct, partial, format
+        f"q1\n\n{MATH_I}": "#### 95",  # wrong, within 10%, format
+        f"q2\n\n{MATH_I}": "it is 100",  # no answer where asked: nothing
+        f"q3\n\n{MATH_I}": "\\boxed{\\frac{10}{2}}",  # a string, not 5: within 10% only
+    }
+    seen = []
+
+    def generate(prompts, max_new_tokens):
+        seen.extend(prompts)
+        return [canned[p] for p in prompts]
+
+    out, samples = ev.score_in_domain(
+        model="stub", rows=rows, fmt="gsm8k", cache_path=str(tmp_path / "c.db"),
+        prompt_style="seed003", generate_fn=generate,
+    )  # fmt: skip
+    assert seen == list(canned)
+    assert [(s["correct"], s["partial"], s["format"]) for s in samples] == [
+        (1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.0, 1.0, 1.0)
+    ]  # fmt: skip
+    assert (out["accuracy"], out["partial_accuracy"], out["format_accuracy"]) == (0.25, 0.75, 0.75)
+    trivia = {"answer": "Paris", "aliases": ["Paris"]}
+    assert rewards_scores("Hmm.\nThe answer is: Paris.", trivia) == (True, True, True)
+    assert rewards_scores("Paris", trivia) == (True, True, False)  # right, not where asked
+
+
+def rewards_scores(text, row):
+    from ftlab.llm.rewards import seed003_completion_scores
+
+    s = seed003_completion_scores(text, row, "triviaqa")
+    return s["correct"], s["partial"], s["format"]

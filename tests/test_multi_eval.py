@@ -170,8 +170,8 @@ def teacher(root: Path, name: str, env: dict, processes: int) -> Path:
     """The teacher step (llm.teacher.parallel: data) with `processes` processes, greedy HF."""
     out = root / name
     settings = {"backend": "hf", "max_new_tokens": 8, "batch_size": 2, "samples_per_question": 1,
-                "temperature": 0.0, "shard_size": 2, "tensor_parallel_size": None,
-                "parallel": "data"}  # fmt: skip
+                "temperature": 0.0, "top_p": None, "keep": "all", "shard_size": 2,
+                "tensor_parallel_size": None, "parallel": "data"}  # fmt: skip
     kwargs = {"teacher": str(env["model"]), "settings": settings, "fmt": "gsm8k",
               "rows_path": str(env["rows"]), "out": str(out / "records.jsonl"),
               "report": str(out / "report.json"), "shards_dir": str(out / "shards")}  # fmt: skip

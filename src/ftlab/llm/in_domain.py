@@ -20,7 +20,7 @@ from ftlab.llm.cache import (
 )
 from ftlab.llm.data import prompt_for
 from ftlab.llm.fingerprint import model_fingerprint, model_identity
-from ftlab.llm.rewards import score_completion
+from ftlab.llm.rewards import score_completion, seed003_completion_scores
 
 log = logging.getLogger("ftlab.llm.evaluate")
 
@@ -135,17 +135,22 @@ def score_in_domain(
 ) -> tuple[dict, list[dict]] | tuple[None, None]:
     """Greedy accuracy of `model` on normalized `rows`: (result, per-sample rows).
 
-    Prompts are ``prompt_for(row, prompt_style)``; completions are scored with
+    Prompts are ``prompt_for(row, prompt_style, fmt)``; completions are scored with
     ``score_completion(text, row, fmt)`` (correct, partial, format), whose means are the
-    result. Completions are cached per prompt (key: model fingerprint, "in_domain:<fmt>",
-    prompt + generation settings), so a resumed run generates only what is missing; scores
+    result. prompt_style seed003: seed 003's prompt inside the chat template (whatever
+    `chat_template` says), scored by ``seed003_completion_scores`` (its reward). Completions
+    are cached per prompt (key: model fingerprint, "in_domain:<fmt>", prompt + generation
+    settings), so a resumed run generates only what is missing; scores
     are recomputed from the completions. `generate_fn(prompts, max_new_tokens)` replaces the
     HF model (tests, other backends). `device_map` ("auto"): one model split over every
     visible GPU (HFGenerator). Several processes (ftlab.launch): each rank generates its share
     of the batches; rank 0 returns the result, the other ranks (None, None).
     """
     t0 = time.perf_counter()
-    prompts = [prompt_for(r, prompt_style) for r in rows]
+    prompts = [prompt_for(r, prompt_style, fmt) for r in rows]
+    seed003 = prompt_style == "seed003"
+    chat_template = chat_template or seed003  # seed 003 always prompts through the template
+    scores_of = seed003_completion_scores if seed003 else score_completion
     model_hash = model_fingerprint(model)
     # The generator's dtype follows the device (HFGenerator: bf16 on a GPU, fp32 on the CPU):
     # part of the key, so a GPU re-run never reuses CPU answers or the reverse.
@@ -168,7 +173,7 @@ def score_in_domain(
     samples, sums = [], dict.fromkeys(SCORES, 0.0)
     for row, prompt, key in zip(rows, prompts, keys, strict=True):
         completion = done[key]
-        s = {k: float(v) for k, v in score_completion(completion, row, fmt).items()}
+        s = {k: float(v) for k, v in scores_of(completion, row, fmt).items()}
         for k in SCORES:
             sums[k] += s[k]
         samples.append({"id": row.get("id"), "prompt": prompt, "completion": completion,

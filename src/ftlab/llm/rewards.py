@@ -306,13 +306,7 @@ def _seed003_number(s: str) -> str:
 def seed003_math_score(text: str, gold: str) -> float:
     r"""unified_reward.math_score: the last one-level \boxed{} (else the first "#### N"),
     equal to the gold answer as a normalised number or as a stripped string."""
-    from ftlab.llm.data import SEED003_HASH_RE, SEED_BOXED_RE
-
-    found = SEED_BOXED_RE.findall(text)
-    answer = found[-1].strip() if found else None
-    if answer is None:
-        m = SEED003_HASH_RE.search(text)
-        answer = m.group(1).replace(",", "").strip() if m else None
+    answer = _seed003_math_answer(text)
     if answer is None:
         return 0.0
     if _seed003_number(answer) == _seed003_number(gold):
@@ -376,3 +370,36 @@ def seed003_reward(completions, **kwargs) -> list[float]:
         seed003_score(_completion_text(c), {"answer": a, "aliases": al or []}, fmt)
         for c, a, fmt, al in zip(completions, kwargs["answer"], kwargs["fmt"], aliases, strict=True)
     ]
+
+
+def _seed003_math_answer(text: str) -> str | None:
+    r"""What seed 003's math reward reads: the last one-level \boxed{} (stripped), else the
+    first "#### N" (commas removed), else None."""
+    from ftlab.llm.data import SEED003_HASH_RE, SEED_BOXED_RE
+
+    found = SEED_BOXED_RE.findall(text)
+    if found:
+        return found[-1].strip()
+    m = SEED003_HASH_RE.search(text)
+    return m.group(1).replace(",", "").strip() if m else None
+
+
+def seed003_completion_scores(text: str, row: dict, fmt: str) -> dict[str, bool]:
+    r"""In-domain scores of a completion to seed 003's prompt (llm.in_domain.prompt_style:
+    seed003): correct = seed 003's reward; partial = correct, or (math formats) the answer
+    its reward reads a number within 10% of the gold one, as is_partial; format = an answer
+    where seed 003's prompt asks for it (math: a one-level \boxed{} or "#### N"; TriviaQA:
+    "The answer is:")."""
+    _check_fmt(fmt)
+    correct = seed003_score(text, row, fmt) > 0.5
+    if fmt == "triviaqa":
+        marker = _SEED003_QA_MARKER_RE.search(text) is not None
+        return {"correct": correct, "partial": correct, "format": marker}
+    answer = _seed003_math_answer(text)
+    partial = correct
+    if not correct and answer is not None:
+        p, g = to_number(answer, fmt), to_number(str(row["answer"]), fmt)
+        # the same epsilon as is_partial: exactly 10% off counts despite float rounding
+        close = p is not None and g is not None
+        partial = close and abs(p - g) <= PARTIAL_TOLERANCE * abs(g) + 1e-9
+    return {"correct": correct, "partial": partial, "format": answer is not None}
