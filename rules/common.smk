@@ -5,8 +5,6 @@ import gc
 import sys
 from pathlib import Path
 
-import yaml
-
 # The package lives in src/; it is importable here even when not pip-installed, and jobs
 # (local, conda envs, SLURM with its exported environment) find it through PYTHONPATH.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -17,7 +15,7 @@ from ftlab.paths import export_package_path
 
 export_package_path()
 
-from ftlab.config import ConfigError, validate_config
+from ftlab.config import ConfigError, read_yaml, validate_config
 from ftlab.kinds import get_kind
 from ftlab.launch import LaunchError, plan_for, slurm_resources
 from ftlab.paths import Layout
@@ -30,12 +28,16 @@ DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 def _load_config():
     """--configfile describes a whole study; without one the embedded default is used.
     --config key=value overrides apply on top either way."""
-    if workflow.overwrite_configfiles:
-        raw = dict(config)
-    else:
-        raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-        update_config(raw, dict(config))
     try:
+        if workflow.overwrite_configfiles:
+            # Snakemake has already merged them, keeping the last of two equal keys; read
+            # again only to refuse a repeated key rather than lose a setting.
+            for path in workflow.overwrite_configfiles:
+                read_yaml(path)
+            raw = dict(config)
+        else:
+            raw = read_yaml(DEFAULT_CONFIG)
+            update_config(raw, dict(config))
         return validate_config(raw)
     except ConfigError as err:
         raise WorkflowError(str(err)) from None

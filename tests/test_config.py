@@ -83,6 +83,44 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("study: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("study: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8"):
+        load_config(latin)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- study: x\n")
+    with pytest.raises(ConfigError, match="must hold a mapping, not list"):
+        load_config(listed)
+
+
+def test_a_repeated_key_is_an_error_not_a_lost_setting(repo, tmp_path):
+    """PyYAML keeps the last of two equal keys; a second `seeds:` or a model listed twice would
+    replace the first without a word."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("study: x\nfinetunes:\n  ftwb1: [1]\n  ftwb1: [2]\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'ftwb1' \(first at line 3\)"):
+        load_config(twice)
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text("study: x\nseeds: [1]\nseeds: [2]\n")
+    with pytest.raises(ConfigError, match=r"(?s)key 'seeds' \(first at line 2\).*seeds.yaml\", line 3"):
+        load_config(seeds)
+    nested_ok = tmp_path / "ok.yaml"  # equal keys in different mappings are fine
+    nested_ok.write_text("study: x\npretrain: {lr: 0.001}\nfinetune: {lr: 0.001}\n")
+    assert load_config(nested_ok)["finetune"]["lr"] == 0.001
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--configfile", str(twice),
+           "-s", str(repo / "Snakefile"), "-d", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "duplicate key 'ftwb1'" in out.stdout + out.stderr
+    status = subprocess.run([sys.executable, "-m", "ftlab.cli", "status", str(twice)],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert status.returncode == 2 and "duplicate key 'ftwb1'" in status.stderr
+    assert "Traceback" not in status.stderr
+    missing = subprocess.run([sys.executable, "-m", "ftlab.cli", "status", "nope.yaml"],
+                             capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "config file not found: nope.yaml" in missing.stderr
 
 
 def test_shipped_configs_are_valid(repo):

@@ -136,13 +136,46 @@ def _launch_problems(cfg: dict) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys in a mapping without a word, so a second
+    `seeds:` or a run listed twice would silently replace the first; here it is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file's mapping; a missing or unreadable file, bad YAML or a repeated key is a
+    ConfigError naming the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as fh:
-        try:
-            raw = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    return validate_config(raw)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file")
+    try:
+        with open(path, encoding="utf-8") as fh:  # a stream: YAML errors name the file
+            raw = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path) -> dict:
+    return validate_config(read_yaml(path))

@@ -240,6 +240,14 @@ def cmd_status(args) -> int:
     from ftlab.registry import status
 
     use_slurm = {"auto": None, "yes": True, "no": False}[args.slurm]
+    if args.config is not None:  # a bad file is one line here, not a Snakemake traceback
+        from ftlab.config import ConfigError, load_config
+
+        try:
+            load_config(args.config)
+        except ConfigError as err:
+            print(f"ftlab status: {args.config}: {err}", file=sys.stderr)
+            return 2
     while True:
         t0 = time.perf_counter()
         cfg, jobs, rules = status.collect(
@@ -272,6 +280,17 @@ def _count(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    """A refresh interval: a positive number of seconds."""
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return s
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("status", help="study matrix: done / pending / running / failed")
     p.add_argument(
@@ -282,7 +301,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--watch",
-        type=float,
+        type=_seconds,
         nargs="?",
         const=30.0,
         default=None,
