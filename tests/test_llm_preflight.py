@@ -2,6 +2,7 @@
 task that does not exist, a dataset that does not load, a source that does not resolve, a base
 model whose config does not load; and `ftlab validate` runs it."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,58 @@ def test_sources_and_models(tmp_path):
     model = build_tiny_causal_lm(tmp_path / "m", seed=0, layers=1, hidden=16, heads=2)
     assert pf.check_models({"llm.base_model": str(model), "llm.teacher.model": "tiny"}) == []
     (p,) = pf.check_models({"llm.base_model": str(tmp_path / "no_model")})
+    assert p == f"'llm.base_model': model path '{tmp_path / 'no_model'}' does not exist"
+    (empty := tmp_path / "empty_model").mkdir()  # a folder that is no model
+    (p,) = pf.check_models({"llm.base_model": str(empty)})
     assert p.startswith("'llm.base_model': model config of") and "does not load" in p
+
+
+def test_include_path_not_a_folder_is_a_problem_naming_the_key(tmp_path):
+    missing = str(tmp_path / "tasks")
+    assert pf.check_benchmarks({"ftlab_tiny_mc": "acc"}, missing) == [
+        f"'llm.lm_eval.include_path': '{missing}' is not a folder (of lm-eval task YAMLs)"
+    ]
+    (p,) = pf.check_benchmarks({"x": "acc"}, missing, key="mtl.eval.lm_eval.include_path")
+    assert p.startswith("'mtl.eval.lm_eval.include_path'")
+
+
+def test_unreachable_hub_makes_the_checks_offline_not_hang(monkeypatch):
+    import http.server
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    t0 = time.perf_counter()
+    assert pf.hub_reachable(endpoint=closed) is False
+    assert time.perf_counter() - t0 < 5
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # any HTTP answer, an error status included, means the hub is there
+        assert pf.hub_reachable(endpoint=f"http://127.0.0.1:{server.server_port}") is True
+    finally:
+        server.shutdown()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    assert pf.go_offline_if_unreachable() is True
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and hub_constants.HF_HUB_OFFLINE is True
+    assert pf.go_offline_if_unreachable() is False  # already offline: no probe
 
 
 def test_run_preflight_raises_one_message_naming_each_problem(tmp_path):

@@ -11,15 +11,20 @@ Checked, each problem collected (not only the first) and reported in one message
   - the base model's (and each teacher's) config loads, so its id or path is right.
 
 The workflow runs it as the job `llm_preflight`, which every training, teacher and evaluation
-job waits for; `ftlab validate` runs it too. With HF_HUB_OFFLINE=1 "reachable" means "cached".
+job waits for; `ftlab validate` runs it too. With HF_HUB_OFFLINE=1 "reachable" means "cached";
+so does a hub that does not answer within 5 s (the checks then go offline, not retry for minutes).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ftlab.io import atomic_write_json
 
@@ -57,10 +62,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def check_benchmarks(benchmarks: dict[str, str], include_path: str | None) -> list[str]:
+def check_benchmarks(
+    benchmarks: dict[str, str], include_path: str | None,
+    key: str = "llm.lm_eval.include_path", tasks_key: str = "llm.benchmarks",
+) -> list[str]:  # fmt: skip
     """Problems of the lm-eval tasks: unknown names, imports, datasets, run-time data files."""
     from ftlab.llm.lm_eval_runner import _task_manager, portable_tasks
 
+    if include_path and not Path(include_path).is_dir():
+        return [f"'{key}': {include_path!r} is not a folder (of lm-eval task YAMLs)"]
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         include = portable_tasks(include_path, tmp) if include_path else None
@@ -71,7 +81,7 @@ def check_benchmarks(benchmarks: dict[str, str], include_path: str | None) -> li
 
                 close = difflib.get_close_matches(name, tm.all_tasks, n=4, cutoff=0.6)
                 hint = f" (close names: {', '.join(close)})" if close else ""
-                problems.append(f"lm-eval task {name!r} (llm.benchmarks) does not exist{hint}")
+                problems.append(f"lm-eval task {name!r} ({tasks_key}) does not exist{hint}")
                 continue
             try:
                 tm.load([name])
@@ -148,11 +158,56 @@ def check_models(models: dict[str, str | None]) -> list[str]:
     for key, model in models.items():
         if not model or model == "tiny":
             continue
+        if _looks_local(model) and not Path(model).expanduser().exists():
+            # else transformers answers "Repo id must be in the form 'repo_name'..."
+            problems.append(f"'{key}': model path {model!r} does not exist")
+            continue
         try:
             AutoConfig.from_pretrained(model)
         except Exception as e:  # noqa: BLE001
             problems.append(f"'{key}': model config of {model!r} does not load: {_first_line(e)}")
     return problems
+
+
+def _looks_local(name: str) -> bool:
+    """A filesystem path, not a hub id ("org/name")."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+@functools.cache  # one probe per process and endpoint
+def hub_reachable(timeout: float = 5.0, endpoint: str | None = None) -> bool:
+    """Whether the Hugging Face hub answers within `timeout` s (through any configured proxy).
+    Unreachable and not told HF_HUB_OFFLINE, huggingface_hub retries each request for
+    minutes, so a preflight on an offline node would seem to hang."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def go_offline_if_unreachable() -> bool:
+    """Set HF_HUB_OFFLINE=1 (also in an already imported huggingface_hub) when the hub does
+    not answer, so every check reads the local cache at once; True when it did so."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    if hub_reachable(endpoint=os.environ.get("HF_ENDPOINT")):
+        return False
+    log.warning("the Hugging Face hub does not answer: checking the local cache only")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+                         ("datasets.config", "HF_HUB_OFFLINE"),
+                         ("datasets.config", "HF_DATASETS_OFFLINE")):  # fmt: skip
+        if module in sys.modules and hasattr(sys.modules[module], attr):
+            setattr(sys.modules[module], attr, True)
+    return True
 
 
 def preflight(
@@ -167,7 +222,7 @@ def preflight(
         ("sources", lambda: check_sources(datasets, data_root)),
         ("benchmarks", lambda: check_benchmarks(benchmarks, include_path)),
     ]  # fmt: skip
-    report = {"problems": [], "seconds": {}}
+    report = {"problems": [], "seconds": {}, "hub_unreachable": go_offline_if_unreachable()}
     for name, check in checks:
         t0 = time.perf_counter()
         found = check()
