@@ -140,14 +140,67 @@ def test_the_report_states_the_number_of_comparisons_and_no_correction():
     comparison = pd.DataFrame([{"method": "pcgrad", "level": lvl, "name": n, "domain": "math",
                                 "baseline_reward": 0.5, "method_reward": 0.6, "diff": 0.1,
                                 "ci_low": -0.1, "ci_high": 0.3, "n_seeds": 1, "n_samples": 4,
-                                "flag": ""} for lvl, n in
-                               [("all", "all"), ("domain", "math"), ("task", "t1"),
-                                ("task", "t2")]])  # fmt: skip
+                                "flag": "", "improvement_pct": 20.0,
+                                "verdict": "Positive" if lvl == "domain_sum" else ""}
+                               for lvl, n in
+                               [("domain_sum", "sum_over_domains"), ("all", "mean_over_tasks"),
+                                ("domain", "math"), ("task", "t1"), ("task", "t2")]])  # fmt: skip
     overfit = pd.DataFrame([{"method": "pcgrad", "domain": "math", "n_seeds": 1, "n_overfit": 0,
                              "overfit_seeds": "", "overfit": False}])  # fmt: skip
     text = report.markdown(study="s", manifests={}, comparison=comparison, overfit=overfit,
                            confidence=0.95, n_resamples=100, validation_metric="score",
                            plot_name="p")  # fmt: skip
-    assert "Multiple comparisons: 4 intervals" in text
-    assert "no multiple-comparison correction is applied" in text and "about 0.2 of them" in text
+    assert "Multiple comparisons: 5 intervals" in text
+    assert "no multiple-comparison correction is applied" in text and "about 0.3 of them" in text
+    assert (
+        "Seed 000's overall MTL effectiveness (the domain differences summed, +0.1000): "
+        "**Positive**" in text
+    )
+    assert "| sum_over_domains | math | 0.5000 | 0.6000 | +0.1000 | +20.0% |" in text
     assert "last (latest kept, as seed 000)" in text and "| pcgrad | math | 0 of 1 | - |" in text
+
+
+def test_seed_overall_sums_the_domain_differences_and_reports_improvement_pct(tmp_path):
+    """3 tasks in 2 domains, 2 seeds: domain reward = mean of its tasks' rewards (each over
+    seeds and samples); seed 000's overall = the sum over domains of method - baseline, Positive
+    when > 0; improvement % = diff / baseline x 100 (analyze_results.py compare_models); the
+    level-all row stays the mean over the 3 tasks."""
+    domains = {"math": ["t1", "t2"], "logic": ["t3"]}
+    rewards = {  # model -> task -> per-sample rewards
+        "base_s1": {"t1": [0, 1, 0, 0], "t2": [1, 1], "t3": [0, 0, 1]},
+        "base_s2": {"t1": [1, 1, 0, 0], "t2": [0, 1], "t3": [0, 1, 1]},
+        "pc_s1": {"t1": [1, 1, 1, 0], "t2": [0, 1], "t3": [0, 0, 0]},
+        "pc_s2": {"t1": [1, 1, 0, 1], "t2": [0, 0], "t3": [1, 0, 0]},
+    }
+    runs = {m: {"method": "baseline" if m.startswith("base") else "pcgrad", "seed": int(m[-1])}
+            for m in rewards}  # fmt: skip
+    mans = {m: manifest([5, 10], [0.1, 0.2]) for m in rewards}
+    paths = [write_samples(tmp_path, m, 100, per_task) for m, per_task in rewards.items()]
+    got = analysis.comparison_frame(paths, mans, runs, domains, confidence=0.9,
+                                    n_resamples=300, seed=0).set_index("name")  # fmt: skip
+
+    def task_mean(method, t):
+        return np.mean([np.mean(rewards[f"{method}_s{s}"][t]) for s in (1, 2)])
+
+    def domain_mean(method, d):
+        return np.mean([task_mean(method, t) for t in domains[d]])
+
+    total = 0.0
+    for d in domains:
+        b, m = domain_mean("base", d), domain_mean("pc", d)
+        assert got.loc[d, "diff"] == pytest.approx(m - b)
+        assert got.loc[d, "improvement_pct"] == pytest.approx((m - b) / b * 100)
+        total += m - b
+    overall = got.loc["sum_over_domains"]
+    assert overall["level"] == "domain_sum" and overall["domain"] == "all"
+    assert overall["diff"] == pytest.approx(total)
+    assert overall["method_reward"] - overall["baseline_reward"] == pytest.approx(total)
+    assert overall["verdict"] == ("Positive" if total > 0 else "Mixed")
+    assert overall["ci_low"] <= overall["diff"] <= overall["ci_high"]
+    tasks = ["t1", "t2", "t3"]
+    mean3 = np.mean([task_mean("pc", t) - task_mean("base", t) for t in tasks])
+    kept = got.loc["mean_over_tasks"]
+    assert kept["level"] == "all" and kept["diff"] == pytest.approx(mean3)
+    assert kept["verdict"] == "" and abs(total - mean3) > 0.05  # the two overall rows differ
+    # the seed's rule: a baseline of 0 gives improvement 0 %
+    assert analysis.improvement_pct(0.3, 0.0) == 0.0 and analysis.seed_verdict(0.0) == "Mixed"

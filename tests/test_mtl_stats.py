@@ -71,3 +71,26 @@ def test_bad_input_is_named():
         paired_bootstrap([np.ones(3)], [np.ones(4)])
     with pytest.raises(ValueError, match="same seeds"):
         paired_bootstrap([np.ones((2, 3)), np.ones((1, 3))], [np.ones((2, 3)), np.ones((1, 3))])
+
+
+def test_weighted_statistic_matches_a_direct_loop():
+    """weights: the statistic is sum_t w_t mean(D_t) (seed 000's sum over domains: w = 1 /
+    the domain's task count); same RNG draws as the unweighted bootstrap."""
+    rng = np.random.default_rng(8)
+    m = [rng.random((2, 30)), rng.random((2, 12)), rng.random((2, 20))]
+    b = [rng.random((2, 30)), rng.random((2, 12)), rng.random((2, 20))]
+    w = [0.5, 0.5, 1.0]  # domains {t0, t1} and {t2}
+    got = paired_bootstrap(m, b, n_resamples=400, confidence=0.9, seed=2, weights=w)
+
+    draw = np.random.default_rng(2)
+    seed_w = draw.multinomial(2, np.full(2, 1 / 2), size=400)
+    idx = [draw.integers(0, d.shape[1], size=(400, d.shape[1])) for d in m]
+    reps = []
+    for r in range(400):
+        rows = np.repeat(np.arange(2), seed_w[r])
+        reps.append(sum(w[t] * (m[t] - b[t])[rows][:, idx[t][r]].mean() for t in range(3)))
+    low, high = np.percentile(reps, [5, 95])
+    assert got.low == pytest.approx(low) and got.high == pytest.approx(high)
+    assert got.estimate == pytest.approx(sum(w[t] * (m[t] - b[t]).mean() for t in range(3)))
+    with pytest.raises(ValueError, match="2 weights for 3 tasks"):
+        paired_bootstrap(m, b, weights=[1.0, 1.0])

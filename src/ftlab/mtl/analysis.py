@@ -16,7 +16,12 @@ checkpoint's mtl_eval.json / mtl_eval.samples.jsonl (ftlab.mtl.evaluate).
   `mtl.report.checkpoint: selected` = the best-validated one): method minus baseline per task,
   per domain and overall, with paired bootstrap intervals over samples and seeds
   (ftlab.mtl.bootstrap); seed S of the method is paired with seed S of the baseline, and
-  samples by their id.
+  samples by their id. Two overall rows: `mean_over_tasks` (level all: the unweighted mean
+  over every task) and seed 000's `sum_over_domains` (level domain_sum; analyze_results.py:
+  the sum over domains of the domain differences, its "Overall MTL Effectiveness" Positive
+  when that sum is > 0, else Mixed - column verdict). Every row has seed 000's
+  improvement_pct = (method - baseline) / baseline x 100, 0 when the baseline is not > 0
+  (the seed computes it per domain; the same formula on the other rows).
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ from ftlab.io import read_json, read_jsonl
 from ftlab.mtl.bootstrap import paired_bootstrap
 
 ALL = "all"
+TASK_MEAN = "mean_over_tasks"  # the comparison's level-all row: every task counts once
+DOMAIN_SUM = "sum_over_domains"  # seed 000's overall: the domain differences summed
+
+
+def improvement_pct(method: float, baseline: float) -> float:
+    """Seed 000's improvement_pct (analyze_results.py compare_models): 0 unless baseline > 0."""
+    return (method - baseline) / baseline * 100 if baseline > 0 else 0.0
+
+
+def seed_verdict(domain_sum: float) -> str:
+    """Seed 000's "Overall MTL Effectiveness": the summed domain improvements > 0."""
+    return "Positive" if domain_sum > 0 else "Mixed"
 
 
 def _eval_dir(path: str | Path) -> tuple[str, int]:
@@ -140,6 +157,14 @@ def compared_steps(manifests: dict[str, dict], checkpoint: str = "last") -> dict
             for m, man in manifests.items()}  # fmt: skip
 
 
+def _combine(per_task: list, weights: list[float] | None) -> float:
+    """The tasks' mean rewards averaged (weights None) or summed with weights."""
+    means = [np.mean(a) for a in per_task]
+    if weights is None:
+        return float(np.mean(means))
+    return float(sum(w * m for w, m in zip(weights, means, strict=True)))
+
+
 def comparison_frame(samples_paths, manifests, runs, domains, *, confidence, n_resamples,
                      seed, checkpoint: str = "last") -> pd.DataFrame:  # fmt: skip
     chosen = compared_steps(manifests, checkpoint)
@@ -157,9 +182,14 @@ def comparison_frame(samples_paths, manifests, runs, domains, *, confidence, n_r
     for name, r in runs.items():
         by_method[r["method"]][r["seed"]] = name
     base = by_method["baseline"]
-    groups = [(d, "domain", ts) for d, ts in domains.items()]
-    groups += [(t, "task", [t]) for ts in domains.values() for t in ts]
-    groups.append((ALL, "all", [t for ts in domains.values() for t in ts]))
+    every = [t for ts in domains.values() for t in ts]
+    groups = [(d, "domain", ts, None) for d, ts in domains.items()]
+    groups += [(t, "task", [t], None) for t in every]
+    groups.append((TASK_MEAN, "all", every, None))
+    # seed 000's overall: sum over domains of (mean over the domain's tasks), as task weights
+    groups.append((DOMAIN_SUM, "domain_sum", every,
+                   [1 / len(ts) for ts in domains.values() for _ in ts]))  # fmt: skip
+    domain_of = {t: d for d, ts in domains.items() for t in ts}
     rows = []
     for method, seeds in sorted(by_method.items()):
         if method == "baseline":
@@ -167,7 +197,7 @@ def comparison_frame(samples_paths, manifests, runs, domains, *, confidence, n_r
         common = sorted(set(seeds) & set(base))
         if not common:
             raise ValueError(f"{method} and baseline share no seed to pair")
-        for name, level, tasks in groups:
+        for name, level, tasks, weights in groups:
             m_arr, b_arr = [], []
             for t in tasks:
                 ids = sorted(outcomes[base[common[0]]][t])
@@ -177,17 +207,18 @@ def comparison_frame(samples_paths, manifests, runs, domains, *, confidence, n_r
                             raise ValueError(f"{model}: task {t} was scored on other samples")
                 m_arr.append([[outcomes[seeds[s]][t][i] for i in ids] for s in common])
                 b_arr.append([[outcomes[base[s]][t][i] for i in ids] for s in common])
-            ci = paired_bootstrap(m_arr, b_arr, n_resamples=n_resamples,
-                                  confidence=confidence, seed=seed)  # fmt: skip
+            ci = paired_bootstrap(m_arr, b_arr, n_resamples=n_resamples, confidence=confidence,
+                                  seed=seed, weights=weights)  # fmt: skip
+            method_reward, baseline_reward = (_combine(a, weights) for a in (m_arr, b_arr))
             rows.append({
                 "method": method, "level": level, "name": name,
-                "domain": name if level == "domain" else next(
-                    (d for d, ts in domains.items() if tasks[0] in ts), ALL) if level == "task"
-                else ALL,
-                "method_reward": float(np.mean([np.mean(a) for a in m_arr])),
-                "baseline_reward": float(np.mean([np.mean(a) for a in b_arr])),
+                "domain": {"domain": name, "task": domain_of[tasks[0]]}.get(level, ALL),
+                "method_reward": method_reward, "baseline_reward": baseline_reward,
                 "diff": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
                 "confidence": ci.confidence, "n_seeds": ci.n_seeds, "n_samples": ci.n_samples,
                 "flag": ci.flag,
+                "improvement_pct": improvement_pct(method_reward, baseline_reward),
+                "verdict": seed_verdict(method_reward - baseline_reward)
+                if level == "domain_sum" else "",
             })  # fmt: skip
     return pd.DataFrame(rows)

@@ -4,7 +4,8 @@ Both methods are scored on the same evaluation samples, and run i of the method 
 seed with run i of the baseline, so differences are formed per (seed, sample) pair:
 D_t[s, n] = method_t[s, n] - baseline_t[s, n] for task t. The statistic is the mean difference;
 for a domain, the unweighted mean over its tasks of the task means (each task counts once,
-however many samples it has).
+however many samples it has); with `weights`, sum_t w_t mean(D_t) (seed 000's overall, the sum
+over domains of the domain differences: w_t = 1 / the size of t's domain).
 
 Resampling is two-level when there are several seeds: each replicate draws the seeds (pairs)
 with replacement, and, independently per task, the samples with replacement; with one seed it
@@ -62,8 +63,10 @@ def paired_bootstrap(
     n_resamples: int = 10000,
     confidence: float = 0.95,
     seed: int = 0,
+    weights: Sequence[float] | None = None,
 ) -> Interval:
-    """Interval of mean(method - baseline) over the tasks of `method`/`baseline`.
+    """Interval of mean(method - baseline) over the tasks of `method`/`baseline` (weights: of
+    sum_t weights[t] * mean(method_t - baseline_t) instead).
 
     method, baseline: one entry per task, each [seeds, samples] (or [samples] for one seed)
     of per-sample outcomes, seed rows in the same order for both methods.
@@ -71,13 +74,18 @@ def paired_bootstrap(
     diffs = [_as_pairs(m, b) for m, b in zip(method, baseline, strict=True)]
     if not diffs:
         raise ValueError("no task to compare")
+    if weights is not None and len(weights) != len(diffs):
+        raise ValueError(f"{len(weights)} weights for {len(diffs)} tasks")
     n_seeds = diffs[0].shape[0]
     if any(d.shape[0] != n_seeds for d in diffs):
         raise ValueError("every task needs the same seeds")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     rng = np.random.default_rng(seed)
-    estimate = float(np.mean([d.mean() for d in diffs]))
+    if weights is None:
+        estimate = float(np.mean([d.mean() for d in diffs]))
+    else:
+        estimate = float(sum(w * d.mean() for w, d in zip(weights, diffs, strict=True)))
     stats = np.empty(n_resamples)
     for lo in range(0, n_resamples, CHUNK):
         b = min(CHUNK, n_resamples - lo)
@@ -86,13 +94,14 @@ def paired_bootstrap(
         else:
             seed_w = np.ones((b, 1))
         total = np.zeros(b)
-        for d in diffs:
+        for t, d in enumerate(diffs):
             n = d.shape[1]
             idx = rng.integers(0, n, size=(b, n))
             # mean over the resampled samples of each seed row, then the seed-weighted mean
             per_seed = d[:, idx].mean(axis=2).T  # [b, seeds]
-            total += (seed_w * per_seed).sum(axis=1)
-        stats[lo : lo + b] = total / len(diffs)
+            task = (seed_w * per_seed).sum(axis=1)
+            total += task if weights is None else weights[t] * task
+        stats[lo : lo + b] = total / len(diffs) if weights is None else total
     alpha = 1 - confidence
     low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return Interval(

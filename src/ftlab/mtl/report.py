@@ -103,24 +103,39 @@ def markdown(
         )
     for method, g in comparison.groupby("method", sort=True):
         lines += ["", f"## {method} vs baseline", ""]
-        for lvl, title in (("all", "Overall"), ("domain", "Per domain"), ("task", "Per task")):
-            part = g[g["level"] == lvl]
+        sections = (
+            (("domain_sum", "all"), "Overall"), (("domain",), "Per domain"),
+            (("task",), "Per task"),
+        )  # fmt: skip
+        for lvls, title in sections:
+            part = g[g["level"].isin(lvls)]
             header = (
-                f"| name | domain | baseline | method | diff | {level} CI | seeds | samples "
-                "| flag |"
+                f"| name | domain | baseline | method | diff | improvement % | {level} CI | seeds "
+                "| samples | flag |"
             )
-            lines += [f"### {title}", "", header, "|---" * 9 + "|"]
+            lines += [f"### {title}", "", header, "|---" * 10 + "|"]
+            if title == "Overall":
+                (total,) = part[part["level"] == "domain_sum"].itertuples()
+                lines[-2:-2] = [  # after the title, before the table
+                    f"Seed 000's overall MTL effectiveness (the domain differences summed, "
+                    f"{_fmt(total.diff)}): **{total.verdict}**. sum_over_domains: the "
+                    "domains' rewards and differences summed; mean_over_tasks: every task "
+                    "once. improvement % = diff / baseline x 100, as seed 000's per domain.",
+                    "",
+                ]
             for _, r in part.iterrows():
                 flag = f"**{r['flag']}**" if r["flag"] else ""
                 lines.append(
                     f"| {r['name']} | {r['domain']} | {r['baseline_reward']:.4f} | "
                     f"{r['method_reward']:.4f} | {_fmt(r['diff'])} | "
+                    f"{r['improvement_pct']:+.1f}% | "
                     f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['n_seeds']} | "
                     f"{r['n_samples']} | {flag} |"
                 )
             lines.append("")
-        ups = g[(g["flag"] == "improvement") & (g["level"] != "all")]["name"].tolist()
-        downs = g[(g["flag"] == "regression") & (g["level"] != "all")]["name"].tolist()
+        named = g[g["level"].isin(["domain", "task"])]
+        ups = named[named["flag"] == "improvement"]["name"].tolist()
+        downs = named[named["flag"] == "regression"]["name"].tolist()
         lines += [
             f"Improvements: {', '.join(ups) or 'none'}.  ",
             f"Regressions: {', '.join(downs) or 'none'}.",
