@@ -1,4 +1,6 @@
 # LLM post-training study (kind: llm): input functions of its rules.
+import re
+
 from ftlab.llm.steps import job_plan
 from ftlab.llm.study import BASE, TEACHERS
 

@@ -72,7 +72,10 @@ rule plot_llm:
     benchmark:
         benchmark_path("plots", "{which}")
     wildcard_constraints:
-        which=r"forgetting_summary|(forgetting|in_domain)_[A-Za-z0-9]+",
+        # only the study's datasets: another name would match and build the whole study
+        which="forgetting_summary|(forgetting|in_domain)_("
+        + "|".join(re.escape(d) for d in config["llm"]["datasets"])
+        + ")",
     conda:
         "../envs/plots.yaml"
     resources:

@@ -65,7 +65,13 @@ def probe_output(model):
 
 def plot_eval_inputs(*kinds):
     def inputs(wildcards):
-        models = STUDY.models_of(int(wildcards.seed))
+        seed = int(wildcards.seed)
+        if seed not in config["seeds"]:  # else an empty placeholder plot is "built"
+            raise WorkflowError(
+                f"plot target for seed {seed}: the study's seeds are {config['seeds']} "
+                "(config key 'seeds')"
+            )
+        models = STUDY.models_of(seed)
         return [path for m in models if m.kind in ("base", *kinds) for path in eval_outputs(m.name)]
 
     return inputs

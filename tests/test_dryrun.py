@@ -138,3 +138,20 @@ def test_one_metrics_and_one_samples_file_per_evaluation_job():
         for step in study.model(m).eval_steps:
             assert layout.path("eval_metrics", model=m, step=step) in targets
             assert layout.path("eval_samples", model=m, step=step) in targets
+
+
+def test_plot_targets_outside_the_study_are_refused(tmp_path):
+    """A seed or a dataset the study does not have is an error, not an empty placeholder plot
+    (world model) nor most of the study planned for a plot no rule can draw (LLM)."""
+    from snakemake.exceptions import MissingRuleException, WorkflowError
+
+    with pytest.raises(WorkflowError, match=r"seed 4: the study's seeds are \[1, 2, 3\]"):
+        dry_run(PAPER, tmp_path / "w", ["results/paper_exp1/plots/seed4_ftwb1_heatmap.png"])
+    forgetting = REPO / "config/experiments/forgetting_qwen3_1.7b.yaml"
+    with pytest.raises(MissingRuleException):
+        dry_run(forgetting, tmp_path / "l",
+                ["results/forgetting_qwen3_1.7b/plots/forgetting_nosuch.png"])  # fmt: skip
+    jobs = dry_run(
+        forgetting, tmp_path / "l", ["results/forgetting_qwen3_1.7b/plots/forgetting_math.png"]
+    )
+    assert rule_counts(jobs)["plot_llm"] == 1
