@@ -309,3 +309,31 @@ def test_profile_keys_are_snakemake_options():
     for profile in (read_profile(REPO / "slurm"), workflow_profile):
         assert set(profile) - options == set()
     assert read_profile(REPO / "slurm")["set-resource-scopes"] == {"cpu_slots": "local"}
+
+
+def test_submit_validates_the_study_config_before_sbatch(tmp_path, capsys):
+    """A missing or invalid config is refused at submission, naming the file and the key; not
+    found in the head job's log after its time in the queue."""
+    from ftlab.slurm import configfiles_in
+
+    assert configfiles_in(["-n", "--configfile", "a.yaml", "b.yaml", "--cores", "2"]) == [
+        "a.yaml", "b.yaml"]  # fmt: skip
+    assert configfiles_in(["--configfile=a.yaml", "t.png"]) == ["a.yaml"]
+    assert configfiles_in(["all"]) == []
+    missing = str(tmp_path / "nope.yaml")
+    assert cli.main(["submit", "--dry-run", "--", "--configfile", missing]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: x\npretrain: {batch_size: 0}\n")
+    assert cli.main(["submit", "--dry-run", "--", "--configfile", str(bad)]) == 2
+    assert "config key 'pretrain.batch_size'" in capsys.readouterr().err
+    # a later file may override part of an earlier one (merged, as Snakemake does)
+    part = tmp_path / "part.yaml"
+    part.write_text("pretrain: {epochs: 2}\n")
+    cmd = ["submit", "--dry-run", "--", "--configfile", str(TINY), str(part)]
+    if shutil.which("sbatch"):
+        assert cli.main(cmd) == 0
+        assert "sbatch" in capsys.readouterr().out
+    else:  # the config passes; what stops it is the missing sbatch
+        assert cli.main(cmd) == 2
+        assert "sbatch not found" in capsys.readouterr().err

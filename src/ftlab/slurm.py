@@ -207,9 +207,44 @@ def sbatch_command(args, site: SiteValues, log_path: Path) -> list[str]:
     return cmd + ["--wrap", script]
 
 
+def configfiles_in(snakemake_args: list[str]) -> list[str]:
+    """The files of `--configfile(s) A [B ...]` / `--configfile=A` among Snakemake's args."""
+    files, taking = [], False
+    for arg in snakemake_args:
+        name, eq, value = arg.partition("=")
+        if name in ("--configfile", "--configfiles"):
+            taking = not eq
+            if eq:
+                files.append(value)
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+    return files
+
+
+def check_study_config(snakemake_args: list[str], repo: Path) -> None:
+    """The study config the head job would run, validated here: a bad file or key is an
+    error now, not in the head job's log once it leaves the queue."""
+    from snakemake.utils import update_config
+
+    from ftlab.config import ConfigError, read_yaml, validate_config
+
+    files = configfiles_in(snakemake_args) or [str(repo / "config" / "config.yaml")]
+    merged: dict = {}
+    try:
+        for name in files:  # merged in order, as Snakemake does; a later file may be partial
+            path = Path(name) if Path(name).is_absolute() else repo / name  # the job's --chdir
+            update_config(merged, read_yaml(path))
+        validate_config(merged)
+    except ConfigError as err:
+        raise SubmitError(f"{' + '.join(files)}: {err}") from None
+
+
 def submit(args) -> int:
     repo = Path(args.repo).resolve()
     args.repo = str(repo)
+    check_study_config(args.snakemake_args, repo)
     profile = find_profile(args.profile, repo)
     site = site_values(read_profile(profile))
     preflight(site, f"{profile / 'config.yaml'} (SITE SETTINGS block)")
