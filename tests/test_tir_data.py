@@ -150,3 +150,36 @@ def test_the_data_rule_reads_a_parquet_folder_under_data_root(tmp_path):
         {"id": "aime25-0", "question": "q1", "answer": "70"},
         {"id": "aime25-1", "question": "q2", "answer": "8"},
     ]
+
+
+def test_preflight_names_a_missing_model_and_each_missing_source(tmp_path, capsys):
+    """`ftlab validate` runs the TIR preflight: every problem named by its key, none fatal
+    alone; a good study passes it."""
+    from ftlab import cli
+    from ftlab.tir.study import preflight
+
+    root = tmp_path / "datasets"
+    write_parquet(root / "deepscaler/aime.parquet", simpletir_rows([("1+1?", "2")]))
+    raw = config({
+        "aime": {"source": "deepscaler", "split": "aime", **SIMPLETIR_FIELDS},
+        "gone": {"source": [str(tmp_path / "nope.jsonl"), "deepscaler"], "split": "train"},
+        "arith": {"source": "builtin:arith"},
+    })  # fmt: skip
+    raw["tir"] |= {"data_root": str(root), "base_model": str(tmp_path / "no_model")}
+    raw["tir"]["eval"]["models"] = {"other": str(tmp_path / "other_model")}
+    problems = preflight(validate_config(raw))
+    assert problems[:2] == [
+        f"'tir.base_model': model path '{tmp_path / 'no_model'}' does not exist",
+        f"'tir.eval.models.other': model path '{tmp_path / 'other_model'}' does not exist",
+    ]
+    assert len(problems) == 4, problems  # nope.jsonl, and deepscaler has no train split
+    assert problems[2].startswith("'tir.datasets.gone.source': ") and "nope.jsonl" in problems[2]
+    assert problems[3].startswith("'tir.datasets.gone.source': ") and "train" in problems[3]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["validate", str(path)]) == 3
+    assert "preflight: 4 problem(s)" in capsys.readouterr().err
+    good = {**raw, "tir": {**raw["tir"], "base_model": "tiny", "eval": {
+        **raw["tir"]["eval"], "models": {}, "datasets": ["aime"]}}}  # fmt: skip
+    del good["tir"]["datasets"]["gone"]
+    assert preflight(validate_config(good)) == []

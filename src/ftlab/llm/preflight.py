@@ -118,26 +118,35 @@ def _nltk_problems(task: str) -> list[str]:
 
 def check_sources(datasets: dict[str, dict], data_root: str | None) -> list[str]:
     """Problems of the dataset sources: each must resolve (and a hub one's metadata load)."""
+    return check_source_values(
+        [(f"llm.datasets.{name}.{split}", spec[split], spec[f"{split}_split"])
+         for name, spec in datasets.items() for split in ("train", "test")],
+        data_root,
+    )  # fmt: skip
+
+
+def check_source_values(values: list[tuple[str, object, str]], data_root: str | None) -> list[str]:
+    """Problems of (config key, source value, default split) triples, any study kind's: each
+    source must resolve (a local file or folder, a subset folder of data_root, or a hub dataset
+    whose metadata loads); builtin sources are the project's own."""
     from ftlab.llm.sources import BUILTIN, parse_sources, resolve
 
     problems = []
-    for name, spec in datasets.items():
-        for split in ("train", "test"):
-            key = f"llm.datasets.{name}.{split}"
-            try:
-                sources = parse_sources(spec[split], spec[f"{split}_split"], key)
-            except (KeyError, ValueError) as e:
-                problems.append(f"'{key}': {e}")
+    for key, value, split in values:
+        try:
+            sources = parse_sources(value, split, key)
+        except (KeyError, ValueError) as e:
+            problems.append(f"'{key}': {e}")
+            continue
+        for src in sources:
+            if src.path.startswith(BUILTIN):
                 continue
-            for src in sources:
-                if src.path.startswith(BUILTIN):
-                    continue
-                try:
-                    resolved = resolve(src, data_root)
-                    if resolved.kind == "hub":
-                        _hub_metadata(src)
-                except Exception as e:  # noqa: BLE001
-                    problems.append(f"'{key}': {src.label}: {_first_line(e)}")
+            try:
+                resolved = resolve(src, data_root)
+                if resolved.kind == "hub":
+                    _hub_metadata(src)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"'{key}': {src.label}: {_first_line(e)}")
     return problems
 
 

@@ -269,6 +269,22 @@ def _eval_shape_problems(ev: dict, res: dict | None) -> list[str]:
     return problems
 
 
+def preflight(cfg: dict) -> list[str]:
+    """What would fail after GPUs were spent (`ftlab validate`): the base model's and each
+    val-only model's config loads, every dataset source resolves."""
+    from ftlab.llm.preflight import check_models, check_source_values, go_offline_if_unreachable
+    from ftlab.tir.steps import BUILTIN_ARITH
+
+    tir = cfg["tir"]
+    go_offline_if_unreachable()
+    models = {"tir.base_model": tir["base_model"]}
+    models |= {f"tir.eval.models.{name}": path for name, path in tir["eval"]["models"].items()}
+    values = [(f"tir.datasets.{name}.source", spec["source"], spec["split"])
+              for name, spec in tir["datasets"].items()
+              if spec["source"] != BUILTIN_ARITH]  # fmt: skip
+    return check_models(models) + check_source_values(values, tir.get("data_root"))
+
+
 KIND = StudyKind(
     name="tir",
     description="tool-integrated reasoning: code sandbox, pass@k, void-turn masking (seed 002)",
@@ -277,4 +293,5 @@ KIND = StudyKind(
     model_pattern=r"[A-Za-z0-9][A-Za-z0-9-]*(_seed\d+)?",
     matrix=TIRStudy,
     check=check_config,
+    preflight=preflight,
 )
