@@ -58,7 +58,7 @@ def build_tiny_base(seed: int, out_checkpoint: str) -> None:
 
 def prepare_dataset(
     dataset: str, spec: dict, data_root: str | None, seed: int, out_train: str, out_test: str,
-    out_report: str,
+    out_report: str, section: str = "llm.datasets",
 ) -> None:  # fmt: skip
     """Normalize a dataset's train/test rows ({"id","question","answer","aliases","solution"})
     from its sources, and write the data report (rows read, kept, dropped by reason).
@@ -66,14 +66,15 @@ def prepare_dataset(
     spec: the dataset's validated config entry (llm.datasets.<dataset>); data_root: the hub-like
     local folder (llm.data_root); seed: the seed of the project's builtin fixtures. An entry
     without `boxed` / `shuffle_seed_<split>` (ftlab.mtl's datasets, whose schema has neither)
-    keeps the balanced \\boxed{} rule and the sources' order it always had.
+    keeps the balanced \\boxed{} rule and the sources' order it always had. section: where the
+    entry lives in the config, for error messages (ftlab.mtl: "mtl.datasets").
     """
     from ftlab.llm.data import load_split
     from ftlab.llm.sources import parse_sources
 
     report = {"dataset": dataset}
     for split, out in (("train", out_train), ("test", out_test)):
-        key = f"llm.datasets.{dataset}.{split}"
+        key = f"{section}.{dataset}.{split}"
         if spec.get(split) is None:
             raise ValueError(f"config key '{key}' is not set")
         sources = parse_sources(spec[split], spec[f"{split}_split"], key)
@@ -92,7 +93,7 @@ def prepare_dataset(
     declared = (spec.get("rows") or {}).get("train")
     if declared is not None and declared != report["train"]["rows"]:
         raise ValueError(
-            f"config key 'llm.datasets.{dataset}.rows.train' declares {declared} train rows but "
+            f"config key '{section}.{dataset}.rows.train' declares {declared} train rows but "
             f"the sources give {report['train']['rows']} after filters and limit "
             f"(see the counts above); set it to {report['train']['rows']} - the SFT steps of "
             "an epochs-length run are computed from it"

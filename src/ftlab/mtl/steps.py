@@ -54,7 +54,7 @@ def prepare_task_dataset(
         full = {**spec, "test": spec["train"], "test_split": spec["train_split"],
                 "limit_test": 1}  # fmt: skip
         prepare_dataset(task, full, data_root, seed, out, str(Path(tmp) / "unused.jsonl"),
-                        str(Path(tmp) / "report.json"))  # fmt: skip
+                        str(Path(tmp) / "report.json"), section="mtl.datasets")  # fmt: skip
 
 
 def make_llm_mix(
