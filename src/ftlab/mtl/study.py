@@ -239,7 +239,64 @@ def check_config(cfg: dict) -> list[str]:
         missing = [t for t in suite if t not in mtl["eval"]["metrics"]]
         if missing:
             problems.append(f"'mtl.eval.metrics' has no metric for {missing}")
+    problems += _launch_problems(cfg)
     return problems
+
+
+def _launch_problems(cfg: dict) -> list[str]:
+    """The training job's shape against the objective (also refused by rules/mtl_train.smk; here
+    so that `ftlab validate` says it before Snakemake does)."""
+    from ftlab.launch import LaunchError, plan_for
+
+    res = (cfg.get("resources") or {}).get("train")
+    if res is None:
+        return []
+    try:
+        plan = plan_for("train", res, cfg.get("threads", 1))
+    except LaunchError:
+        return []  # reported by the generic check (ftlab.config)
+    if not plan.launched:
+        return []
+    if cfg["mtl"]["objective"] == "world":
+        return [
+            "config keys 'resources.train.gpus' / 'processes' / 'nodes' ask for several "
+            "processes, but mtl.objective world trains in one process: set them to 1"
+        ]
+    if res.get("strategy", "ddp") != "ddp":
+        return [
+            f"config key 'resources.train.strategy' is {res['strategy']!r}: multi-task "
+            "sft/grpo runs data parallel only (strategy: ddp) - gradient surgery needs "
+            "every task's full gradient in each process"
+        ]
+    return []
+
+
+def preflight(cfg: dict) -> list[str]:
+    """What would fail after GPUs were spent (`ftlab validate`; sft/grpo objectives): the base
+    model's config loads, every training dataset source resolves, every lm-eval task of the
+    suite loads."""
+    mtl = cfg["mtl"]
+    if mtl["objective"] == "world":
+        return []  # built from the config: nothing to fetch
+    from ftlab.llm.preflight import (
+        check_benchmarks,
+        check_models,
+        check_source_values,
+        go_offline_if_unreachable,
+    )  # fmt: skip
+
+    go_offline_if_unreachable()
+    values = [(f"mtl.datasets.{t}.train", spec["train"], spec["train_split"])
+              for t, spec in mtl["datasets"].items()]  # fmt: skip
+    tasks = {t: mtl["eval"]["metrics"].get(t, "") for ts in mtl["eval"]["suite"].values()
+             for t in ts}  # fmt: skip
+    lm_eval = mtl["eval"]["lm_eval"]
+    return (
+        check_models({"mtl.base_model": mtl["base_model"]})
+        + check_source_values(values, mtl.get("data_root"))
+        + check_benchmarks(tasks, lm_eval["include_path"],
+                           key="mtl.eval.lm_eval.include_path", tasks_key="mtl.eval.suite")
+    )  # fmt: skip
 
 
 KIND = StudyKind(
@@ -250,4 +307,5 @@ KIND = StudyKind(
     model_pattern=rf"({'|'.join(METHODS)})_seed\d+",
     matrix=MTLStudy,
     check=check_config,
+    preflight=preflight,
 )
