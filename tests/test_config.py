@@ -104,7 +104,8 @@ def test_a_repeated_key_is_an_error_not_a_lost_setting(repo, tmp_path):
         load_config(twice)
     seeds = tmp_path / "seeds.yaml"
     seeds.write_text("study: x\nseeds: [1]\nseeds: [2]\n")
-    with pytest.raises(ConfigError, match=r"(?s)key 'seeds' \(first at line 2\).*seeds.yaml\", line 3"):
+    where = r"(?s)key 'seeds' \(first at line 2\).*seeds.yaml\", line 3"
+    with pytest.raises(ConfigError, match=where):
         load_config(seeds)
     nested_ok = tmp_path / "ok.yaml"  # equal keys in different mappings are fine
     nested_ok.write_text("study: x\npretrain: {lr: 0.001}\nfinetune: {lr: 0.001}\n")
