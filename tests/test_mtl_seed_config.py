@@ -108,3 +108,33 @@ def test_the_validator_passes_the_sampling_settings_to_the_generator(monkeypatch
                                           top_p=1.0)  # fmt: skip
     assert seen == {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 7}
     assert value == 1.0
+
+
+# scripts/train/example_multinode_eval_guru7b_mtl.sh at 6133d10 (the seed's evaluation engine):
+# leaderboard_list in order, each with its domain_mappings entry.
+ENGINE_LEADERBOARD = [
+    ("aime", "math"), ("math", "math"), ("humaneval", "codegen"), ("mbpp", "codegen"),
+    ("livecodebench", "codegen"), ("gpqa_diamond", "stem"), ("supergpqa", "stem"),
+    ("arcagi", "logic"), ("zebra_puzzle", "logic"), ("codeio", "simulation"),
+    ("cruxeval-i", "simulation"), ("cruxeval-o", "simulation"), ("finqa", "table"),
+    ("hitab", "table"), ("multihier", "table"), ("livebench_reasoning", "ood"),
+    ("livebench_language", "ood"), ("livebench_data_analysis", "ood"), ("ifeval", "ood"),
+]  # fmt: skip
+
+
+def test_the_eval_suite_is_the_engines_leaderboard(cfg):
+    """Every engine task, in its domain and order, as guru_<leaderboard> ('-' -> '_'); nothing
+    else (the seed text's AMC / ordering puzzles are not in the engine's code)."""
+    assert len(ENGINE_LEADERBOARD) == 19
+    expected: dict[str, list[str]] = {}
+    for board, domain in ENGINE_LEADERBOARD:
+        expected.setdefault(domain, []).append("guru_" + board.replace("-", "_"))
+    suite = cfg["mtl"]["eval"]["suite"]
+    assert suite == expected
+    assert list(suite) == ["math", "codegen", "stem", "logic", "simulation", "table", "ood"]
+    assert suite["ood"] == ["guru_livebench_reasoning", "guru_livebench_language",
+                            "guru_livebench_data_analysis", "guru_ifeval"]  # fmt: skip
+    # one metric per suite task, none for a task outside it
+    tasks = [t for ts in suite.values() for t in ts]
+    assert cfg["mtl"]["eval"]["metrics"] == {t: "acc" for t in tasks}
+    assert MTLStudy(cfg).suite == {t: d for d, ts in expected.items() for t in ts}
