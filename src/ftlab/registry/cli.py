@@ -2,7 +2,9 @@
 
 ftlab status [CONFIG] [--watch S]        study matrix: done / pending / running / failed
 ftlab list [--limit N]                   every trained or evaluated run
-ftlab show RUN                           a run's checkpoints, results and provenance
+ftlab show RUN                           a run's checkpoints, results, training summary and
+                                         provenance
+ftlab history RUN [--metric M ...]       a run's training curves (training_log.csv), per step
 ftlab leaderboard [--metric M] [--task T] runs (or seed groups) ranked by a metric
 ftlab compare A B ...                    config differences and metrics side by side
 ftlab significance A B --method M        paired test on per-sample outcomes
@@ -71,6 +73,14 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     with _registry(args) as reg:
         print(views.show_run(reg, args.run))
+        _warn_unreadable(reg, reg.resolve(args.run))
+    return 0
+
+
+def cmd_history(args) -> int:
+    with _registry(args) as reg:
+        name, metrics, rows = views.history(reg, args.run, args.metric)
+        sys.stdout.write(views.format_history(metrics, rows, args.format))
         _warn_unreadable(reg, reg.resolve(args.run))
     return 0
 
@@ -190,7 +200,9 @@ def cmd_export(args) -> int:
         if args.to:
             from ftlab.registry.tracking import export_to
 
-            print(export_to(args.to, reg, rows, offline=not args.online))
+            run_refs = refs or [r["ref"] for r in reg.runs()]
+            training = {} if args.no_training else {ref: reg.training(ref) for ref in run_refs}
+            print(export_to(args.to, reg, rows, offline=not args.online, training=training))
             return 0
         text = views.export(rows, fmt)
         if args.output:
@@ -228,7 +240,8 @@ def cmd_stats(args) -> int:
                 f"study {s['study']}: {s['runs']} runs ({s['trained']} trained), "
                 f"{s['evaluated_checkpoints']} evaluated checkpoints, {s['results']} metric "
                 f"values from {s['result_files']} files, {s['provenance_files']} provenance "
-                f"records; metrics: {', '.join(s['metrics']) or 'none'}"
+                f"records, {s['training_values']} training values from {s['training_logs']} "
+                f"training logs; metrics: {', '.join(s['metrics']) or 'none'}"
             )
             print(f"  index {s['index']} (this refresh: {s['refresh']})")
         for study, path, error in reg.file_errors():
@@ -336,6 +349,19 @@ def add_parsers(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("history", help="a run's training curves, one row per logged step")
+    p.add_argument("run", help="model name or <study>/<model>")
+    p.add_argument(
+        "--metric",
+        action="append",
+        help="a column of its training_log.csv, e.g. loss (repeatable; default: every one)",
+    )
+    p.add_argument(
+        "--format", choices=["csv", "table"], default="csv", help="csv (default) or table"
+    )
+    _common(p)
+    p.set_defaults(func=cmd_history)
+
     p = sub.add_parser("leaderboard", help="runs ranked by a metric")
     p.add_argument(
         "--metric", default="accuracy", help="e.g. accuracy (default, as seed 001), mae, acc_norm"
@@ -440,6 +466,13 @@ def add_parsers(sub) -> None:
         "--online",
         action="store_true",
         help="with --to: sync to the server (default: offline files, no network)",
+    )
+    p.add_argument(
+        "--no-training",
+        action="store_true",
+        help="with --to: leave out the training curves (default: each run's training_log.csv "
+        "is logged as train/<column> at its steps; --metric/--task/--step filter only the "
+        "evaluation results)",
     )
     _common(p)
     p.set_defaults(func=cmd_export)

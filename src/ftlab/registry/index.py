@@ -10,11 +10,17 @@ what the result files under ``results/<study>/`` say. The files stay the truth:
   own short transaction. A job that still cannot write logs a warning and carries on; the next
   refresh picks its files up. On filesystems where SQLite locking is unreliable (some NFS
   setups) set ``FTLAB_INDEX_FROM_JOBS=0``: only ``ftlab`` (one process) then writes it.
+- Training curves: each run's ``models/<model>/training_log.csv`` (every study kind writes one;
+  its columns differ by kind) is read like a result file, into one (step, metric, value) row per
+  numeric cell of every column but ``step``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import sqlite3
 from contextlib import closing
@@ -28,10 +34,11 @@ from ftlab.registry.records import (
     split_model,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: training curves (table training)
 BUSY_TIMEOUT_S = 120
 PROVENANCE = "provenance.json"
 CHECKPOINT_META = "ftlab_checkpoint.json"
+TRAINING_LOG = Path(PATTERNS["training_log"]).name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -49,6 +56,11 @@ CREATE TABLE IF NOT EXISTS provenance (
 CREATE TABLE IF NOT EXISTS runs (
     model TEXT PRIMARY KEY, grp TEXT NOT NULL, seed INTEGER, checkpoints TEXT NOT NULL,
     checkpoint_meta TEXT, path TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS training (
+    path TEXT NOT NULL, model TEXT NOT NULL, step INTEGER NOT NULL, metric TEXT NOT NULL,
+    value REAL);
+CREATE INDEX IF NOT EXISTS training_model ON training (model, metric);
+CREATE INDEX IF NOT EXISTS training_path ON training (path);
 """
 
 
@@ -108,7 +120,8 @@ def _schema_version(conn) -> int | None:
 # -- what is on disk ------------------------------------------------------------------------
 def scan(study_dir: Path) -> dict[str, tuple]:
     """{relative path: (kind, model, step, mtime_ns, size)} of every indexed file: result and
-    provenance files under evals/, and per model its directory (checkpoints) and provenance."""
+    provenance files under evals/, and per model its directory (checkpoints), provenance and
+    training log."""
     found: dict[str, tuple] = {}
     evals = study_dir / "evals"
     for model_entry in _dirs(evals):
@@ -118,13 +131,19 @@ def scan(study_dir: Path) -> dict[str, tuple]:
                 continue
             found.update(_checkpoint_files(study_dir, Path(ckpt.path), model_entry.name, int(m[1])))
     for model_entry in _dirs(study_dir / "models"):
-        st = model_entry.stat()
-        found[f"models/{model_entry.name}"] = ("run", model_entry.name, None, st.st_mtime_ns, 0)
-        prov = Path(model_entry.path) / PROVENANCE
-        if prov.is_file():
-            st = prov.stat()
-            rel = f"models/{model_entry.name}/{PROVENANCE}"
-            found[rel] = ("provenance", model_entry.name, None, st.st_mtime_ns, st.st_size)
+        found.update(_model_files(Path(model_entry.path), model_entry.name))
+    return found
+
+
+def _model_files(folder: Path, model: str) -> dict[str, tuple]:
+    """models/<model>/ itself (its checkpoints), its provenance and its training log."""
+    st = folder.stat()
+    found = {f"models/{model}": ("run", model, None, st.st_mtime_ns, 0)}
+    for name, kind in ((PROVENANCE, "provenance"), (TRAINING_LOG, "training")):
+        path = folder / name
+        if path.is_file():
+            st = path.stat()
+            found[f"models/{model}/{name}"] = (kind, model, None, st.st_mtime_ns, st.st_size)
     return found
 
 
@@ -180,9 +199,56 @@ def _parse(study_dir: Path, rel: str, kind: str, model: str, step) -> tuple[list
             return parse_result(path), None
         if kind == "provenance":
             return [json.loads(path.read_text())], None
+        if kind == "training":
+            return parse_training_log(path), None
         return [_run_row(path)], None
-    except (ResultFileError, OSError, json.JSONDecodeError) as err:
+    except (ResultFileError, OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         return [], str(err)
+
+
+def parse_training_log(path: Path) -> list[tuple[int, str, float]]:
+    """(step, metric, value) of every numeric cell of a training_log.csv, columns as written
+    (world: epoch, loss, lr, ...; TRL kinds: the Trainer's log history, where eval and summary
+    rows leave other columns blank). Blank and non-numeric cells are skipped; NaN is kept (a
+    diverged loss is part of the curve). A file without a step column, a row whose step is not
+    a whole number or with more cells than the header is malformed (ResultFileError)."""
+    try:
+        reader = csv.reader(io.StringIO(path.read_text(), newline=""))
+        header = next(reader, None)
+        if not header or "step" not in header:
+            raise ResultFileError(
+                f"{path}: not a training log: no 'step' column in its header "
+                f"({', '.join(header or []) or 'empty file'})"
+            )
+        at = header.index("step")
+        out = []
+        for line, cells in enumerate(reader, start=2):
+            if not cells:
+                continue
+            if len(cells) > len(header):
+                raise ResultFileError(
+                    f"{path}: line {line} has {len(cells)} cells, the header {len(header)}"
+                )
+            step = _number(cells[at]) if at < len(cells) else None
+            if step is None or not step.is_integer():
+                raise ResultFileError(
+                    f"{path}: line {line}: step {cells[at] if at < len(cells) else ''!r} is "
+                    "not a whole number"
+                )
+            for name, cell in zip(header, cells, strict=False):
+                value = _number(cell) if name != "step" else None
+                if value is not None:
+                    out.append((int(step), name, value))
+        return out
+    except csv.Error as err:
+        raise ResultFileError(f"{path}: not readable as CSV ({err})") from None
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:  # blank, or text (a Trainer's string entry)
+        return None
 
 
 def _run_row(model_dir: Path) -> dict:
@@ -231,6 +297,11 @@ def _write(conn, rel: str, info: tuple, rows: list, error: str | None) -> None:
             "INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?, ?)",
             (rel, model, step, stage, json.dumps(rows[0])),
         )
+    elif kind == "training":
+        conn.executemany(
+            "INSERT INTO training VALUES (?, ?, ?, ?, ?)",
+            [(rel, model, st, metric, None if math.isnan(v) else v) for st, metric, v in rows],
+        )
     elif kind == "run" and rows:
         conn.execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
@@ -244,6 +315,8 @@ def _forget(conn, rel: str, kind: str) -> None:
         conn.execute("DELETE FROM results WHERE path = ?", (rel,))
     elif kind == "provenance":
         conn.execute("DELETE FROM provenance WHERE path = ?", (rel,))
+    elif kind == "training":
+        conn.execute("DELETE FROM training WHERE path = ?", (rel,))
     else:
         conn.execute("DELETE FROM runs WHERE path = ?", (rel,))
 
@@ -336,16 +409,5 @@ def _scan_folder(study_dir: Path, folder: Path) -> dict[str, tuple]:
         step = int(CHECKPOINT_RE.match(rel[2])[1])
         found.update(_checkpoint_files(study_dir, folder, rel[1], step))
     elif rel[0] == "models" and len(rel) == 2:
-        st = folder.stat()
-        found[f"models/{rel[1]}"] = ("run", rel[1], None, st.st_mtime_ns, 0)
-        prov = folder / PROVENANCE
-        if prov.is_file():
-            st = prov.stat()
-            found[f"models/{rel[1]}/{PROVENANCE}"] = (
-                "provenance",
-                rel[1],
-                None,
-                st.st_mtime_ns,
-                st.st_size,
-            )
+        found.update(_model_files(folder, rel[1]))
     return found

@@ -215,6 +215,34 @@ class Registry:
             for r in rows
         ]
 
+    # -- training curves (models/<model>/training_log.csv) --------------------------------
+    def training(self, ref: RunRef, metrics: list[str] | None = None) -> dict[str, list]:
+        """{metric: [(step, value), ...] by step} of a run's training log; NaN where the log
+        said nan. `metrics`: only these (each must exist, else RegistryError naming those that
+        do)."""
+        curves: dict[str, list] = defaultdict(list)
+        for r in self.conn(ref.study).execute(
+            # rowid: rows of one step in the log's order
+            "SELECT step, metric, value FROM training WHERE model = ? ORDER BY metric, step, rowid",
+            (ref.model,),
+        ):
+            value = float("nan") if r["value"] is None else r["value"]
+            curves[r["metric"]].append((r["step"], value))
+        if metrics:
+            unknown = [m for m in metrics if m not in curves]
+            if unknown:
+                what = (
+                    f"it logged: {', '.join(sorted(curves))}"
+                    if curves
+                    else "it has no training log (models/<model>/training_log.csv) indexed"
+                )
+                raise RegistryError(
+                    f"run {self.name(ref)} has no training metric "
+                    f"{', '.join(map(repr, unknown))}; {what}"
+                )
+            return {m: curves[m] for m in metrics}
+        return dict(sorted(curves.items()))
+
     def result_path(self, ref: RunRef, step: int, source: str) -> Path:
         return self.root / ref.study / f"evals/{ref.model}/checkpoint-{step}/{source}.json"
 
@@ -273,6 +301,8 @@ class Registry:
             "result_files": one("SELECT COUNT(*) FROM files WHERE kind = 'result'"),
             "results": one("SELECT COUNT(*) FROM results"),
             "provenance_files": one("SELECT COUNT(*) FROM provenance"),
+            "training_logs": one("SELECT COUNT(*) FROM files WHERE kind = 'training'"),
+            "training_values": one("SELECT COUNT(*) FROM training"),
             "unreadable_files": one("SELECT COUNT(*) FROM files WHERE error IS NOT NULL"),
             "metrics": [r[0] for r in c.execute("SELECT DISTINCT metric FROM results ORDER BY 1")],
         }

@@ -78,12 +78,101 @@ def show_run(reg: Registry, spec: str) -> str:
         lines.append(f"\nresults at step {rows[0]['step']}:")
         cols = ["task", "metric", "value", "stderr", "n"]
         lines.append(_indent(table(sorted(rows, key=lambda r: (r["metric"], r["task"])), cols)))
+    lines += format_training_summary(training_summary(reg, ref))
     for prov in reg.provenance(ref):
         lines.append(f"\nprovenance ({prov.get('stage')}, {prov['path']}):")
         lines.append(_indent(format_provenance(prov)))
     if not reg.provenance(ref):
         lines.append("\nprovenance: none recorded (outputs from before provenance was written)")
     return "\n".join(lines)
+
+
+# -- training curves ------------------------------------------------------------------------
+LEARNING_RATE = ("learning_rate", "lr")  # TRL kinds' name, then the world kinds'
+
+
+def training_summary(reg: Registry, ref: RunRef) -> dict | None:
+    """What `show` says of a run's training log: steps logged (distinct steps with a value),
+    first, last and min loss, the last learning rate, the last value of every column whose name
+    has "reward" (GRPO). (step, value) pairs; NaN losses are left out of min. None: no log."""
+    curves = reg.training(ref)
+    if not curves:
+        return None
+    steps = sorted({st for points in curves.values() for st, _ in points})
+    out: dict = {"steps": len(steps), "first_step": steps[0], "last_step": steps[-1]}
+    loss = curves.get("loss")
+    if loss:
+        finite = [p for p in loss if not math.isnan(p[1])]
+        out["loss"] = {
+            "first": loss[0],
+            "last": loss[-1],
+            "min": min(finite, key=lambda p: p[1]) if finite else None,
+            "nan": len(loss) - len(finite),
+        }
+    lr = next((m for m in LEARNING_RATE if curves.get(m)), None)
+    out["learning_rate"] = (lr, curves[lr][-1]) if lr else None
+    out["rewards"] = {m: pts[-1] for m, pts in curves.items() if "reward" in m and pts}
+    return out
+
+
+def format_training_summary(s: dict | None) -> list[str]:
+    if s is None:
+        return ["\ntraining log: none indexed (no models/<model>/training_log.csv)"]
+
+    def at(p):
+        return f"{_fmt(p[1])} (step {p[0]})"
+
+    lines = [
+        f"\ntraining log: {s['steps']} steps logged ({s['first_step']}..{s['last_step']}); "
+        "`ftlab history` prints the curves"
+    ]
+    if "loss" in s:
+        loss = s["loss"]
+        text = f"first {at(loss['first'])}, last {at(loss['last'])}"
+        text += f", min {at(loss['min'])}" if loss["min"] else ""
+        text += f", {loss['nan']} NaN" if loss["nan"] else ""
+        lines.append(f"  loss:          {text}")
+    if s["learning_rate"]:
+        name, p = s["learning_rate"]
+        lines.append(f"  last {name + ':':<9} {at(p)}")
+    for name, p in sorted(s["rewards"].items()):
+        lines.append(f"  last {name}: {at(p)}")
+    return lines
+
+
+def history(reg: Registry, spec: str, metrics: list[str] | None = None):
+    """(run name, metrics, rows): one row per logged step, {step, <metric>: value or None}, of
+    one run's training log; every metric it logged unless `metrics` names some."""
+    refs = reg.resolve(spec)
+    if len(refs) > 1:
+        raise RegistryError(
+            f"{spec!r} is a group of {len(refs)} runs ({', '.join(reg.name(r) for r in refs)}); "
+            "name one run"
+        )
+    curves = reg.training(refs[0], metrics)
+    if not curves:
+        raise RegistryError(
+            f"run {reg.name(refs[0])} has no training log indexed (models/<model>/"
+            "training_log.csv is written when its training finishes)"
+        )
+    by_step: dict[int, dict] = defaultdict(dict)
+    for m, points in curves.items():
+        for st, v in points:
+            by_step[st][m] = v
+    rows = [{"step": st, **{m: by_step[st].get(m) for m in curves}} for st in sorted(by_step)]
+    return reg.name(refs[0]), list(curves), rows
+
+
+def format_history(metrics: list[str], rows: list[dict], fmt: str) -> str:
+    """csv: full precision, blank where a step has no value of a metric; table: 4 digits."""
+    if fmt == "table":
+        return table(rows, ["step", *metrics]) + "\n"
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", *metrics])
+    for r in rows:
+        w.writerow([r["step"], *("" if r[m] is None else repr(r[m]) for m in metrics)])
+    return buf.getvalue()
 
 
 def format_provenance(p: dict) -> str:
