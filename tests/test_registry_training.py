@@ -306,3 +306,33 @@ def test_an_index_from_before_training_curves_is_rebuilt(study):
     with Registry(study.parent, ["s"]) as reg:
         curves = reg.training(reg.resolve("world_seed1")[0])
     same(curves, from_csv(study / "models/world_seed1/training_log.csv"))
+
+
+def test_the_writers_logs_are_indexed_as_written(tmp_path):
+    """The logs the training code itself writes (world, mtl world, a Trainer's log history
+    with a train row, an eval row and the final summary row) read back equal to the CSV."""
+    from ftlab.llm.train import _log_csv as trl_csv
+    from ftlab.mtl.world_train import _log_csv as mtl_csv
+    from ftlab.train_checkpoints import _log_csv as world_csv
+
+    study = tmp_path / "results" / "w"
+    plant(study, "world_seed1", world_csv(
+        [{"step": s, "epoch": s / 8, "loss": 3.0 / s, "lr": 1e-4 * s, "elapsed_s": 0.3 * s}
+         for s in range(1, 5)]))  # fmt: skip
+    plant(study, "pcgrad_seed1", mtl_csv(
+        [{"step": s, "epoch": s / 4, "loss": 2.0 / s, "loss_angle": 1.2 / s,
+          "loss_distance": 0.8 / s, "conflicts": s % 2, "lr": 5e-4, "elapsed_s": s}
+         for s in (1, 2)], ["angle", "distance"]))  # fmt: skip
+    plant(study, "grpo_seed1", trl_csv([
+        {"loss": 0.31, "grad_norm": 2.5, "learning_rate": 1e-6, "reward": 0.5,
+         "rewards/correctness_reward/mean": 0.25, "epoch": 0.5, "step": 2},
+        {"eval_loss": 0.29, "eval_runtime": 1.5, "epoch": 0.5, "step": 2},
+        {"train_runtime": 12.0, "train_loss": 0.3, "epoch": 1.0, "step": 4},
+    ]))  # fmt: skip
+    with Registry(study.parent, ["w"]) as reg:
+        assert reg.file_errors() == []
+        for model in ("world_seed1", "pcgrad_seed1", "grpo_seed1"):
+            curves = reg.training(reg.resolve(model)[0])
+            same(curves, from_csv(study / "models" / model / "training_log.csv"))
+        assert reg.training(reg.resolve("pcgrad_seed1")[0])["conflicts"] == [(1, 1.0), (2, 0.0)]
+        assert reg.training(reg.resolve("grpo_seed1")[0])["train_loss"] == [(4, 0.3)]
