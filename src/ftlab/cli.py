@@ -4,7 +4,7 @@ ftlab validate [CONFIG]     check a config against the schema (exit 2 with the k
                             and the kind's preflight (exit 3 naming each problem)
 ftlab plan [CONFIG]         the experiment matrix: models, steps, checkpoints, eval counts
 ftlab contract [--study S]  every output path pattern of the file contract
-ftlab status|list|show|leaderboard|compare|significance|export|stats   the run registry
+ftlab status|list|show|history|leaderboard|compare|significance|export|stats   the run registry
                             (src/ftlab/registry/cli.py)
 """
 
