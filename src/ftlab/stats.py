@@ -181,7 +181,7 @@ def _strata(strata, n: int) -> list[np.ndarray]:
 def mcnemar(a, b, exact: bool | None = None) -> TestResult:
     a, b = _pair(a, b)
     for name, x in (("A", a), ("B", b)):
-        bad = set(np.unique(x)) - {0.0, 1.0}
+        bad = {float(v) for v in np.unique(x)} - {0.0, 1.0}  # floats: printed as 0.5
         if bad:
             raise ValueError(
                 f"McNemar's test needs 0/1 outcomes; {name} has values {sorted(bad)[:5]} "
