@@ -192,3 +192,35 @@ def test_eval_precision():
         ev.eval_dtype("fp16", cpu)
     with pytest.raises(ValueError, match="eval.precision"):
         ev.eval_dtype("bf16", cpu)
+
+
+def test_multitask_rows_caps_only_the_multitask_set(checkpoint, tmp_path, monkeypatch):
+    """The paper scores min(len, 10000) rows of a test set: only the multitask set (7 x 10,000
+    rows at paper scale) is larger; eval.multitask_rows takes its first N (it is shuffled)."""
+    seen = {}
+
+    def fake(model, tokenizer, prompts, batch_size, max_new_tokens, *args, **kwargs):
+        seen.setdefault(len(seen), list(prompts))
+        return ["x"] * len(prompts)
+
+    monkeypatch.setattr(ev, "greedy_decode", fake)
+    rows = _rows(9, 5)
+    sets = {"multitask__no_atlantis": _write(tmp_path / "m.jsonl", rows),
+            "distance__no_atlantis": _write(tmp_path / "d.jsonl", rows)}  # fmt: skip
+    metrics_p, samples_p = _paths(tmp_path)
+    ev.evaluate_checkpoint(
+        checkpoint=str(checkpoint), eval_sets=sets, out_metrics=metrics_p, out_samples=samples_p,
+        rows_per_set=None, multitask_rows=4, batch_size=4, meta={"model": "m", "step": 7},
+    )  # fmt: skip
+    assert [len(p) for p in seen.values()] == [4, 9]
+    assert seen[0] == [r.split("=")[0] + "=" for r in rows[:4]]
+
+
+def test_multitask_rows_enters_params_only_where_it_trims(repo):
+    from ftlab.config import load_config
+    from ftlab.world.settings import evaluation
+
+    paper = load_config(repo / "config/experiments/paper_exp1.yaml")  # 7 x 10,000 rows
+    assert evaluation(paper, "base_seed1", 1)["multitask_rows"] == 10_000
+    demo = load_config(repo / "config/config.yaml")  # 3 x 128 rows: nothing to trim
+    assert "multitask_rows" not in evaluation(demo, "base_seed1", 1)

@@ -57,6 +57,7 @@ def test_paper_exp1_config_uses_the_papers_settings():
     cfg = validate_config(raw)
     assert cfg["data"]["test_rows_per_set"] == 10_000  # the paper's n_test per task
     assert cfg["eval"]["rows_per_set"] in (None, 10_000)
+    assert cfg["eval"]["multitask_rows"] == 10_000  # evaluate_checkpoints.py min(len, 10000)
     assert cfg["data"]["inside_sampler"] == "paper"
     r = cfg["representations"]
     assert (r["probe"], r["layer"], r["probe_seed"]) == ("ols", 5, 42)

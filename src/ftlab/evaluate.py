@@ -44,7 +44,7 @@ from ftlab.decode import StaticDecoder, decode_generate, decode_loop, static_max
 from ftlab.device import auto_eval_batch_size, resolve_device
 from ftlab.io import atomic_write_json, atomic_write_lines, checkpoint_sha256, read_json
 from ftlab.paths import EVAL_SET_SEP
-from ftlab.study import TASKS
+from ftlab.study import MULTITASK, TASKS
 from ftlab.tokenizer import load_tokenizer
 
 log = logging.getLogger("ftlab.evaluate")
@@ -262,6 +262,7 @@ def evaluate_checkpoint(
     rows_per_set: int | None,
     batch_size: int | str,
     threads: int = 1,
+    multitask_rows: int | None = None,
     meta: dict | None = None,
     device: str = "auto",
     decode: str = "auto",
@@ -297,6 +298,8 @@ def evaluate_checkpoint(
         rows = read_rows(path)
         if rows_per_set is not None:
             rows = rows[:rows_per_set]
+        if multitask_rows is not None and name.split(EVAL_SET_SEP)[0] == MULTITASK:
+            rows = rows[:multitask_rows]  # the set is shuffled: a uniform sample, as the paper
         samples, partial = evaluate_set(
             model, tokenizer, name, rows, batch_size, decode=decode, cuda_graphs=cuda_graphs,
             decoders=decoders, answer_parsing=answer_parsing, max_new_tokens=max_new_tokens,

@@ -101,6 +101,14 @@ def training(cfg: dict, model: str, study: Study | None = None) -> dict:
     return settings
 
 
+def multitask_set_rows(cfg: dict) -> int:
+    """Test rows of the multitask eval set: every study task's test rows (rows_per_set trims
+    each set, the multitask one included, to at most that many)."""
+    rows = len(cfg["data"]["tasks"]) * cfg["data"]["test_rows_per_set"]
+    per_set = cfg["eval"]["rows_per_set"]
+    return rows if per_set is None else min(rows, per_set)
+
+
 def evaluation(cfg: dict, model: str, step: int) -> dict:
     settings = {
         "rows_per_set": cfg["eval"]["rows_per_set"],
@@ -114,6 +122,10 @@ def evaluation(cfg: dict, model: str, step: int) -> dict:
     }
     # The decoder never changes the answers (tests/test_decode.py): only a non-default choice
     # enters params, so the defaults do not re-run finished evaluations.
+    # Only where it trims (the multitask set has more rows), so it re-runs nothing else.
+    cap = cfg["eval"]["multitask_rows"]
+    if cap is not None and cap < multitask_set_rows(cfg):
+        settings["multitask_rows"] = cap
     if cfg["eval"]["decode"] != "auto":
         settings["decode"] = cfg["eval"]["decode"]
     if not cfg["cuda_graphs"]:
