@@ -17,7 +17,8 @@ from scipy import stats as sps
 
 from ftlab.cli import main
 from ftlab.registry import index, synthetic, views
-from ftlab.registry.store import Registry
+from ftlab.registry.records import ResultFileError
+from ftlab.registry.store import Registry, RegistryError
 
 A = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
 B = [0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1]
@@ -381,3 +382,59 @@ def test_scores_in_an_eval_set_folder_are_indexed(tmp_path, capsys):
     for suffix in ("", "-wal", "-shm"):
         Path(f"{index.index_path(study)}{suffix}").unlink(missing_ok=True)
     assert index.record_job(ckpt / "provenance.json") == 3  # provenance + 2 sets' scores
+
+
+def _tir_scored(scores_path, correct_by_problem):
+    """scored.jsonl beside a scores.json (ftlab.tir.scoring: one line per sample)."""
+    lines = [
+        json.dumps({"problem_id": pid, "sample": i, "pred": "1", "gold": "1", "correct": bool(c)})
+        for pid, outcomes in correct_by_problem.items()
+        for i, c in enumerate(outcomes)
+    ]
+    (scores_path.parent / "scored.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_tir_significance_pairs_problems_by_their_pass_at_k(tmp_path):
+    """TIR: the test item is the problem, its value the problem's unbiased pass@k from its n
+    samples (accuracy: pass@1 = c/n); two models are paired problem by problem. Checked
+    against scipy's exact sign-flip test of per-problem values computed here with math.comb."""
+    import math
+
+    rng = np.random.default_rng(5)
+    study = tmp_path / "results" / "tir"
+    n = 8
+    pa = {f"p{i}": (rng.random(n) < 0.6).astype(int).tolist() for i in range(12)}
+    pb = {f"p{i}": (rng.random(n) < 0.3).astype(int).tolist() for i in reversed(range(12))}
+    for model, problems in (("a_seed1", pa), ("b_seed1", pb)):
+        _tir_scored(_tir_scores(study, model, 4, "aime__t1", problems), problems)
+
+    def per_problem(problems, k):
+        keys = sorted(problems)
+        return np.array([1 - math.comb(n - sum(problems[p]), k) / math.comb(n, k) for p in keys])
+
+    with Registry(tmp_path / "results", ["tir"]) as reg:
+        for metric, k in (("accuracy", 1), ("pass@1", 1), ("pass@4", 4)):
+            xa, xb, info = views.paired_outcomes(reg, "a_seed1", "b_seed1", metric, "aime__t1")
+            assert info["items"] == 12
+            assert sorted(xa) == pytest.approx(sorted(per_problem(pa, k)))
+            ref = sps.permutation_test(
+                (per_problem(pa, k), per_problem(pb, k)), lambda x, y: np.mean(x - y),
+                permutation_type="samples", n_resamples=np.inf,
+            ).pvalue  # fmt: skip
+            r = views.significance(reg, "a_seed1", "b_seed1", metric, "aime__t1", "permutation")
+            assert r["p_value"] == pytest.approx(ref, rel=1e-9)
+            assert r["diff"] == pytest.approx(np.mean(per_problem(pa, k) - per_problem(pb, k)))
+        with pytest.raises(RegistryError, match=r"no results for metric 'pass@9'"):
+            views.paired_outcomes(reg, "a_seed1", "b_seed1", "pass@9", "aime__t1")
+
+
+def test_tir_scored_file_must_match_its_scores(tmp_path):
+    study = tmp_path / "results" / "tir"
+    problems = {"p1": [1, 0, 1, 1], "p2": [0, 0, 0, 1], "p3": [1, 1, 1, 1]}
+    for model in ("a_seed1", "b_seed1"):
+        path = _tir_scores(study, model, 4, "aime__t1", problems)
+        _tir_scored(path, problems)
+    _tir_scored(path, {"p1": [1, 0, 1, 1], "p2": [0, 0, 0, 1]})  # b's file lost a problem
+    with Registry(tmp_path / "results", ["tir"]) as reg:
+        with pytest.raises(ResultFileError, match=r"2 per-sample values of pass@2 .* n = 3"):
+            views.significance(reg, "a_seed1", "b_seed1", "pass@2", "aime__t1")

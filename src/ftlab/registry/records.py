@@ -11,8 +11,10 @@ An evaluation of model M at step S writes ``evals/M/checkpoint-S/<name>.json`` a
   ``in_domain.json``;
 - ``{"pass_at_k": {k: value}, "accuracy", "n_problems", "n_samples", ...}``: TIR's
   ``<eval_set>/scores.json``, one folder per eval set (metrics ``accuracy`` over samples and
-  ``pass@<k>`` over problems; task: the set). Its per-sample file (``scored.jsonl``, several
-  samples per problem) is not read: no significance test for TIR.
+  ``pass@<k>`` over problems; task: the set). Its per-sample file is ``scored.jsonl`` beside
+  it, several samples per problem: the test item is the problem, its value that problem's
+  unbiased pass@k from its n samples and c correct ones (``accuracy``: pass@1 = c/n), so two
+  models are paired problem by problem.
 
 A row's ``task`` label is its set's name (the entry's ``eval_set``, else the file's name) when
 the set holds one task (``angle__no_atlantis``) and ``<set>:<task>`` otherwise
@@ -29,7 +31,11 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from ftlab.paths import PATTERNS
+
 SAMPLES_SUFFIX = ".samples.jsonl"
+TIR_RESULT = Path(PATTERNS["tir_scores"]).name  # <eval_set>/scores.json
+TIR_SAMPLES = Path(PATTERNS["tir_scored"]).name  # <eval_set>/scored.jsonl, one line per sample
 NOT_RESULTS = frozenset({"provenance.json"})  # JSON files beside results that are not results
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 SEED_RE = re.compile(r"^(?P<group>.+)_seed(?P<seed>\d+)$")
@@ -161,7 +167,44 @@ def result_files(checkpoint_dir: Path) -> list[Path]:
 
 
 def samples_path(result_path: Path) -> Path:
+    result_path = Path(result_path)
+    if result_path.name == TIR_RESULT:
+        return result_path.with_name(TIR_SAMPLES)
     return result_path.with_name(result_path.stem + SAMPLES_SUFFIX)
+
+
+def _is_tir(obj: dict) -> bool:
+    return isinstance(obj.get("pass_at_k"), dict) and "n_problems" in obj
+
+
+def _tir_problem_values(path: Path, metric: str) -> dict[tuple, float]:
+    """{(problem id,): unbiased pass@k of that problem} from TIR's scored.jsonl (one line per
+    sample: problem_id, correct); ``accuracy`` is pass@1 (c/n)."""
+    from ftlab.tir.passk import pass_at_k
+
+    m = re.fullmatch(r"pass@(\d+)", metric)
+    if metric != "accuracy" and not m:
+        raise ResultFileError(f"{path}: {metric!r} has no per-problem values (accuracy, pass@k)")
+    k = int(m[1]) if m else 1
+    counts: dict = defaultdict(lambda: [0, 0])  # problem -> [samples, correct]
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                pid, correct = row["problem_id"], bool(row["correct"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ResultFileError(f"{path}:{line_no}: not a scored sample ({err})") from None
+            counts[pid][0] += 1
+            counts[pid][1] += correct
+    short = {pid: n for pid, (n, _) in counts.items() if n < k}
+    if short:
+        raise ResultFileError(
+            f"{path}: {metric} needs {k} samples per problem; {len(short)} problem(s) have "
+            f"fewer (e.g. {next(iter(short))})"
+        )
+    return {(pid,): pass_at_k(n, c, k) for pid, (n, c) in counts.items()}
 
 
 def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, float]]:
@@ -176,6 +219,8 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
     if not path.is_file():
         raise ResultFileError(f"{path}: per-sample file missing (needed for significance)")
     obj = _load_json(result_path)
+    if _is_tir(obj):  # the set is the task (parse_result)
+        return {result_path.parent.name: _tir_problem_values(path, metric)}
     source = result_path.stem
     set_tasks, task_metric = {}, {}
     base_metric, _, filt = metric.partition(",")
@@ -225,13 +270,18 @@ def check_samples(result_path: str | Path, samples: dict[str, dict], rows: list[
     whose group and instruction-level metrics aggregate otherwise), with that mean. A cut or
     stale samples file is an error naming it, not a silently smaller test."""
     result_path = Path(result_path)
-    lm_eval = isinstance(_load_json(result_path).get("benchmarks"), list)
+    obj = _load_json(result_path)
+    lm_eval = isinstance(obj.get("benchmarks"), list)
     where = samples_path(result_path)
     for r in rows:
         values = list(samples.get(r["task"], {}).values())
         if not values:
             continue
         what = f"{r['metric']} on {r['task']}"
+        if _is_tir(obj):  # items are problems; accuracy's value is over samples: check pass@1
+            r = {**r, "n": obj.get("n_problems")}
+            if r["metric"] == "accuracy":
+                r["value"] = _num((obj.get("pass_at_k") or {}).get("1"))
         if r["n"] is not None and len(values) != r["n"]:
             raise ResultFileError(
                 f"{where}: {len(values)} per-sample values of {what}, but {result_path.name} "
