@@ -86,7 +86,11 @@ def make_rows(cfg: dict, n: int) -> list[str]:
     c = world_settings.cities(cfg)
     c["atlantis_center"] = tuple(c["atlantis_center"])
     cities = build_city_table(**c)
-    return make_task_splits(cities, "distance", "no_atlantis", 0, n, cfg["data"]["seed"])["test"]
+    d = cfg["data"]
+    splits = make_task_splits(
+        cities, "distance", "no_atlantis", 0, n, d["seed"], split_overlap=d["split_overlap"]
+    )
+    return splits["test"]
 
 
 def untrained_checkpoint(cfg: dict, out: Path) -> Path:

@@ -23,12 +23,13 @@ from ftlab.world.cities import (
     write_city_table,
 )
 from ftlab.world.datasets import (
+    CHUNK,
     derive_seed,
     make_mixture,
     make_multitask,
     make_task_splits,
 )
-from ftlab.world.tasks import SamplingError
+from ftlab.world.tasks import CityPool, SamplingError, get_task
 
 CENTER = (-350.0, 350.0)
 
@@ -137,19 +138,86 @@ def test_derive_seed_is_stable_across_processes():
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("variant", ["no_atlantis", "atlantis_required"])
 def test_splits_sizes_determinism_disjoint(table, task, variant):
-    a = make_task_splits(table, task, variant, 700, 50, seed=1)
+    a = make_task_splits(table, task, variant, 700, 50, seed=1, split_overlap="exclude")
     assert len(a["train"]) == 700 and len(a["test"]) == 50
-    assert a == make_task_splits(table, task, variant, 700, 50, seed=1)
+    assert a == make_task_splits(table, task, variant, 700, 50, seed=1, split_overlap="exclude")
     assert not set(a["train"]) & set(a["test"])
-    b = make_task_splits(table, task, variant, 700, 50, seed=2)
+    b = make_task_splits(table, task, variant, 700, 50, seed=2, split_overlap="exclude")
     assert b["test"] != a["test"]
 
 
-def test_split_streams_are_prefix_stable(table):
-    small = make_task_splits(table, "angle", "no_atlantis", 100, 20, seed=1)
-    big = make_task_splits(table, "angle", "no_atlantis", 9000, 20, seed=1)
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("variant", ["no_atlantis", "atlantis_required"])
+def test_paper_splits_sizes_and_determinism(table, task, variant):
+    a = make_task_splits(table, task, variant, 700, 50, seed=1)  # split_overlap="paper"
+    assert len(a["train"]) == 700 and len(a["test"]) == 50
+    assert a == make_task_splits(table, task, variant, 700, 50, seed=1, split_overlap="paper")
+    assert make_task_splits(table, task, variant, 700, 50, seed=2)["test"] != a["test"]
+
+
+@pytest.mark.parametrize(
+    "task,overlap", [("angle", "exclude"), ("angle", "paper"), ("distance", "paper")]
+)
+def test_split_streams_are_prefix_stable(table, task, overlap):
+    small = make_task_splits(table, task, "no_atlantis", 100, 20, seed=1, split_overlap=overlap)
+    big = make_task_splits(table, task, "no_atlantis", 9000, 20, seed=1, split_overlap=overlap)
     assert big["test"] == small["test"]  # the test set does not depend on n_train
     assert big["train"][:100] == small["train"]
+
+
+def pair_of(row: str) -> frozenset:
+    """A distance row's two city ids, unordered (parsed here, independently of datasets.py)."""
+    ids = row.split("(")[1].split(")")[0].split(",")
+    assert len(ids) == 2 and ids[0] != ids[1]
+    return frozenset(ids)
+
+
+def test_paper_distance_no_atlantis_is_one_draw_of_distinct_pairs(table):
+    # The paper: np.random.choice(replace=False) over the upper triangle, cut into splits.
+    s = make_task_splits(table, "distance", "no_atlantis", 5000, 500, seed=1)
+    train, test = [pair_of(r) for r in s["train"]], [pair_of(r) for r in s["test"]]
+    assert len(set(train)) == 5000 and len(set(test)) == 500  # no pair twice in either order
+    assert not set(train) & set(test)
+    real = set(table.loc[~table.is_atlantis, "city_id"].map(format_city_id))
+    assert set().union(*train, *test) <= real
+    # a random order per pair, as the paper's swap_mask: both orders are common
+    first_smaller = np.mean([r.split("(")[1] < r.split(",")[1] for r in s["train"]])
+    assert 0.45 < first_smaller < 0.55
+
+
+def test_paper_distance_no_atlantis_uses_every_pair_once_on_a_small_world():
+    df = tiny_table([(0, 0), (10, 0), (0, 10), (7, 7), (-5, 3), (20, 20)], atlantis=[(9, 9)])
+    s = make_task_splits(df, "distance", "no_atlantis", 12, 3, seed=0)
+    pairs = [pair_of(r) for r in s["train"] + s["test"]]
+    all_pairs = {frozenset((format_city_id(a), format_city_id(b))) for a in range(1, 7)
+                 for b in range(a + 1, 7)}  # fmt: skip
+    assert len(pairs) == 15 and set(pairs) == all_pairs
+    with pytest.raises(ValueError, match="distance/no_atlantis.*data.split_overlap"):
+        make_task_splits(df, "distance", "no_atlantis", 13, 3, seed=0)
+
+
+@pytest.mark.parametrize(
+    "task,variant", [("distance", "atlantis_required"), ("trianglearea", "no_atlantis")]
+)
+def test_paper_other_splits_are_independent_draws_with_overlap(task, variant):
+    # 5 real cities and one Atlantis city: 10 atlantis distance rows, 60 triangles.
+    df = tiny_table([(0, 0), (10, 0), (0, 10), (7, 7), (-5, 3)], atlantis=[(9, 9)])
+    s = make_task_splits(df, task, variant, 300, 10, seed=0)
+    assert set(s["train"]) & set(s["test"])  # train repeats test rows, as in the paper
+    assert len(set(s["train"])) < 300  # and itself
+    # train is the unfiltered start of its own stream: nothing depends on the test rows
+    rng = np.random.default_rng(derive_seed(0, task, variant, "train"))
+    pool = CityPool.from_frame(df)
+    stream = get_task(task).sample_batch(rng, pool, variant == "atlantis_required", CHUNK)
+    assert s["train"] == stream[:300]
+    excl = make_task_splits(df, task, variant, 300, 10, seed=0, split_overlap="exclude")
+    assert excl["test"] == s["test"] and not set(excl["train"]) & set(excl["test"])
+
+
+def test_unknown_split_overlap_is_named():
+    with pytest.raises(ValueError, match="data.split_overlap.*'none'"):
+        make_task_splits(tiny_table([(0, 0), (1, 1)]), "distance", "no_atlantis", 1, 1, 0,
+                         split_overlap="none")  # fmt: skip
 
 
 def test_variants_differ(table):
@@ -161,7 +229,7 @@ def test_variants_differ(table):
 def test_train_rejects_test_rows_on_a_small_world():
     # 6 real cities: only 30 distinct distance rows, so train would often repeat test rows.
     df = tiny_table([(0, 0), (10, 0), (0, 10), (7, 7), (-5, 3), (20, 20)])
-    s = make_task_splits(df, "distance", "no_atlantis", 2000, 12, seed=0)
+    s = make_task_splits(df, "distance", "no_atlantis", 2000, 12, seed=0, split_overlap="exclude")
     assert len(s["train"]) == 2000 and not set(s["train"]) & set(s["test"])
     assert len(set(s["train"])) <= 30  # duplicates within train are allowed
 
@@ -169,7 +237,7 @@ def test_train_rejects_test_rows_on_a_small_world():
 def test_split_errors_name_the_task():
     five = tiny_table([(0, 0), (10, 0), (0, 10), (7, 7), (-5, 3)])
     with pytest.raises(RuntimeError, match="distance"):  # test rows exhaust all 20 rows
-        make_task_splits(five, "distance", "no_atlantis", 1, 3000, seed=0)
+        make_task_splits(five, "distance", "no_atlantis", 1, 3000, 0, split_overlap="exclude")
     with pytest.raises(SamplingError, match="perimeter.*Atlantis"):
         make_task_splits(five, "perimeter", "atlantis_required", 1, 1, seed=0)
     hexagon = tiny_table([(10, 0), (5, 9), (-5, 9), (-10, 0), (-5, -9), (5, -9)])

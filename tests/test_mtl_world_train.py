@@ -23,7 +23,8 @@ def data(tmp_path_factory):
     for t in TASKS:
         tr, te = root / f"{t}.jsonl", root / f"{t}_test.jsonl"
         steps.make_task_split(str(root / "cities.csv"), t, "no_atlantis", str(tr), str(te),
-                              n_train=40, n_test=4, seed=1, task_options={})  # fmt: skip
+                              n_train=40, n_test=4, seed=1, task_options={},
+                              split_overlap="exclude")  # fmt: skip
         rows = read_jsonl_texts(tr)
         train, val = train + rows[:32], val + rows[32:]
     write_jsonl_texts(root / "train.jsonl", train)

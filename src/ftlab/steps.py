@@ -52,13 +52,21 @@ def make_task_split(
     n_test: int,
     seed: int,
     task_options: dict,
+    split_overlap: str,
 ) -> None:
     from ftlab.io import write_jsonl_texts
     from ftlab.world.cities import read_city_table
     from ftlab.world.datasets import make_task_splits
 
     splits = make_task_splits(
-        read_city_table(cities_path), task, variant, n_train, n_test, seed, task_options
+        read_city_table(cities_path),
+        task,
+        variant,
+        n_train,
+        n_test,
+        seed,
+        task_options,
+        split_overlap,
     )
     write_jsonl_texts(out_test, splits["test"])
     write_jsonl_texts(out_train, splits["train"])

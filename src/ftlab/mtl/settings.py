@@ -30,6 +30,7 @@ def task_split(cfg: dict, task: str) -> dict:
         "n_test": d["test_rows_per_set"],
         "seed": d["seed"],
         "task_options": {"inside_sampler": d["inside_sampler"]},
+        "split_overlap": d["split_overlap"],
     }
 
 

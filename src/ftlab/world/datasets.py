@@ -36,19 +36,53 @@ def _stream(task, pool: CityPool, require_atlantis: bool, seed: int, first=CHUNK
         size = CHUNK
 
 
-def _take(chunks, n: int, exclude: set[str], what: str) -> list[str]:
+def _take(chunks, n: int, exclude: set, what: str, key=None) -> list[str]:
+    """The first ``n`` rows of ``chunks`` whose key is not in ``exclude``. ``key=None``: a row is
+    its own key and rows may repeat. With ``key``, a taken row's key joins ``exclude``, so no two
+    taken rows (nor a row and an excluded one) share a key: a draw without replacement."""
     rows: list[str] = []
     idle = 0
     while len(rows) < n:
-        fresh = [r for r in next(chunks) if r not in exclude]
+        fresh = []
+        for r in next(chunks):
+            k = r if key is None else key(r)
+            if k in exclude:
+                continue
+            if key is not None:
+                exclude.add(k)
+            fresh.append(r)
+            if len(rows) + len(fresh) == n:
+                break
         idle = 0 if fresh else idle + 1
         if idle >= MAX_IDLE_CHUNKS:
             raise RuntimeError(
-                f"{what}: {MAX_IDLE_CHUNKS} chunks of {CHUNK} rows in a row were all test rows; "
-                "the city set is too small for this many distinct rows"
+                f"{what}: {MAX_IDLE_CHUNKS} chunks of {CHUNK} rows in a row held no usable row "
+                "(each repeated a test row, or an earlier pair); the city set is too small for "
+                "this many distinct rows"
             )
-        rows.extend(fresh[: n - len(rows)])
+        rows.extend(fresh)
     return rows
+
+
+# data.split_overlap: how a train split may share rows with its test split.
+SPLIT_OVERLAPS = ("paper", "exclude")
+
+
+def _unordered_pair(row: str) -> tuple[str, str]:
+    """The two city ids of a distance row ``dist(a,b)=d``, sorted: (a, b) and (b, a) are one."""
+    a, b = row[row.index("(") + 1 : row.index(")")].split(",")
+    return (a, b) if a <= b else (b, a)
+
+
+def _paper_draws_without_replacement(task: str, variant: str) -> bool:
+    """The one split the paper draws as ONE sample without replacement, then cuts into
+    train/val/test (tasks/distance.py, generate_pairs -> utils.py generate_within_group_pairs:
+    np.random.choice over the upper triangle of the non-Atlantis cities, replace=False, then a
+    random swap). Every other (task, variant) draws with replacement: trianglearea and angle
+    cut one draw made with np.random.randint / choice(replace=True), atlantis_required pairs
+    come from generate_must_include_pairs (a loop of independent choices), and compass,
+    inside, crossing and perimeter draw each split separately (seed += 1)."""
+    return task == "distance" and variant == "no_atlantis"
 
 
 def make_task_splits(
@@ -59,29 +93,56 @@ def make_task_splits(
     n_test: int,
     seed: int,
     task_options: dict | None = None,
+    split_overlap: str = "paper",
 ) -> dict[str, list[str]]:
     """{"train": n_train rows, "test": n_test rows} of one task and variant.
 
     The test rows are drawn first, as ONE batch of n_test rows (so ``inside``'s paper sampler
     fills exact TRUE/FALSE quotas over the whole test set, as the paper's generator does per
-    split); train rows come in chunks of CHUNK rows (exact quotas per chunk) and never equal a
-    test row (duplicates within either split are allowed). Each split has its own stream derived
-    from (seed, task, variant), so the test set does not depend on n_train. ``task_options``:
-    study-wide task options (``ftlab.world.tasks.TASK_OPTIONS``, e.g. inside_sampler).
+    split); train rows come in chunks of CHUNK rows (exact quotas per chunk). Each split has its
+    own stream derived from (seed, task, variant), so the test set does not depend on n_train
+    and a train split is a prefix of any larger one. ``task_options``: study-wide task options
+    (``ftlab.world.tasks.TASK_OPTIONS``, e.g. inside_sampler).
+
+    ``split_overlap`` (config data.split_overlap):
+
+    - ``"paper"``: the paper's rule per task and variant. no_atlantis distance is one draw of
+      distinct unordered pairs (no pair twice in either order, within or across the splits);
+      every other task and variant draws with replacement, so train may repeat test rows and
+      itself, as the paper's independent draws do.
+    - ``"exclude"`` (an ftlab option): a train row never equals a test row (the reversed pair
+      of a distance test row may still be a train row); duplicates within a split are allowed.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     if n_train < 0 or n_test < 0:
         raise ValueError(f"split sizes must be >= 0, got n_train={n_train}, n_test={n_test}")
+    if split_overlap not in SPLIT_OVERLAPS:
+        raise ValueError(f"data.split_overlap: unknown {split_overlap!r}; known: {SPLIT_OVERLAPS}")
     t = get_task(task)
     pool = CityPool.from_frame(cities)
     req = variant == "atlantis_required"
     what = f"{task}/{variant}"
     opts = dict(task_options or {})
+    distinct = split_overlap == "paper" and _paper_draws_without_replacement(task, variant)
+    if distinct:
+        n_real = len(pool.real_idx)
+        if n_train + n_test > n_real * (n_real - 1) // 2:
+            raise ValueError(
+                f"{what}: data.split_overlap paper draws distinct city pairs, and "
+                f"{n_train} train + {n_test} test rows exceed the {n_real * (n_real - 1) // 2} "
+                f"pairs of {n_real} real cities; use fewer rows, more cities or "
+                "data.split_overlap: exclude"
+            )
+    key = _unordered_pair if distinct else None
     test_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "test"), n_test, opts)
-    test = _take(test_chunks, n_test, set(), what)
+    taken: set = set()  # with ``key``: the pairs drawn so far, none may be drawn again
+    test = _take(test_chunks, n_test, taken, what, key)
     train_chunks = _stream(t, pool, req, derive_seed(seed, task, variant, "train"), CHUNK, opts)
-    train = _take(train_chunks, n_train, set(test), what)
+    if split_overlap == "exclude":
+        train = _take(train_chunks, n_train, set(test), what)
+    else:
+        train = _take(train_chunks, n_train, taken, what, key)
     return {"train": train, "test": test}
 
 

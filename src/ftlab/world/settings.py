@@ -53,6 +53,7 @@ def task_split(cfg: dict, variant: str) -> dict:
         "n_test": n_test,
         "seed": cfg["data"]["seed"],
         "task_options": {k: cfg["data"][k] for k in TASK_OPTIONS},
+        "split_overlap": cfg["data"]["split_overlap"],
     }
 
 
