@@ -1,5 +1,6 @@
 """Schema validation: defaults are filled, and every bad key is named before any job runs."""
 
+import re
 import subprocess
 import sys
 
@@ -69,11 +70,28 @@ def test_schema_errors_name_the_key(raw, key):
         ),
         ({"study": "x", "eval": {"rows_per_set": 20000}}, "eval.rows_per_set"),
         ({"study": "x", "data": {"pretrain_rows_per_task": 10}}, "data.finetune_no_atlantis_rows"),
+        (  # the paper's distance pairs are distinct: 64 cities have 2,016
+            {"study": "x", "data": {"max_cities": 64, "pretrain_rows_per_task": 2000}},
+            "data.split_overlap' paper draws distinct city pairs for distance: "
+            "'data.pretrain_rows_per_task' + 'test_rows_per_set' = 12000 rows exceed the 2016",
+        ),
     ],
 )
 def test_cross_key_errors_name_the_key(raw, needle):
-    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         validate_config(raw)
+
+
+def test_distinct_pairs_fit_or_exclude_is_chosen():
+    def data(**kw):
+        return {"study": "x", "data": {"max_cities": 64, "finetune_no_atlantis_rows": 100,
+                                       "test_rows_per_set": 16, **kw}}  # fmt: skip
+
+    validate_config(data(pretrain_rows_per_task=2000))  # 2,016 rows = the 2,016 pairs
+    with pytest.raises(ConfigError, match="distinct city pairs"):
+        validate_config(data(pretrain_rows_per_task=2001))
+    validate_config(data(pretrain_rows_per_task=2001, split_overlap="exclude"))  # any number
+    validate_config(data(pretrain_rows_per_task=5000, tasks=["angle"]))  # no distance task
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -128,6 +128,24 @@ def mixture_tasks(mixture: str) -> tuple[str, ...]:
     return (FTWB1_TASKS[int(index)],) if kind == "ftwb1" else FTWB2_PAIRS[int(index)]
 
 
+def distinct_pair_problems(d: dict, section: str) -> list[str]:
+    """Under split_overlap paper, no_atlantis distance draws distinct city pairs: more train +
+    test rows than pairs of max_cities real cities cannot be drawn (the data job would stop
+    after the study started; say it now)."""
+    if d.get("split_overlap") != "paper" or "distance" not in d["tasks"] or not d["max_cities"]:
+        return []
+    n = d["max_cities"]
+    need = d["pretrain_rows_per_task"] + d["test_rows_per_set"]
+    if need <= n * (n - 1) // 2:
+        return []
+    return [
+        f"'{section}.split_overlap' paper draws distinct city pairs for distance: "
+        f"'{section}.pretrain_rows_per_task' + 'test_rows_per_set' = {need} rows exceed the "
+        f"{n * (n - 1) // 2} pairs of '{section}.max_cities' {n}; use fewer rows, more cities "
+        f"or '{section}.split_overlap: exclude'"
+    ]
+
+
 def mixture_rows(cfg: dict, n_trained: int) -> int:
     d = cfg["data"]
     per_task = d["finetune_no_atlantis_rows"] + d["finetune_atlantis_rows"]
@@ -307,6 +325,7 @@ def check_config(cfg: dict) -> list[str]:
                 f"'finetunes.ftwb2' lists {k} {FTWB2_PAIRS[k]}; {missing} not in 'data.tasks'"
             )
     d = cfg["data"]
+    problems += distinct_pair_problems(d, "data")
     if d["finetune_no_atlantis_rows"] > d["pretrain_rows_per_task"]:
         problems.append(
             "'data.finetune_no_atlantis_rows' exceeds 'data.pretrain_rows_per_task' "

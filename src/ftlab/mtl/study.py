@@ -221,6 +221,10 @@ def check_config(cfg: dict) -> list[str]:
                     f"'{key}': {bad} are not geometry tasks (objective world: "
                     f"{', '.join(WORLD_TASKS)})"
                 )
+        from ftlab.study import distinct_pair_problems
+
+        data = {**mtl["world"]["data"], "tasks": [*tasks, *suite]}
+        problems += distinct_pair_problems(data, "mtl.world.data")
         m = mtl["world"]["model"]
         if m["hidden"] % m["heads"] or (m["hidden"] // m["heads"]) % 2:
             problems.append("'mtl.world.model.hidden' / 'heads' must be an even integer")
