@@ -306,7 +306,7 @@ class _FakeWandb:
 
         class Run:
             def log(self, values, step):
-                fake.logged.append((kw["name"], step, values))
+                fake.logged.append((kw["name"], step, dict(values)))
 
             def finish(self):
                 pass

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from test_registry_audit import _FakeWandb  # the stand-in wandb module
 
 from ftlab.cli import main
 from ftlab.registry import index, synthetic, views
@@ -217,24 +218,6 @@ def test_a_finished_training_job_indexes_its_log(study):
 
 
 # -- export --to: the stand-in trackers record what they are asked ----------------------------
-class FakeWandb:
-    def __init__(self):
-        self.inits, self.logged = [], []
-
-    def init(self, **kw):
-        self.inits.append(kw)
-        fake = self
-
-        class Run:
-            def log(self, values, step):
-                fake.logged.append((kw["name"], step, dict(values)))
-
-            def finish(self):
-                pass
-
-        return Run()
-
-
 def fake_mlflow():
     mod = types.ModuleType("mlflow")
     mod.logged, mod.runs = [], []
@@ -262,7 +245,7 @@ def expected_train(path: Path) -> dict[int, dict[str, float]]:
 @pytest.mark.parametrize("backend", ["wandb", "mlflow"])
 def test_export_logs_training_curves_with_their_steps(study, capsys, monkeypatch, backend):
     synthetic.in_domain(study, "grpo_seed1", 40, {"gsm8k": [1, 0, 1, 1]})
-    fake = FakeWandb() if backend == "wandb" else fake_mlflow()
+    fake = _FakeWandb() if backend == "wandb" else fake_mlflow()
     monkeypatch.setitem(sys.modules, backend, fake)
     rc, out, _ = cli(capsys, "export", "grpo_seed1", "--to", backend, "--results",
                      str(study.parent))  # fmt: skip
@@ -286,7 +269,7 @@ def test_export_logs_training_curves_with_their_steps(study, capsys, monkeypatch
 
 
 def test_export_of_every_run_includes_runs_without_evaluations(study, capsys, monkeypatch):
-    fake = FakeWandb()
+    fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
     rc, out, _ = cli(capsys, "export", "--to", "wandb", "--results", str(study.parent))
     assert rc == 0 and "logged 2 runs (0 values" in out

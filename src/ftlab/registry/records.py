@@ -177,6 +177,19 @@ def _is_tir(obj: dict) -> bool:
     return isinstance(obj.get("pass_at_k"), dict) and "n_problems" in obj
 
 
+def _json_lines(path: Path):
+    """(line number, object) of each non-blank line of a JSON-lines file; a line that is not
+    JSON is a ResultFileError naming the file and line."""
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ResultFileError(f"{path}:{line_no}: not JSON ({err})") from None
+
+
 def _tir_problem_values(path: Path, metric: str) -> dict[tuple, float]:
     """{(problem id,): unbiased pass@k of that problem} from TIR's scored.jsonl (one line per
     sample: problem_id, correct); ``accuracy`` is pass@1 (c/n)."""
@@ -187,17 +200,13 @@ def _tir_problem_values(path: Path, metric: str) -> dict[tuple, float]:
         raise ResultFileError(f"{path}: {metric!r} has no per-problem values (accuracy, pass@k)")
     k = int(m[1]) if m else 1
     counts: dict = defaultdict(lambda: [0, 0])  # problem -> [samples, correct]
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                pid, correct = row["problem_id"], bool(row["correct"])
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ResultFileError(f"{path}:{line_no}: not a scored sample ({err})") from None
-            counts[pid][0] += 1
-            counts[pid][1] += correct
+    for line_no, row in _json_lines(path):
+        try:
+            pid, correct = row["problem_id"], bool(row["correct"])
+        except (KeyError, TypeError) as err:
+            raise ResultFileError(f"{path}:{line_no}: not a scored sample ({err})") from None
+        counts[pid][0] += 1
+        counts[pid][1] += correct
     short = {pid: n for pid, (n, _) in counts.items() if n < k}
     if short:
         raise ResultFileError(
@@ -233,33 +242,26 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
         }
     out: dict[str, dict[tuple, float]] = defaultdict(dict)
     seen: dict[tuple, int] = defaultdict(int)
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ResultFileError(f"{path}:{line_no}: not JSON ({err})") from None
-            group = (str(row.get("eval_set") or source), row.get("task"))
-            if task_metric and task_metric.get(group) != base_metric:
-                continue  # a world row scored with another metric than the one asked for
-            value = _sample_value(row, base_metric)
-            if value is None:
-                continue
-            if "benchmark" in row:
-                if str(row.get("filter", "none")) != filt:
-                    continue  # another lm-eval filter's outcome of the same document
-                label = row["benchmark"]
-                key = (row.get("task"), row.get("doc_id"), row.get("filter"))
-            elif "dataset" in row:
-                label = row["dataset"]
-                key = (row.get("id") if row.get("id") is not None else row.get("prompt"),)
-            else:
-                label = _label(set_tasks, source, row)
-                key = (row.get("prompt"),)
-            seen[(label, key)] += 1  # the same prompt twice is two items
-            out[label][(*key, seen[(label, key)])] = value
+    for _, row in _json_lines(path):
+        group = (str(row.get("eval_set") or source), row.get("task"))
+        if task_metric and task_metric.get(group) != base_metric:
+            continue  # a world row scored with another metric than the one asked for
+        value = _sample_value(row, base_metric)
+        if value is None:
+            continue
+        if "benchmark" in row:
+            if str(row.get("filter", "none")) != filt:
+                continue  # another lm-eval filter's outcome of the same document
+            label = row["benchmark"]
+            key = (row.get("task"), row.get("doc_id"), row.get("filter"))
+        elif "dataset" in row:
+            label = row["dataset"]
+            key = (row.get("id") if row.get("id") is not None else row.get("prompt"),)
+        else:
+            label = _label(set_tasks, source, row)
+            key = (row.get("prompt"),)
+        seen[(label, key)] += 1  # the same prompt twice is two items
+        out[label][(*key, seen[(label, key)])] = value
     return dict(out)
 
 
