@@ -3,17 +3,8 @@
 # A killed job resumes from train_state/<run>/ on re-run. sft/grpo: a job with several GPUs
 # (resources.train: gpus, nodes, strategy) runs the TRL trainer in every process that
 # ftlab.launch starts; the world objective trains in one process.
-if MTL_WORLD and _plan("train").launched:
-    raise WorkflowError(
-        "config keys 'resources.train.gpus' / 'processes' / 'nodes' ask for several "
-        "processes, but mtl.objective world trains in one process: set them to 1"
-    )
-if not MTL_WORLD and _plan("train").launched and RES["train"]["strategy"] != "ddp":
-    raise WorkflowError(
-        f"config key 'resources.train.strategy' is {RES['train']['strategy']!r}: multi-task "
-        "sft/grpo runs data parallel only (strategy: ddp) - gradient surgery needs every "
-        "task's full gradient in each process"
-    )
+# The job shapes an objective cannot run are refused by the config check
+# (ftlab.mtl.study._launch_problems), before this file is read.
 
 
 checkpoint mtl_train:

@@ -26,6 +26,15 @@ def test_several_processes_for_the_world_objective_is_a_config_error():
     validate_config(raw)
 
 
+def test_a_sharded_strategy_for_gradient_surgery_is_a_config_error():
+    raw = load("config_mtl_sft_tiny.yaml")
+    raw["resources"] = {"train": {"gpus": 2, "strategy": "fsdp"}}
+    with pytest.raises(ConfigError, match=r"'resources.train.strategy' is 'fsdp'"):
+        validate_config(raw)
+    raw["resources"]["train"]["strategy"] = "ddp"
+    validate_config(raw)
+
+
 def test_sft_preflight_names_each_problem(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the tiny config's include_path is relative to the repository
     raw = load("config_mtl_sft_tiny.yaml")
