@@ -171,7 +171,8 @@ def time_batch1(model, tok, device, max_length, ll, gen, sample: int, sample_gen
             "minutes_per_checkpoint_extrapolated": minutes}  # fmt: skip
 
 
-def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path) -> dict:
+def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path,
+                 generation_cache: str = "dynamic") -> dict:  # fmt: skip
     """ftlab's CachedLM over HFLM(batch_size="auto") on every request, from an empty cache.
 
     One call per benchmark, so HFLM detects its batch size once per benchmark (a few forward
@@ -196,7 +197,7 @@ def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path) -> di
     lm._detect_batch_size = timed_detect
     out, detect_s = {}, {}
     with SampleCache(cache_dir / "checkpoint-0.sqlite") as cache:
-        clm = CachedLM(lm, cache, "benchmark-model")
+        clm = CachedLM(lm, cache, "benchmark-model", generation_cache=generation_cache)
         t_all = time.perf_counter()
         for bench, reqs in ll.items():
             _sync()
@@ -219,7 +220,7 @@ def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path) -> di
     return {"per_benchmark": out, "detect_s": detect_s, "total_s": total,
             "loglikelihood_requests_per_s": n_ll / t_ll,
             "generations_per_s": out["ifeval"][0] / (out["ifeval"][1] - detect_s["ifeval"]),
-            "batch_sizes_used": batch_sizes}  # fmt: skip
+            "batch_sizes_used": batch_sizes, "generation_cache": generation_cache}  # fmt: skip
 
 
 def extrapolate_minutes(proj: dict, counts: dict) -> tuple[float, float]:
@@ -282,6 +283,12 @@ def main(argv=None) -> int:
                    help="generations in the project's phase (541: IFEval at full size, as "
                         "many per batch as the generation batch size allows; default: "
                         "--fraction of 541)")  # fmt: skip
+    p.add_argument(
+        "--generation-cache",
+        choices=("dynamic", "static"),
+        default="dynamic",
+        help="the project's KV cache for IFEval (llm.lm_eval.generation_cache)",
+    )
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -320,7 +327,8 @@ def main(argv=None) -> int:
     # Shortest phase first, so a run cut short by its time limit still reports something.
     with tempfile.TemporaryDirectory() as tmp:
         keep("training", time_training(device, train_steps, Path(tmp)))
-        proj = time_project(model, tok, device, max_length, ll, gen, Path(tmp))
+        proj = time_project(model, tok, device, max_length, ll, gen, Path(tmp),
+                            args.generation_cache)  # fmt: skip
         counts = full_counts()
         minutes, naive = extrapolate_minutes(proj, counts)
         proj["minutes_per_checkpoint_extrapolated"] = minutes

@@ -13,10 +13,12 @@
 # Measured so far: one H100 (2026-11-26) device_tests, pcgrad, world; one H200 (2026-11-27)
 # device_tests, world (fp32, bf16_weights, +compile), launch and llm, complete
 # (benchmarks/measured/*/). Next session, while the machine stays warm (900 s in all):
-#   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=540 GPU_SESSION_LLM_ARGS="--ifeval-count 541"
-#     (issue 10: all of IFEval at the KV-cache generation batch, ftlab.llm.genbatch; the call's
-#     timeout_s 580), then, if time is left, GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad
-#     buffer on CUDA)
+#   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=540
+#   GPU_SESSION_LLM_ARGS="--ifeval-count 541 --generation-cache static --sample-gen 1"
+#     (issue 10: all of IFEval at the KV-cache generation batch, ftlab.llm.genbatch, decoded
+#     with a static KV cache, so compiled into CUDA graphs; the call's timeout_s 580), then, if
+#     time is left, the same with --generation-cache dynamic (lm-eval's cache) for the ratio,
+#     else GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad buffer on CUDA)
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)

@@ -198,3 +198,70 @@ def test_estimate_on_a_real_hflm(tmp_path, monkeypatch):
     monkeypatch.setattr(lm, "_device", torch.device("cuda"))
     monkeypatch.setattr(G, "free_gpu_bytes", lambda device: 5 * per_row)  # half: 2.5 rows
     assert G.hflm_generation_batch(lm, gen_requests()) == 2
+
+
+def _tiny_hflm():
+    """A 2-layer random Qwen3 behind lm-eval's HFLM, with the project's character tokenizer."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from ftlab.llm.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(model_max_length=256)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=8, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(cfg).eval()
+    return HFLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu", max_length=256)
+
+
+def _kv_caches_seen(model) -> list[str]:
+    """Class names of the KV caches the model's forward passes receive."""
+    seen = []
+    model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(type(kwargs.get("past_key_values")).__name__),
+        with_kwargs=True,
+    )
+    return seen
+
+
+def test_static_generation_cache_is_used_and_gives_the_same_answers(tmp_path):
+    """generation_cache static: HF generate decodes with a StaticCache (checked on the
+    forward passes), greedy answers equal the dynamic cache's, and the model's generation
+    config is restored after."""
+    lm = _tiny_hflm()
+    seen = _kv_caches_seen(lm.model)
+    reqs = [Instance("generate_until", doc={}, idx=0, metadata=("t", i, 1),
+                     arguments=("abc " * (i + 1), {"until": ["zz"], "max_gen_toks": 12}))
+            for i in range(5)]  # fmt: skip
+    answers = {}
+    for mode in ("dynamic", "static"):
+        seen.clear()
+        with SampleCache(tmp_path / f"{mode}.sqlite") as c:
+            answers[mode] = CachedLM(lm, c, mode, generation_cache=mode).generate_until(reqs)
+        assert set(seen) == {"StaticCache" if mode == "static" else "DynamicCache"}, seen
+        assert lm.model.generation_config.cache_implementation is None
+    assert answers["static"] == answers["dynamic"]
+    assert any(answers["static"])  # some text was generated: the comparison means something
+
+
+def test_generation_cache_errors_name_the_key(tmp_path):
+    with SampleCache(tmp_path / "c.sqlite") as c:
+        with pytest.raises(ValueError, match="lm_eval.generation_cache: 'fast'"):
+            CachedLM(FakeLM(), c, "m", generation_cache="fast")
+        clm = CachedLM(FakeLM(), c, "m", generation_cache="static")  # no HF model to set
+        with pytest.raises(ValueError, match="lm_eval.generation_cache: 'static' needs the hf"):
+            clm.generate_until(gen_requests())
+    from ftlab.llm.lm_eval_runner import run_lm_eval
+
+    with pytest.raises(ValueError, match="generation_cache: 'static' needs backend 'hf'"):
+        run_lm_eval(model="unused", benchmarks={"t": "acc"}, out_json="x", samples_path="y",
+                    cache_path="z", backend="vllm", generation_cache="static")  # fmt: skip
+
+
+def test_cache_identity_names_a_static_generation_cache():
+    a = cache_identity("h", "hf", {}, "cuda", "auto")
+    assert cache_identity("h", "hf", {}, "cuda", "auto", "auto", "dynamic") == a
+    assert cache_identity("h", "hf", {}, "cuda", "auto", "auto", "static") != a

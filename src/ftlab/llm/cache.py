@@ -49,6 +49,8 @@ log = logging.getLogger("ftlab.llm.evaluate")
 # Generous: several Snakemake jobs may append to one file; a writer holds the lock for one chunk.
 BUSY_TIMEOUT_S = 120.0
 GENERATION_BATCH_MODES = ("auto", "detect")
+# lm_eval.generation_cache: the KV cache HF `generate` keeps (lm-eval's default: dynamic)
+GENERATION_CACHES = ("dynamic", "static")
 DEFAULT_CHUNK = 512  # requests per model call; the most a kill can lose
 # Test hook: exit abruptly (no cleanup, like SIGKILL) after this many committed chunks.
 CRASH_ENV = "FTLAB_EVAL_CRASH_AFTER_CHUNKS"
@@ -332,7 +334,10 @@ class CachedLM(LM):
     cost several full-size forward passes each time. ``generation_batch_size`` sets the
     generate_until batch: "auto" (with ``batch_size="auto"``) estimates it from the KV cache on
     a CUDA device (ftlab.llm.genbatch; lm-eval's detection elsewhere), "detect" keeps lm-eval's
-    detection, an integer fixes it.
+    detection, an integer fixes it. ``generation_cache`` "static" makes HF ``generate`` (the
+    wrapped HFLM's model) preallocate its KV cache for prompt + max_gen_toks instead of growing
+    it by concatenation each step ("dynamic", lm-eval's default); on a CUDA device transformers
+    then compiles the decoding step (CUDA graphs), a new graph per batch shape.
 
     Several processes (`ranks`): the rank and world size lm-eval shards documents by, and its
     gathers, are this class's (torch.distributed, global ranks); the wrapped model runs as a
@@ -349,8 +354,13 @@ class CachedLM(LM):
         crash_after_chunks: int | None = None,
         ranks: Ranks | None = None,
         generation_batch_size: int | str = "auto",
+        generation_cache: str = "dynamic",
     ):
         super().__init__()
+        if generation_cache not in GENERATION_CACHES:
+            raise ValueError(f"lm_eval.generation_cache: {generation_cache!r} is not one of "
+                             f"{GENERATION_CACHES}")  # fmt: skip
+        self.generation_cache = generation_cache
         gbs = generation_batch_size
         if not _positive_int(gbs) and gbs not in GENERATION_BATCH_MODES:
             raise ValueError(
@@ -413,7 +423,25 @@ class CachedLM(LM):
         return self._answer("loglikelihood_rolling", requests)
 
     def generate_until(self, requests):
-        return self._answer("generate_until", requests)
+        with self._kv_cache():
+            return self._answer("generate_until", requests)
+
+    @contextmanager
+    def _kv_cache(self):
+        """The configured KV cache for the wrapped HF model's `generate`, restored after."""
+        if self.generation_cache == "dynamic":
+            yield
+            return
+        config = getattr(getattr(self.lm, "model", None), "generation_config", None)
+        if config is None:
+            raise ValueError(f"lm_eval.generation_cache: {self.generation_cache!r} needs the hf "
+                             f"backend (an HF model with a generation config), not "
+                             f"{type(self.lm).__name__}")  # fmt: skip
+        before, config.cache_implementation = config.cache_implementation, self.generation_cache
+        try:
+            yield
+        finally:
+            config.cache_implementation = before
 
     def _answer(self, reqtype: str, requests: list) -> list:
         keys = [request_key(self.model_hash, r.task_name or "", r) for r in requests]

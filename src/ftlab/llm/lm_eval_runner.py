@@ -168,18 +168,22 @@ def _make_lm(model: str, backend: str, batch_size, device: str, model_args: dict
 
 def cache_identity(model_hash: str, backend: str, model_args: dict, device: str = "cpu",
                    batch_size: int | str = "auto",
-                   generation_batch_size: int | str = "auto") -> str:  # fmt: skip
+                   generation_batch_size: int | str = "auto",
+                   generation_cache: str = "dynamic") -> str:  # fmt: skip
     """The model part of every cache key: the checkpoint's content hash, plus the backend,
     model arguments (dtype among them), device type ("cuda", "cpu"; not the index) and the
     configured batch size - hf and vllm, bf16 and fp32, GPU and CPU kernels and differently
     padded batches give logprobs that differ in the last bits, which can flip an argmax.
     ("auto" is one batch size: lm-eval's search may pick other sizes on other GPUs.) A
     generation batch size other than "auto" is part of it too (left out at "auto", so keys
-    made before the option existed stay valid)."""
+    made before the option existed stay valid), and so is a generation cache other than
+    "dynamic" (a static cache is compiled on CUDA: other kernels)."""
     ident = {"backend": backend, "model_args": model_args,
              "device": str(device).split(":")[0], "batch_size": str(batch_size)}  # fmt: skip
     if str(generation_batch_size) != "auto":
         ident["generation_batch_size"] = str(generation_batch_size)
+    if generation_cache != "dynamic":
+        ident["generation_cache"] = generation_cache
     return f"{model_hash}-{sha256_json(ident)[:16]}"
 
 
@@ -239,6 +243,7 @@ LM_EVAL_OPTIONS = (
     "model_args",
     "parallel",
     "generation_batch_size",
+    "generation_cache",
 )
 
 
@@ -269,6 +274,7 @@ def run_lm_eval(
     parallel: str = "data",
     gpus: int = 0,
     generation_batch_size: int | str = "auto",
+    generation_cache: str = "dynamic",
 ) -> dict | None:
     """Score `model` on lm-eval `benchmarks` ({task or group: metric}) with one model load.
 
@@ -288,7 +294,9 @@ def run_lm_eval(
     writes the results; other ranks return None. `parallel` ("data" | "model") and `gpus` (the
     job's GPUs) place one model over several GPUs instead (``placement_args``).
     `generation_batch_size`: the generate_until batch ("auto": estimated from the KV cache on
-    a GPU; "detect": lm-eval's detection; an integer), see ftlab.llm.cache.CachedLM.
+    a GPU; "detect": lm-eval's detection; an integer) and `generation_cache` ("dynamic",
+    lm-eval's; "static": a preallocated KV cache, compiled on CUDA; hf backend only), see
+    ftlab.llm.cache.CachedLM.
     """
     import lm_eval.evaluator
     from lm_eval.utils import handle_non_serializable
@@ -296,6 +304,9 @@ def run_lm_eval(
     t0 = time.perf_counter()
     if not benchmarks:
         raise ValueError("no benchmarks given")
+    if generation_cache != "dynamic" and backend != "hf":
+        raise ValueError(f"lm_eval.generation_cache: {generation_cache!r} needs backend 'hf', "
+                         f"not {backend!r} (vllm manages its own KV cache)")  # fmt: skip
     tmp = tempfile.TemporaryDirectory()
     if include_path:
         include_path = portable_tasks(include_path, tmp.name)
@@ -310,10 +321,11 @@ def run_lm_eval(
     device = device or default_device()
     lm = _make_lm(model, backend, batch_size, device, {**args, **placement}, ranks)
     cache_id = cache_identity(model_hash, backend, args, device, batch_size,
-                              generation_batch_size)  # fmt: skip
+                              generation_batch_size, generation_cache)  # fmt: skip
     with open_cache(cache_path, ranks) as cache:
         clm = CachedLM(lm, cache, cache_id, chunk_size=chunk_size, ranks=ranks,
-                       generation_batch_size=generation_batch_size)  # fmt: skip
+                       generation_batch_size=generation_batch_size,
+                       generation_cache=generation_cache)  # fmt: skip
         res = lm_eval.evaluator.simple_evaluate(
             model=clm,
             tasks=[objs[n] for n in benchmarks],
@@ -343,6 +355,7 @@ def run_lm_eval(
         "placement": placement,
         "batch_size": batch_size,
         "generation_batch_size": generation_batch_size,
+        "generation_cache": generation_cache,
         "batch_sizes_used": clm.batch_sizes_used,
         "num_fewshot": num_fewshot,
         "limit": limit,
