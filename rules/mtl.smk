@@ -2,6 +2,8 @@
 # Early stopping decides at run time which checkpoints a run keeps: training is a Snakemake
 # `checkpoint` whose model folder holds mtl_manifest.json, and the input functions below read
 # it, so evaluation of every kept checkpoint (and only those) follows training automatically.
+from functools import cache
+
 from ftlab.io import read_json
 from ftlab.mtl import settings as mtl_settings
 from ftlab.mtl.study import training_tasks, world_data_tasks
@@ -35,11 +37,19 @@ def mtl_base_inputs(wildcards=None):
     return [MTL_TINY_BASE] if MTL_TINY else []
 
 
+@cache
 def mtl_test_sets(wildcards=None):
-    """world: test split per suite task; sft/grpo: lm-eval owns its data (none here)."""
+    """world: test split per suite task; mtl.eval.engine guru: each task's offline_eval parquet
+    (inputs, so new data re-runs evaluation; a task without one fails the job naming it, and
+    `ftlab validate` says so first); lm-eval: it owns its data (none here)."""
+    suite = [t for ts in MTL["eval"]["suite"].values() for t in ts]
+    if not MTL_WORLD and MTL["eval"]["engine"] == "guru":
+        from ftlab.mtl.guru_eval import find_task_files
+
+        return find_task_files(MTL["eval"]["guru"]["data_folder"], suite)[0]
     if not MTL_WORLD:
         return {}
-    return {t: mtl_world_split(t, "test") for ts in MTL["eval"]["suite"].values() for t in ts}
+    return {t: mtl_world_split(t, "test") for t in suite}
 
 
 def mtl_manifest(model):

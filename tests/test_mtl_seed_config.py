@@ -39,6 +39,15 @@ def test_pcgrad_takes_the_mean_and_the_baseline_the_plain_loss(runs):
     assert combiners["baseline_seed1"].reduction == "sum"
 
 
+def test_pcgrad_takes_each_tasks_token_mean_and_the_baseline_the_batch_loss(runs):
+    """fsdp_workers.py update_actor: one compute_policy_loss per task batch (dp_actor.py:
+    loss_agg_mode token-mean over that task's rows), then pc_backward; the baseline runs with MTL
+    disabled: update_policy's token-mean over the batch (the per-task losses' batch shares)."""
+    assert runs["pcgrad_seed1"]["trl"]["task_loss"] == "task_mean"
+    assert runs["baseline_seed1"]["trl"]["task_loss"] == "batch_share"
+    assert all("baseline_task_loss" not in s["trl"] for s in runs.values())  # resolved per run
+
+
 def test_optimizer_schedule_and_rollouts_are_the_seeds(cfg, runs):
     for s in runs.values():
         t, trl = s["training"], s["trl"]
@@ -134,7 +143,7 @@ def test_the_eval_suite_is_the_engines_leaderboard(cfg):
     assert list(suite) == ["math", "codegen", "stem", "logic", "simulation", "table", "ood"]
     assert suite["ood"] == ["guru_livebench_reasoning", "guru_livebench_language",
                             "guru_livebench_data_analysis", "guru_ifeval"]  # fmt: skip
-    # one metric per suite task, none for a task outside it
-    tasks = [t for ts in suite.values() for t in ts]
-    assert cfg["mtl"]["eval"]["metrics"] == {t: "acc" for t in tasks}
+    # seed 000's engine scores them (ftlab.mtl.guru_eval); no lm-eval metrics
+    assert cfg["mtl"]["eval"]["engine"] == "guru"
+    assert cfg["mtl"]["eval"]["metrics"] == {}
     assert MTLStudy(cfg).suite == {t: d for d, ts in expected.items() for t in ts}

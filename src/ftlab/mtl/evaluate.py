@@ -11,7 +11,14 @@ lies in [0, 1], so tasks with different metrics can be averaged into a domain.
   1 - min(error / fail_value, 1), where fail_value is the error the task charges for an
   unparsable answer (so an unparsable answer scores 0, an exact one 1). This is also the
   validation reward of ftlab.mtl.world_train (metric `score`).
-- lm-eval tasks: the configured metric of each sample (accuracies, exact match: 0/1).
+- lm-eval tasks (mtl.eval.engine lm_eval): the configured metric of each sample (accuracies,
+  exact match: 0/1).
+- guru tasks (mtl.eval.engine guru, seed 000's engine; ftlab.mtl.guru_eval): one line per
+  PROBLEM (sample = its row in the task's parquet), reward = the mean score of its n sampled
+  responses (the bootstrap's unit is the problem), with data_source, scores and outputs (the
+  n responses) instead of output; each task row adds file, n_samples and main_eval (the
+  seed's figures: pass@k, pass@1_(avg<k>), test_score(avg@k)/<data source>); metric is
+  pass@1_(avg<k>) (value in percent, as main_eval prints it), n the number of problems.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ def mean_reward(samples: list[dict]) -> float:
     return sum(world_reward(s["task"], s["score"]) for s in samples) / len(samples)
 
 
-def _write(out_json: str, out_samples: str, tasks: list[dict], samples: list[dict], meta: dict):
+def write_outcomes(
+    out_json: str, out_samples: str, tasks: list[dict], samples: list[dict], meta: dict
+):
     atomic_write_lines(out_samples, (json.dumps(s) for s in samples))
     atomic_write_json(out_json, {**meta, "tasks": tasks})  # last: implies the samples file
 
@@ -81,7 +90,7 @@ def evaluate_world(
         ]
         log.info("%s (%s): %s %.4g, reward %.4f", task, domain, result["metric"],
                  result["value"], tasks[-1]["reward"])  # fmt: skip
-    _write(out_json, out_samples, tasks, samples, meta)
+    write_outcomes(out_json, out_samples, tasks, samples, meta)
 
 
 def evaluate_lm_eval(
@@ -111,7 +120,7 @@ def evaluate_lm_eval(
     )
     tasks, samples = lm_eval_outcomes(read_json(raw_json), read_jsonl(raw_samples), suite, metrics,
                                       source=raw_samples)  # fmt: skip
-    _write(out_json, out_samples, tasks, samples, meta)
+    write_outcomes(out_json, out_samples, tasks, samples, meta)
     for p in (raw_json, raw_samples):
         Path(p).unlink()
 

@@ -81,7 +81,12 @@ def training(
         settings["base_model"] = tiny_base if mtl["base_model"] == "tiny" else mtl["base_model"]
         for k in ("max_new_tokens", "temperature", "top_p"):
             settings["validation"][k] = mtl["validation"][k]
-        settings["trl"] = dict(mtl["trl"])
+        # the run's own task_loss, as reduction: seed 000's baseline trains the plain loss
+        trl = dict(mtl["trl"])
+        baseline_task_loss = trl.pop("baseline_task_loss")
+        if spec.method == "baseline":
+            trl["task_loss"] = baseline_task_loss
+        settings["trl"] = trl
         settings["formats"] = {t: mtl["datasets"][t]["format"] for t in training_tasks(mtl)}
     return settings
 
@@ -97,6 +102,15 @@ def evaluation(cfg: dict, run: str, step: int) -> dict:
     if mtl["objective"] == "world":
         return {**common, "rows_per_task": e["rows_per_task"], "batch_size": e["batch_size"],
                 "device": cfg["device"]}  # fmt: skip
+    if e["engine"] == "guru":
+        from ftlab.mtl.guru_eval import task_plan
+
+        guru = dict(e["guru"])
+        # the registry's per-task settings too: a change there re-runs evaluation
+        plan = task_plan(common["suite"], guru["max_response_tokens"])
+        return {**common, "engine": "guru", "guru": guru, "plan": plan, "device": cfg["device"],
+                "gpus": max(1, cfg["resources"]["evaluate"].get("gpus") or 1)}  # fmt: skip
+    # lm_eval (no "engine" key: the params of existing studies stay as they were)
     return {**common, "metrics": dict(e["metrics"]), "lm_eval": dict(e["lm_eval"])}
 
 

@@ -116,6 +116,13 @@ def evaluate_checkpoint(
             checkpoint=checkpoint, suite=suite, test_sets=test_sets, out_json=out_json,
             out_samples=out_samples, threads=threads, meta=meta, **settings,
         )  # fmt: skip
+    elif settings.pop("engine", "lm_eval") == "guru":
+        from ftlab.mtl.guru_eval import evaluate_guru
+
+        evaluate_guru(
+            model_path=checkpoint, suite=suite, test_sets=test_sets, out_json=out_json,
+            out_samples=out_samples, meta=meta, **settings,
+        )  # fmt: skip
     else:
         evaluate.evaluate_lm_eval(
             model_path=checkpoint, suite=suite, cache_path=cache_path, out_json=out_json,

@@ -213,6 +213,9 @@ def check_config(cfg: dict) -> list[str]:
         problems.append(
             "'mtl.early_stopping.mode' must be 'max' when 'mtl.validation.metric' is score"
         )
+    if mtl["objective"] == "world" and mtl["eval"]["engine"] != "lm_eval":
+        problems.append("'mtl.eval.engine' guru evaluates sft/grpo checkpoints; objective world "
+                        "scores its geometry tasks itself (leave the engine unset)")  # fmt: skip
     if mtl["objective"] == "world":
         for key, names in (("mtl.tasks", tasks), ("mtl.eval.suite", suite)):
             bad = [t for t in names if t not in WORLD_TASKS]
@@ -240,10 +243,25 @@ def check_config(cfg: dict) -> list[str]:
                     f"'mtl.datasets.{t}.limit_train' must be set (it fixes the steps per epoch, "
                     "so the checkpoint grid is known before training)"
                 )
-        missing = [t for t in suite if t not in mtl["eval"]["metrics"]]
-        if missing:
-            problems.append(f"'mtl.eval.metrics' has no metric for {missing}")
+        problems += _eval_engine_problems(mtl["eval"], suite)
     problems += _launch_problems(cfg)
+    return problems
+
+
+def _eval_engine_problems(e: dict, suite: list[str]) -> list[str]:
+    if e["engine"] == "lm_eval":
+        missing = [t for t in suite if t not in e["metrics"]]
+        return [f"'mtl.eval.metrics' has no metric for {missing}"] if missing else []
+    from ftlab.mtl.guru_eval import LEADERBOARDS, unknown_tasks
+
+    problems = []
+    unknown = unknown_tasks(suite)
+    if unknown:
+        problems.append(f"'mtl.eval.suite': {unknown} are not leaderboards of the guru engine "
+                        f"(mtl.eval.engine guru; known: {', '.join(LEADERBOARDS)})")  # fmt: skip
+    if e["metrics"]:
+        problems.append("'mtl.eval.metrics' is set, but mtl.eval.engine guru scores every task "
+                        "with its data source's scorer: remove it")  # fmt: skip
     return problems
 
 
@@ -278,7 +296,8 @@ def _launch_problems(cfg: dict) -> list[str]:
 def preflight(cfg: dict) -> list[str]:
     """What would fail after GPUs were spent (`ftlab validate`; sft/grpo objectives): the base
     model's config loads, every training dataset source resolves, every lm-eval task of the
-    suite loads."""
+    suite loads (engine guru: every task's parquet is found and its data sources' scorers are
+    ported)."""
     mtl = cfg["mtl"]
     if mtl["objective"] == "world":
         return []  # built from the config: nothing to fetch
@@ -292,15 +311,19 @@ def preflight(cfg: dict) -> list[str]:
     go_offline_if_unreachable()
     values = [(f"mtl.datasets.{t}.train", spec["train"], spec["train_split"])
               for t, spec in mtl["datasets"].items()]  # fmt: skip
-    tasks = {t: mtl["eval"]["metrics"].get(t, "") for ts in mtl["eval"]["suite"].values()
-             for t in ts}  # fmt: skip
+    problems = check_models({"mtl.base_model": mtl["base_model"]}) + check_source_values(
+        values, mtl.get("data_root")
+    )
+    suite = task_domains(mtl["eval"]["suite"])
+    if mtl["eval"]["engine"] == "guru":
+        from ftlab.mtl.guru_eval import preflight_problems
+
+        return problems + preflight_problems(mtl["eval"]["guru"]["data_folder"], list(suite))
+    tasks = {t: mtl["eval"]["metrics"].get(t, "") for t in suite}
     lm_eval = mtl["eval"]["lm_eval"]
-    return (
-        check_models({"mtl.base_model": mtl["base_model"]})
-        + check_source_values(values, mtl.get("data_root"))
-        + check_benchmarks(tasks, lm_eval["include_path"],
-                           key="mtl.eval.lm_eval.include_path", tasks_key="mtl.eval.suite")
-    )  # fmt: skip
+    return problems + check_benchmarks(tasks, lm_eval["include_path"],
+                                       key="mtl.eval.lm_eval.include_path",
+                                       tasks_key="mtl.eval.suite")  # fmt: skip
 
 
 KIND = StudyKind(

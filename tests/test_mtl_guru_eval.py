@@ -1,0 +1,227 @@
+"""mtl.eval.engine guru: seed 000's evaluation engine (Reasoning360-MTL 6133d10,
+scripts/train/example_multinode_eval_guru7b_mtl.sh + verl main_generation / main_eval).
+
+The leaderboard rules are re-derived here from the script's own conditions (transcribed below),
+pass@k is checked against math.comb, and planted responses go through the real scorers."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ftlab.config import ConfigError, validate_config
+from ftlab.mtl import guru_eval, settings
+from ftlab.mtl.guru_eval import (
+    LEADERBOARDS,
+    SAMPLING,
+    find_task_files,
+    main_eval_figures,
+    problems_of,
+    unbiased_pass_at_k,
+)
+
+TESTS = Path(__file__).resolve().parent
+
+# The script's leaderboard_list and domain_mappings, in its order.
+SCRIPT_LEADERBOARDS = [
+    ("aime", "math"), ("math", "math"), ("humaneval", "codegen"), ("mbpp", "codegen"),
+    ("livecodebench", "codegen"), ("gpqa_diamond", "stem"), ("supergpqa", "stem"),
+    ("arcagi", "logic"), ("zebra_puzzle", "logic"), ("codeio", "simulation"),
+    ("cruxeval-i", "simulation"), ("cruxeval-o", "simulation"), ("finqa", "table"),
+    ("hitab", "table"), ("multihier", "table"), ("livebench_reasoning", "ood"),
+    ("livebench_language", "ood"), ("livebench_data_analysis", "ood"), ("ifeval", "ood"),
+]  # fmt: skip
+
+
+def script_n_samples(leaderboard: str) -> int:
+    """The script's if / elif, names as written (aime2025, arcagi1, zebra_puzzle_dataset are
+    not in its list: those branches never fire for them)."""
+    if leaderboard in ("aime", "aime2025"):
+        return 4
+    if leaderboard in ("arcagi1", "livecodebench", "humaneval", "zebra_puzzle_dataset",
+                       "multihier", "codeio", "gpqa_diamond"):  # fmt: skip
+        return 4
+    return 1
+
+
+def script_lengths(leaderboard: str) -> tuple[int, int]:
+    return (16384, 16384) if leaderboard == "arcagi1" else (4096, 28672)
+
+
+def script_pattern(leaderboard: str, domain: str) -> str:
+    if leaderboard in ("aime", "aime2025"):
+        return f"{domain}__{leaderboard}_repeated_8x_[0-9a-zA-Z]*.parquet"
+    return f"{domain}__{leaderboard}_[0-9a-zA-Z]*.parquet"
+
+
+def test_the_registry_is_the_scripts_leaderboards_and_rules():
+    assert [(b.name, b.domain) for b in LEADERBOARDS.values()] == SCRIPT_LEADERBOARDS
+    for task, b in LEADERBOARDS.items():
+        assert task == "guru_" + b.name.replace("-", "_")
+        assert b.n_samples == script_n_samples(b.name), b.name
+        assert (b.prompt_length, b.response_length) == script_lengths(b.name), b.name
+        assert b.file_pattern == script_pattern(b.name, b.domain)
+    four = sorted(b.name for b in LEADERBOARDS.values() if b.n_samples == 4)
+    assert four == ["aime", "codeio", "gpqa_diamond", "humaneval", "livecodebench", "multihier"]
+    # the condition's arcagi1 / zebra_puzzle_dataset never match the list's names
+    assert LEADERBOARDS["guru_arcagi"].n_samples == LEADERBOARDS["guru_zebra_puzzle"].n_samples == 1
+    assert (LEADERBOARDS["guru_arcagi"].prompt_length,
+            LEADERBOARDS["guru_arcagi"].response_length) == (4096, 28672)  # fmt: skip
+    assert SAMPLING == {"temperature": 1.0, "top_p": 0.7, "top_k": -1}
+
+
+def test_the_schema_defaults_are_the_scripts_sampling():
+    cfg = validate_config(yaml.safe_load((TESTS / "config_mtl_sft_tiny.yaml").read_text()))
+    g = cfg["mtl"]["eval"]["guru"]
+    assert {k: g[k] for k in SAMPLING} == SAMPLING
+    assert g["gpu_memory_utilization"] == 0.7  # the script's
+    assert g["data_folder"] == "data/offline_eval"
+    assert g["max_response_tokens"] is None and g["limit"] is None
+    assert cfg["mtl"]["eval"]["engine"] == "lm_eval"  # existing configs keep their engine
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_unbiased_pass_at_k_is_chens_estimator(n):
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            expected = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+            assert unbiased_pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="cannot be greater"):
+        unbiased_pass_at_k(n, 0, n + 1)
+
+
+def test_main_eval_figures_against_an_independent_computation():
+    scores = [[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0.5, 1, 0, 0]]
+    sources = ["a", "b", "a", "b"]
+    got = main_eval_figures(scores, sources)
+    for k in (1, 2, 4):
+        expected = sum(1 - math.comb(4 - sum(x == 1 for x in s), k) / math.comb(4, k)
+                       for s in scores) / 4 * 100  # fmt: skip
+        assert got[f"pass@{k}"] == pytest.approx(expected)
+    assert "pass@3" not in got and got["max_k"] == 4
+    means = [sum(s) / 4 for s in scores]
+    assert got["pass@1_(avg4)"] == pytest.approx(sum(means) / 4 * 100)
+    assert got["test_score(avg@k)/a"] == pytest.approx((means[0] + means[2]) / 2)
+    assert got["test_score(avg@k)/b"] == pytest.approx((means[1] + means[3]) / 2)
+    # main_eval's max_k is the LAST problem's count; a shorter problem adds 0 to larger k
+    got = main_eval_figures([[1], [0, 1]], ["a", "a"])
+    assert got["max_k"] == 2
+    assert got["pass@1"] == pytest.approx((unbiased_pass_at_k(2, 1, 1) * 2) / 2 * 100)
+    assert got["pass@2"] == pytest.approx((0 + 1.0) / 2 * 100)
+
+
+def _row(content, gt, source="math__math"):
+    return guru_eval.Row([{"role": "user", "content": content}], source, gt, {})
+
+
+def test_aime_rows_merge_by_their_first_message():
+    rows = [_row("q2", "2"), _row("q1", "1"), _row("q2", "2"), _row("q1", "1")]
+    assert problems_of(rows, merge=False) == [(0, [0]), (1, [1]), (2, [2]), (3, [3])]
+    # pandas groupby order (sorted content); the id is the group's first row
+    assert problems_of(rows, merge=True) == [(1, [1, 3]), (0, [0, 2])]
+    assert guru_eval.merges_by_prompt("x/math__aime_repeated_8x_240.parquet")
+    assert not guru_eval.merges_by_prompt("x/math__math_500.parquet")
+
+
+# -- fixture folder laid out like offline_eval -------------------------------------------
+def write_parquet(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+def math_rows(questions: list[tuple[str, str]], source: str) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": q}], "data_source": source,
+             "reward_model": {"style": "rule", "ground_truth": a}, "extra_info": {"index": i}}
+            for i, (q, a) in enumerate(questions)]  # fmt: skip
+
+
+@pytest.fixture
+def offline_eval(tmp_path):
+    root = tmp_path / "offline_eval"
+    write_parquet(root / "math__math_500.parquet",
+                  math_rows([("What is 2+2?", "4"), ("What is 3*3?", "9"), ("What is 1+0?", "1")],
+                            "math"))  # fmt: skip
+    # AIME: each problem repeated (the real file: 8x), merged into one problem
+    aime = [("Find x if x+1=6.", "5"), ("Find y if 2y=14.", "7")] * 2
+    write_parquet(root / "sub" / "math__aime_repeated_8x_240.parquet", math_rows(aime, "aime"))
+    # decoys: no alphanumeric after the leaderboard's underscore, another leaderboard
+    write_parquet(root / "math__math_.parquet", math_rows([("x", "0")], "math"))
+    write_parquet(root / "math__aime_240.parquet", math_rows([("x", "0")], "aime"))
+    return root
+
+
+def test_files_are_found_by_the_scripts_pattern(offline_eval, tmp_path):
+    found, problems = find_task_files(offline_eval, ["guru_math", "guru_aime", "guru_hitab"])
+    assert found == {
+        "guru_math": str(offline_eval / "math__math_500.parquet"),
+        "guru_aime": str(offline_eval / "sub" / "math__aime_repeated_8x_240.parquet"),
+    }  # the aime file is found in a subfolder, as `find` does
+    assert problems == [
+        f"'mtl.eval.suite' task 'guru_hitab': no file matching "
+        f"'table__hitab_[0-9a-zA-Z]*.parquet' under 'mtl.eval.guru.data_folder' "
+        f"'{offline_eval}'"
+    ]
+    # several matches: the first in sorted order
+    write_parquet(offline_eval / "math__math_100.parquet", math_rows([("y", "1")], "math"))
+    assert find_task_files(offline_eval, ["guru_math"])[0]["guru_math"].endswith("math_100.parquet")
+    none, problems = find_task_files(tmp_path / "nowhere", ["guru_math"])
+    assert none == {} and "is not a folder" in problems[0] and "nowhere" in problems[0]
+
+
+def test_rows_are_read_as_chat_lists_with_their_ground_truth(offline_eval):
+    rows = guru_eval.read_rows(str(offline_eval / "math__math_500.parquet"), "guru_math")
+    assert rows[1].chat == [{"role": "user", "content": "What is 3*3?"}]
+    assert (rows[1].data_source, rows[1].ground_truth) == ("math", "9")
+    assert rows[1].extra_info == {"index": 1}
+    assert len(guru_eval.read_rows(str(offline_eval / "math__math_500.parquet"), "t", 2)) == 2
+    plain = {"prompt": "plain text", "data_source": "m", "reward_model": {"ground_truth": "1"}}
+    bad = write_parquet(offline_eval / "bad.parquet", [plain])
+    with pytest.raises(ValueError, match=r"bad.parquet \(task guru_x\) row 0: 'prompt' is not"):
+        guru_eval.read_rows(bad, "guru_x")
+
+
+# -- config, settings ---------------------------------------------------------------------
+def guru_config(data_folder, **guru) -> dict:
+    raw = yaml.safe_load((TESTS / "config_mtl_sft_tiny.yaml").read_text())
+    raw["mtl"]["eval"] = {
+        "engine": "guru", "suite": {"math": ["guru_math", "guru_aime"]},
+        "guru": {"data_folder": str(data_folder), **guru},
+    }  # fmt: skip
+    return raw
+
+
+def test_config_refuses_what_the_engine_cannot_run(tmp_path):
+    raw = guru_config(tmp_path)
+    validate_config(raw)
+    raw["mtl"]["eval"]["suite"]["math"].append("guru_amc")
+    with pytest.raises(ConfigError, match=r"\['guru_amc'\] are not leaderboards of the guru"):
+        validate_config(raw)
+    raw = guru_config(tmp_path)
+    raw["mtl"]["eval"]["metrics"] = {"guru_math": "acc"}
+    with pytest.raises(ConfigError, match=r"'mtl.eval.metrics' is set, but mtl.eval.engine guru"):
+        validate_config(raw)
+    world = yaml.safe_load((TESTS / "config_mtl_tiny.yaml").read_text())
+    world["mtl"]["eval"]["engine"] = "guru"
+    with pytest.raises(ConfigError, match=r"'mtl.eval.engine' guru evaluates sft/grpo"):
+        validate_config(world)
+
+
+def test_the_jobs_params_carry_the_engine_settings(tmp_path):
+    cfg = validate_config(guru_config(tmp_path))
+    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    assert s["engine"] == "guru" and s["guru"] == cfg["mtl"]["eval"]["guru"]
+    assert s["plan"]["guru_aime"] == {
+        "name": "aime", "domain": "math", "n_samples": 4, "prompt_length": 4096,
+        "response_length": 28672, "file_pattern": "math__aime_repeated_8x_[0-9a-zA-Z]*.parquet",
+    }  # fmt: skip
+    changed = validate_config(guru_config(tmp_path, max_response_tokens=64, top_p=0.9))
+    capped = settings.evaluation(changed, "baseline_seed1", 4)
+    assert capped["plan"]["guru_math"]["response_length"] == 64
+    assert capped["guru"]["top_p"] == 0.9 and capped != s  # a change re-runs evaluation
+    # lm_eval keeps the params it always had (no engine key: nothing re-runs)
+    lm = settings.evaluation(validate_config(yaml.safe_load(
+        (TESTS / "config_mtl_sft_tiny.yaml").read_text())), "baseline_seed1", 4)  # fmt: skip
+    assert "engine" not in lm and set(lm) == {"objective", "suite", "meta", "metrics", "lm_eval"}
