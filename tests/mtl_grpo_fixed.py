@@ -14,7 +14,9 @@ Everything else - TRL's scoring, group advantages over the gathered rewards, the
 global-token normalizer, the surgery mixin's split by task, the weighted all-reduce, PCGrad -
 runs as in a real job. Each process appends its tasks per step to <log_dir>/rank<r>.jsonl.
 `weighting: "absent_zero"` replaces the mixin's cross-rank weights by the weighting where a
-process without rows of a task does not count (the negative control).
+process without rows of a task does not count (the negative control). `counts: "local"`
+(task_loss task_mean) normalizes each task by this process's tokens of it, not all processes'
+(the negative control of the per-task token all-reduce).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 "
 
 
 def train(*, log_dir: str, weighting: str | None = None, rollouts: str = "fixed",
-          **kwargs) -> None:  # fmt: skip
+          counts: str | None = None, **kwargs) -> None:  # fmt: skip
     """steps.train_run(**kwargs) with the test doubles; rollouts "sampled": TRL's own
     generation (from the policy, with the process's generator) instead of fixed completions."""
     from test_mtl_trl_train import REWARDS
@@ -61,6 +63,16 @@ def train(*, log_dir: str, weighting: str | None = None, rollouts: str = "fixed"
                     picks = torch.randint(0, len(vocab), (n,), generator=g).tolist()
                     out.append([vocab[p] for p in picks])
                 return out, None
+
+            def _step_task_tokens(self, slices):
+                if counts != "local":
+                    return super()._step_task_tokens(slices)
+                all_reduce = torch.distributed.all_reduce
+                torch.distributed.all_reduce = lambda t: None
+                try:  # this process's count x processes: the right scale, the wrong count
+                    return super()._step_task_tokens(slices) * self.accelerator.num_processes
+                finally:
+                    torch.distributed.all_reduce = all_reduce
 
             def _generate_and_score_completions(self, inputs):
                 out = super()._generate_and_score_completions(inputs)

@@ -24,7 +24,8 @@ TRAINING = {"epochs": 6, "batch_size": 4, "lr": 0.003, "weight_decay": 0.0, "war
             "max_grad_norm": 1.0, "log_every": 1}  # fmt: skip
 TRL = {"grad_accum": 1, "max_length": 256, "num_generations": 2, "max_prompt_length": 256,
        "max_completion_length": 6, "beta": 0.0, "temperature": 1.0, "format_weight": 0.0,
-       "use_vllm": False, "bf16": None, "lr_scheduler": "linear"}  # fmt: skip
+       "use_vllm": False, "bf16": None, "lr_scheduler": "linear",
+       "task_loss": "batch_share"}  # fmt: skip
 
 
 def row(i: int, task: str) -> dict:
@@ -194,15 +195,30 @@ def task_reward(completions, task, **kwargs):
 REWARDS = [task_reward, format_reward]  # the recipe weighs them 1 and format_weight (0 here)
 
 
+@pytest.mark.parametrize("task_loss", ["batch_share", "task_mean"])
 @pytest.mark.parametrize("method", ["baseline", "pcgrad"])
-def test_grpo_step_is_the_surgery_of_per_task_policy_gradients(method, az_base, tmp_path):
+def test_grpo_step_is_the_surgery_of_per_task_policy_gradients(method, task_loss, az_base,
+                                                               tmp_path):  # fmt: skip
+    """task_loss batch_share: each task's policy loss over the batch's completion tokens;
+    task_mean (seed 000's PCGrad path): over the task's own completion tokens."""
     base = az_base
     torch.manual_seed(0)
     # a prompt per task, opposite rewards
     data = [{"prompt": f"Question {i}: ", "answer": "", "aliases": [], "fmt": "gsm8k",
              "task": t} for i, t in enumerate(TASKS)]  # fmt: skip
-    trainer, _ = trainer_for("grpo", method, base, data, tmp_path, reward_funcs=REWARDS)
+    trainer, _ = trainer_for("grpo", method, base, data, tmp_path, reward_funcs=REWARDS,
+                             task_loss=task_loss)  # fmt: skip
     trainer.current_gradient_accumulation_steps = 1  # set by train(), which is not called here
+    score = trainer._generate_and_score_completions
+
+    def shorter(inputs):  # the tiny model never stops: end task 0's first completion early
+        out = score(inputs)
+        first = int((out["task_ids"] == 0).nonzero()[0])
+        out["completion_mask"][first, -2:] = 0
+        out["num_items_in_batch"] = out["completion_mask"].sum()  # TRL's count, 1 process
+        return out
+
+    trainer._generate_and_score_completions = shorter
     scored = {}
     prepare = trainer._prepare_inputs
     trainer._prepare_inputs = lambda batch: scored.update(prepare(batch)) or dict(scored)
@@ -225,9 +241,12 @@ def test_grpo_step_is_the_surgery_of_per_task_policy_gradients(method, az_base, 
         m = scored["task_ids"] == t
         logits = ref(input_ids=ids[m], attention_mask=mask[m]).logits[:, -n_comp - 1 : -1]
         logp = logits.log_softmax(-1).gather(-1, scored["completion_ids"][m][..., None])[..., 0]
-        loss = -(adv[m][:, None] * logp * cmask[m]).sum() / cmask.sum()
+        tokens = cmask.sum() if task_loss == "batch_share" else cmask[m].sum()
+        loss = -(adv[m][:, None] * logp * cmask[m]).sum() / tokens
         grads.append(task_gradient(ref, loss))
     assert_close_update(got, method, grads)
+    shares = [float(cmask[scored["task_ids"] == t].sum() / cmask.sum()) for t in (0, 1)]
+    assert shares[0] != shares[1]  # unequal token shares: the two task losses differ
 
 
 # -- whole runs -------------------------------------------------------------------------------

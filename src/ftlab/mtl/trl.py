@@ -22,9 +22,17 @@ ftlab.mtl.trl_data turns it into an integer "task_ids" column.
 Each task's loss is the trainer's own loss on that task's rows:
 - SFT: the mean token loss of the task's completions (tasks weigh equally in the sum, as in
   the world objective), divided by the gradient accumulation steps as the Trainer does;
-- GRPO: TRL's loss_type (default dapo) with the batch's normalizer (the token count of the
-  whole generation batch), which already covers gradient accumulation: the per-task losses
-  sum to TRL's own GRPO loss, so the baseline step is exactly TRL's step.
+- GRPO (`task_loss`, config mtl.trl.task_loss / baseline_task_loss): TRL's loss_type (dapo,
+  TRL's default; its normalizer is a token count, which covers gradient accumulation) with
+  - task_mean: the normalizer the task's own completion tokens in the optimizer step (all its
+    micro-steps, all processes): each task's loss is its token mean over its rows of the step,
+    as seed 000's PCGrad path (verl compute_policy_loss, loss_agg_mode token-mean, one loss
+    per task batch). The counts come from the scored generation batch: per optimizer step of
+    it (steps_per_generation / gradient_accumulation_steps windows of TRL's shuffled slices),
+    one all-reduce of [windows, T] numbers per generation;
+  - batch_share: the normalizer the token count of the whole step: the per-task losses sum to
+    TRL's own GRPO loss (task t weighted by its token share N_t/N), so the baseline step is
+    exactly TRL's step (seed 000's baseline: verl's plain token-mean loss, MTL disabled).
 
 Multi-GPU (DDP only): per-task gradients come from torch.autograd.grad, which DDP's reducer
 does not see, so the forward passes run under `no_sync` and the task gradients are all-reduced
@@ -57,6 +65,23 @@ from ftlab.mtl.surgery import Combiner, SurgeryStep, WeightedAllReduce
 log = logging.getLogger("ftlab.mtl.trl")
 
 TASK_IDS = "task_ids"
+TASK_LOSSES = ("task_mean", "batch_share")  # mtl.trl.task_loss (GRPO)
+# TRL loss types whose normalizer is the num_items_in_batch token count (task_mean sets it)
+TOKEN_NORMALIZED = ("dapo", "cispo", "vespo")
+
+
+def _check_task_mean(loss_type: str, args) -> None:
+    """task_mean needs a token-count normalizer and optimizer steps inside one generation."""
+    if loss_type not in TOKEN_NORMALIZED:
+        raise ValueError(
+            f"mtl.trl.task_loss task_mean needs a TRL loss_type normalized by the batch's token "
+            f"count ({', '.join(TOKEN_NORMALIZED)}), not {loss_type!r}"
+        )
+    if args.steps_per_generation % args.gradient_accumulation_steps:
+        raise ValueError(
+            f"mtl.trl.task_loss task_mean: steps_per_generation ({args.steps_per_generation}) "
+            f"must be a multiple of mtl.trl.grad_accum ({args.gradient_accumulation_steps})"
+        )
 
 
 def split_by_task(inputs: dict, task_ids: torch.Tensor) -> dict[int, dict]:
@@ -140,7 +165,7 @@ class SurgeryMixin:
         row, so every process makes the same collective calls inside compute_loss; with this
         process's weight of each task."""
         scale = 1 if self.loss_scaled_for_accumulation else self.args.gradient_accumulation_steps
-        parts = split_by_task(inputs, task_ids)
+        parts = {t: self._task_inputs(t, sub) for t, sub in split_by_task(inputs, task_ids).items()}
         if not _distributed():
             losses = [self.compute_loss(model, sub) / scale for sub in parts.values()]
             return list(parts), losses, None
@@ -160,6 +185,10 @@ class SurgeryMixin:
                     losses.append(None)
                 weights.append(self._task_weight(sub))
         return tasks, losses, torch.tensor(weights, dtype=torch.float64)
+
+    def _task_inputs(self, task: int, sub: dict) -> dict:
+        """The rows of one task as compute_loss gets them (GRPO task_mean: its normalizer)."""
+        return sub
 
     def _task_weight(self, sub: dict | None) -> float:
         """This process's weight of a task in the all-reduce (sub: its rows of the task here,
@@ -207,11 +236,52 @@ def surgery_trainer_class(objective: str):
     class SurgeryGRPOTrainer(SurgeryMixin, GRPOTrainer):
         loss_scaled_for_accumulation = True
 
-        def __init__(self, *args, surgery: Combiner, task_index: dict[str, int], **kwargs):
+        def __init__(self, *args, surgery: Combiner, task_index: dict[str, int],
+                     task_loss: str, **kwargs):  # fmt: skip
             super().__init__(*args, **kwargs)
+            if task_loss not in TASK_LOSSES:
+                raise ValueError(f"task_loss must be one of {TASK_LOSSES}, not {task_loss!r}")
+            if task_loss == "task_mean":
+                _check_task_mean(self.loss_type, self.args)
             self.surgery = surgery
             self.task_index = task_index
             self.n_tasks = len(task_index)
+            self.task_loss = task_loss
+            self._task_tokens = None  # [windows, T]: each task's tokens per optimizer step
+
+        def _prepare_inputs(self, generation_batch):
+            before = self._buffered_inputs
+            inputs = super()._prepare_inputs(generation_batch)
+            if self.model.training and self._buffered_inputs is not before:  # generated now
+                self._task_tokens = self._step_task_tokens(self._buffered_inputs)
+            return inputs
+
+        def _step_task_tokens(self, slices: list[dict]) -> torch.Tensor:
+            """[optimizer steps of the generation batch, T] completion tokens of each task
+            over all processes (TRL's slices in micro-step order; one all-reduce)."""
+            accum = self.args.gradient_accumulation_steps
+            counts = torch.zeros(len(slices) // accum, self.n_tasks, dtype=torch.float64,
+                                 device=slices[0]["completion_mask"].device)  # fmt: skip
+            for k, sl in enumerate(slices):
+                mask = sl["completion_mask"]
+                if sl.get("tool_mask") is not None:  # TRL's loss mask
+                    mask = mask * sl["tool_mask"]
+                tokens = mask.sum(1).to(torch.float64)
+                counts[k // accum].index_add_(0, sl[TASK_IDS], tokens)
+            if _distributed():
+                torch.distributed.all_reduce(counts)
+            return counts
+
+        def _task_inputs(self, task: int, sub: dict) -> dict:
+            if self.task_loss == "batch_share":
+                return sub
+            # TRL's dapo normalizer is num_items_in_batch / processes x accum / steps_per_gen
+            # (num_items: the generation batch's tokens): this value makes it the task's own
+            # tokens in the optimizer step / processes, i.e. its loss the task's token mean
+            spg, accum = self.args.steps_per_generation, self.args.gradient_accumulation_steps
+            window = (self._step % spg) // accum
+            items = self._task_tokens[window, task] * spg / accum
+            return {**sub, "num_items_in_batch": items.to(torch.float32)}
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)

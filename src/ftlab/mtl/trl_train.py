@@ -131,7 +131,8 @@ def run_trl_training(
         recipe = make_recipe(objective, training, trl, training["epochs"] * spe)
         trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
                            state_dir, combiner, [schedule, *(callbacks or [])],
-                           model_dtype=trl.get("model_dtype", "float32"))  # fmt: skip
+                           model_dtype=trl.get("model_dtype", "float32"),
+                           task_loss=trl["task_loss"])  # fmt: skip
         log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
                  model_name, method, len(tasks), len(data), training["epochs"], spe,
                  processes)  # fmt: skip
@@ -178,9 +179,11 @@ def _validator(tok, val_rows, tasks, formats, validation, trl):
 
 
 def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, state_dir,
-             combiner, callbacks, reward_funcs=None, model_dtype="float32"):  # fmt: skip
+             combiner, callbacks, reward_funcs=None, model_dtype="float32",
+             task_loss=None):  # fmt: skip
     """reward_funcs (GRPO): None = correctness and format (ftlab.llm.rewards). model_dtype:
-    the dtype TRL loads the base model in (`mtl.trl.model_dtype`)."""
+    the dtype TRL loads the base model in (`mtl.trl.model_dtype`). task_loss (GRPO, required):
+    the run's mtl.trl.task_loss (ftlab.mtl.settings resolves the baseline's own key)."""
     from datasets import Dataset
 
     from ftlab.mtl.trl import surgery_trainer_class
@@ -190,8 +193,10 @@ def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, st
     if objective == "grpo":
         from ftlab.llm.rewards import correctness_reward, format_reward
 
+        if task_loss is None:
+            raise ValueError("objective grpo: the run's task_loss (mtl.trl.task_loss) is unset")
         kwargs = {"reward_funcs": reward_funcs or [correctness_reward, format_reward],
-                  "task_index": task_index(tasks)}  # fmt: skip
+                  "task_index": task_index(tasks), "task_loss": task_loss}  # fmt: skip
     args = trl_args(recipe, objective, training, state_dir, seed)
     args.model_init_kwargs = {**(args.model_init_kwargs or {}), "dtype": model_dtype}
     trainer = surgery_trainer_class(objective)(
