@@ -4,6 +4,7 @@ scripts/train/example_multinode_eval_guru7b_mtl.sh + verl main_generation / main
 The leaderboard rules are re-derived here from the script's own conditions (transcribed below),
 pass@k is checked against math.comb, and planted responses go through the real scorers."""
 
+import json
 import math
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def offline_eval(tmp_path):
                             "math"))  # fmt: skip
     # AIME: each problem repeated (the real file: 8x), merged into one problem
     aime = [("Find x if x+1=6.", "5"), ("Find y if 2y=14.", "7")] * 2
-    write_parquet(root / "sub" / "math__aime_repeated_8x_240.parquet", math_rows(aime, "aime"))
+    write_parquet(
+        root / "sub" / "math__aime_repeated_8x_240.parquet", math_rows(aime, "math__aime")
+    )
     # decoys: no alphanumeric after the leaderboard's underscore, another leaderboard
     write_parquet(root / "math__math_.parquet", math_rows([("x", "0")], "math"))
     write_parquet(root / "math__aime_240.parquet", math_rows([("x", "0")], "aime"))
@@ -225,3 +228,161 @@ def test_the_jobs_params_carry_the_engine_settings(tmp_path):
     lm = settings.evaluation(validate_config(yaml.safe_load(
         (TESTS / "config_mtl_sft_tiny.yaml").read_text())), "baseline_seed1", 4)  # fmt: skip
     assert "engine" not in lm and set(lm) == {"objective", "suite", "meta", "metrics", "lm_eval"}
+
+
+# -- planted responses through the real scorers (ftlab.mtl.guru) -------------------------
+TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory):
+    """The tiny random model with a chat template and the checkpoint record a job reads."""
+    from transformers import AutoTokenizer
+
+    from ftlab.llm.tiny import build_tiny_causal_lm
+
+    path = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "checkpoint-4")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(path)
+    (Path(path) / "ftlab_checkpoint.json").write_text(json.dumps({"epoch": 2, "step": 4}))
+    return path
+
+
+class Planted:
+    """A generator that answers each prompt by its question (decoded from the prompt ids);
+    `answers`: question -> the list of n texts of each call (repeats take the next list)."""
+
+    def __init__(self, tok, answers: dict[str, list[list[str]]]):
+        self.tok, self.answers, self.calls = tok, answers, []
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, prompts, n, max_tokens):
+        self.calls.append((len(prompts), n, max_tokens))
+        out = []
+        for ids in prompts:
+            text = self.tok.decode(ids)
+            (q,) = [q for q in self.answers if q in text]
+            i = self.seen.get(q, 0)
+            self.seen[q] = i + 1
+            assert len(self.answers[q][i]) == n
+            out.append(self.answers[q][i])
+        return out
+
+
+def pass_at_k(n, c, k):
+    return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def run_engine(cfg, folder, model, tmp_path, generator=None, tasks=None):
+    """The job's own call: rule params from ftlab.mtl.settings, ftlab.mtl.steps' stage."""
+    from ftlab.mtl import steps
+
+    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    test_sets = find_task_files(folder, tasks or list(s["suite"]))[0]
+    out = tmp_path / "mtl_eval.json", tmp_path / "mtl_eval.samples.jsonl"
+    if generator is not None:
+        s["generator"] = generator
+    steps.evaluate_checkpoint(model, test_sets, str(out[0]), str(out[1]), 1, "unused", **s)
+    return json.loads(out[0].read_text()), [json.loads(x) for x in out[1].read_text().splitlines()]
+
+
+def test_planted_responses_give_main_evals_figures(offline_eval, tiny_chat_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model)
+    gen = Planted(tok, {
+        "What is 2+2?": [["The sum is \\boxed{4}."]],
+        "What is 3*3?": [["\\boxed{8}"]],
+        "What is 1+0?": [["so \\boxed{1}"]],
+        # AIME: two rows per problem (the file's repeats), 4 samples each -> 8 responses
+        "Find x if x+1=6.": [["\\boxed{5}", "\\boxed{0}", "\\boxed{0}", "\\boxed{0}"],
+                             ["\\boxed{5}", "no answer", "\\boxed{6}", "\\boxed{0}"]],
+        "Find y if 2y=14.": [["\\boxed{7}"] * 4, ["\\boxed{1}"] * 4],
+    })  # fmt: skip
+    cfg = validate_config(guru_config(offline_eval, max_response_tokens=32))
+    result, samples = run_engine(cfg, offline_eval, tiny_chat_model, tmp_path, generator=gen)
+    assert gen.calls == [(3, 1, 32), (4, 4, 32)]  # math: n 1; aime: its 4 rows, n 4
+    assert (result["model"], result["step"], result["epoch"]) == ("baseline_seed1", 4, 2)
+    math_row, aime_row = result["tasks"]
+    assert math_row["task"] == "guru_math" and math_row["n"] == 3 and math_row["n_samples"] == 1
+    assert math_row["metric"] == "pass@1_(avg1)"
+    assert math_row["reward"] == pytest.approx(2 / 3)
+    assert math_row["value"] == pytest.approx(200 / 3)
+    assert math_row["main_eval"]["pass@1"] == pytest.approx(200 / 3)
+    assert math_row["main_eval"]["test_score(avg@k)/math"] == pytest.approx(2 / 3)
+    # AIME: 2 problems of 8 responses, x correct 2 of 8, y 4 of 8
+    assert aime_row["n"] == 2 and aime_row["metric"] == "pass@1_(avg8)"
+    figures = aime_row["main_eval"]
+    assert figures["max_k"] == 8 and "pass@16" not in figures
+    for k in (1, 2, 4, 8):
+        expected = (pass_at_k(8, 2, k) + pass_at_k(8, 4, k)) / 2 * 100
+        assert figures[f"pass@{k}"] == pytest.approx(expected), k
+    assert aime_row["reward"] == pytest.approx((2 / 8 + 4 / 8) / 2)
+    assert figures["test_score(avg@k)/math__aime"] == pytest.approx((2 / 8 + 4 / 8) / 2)
+    # one sample record per PROBLEM (the bootstrap's unit), its reward the mean of its scores
+    by_task = {}
+    for s in samples:
+        by_task.setdefault(s["task"], []).append(s)
+    assert [s["sample"] for s in by_task["guru_math"]] == [0, 1, 2]
+    assert [s["reward"] for s in by_task["guru_math"]] == [1.0, 0.0, 1.0]
+    x, y = by_task["guru_aime"]
+    assert (x["sample"], y["sample"]) == (0, 1)  # each problem's first row
+    assert x["scores"] == [1, 0, 0, 0, 1, 0, 0, 0] and x["reward"] == 2 / 8
+    assert x["outputs"][4] == "\\boxed{5}" and len(y["outputs"]) == 8
+    assert y["reward"] == 0.5 and y["data_source"] == "math__aime" and y["domain"] == "math"
+
+
+def test_the_tiny_model_generates_and_scores_on_cpu(offline_eval, tiny_chat_model, tmp_path):
+    """The HF backend end to end: n responses per row, every response scored again here."""
+    from ftlab.mtl import guru
+
+    cfg = validate_config(guru_config(offline_eval, max_response_tokens=6, backend="hf",
+                                      batch_size=2))  # fmt: skip
+    result, samples = run_engine(cfg, offline_eval, tiny_chat_model, tmp_path)
+    assert [t["n"] for t in result["tasks"]] == [3, 2]
+    rows = guru_eval.read_rows(str(offline_eval / "math__math_500.parquet"), "guru_math")
+    for s in samples:
+        assert len(s["outputs"]) == {"guru_math": 1, "guru_aime": 8}[s["task"]]
+        gt = "5" if s["task"] == "guru_aime" and s["sample"] == 0 else None
+        gt = gt or ("7" if s["task"] == "guru_aime" else rows[s["sample"]].ground_truth)
+        again = [guru.compute_score(s["data_source"], o, gt, {})["score"] for o in s["outputs"]]
+        assert s["scores"] == again and s["reward"] == pytest.approx(sum(again) / len(again))
+        assert 0.0 <= s["reward"] <= 1.0
+
+
+def test_a_missing_file_or_unscored_source_names_the_task(offline_eval, tiny_chat_model, tmp_path):
+    from ftlab.mtl.study import preflight
+
+    raw = guru_config(offline_eval)
+    raw["mtl"]["eval"]["suite"] = {"math": ["guru_math"], "table": ["guru_hitab", "guru_finqa"]}
+    write_parquet(offline_eval / "table__finqa_1147.parquet",
+                  math_rows([("q", "1")], "nosuch__source"))  # fmt: skip
+    cfg = validate_config(raw)
+    with pytest.raises(
+        ValueError,
+        match=r"task 'guru_hitab': no file matching "
+        r"'table__hitab_\[0-9a-zA-Z\]\*.parquet' under 'mtl.eval.guru.data_folder'",
+    ):
+        run_engine(cfg, offline_eval, tiny_chat_model, tmp_path, generator=lambda *a: [])
+    problems = guru_eval.preflight_problems(str(offline_eval), ["guru_math", "guru_hitab",
+                                                                "guru_finqa"])  # fmt: skip
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("'mtl.eval.suite' task 'guru_hitab': no file matching")
+    finqa = offline_eval / "table__finqa_1147.parquet"
+    assert problems[1].startswith(
+        f"task 'guru_finqa' ({finqa}): data source 'nosuch__source' has no ported scorer"
+    )
+    # `ftlab validate`'s preflight reports them with the model and dataset checks
+    assert preflight(cfg) == problems
+    # the job itself: the scorer's error names the task
+    only = {"table": ["guru_finqa"]}
+    raw = guru_config(offline_eval)
+    raw["mtl"]["eval"]["suite"] = only
+    with pytest.raises(ValueError, match=r"task guru_finqa \(.*table__finqa_1147.parquet\): "
+                       r"data_source 'nosuch__source'"):  # fmt: skip
+        run_engine(validate_config(raw), offline_eval, tiny_chat_model, tmp_path,
+                   generator=lambda p, n, m: [["x"] * n for _ in p])  # fmt: skip
