@@ -386,3 +386,75 @@ def test_a_missing_file_or_unscored_source_names_the_task(offline_eval, tiny_cha
                        r"data_source 'nosuch__source'"):  # fmt: skip
         run_engine(validate_config(raw), offline_eval, tiny_chat_model, tmp_path,
                    generator=lambda p, n, m: [["x"] * n for _ in p])  # fmt: skip
+
+
+def test_the_comparison_pairs_problems(offline_eval, tiny_chat_model, tmp_path):
+    """The report's paired bootstrap reads the engine's records: one outcome per problem (the
+    mean of its n scores), paired by problem id."""
+    from ftlab.mtl import analysis
+
+    raw = guru_config(offline_eval, max_response_tokens=8)
+    raw["mtl"]["eval"]["suite"] = {"math": ["guru_aime"]}
+    cfg = validate_config(raw)
+    x, y = "Find x if x+1=6.", "Find y if 2y=14."
+    planted = {  # baseline: x 1 of 8, y 0 of 8; pcgrad: x 4 of 8, y 8 of 8
+        "baseline_seed1": {x: [["\\boxed{5}"] + ["\\boxed{0}"] * 3, ["\\boxed{0}"] * 4],
+                           y: [["\\boxed{0}"] * 4, ["\\boxed{0}"] * 4]},
+        "pcgrad_seed1": {x: [["\\boxed{5}"] * 4, ["\\boxed{0}"] * 4],
+                         y: [["\\boxed{7}"] * 4, ["\\boxed{7}"] * 4]},
+    }  # fmt: skip
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model)
+    paths, manifests = [], {}
+    for run, answers in planted.items():
+        out = tmp_path / run / "checkpoint-4"
+        out.mkdir(parents=True)
+        run_engine(cfg, offline_eval, tiny_chat_model, out, generator=Planted(tok, answers))
+        paths.append(out / "mtl_eval.samples.jsonl")
+        manifests[run] = {"checkpoints": [{"step": 4, "epoch": 2}], "selected": {"step": 4}}
+    runs = {"baseline_seed1": {"method": "baseline", "seed": 1},
+            "pcgrad_seed1": {"method": "pcgrad", "seed": 1}}  # fmt: skip
+    frame = analysis.comparison_frame(paths, manifests, runs, {"math": ["guru_aime"]},
+                                      confidence=0.95, n_resamples=200, seed=0)  # fmt: skip
+    row = frame[frame["level"] == "task"].iloc[0]
+    assert row["n_samples"] == 2  # problems, not the 16 responses
+    assert row["baseline_reward"] == pytest.approx((1 / 8 + 0) / 2)
+    assert row["method_reward"] == pytest.approx((4 / 8 + 1) / 2)
+    assert row["diff"] == pytest.approx(((4 / 8 - 1 / 8) + (1 - 0)) / 2)
+
+
+def test_the_vllm_backend_passes_the_seeds_sampling(monkeypatch):
+    """The wiring of vLLM (not installed here): token-id prompts, n per prompt, the seed's
+    sampling and gpu_memory_utilization, context = prompt + response length."""
+    import sys
+    import types
+
+    made = {}
+
+    class LLM:
+        def __init__(self, **kw):
+            made["llm"] = kw
+
+        def get_tokenizer(self):
+            return None
+
+        def generate(self, prompts, params, use_tqdm):
+            made["prompts"], made["params"] = prompts, params
+            outs = [types.SimpleNamespace(text=f"r{i}") for i in range(params["n"])]
+            return [types.SimpleNamespace(outputs=outs) for _ in prompts]
+
+    fake = types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    cfg = validate_config(guru_config("unused"))
+    plan = settings.evaluation(cfg, "baseline_seed1", 4)["plan"]
+    g = cfg["mtl"]["eval"]["guru"]
+    gen = guru_eval.make_backend("vllm", "/m", plan=plan, device="cuda", gpus=1, batch_size=8,
+                                 seed=0, gpu_memory_utilization=g["gpu_memory_utilization"],
+                                 sampling={k: g[k] for k in SAMPLING})  # fmt: skip
+    assert made["llm"] == {"model": "/m", "seed": 0, "tensor_parallel_size": 1,
+                           "gpu_memory_utilization": 0.7, "max_model_len": 32768}  # fmt: skip
+    assert gen([[1, 2], [3]], 4, 28672) == [["r0", "r1", "r2", "r3"]] * 2
+    assert made["prompts"] == [{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [3]}]
+    assert made["params"] == {"n": 4, "max_tokens": 28672, "skip_special_tokens": True,
+                              "temperature": 1.0, "top_p": 0.7, "top_k": -1}  # fmt: skip
