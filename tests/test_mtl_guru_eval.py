@@ -180,6 +180,13 @@ def test_rows_are_read_as_chat_lists_with_their_ground_truth(offline_eval):
     assert (rows[1].data_source, rows[1].ground_truth) == ("math", "9")
     assert rows[1].extra_info == {"index": 1}
     assert len(guru_eval.read_rows(str(offline_eval / "math__math_500.parquet"), "t", 2)) == 2
+    # ground truth / extra_info as main_eval reads them (pandas: nested lists as numpy arrays)
+    grid = [{"prompt": [{"role": "user", "content": "q"}], "data_source": "simulation__arcagi",
+             "reward_model": {"ground_truth": [[1, 2], [3, 4]]}}]  # fmt: skip
+    (row,) = guru_eval.read_rows(write_parquet(offline_eval / "grid.parquet", grid), "t")
+    seen = pd.read_parquet(offline_eval / "grid.parquet")["reward_model"][0]["ground_truth"]
+    assert type(row.ground_truth) is type(seen) and str(row.ground_truth) == str(seen)
+    assert row.extra_info == {}  # main_eval's dict() without the column
     plain = {"prompt": "plain text", "data_source": "m", "reward_model": {"ground_truth": "1"}}
     bad = write_parquet(offline_eval / "bad.parquet", [plain])
     with pytest.raises(ValueError, match=r"bad.parquet \(task guru_x\) row 0: 'prompt' is not"):

@@ -164,11 +164,13 @@ def read_rows(path: str, task: str, limit: int | None = None) -> list[Row]:
         if not (isinstance(chat, list) and chat and all(isinstance(m, dict) for m in chat)):
             raise ValueError(f"{path} (task {task}) row {i}: 'prompt' is not a chat message "
                              f"list: {str(chat)[:200]}")  # fmt: skip
-        rm = _plain(r["reward_model"])
+        rm = r["reward_model"]
         if not isinstance(rm, dict) or "ground_truth" not in rm:
             raise ValueError(f"{path} (task {task}) row {i}: 'reward_model' has no ground_truth")
-        extra = _plain(r.get("extra_info"))
-        rows.append(Row(chat, r["data_source"], rm["ground_truth"], extra or {}))
+        # ground truth and extra_info reach the scorers as pandas reads them (main_eval's
+        # values: nested lists as numpy arrays); main_eval passes {} without the column
+        extra = r["extra_info"] if "extra_info" in df.columns else {}
+        rows.append(Row(chat, r["data_source"], rm["ground_truth"], extra))
     return rows
 
 
@@ -191,7 +193,7 @@ def scorer_problems(path: str, task: str) -> list[str]:
         if source in failed:
             continue
         try:
-            guru.scorer_name(source, _plain(extra) or {})
+            guru.scorer_name(source, extra)
         except guru.UnsupportedSource as e:
             failed[source] = str(e)
     return [f"task {task!r} ({path}): data source {s!r} has no ported scorer: {why}"
