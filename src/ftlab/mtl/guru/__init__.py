@@ -29,6 +29,13 @@ class UnsupportedSource(ValueError):
 # scorer name -> "module:function" under ftlab.mtl.guru
 _SCORERS = {
     "naive_dapo": "naive_dapo:compute_score",
+    "supergpqa": "stem:supergpqa_score",
+    "gpqa": "stem:gpqa_score",
+    "zebra_puzzle": "logic:zebra_score",
+    "arcagi": "logic:arcagi_score",
+    "tablereason": "table:compute_score",
+    "codeio": "simulation:codeio_score",
+    "cruxeval": "simulation:cruxeval_score",
 }
 PORTED = frozenset(_SCORERS)
 
