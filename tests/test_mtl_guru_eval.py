@@ -113,17 +113,40 @@ def test_main_eval_figures_against_an_independent_computation():
     assert got["pass@2"] == pytest.approx((0 + 1.0) / 2 * 100)
 
 
-def _row(content, gt, source="math__math"):
-    return guru_eval.Row([{"role": "user", "content": content}], source, gt, {})
+def seed_extract_content(p):
+    """main_generation.extract_content, transcribed."""
+    if isinstance(p, str):
+        try:
+            p = json.loads(p)
+        except Exception:
+            return p
+    if isinstance(p, list) and len(p) > 0 and isinstance(p[0], dict):
+        return p[0].get("content", "")
+    return str(p)
 
 
-def test_aime_rows_merge_by_their_first_message():
-    rows = [_row("q2", "2"), _row("q1", "1"), _row("q2", "2"), _row("q1", "1")]
-    assert problems_of(rows, merge=False) == [(0, [0]), (1, [1]), (2, [2]), (3, [3])]
-    # pandas groupby order (sorted content); the id is the group's first row
-    assert problems_of(rows, merge=True) == [(1, [1, 3]), (0, [0, 2])]
+def test_aime_rows_merge_as_main_generation_groups_them(tmp_path):
+    """merge_aime_responses: pandas groupby on extract_content of the prompt column; pandas
+    gives each prompt as a numpy array, so the key is the whole prompt - a shared system
+    message does not merge different problems."""
+    system = {"role": "system", "content": "Think step by step."}
+    qs = ["q2", "q1", "q2", "q3", "q1"]
+    rows = [{"prompt": [system, {"role": "user", "content": q}], "data_source": "math__aime",
+             "reward_model": {"ground_truth": q}} for q in qs]  # fmt: skip
+    path = write_parquet(tmp_path / "math__aime_repeated_8x_5.parquet", rows)
+    got = guru_eval.read_rows(path, "guru_aime")
+    assert problems_of(got, merge=False) == [(i, [i]) for i in range(5)]
+    df = pd.read_parquet(path)
+    df["row"] = range(len(df))
+    df["prompt_content"] = df["prompt"].apply(seed_extract_content)
+    assert [r.merge_key for r in got] == list(df["prompt_content"])
+    seed = df.groupby(["prompt_content"], as_index=False).agg({"row": list})
+    assert problems_of(got, merge=True) == [(r[0], r) for r in seed["row"]]
+    assert problems_of(got, merge=True) == [(1, [1, 4]), (0, [0, 2]), (3, [3])]
     assert guru_eval.merges_by_prompt("x/math__aime_repeated_8x_240.parquet")
     assert not guru_eval.merges_by_prompt("x/math__math_500.parquet")
+    # a prompt stored as JSON text: its first message's content (the seed's list branch)
+    assert guru_eval.seed_merge_key(json.dumps([system])) == "Think step by step."
 
 
 # -- fixture folder laid out like offline_eval -------------------------------------------

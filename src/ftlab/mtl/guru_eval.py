@@ -18,8 +18,10 @@ Per suite task (guru_<leaderboard>, '-' -> '_'):
   also names aime2025, arcagi1 and zebra_puzzle_dataset, which are not leaderboards of the list,
   so arcagi and zebra_puzzle get 1 sample and arcagi 4096 / 28672 tokens, not 16384 / 16384).
 - AIME (main_generation: "aime" in the output path, i.e. the file name): rows are merged by
-  their first message's content, so a problem repeated 8x with 4 samples each is one problem
-  with 32 responses, scored against its first row's ground truth.
+  their prompt (merge_aime_responses' extract_content: the first message's content of a list,
+  but pandas gives a numpy array, so the key is str() of the whole prompt), so a problem
+  repeated 8x with 4 samples each is one problem with 32 responses, scored against its first
+  row's ground truth.
 - scoring (main_eval): every response by ftlab.mtl.guru.compute_score(data_source, response,
   ground_truth, extra_info)["score"]; per problem the mean score and c = responses scoring
   exactly 1; figures: test_score(avg@k)/<data_source> = mean over its problems of the mean
@@ -33,6 +35,7 @@ is the unit of the paired bootstrap).
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -134,6 +137,21 @@ class Row:
     data_source: str
     ground_truth: object
     extra_info: dict
+    merge_key: str = ""  # main_generation's AIME grouping key (seed_merge_key)
+
+
+def seed_merge_key(prompt) -> str:
+    """main_generation.extract_content of a prompt value as pandas reads it: a list's first
+    message content, but the parquet's list arrives as a numpy array, which falls through to
+    str(p) - the whole prompt (every message), so a shared system message merges nothing."""
+    if isinstance(prompt, str):
+        try:
+            prompt = json.loads(prompt)
+        except Exception:  # noqa: BLE001 - the seed's bare except: the text itself
+            return prompt
+    if isinstance(prompt, list) and len(prompt) > 0 and isinstance(prompt[0], dict):
+        return prompt[0].get("content", "")
+    return str(prompt)
 
 
 def _plain(x):
@@ -170,7 +188,8 @@ def read_rows(path: str, task: str, limit: int | None = None) -> list[Row]:
         # ground truth and extra_info reach the scorers as pandas reads them (main_eval's
         # values: nested lists as numpy arrays); main_eval passes {} without the column
         extra = r["extra_info"] if "extra_info" in df.columns else {}
-        rows.append(Row(chat, r["data_source"], rm["ground_truth"], extra))
+        rows.append(Row(chat, r["data_source"], rm["ground_truth"], extra,
+                        seed_merge_key(r["prompt"])))  # fmt: skip
     return rows
 
 
@@ -217,13 +236,13 @@ def merges_by_prompt(path: str) -> bool:
 
 def problems_of(rows: list[Row], merge: bool) -> list[tuple[int, list[int]]]:
     """(problem id, its row indices), in the order main_eval reads them: each row its own
-    problem, or (merge) the rows grouped by their first message's content, groups in sorted
-    content order (pandas groupby); the id is the group's first row."""
+    problem, or (merge) the rows grouped by their merge_key, groups in sorted key order
+    (pandas groupby); the id is the group's first row."""
     if not merge:
         return [(i, [i]) for i in range(len(rows))]
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault(str(r.chat[0].get("content", "")), []).append(i)
+        groups.setdefault(r.merge_key, []).append(i)
     return [(idx[0], idx) for _, idx in sorted(groups.items())]
 
 
