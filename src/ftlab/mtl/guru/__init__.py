@@ -36,6 +36,7 @@ _SCORERS = {
     "tablereason": "table:compute_score",
     "codeio": "simulation:codeio_score",
     "cruxeval": "simulation:cruxeval_score",
+    "coder1": "codegen:compute_score",
 }
 PORTED = frozenset(_SCORERS)
 
