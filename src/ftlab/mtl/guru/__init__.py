@@ -37,6 +37,7 @@ _SCORERS = {
     "codeio": "simulation:codeio_score",
     "cruxeval": "simulation:cruxeval_score",
     "coder1": "codegen:compute_score",
+    "ifeval": "ifeval:compute_score",
 }
 PORTED = frozenset(_SCORERS)
 
