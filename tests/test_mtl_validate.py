@@ -40,6 +40,11 @@ def test_every_rank_gets_the_score_of_all_rows(processes, tmp_path, monkeypatch)
     if processes == 1:
         import mtl_validate_stage
 
+        from ftlab.mtl import trl_validate
+
+        # the stage replaces trl_validate.completions: restored after this test, so later
+        # tests in this process see the real one
+        monkeypatch.setattr(trl_validate, "completions", trl_validate.completions)
         mtl_validate_stage.score(**kwargs)
     else:
         launch.run_stage(plan, "mtl_validate_stage:score", kwargs=kwargs,
