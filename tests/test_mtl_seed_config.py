@@ -48,6 +48,18 @@ def test_pcgrad_takes_each_tasks_token_mean_and_the_baseline_the_batch_loss(runs
     assert all("baseline_task_loss" not in s["trl"] for s in runs.values())  # resolved per run
 
 
+def test_every_step_draws_from_every_task_and_an_epoch_is_the_shortest_tasks_pass(cfg, runs):
+    """ray_trainer.py _create_dataloader (MTL): one drop_last loader per task with batch
+    train_batch_size // T, total_training_steps = min over tasks of len(loader) x epochs."""
+    assert {s["trl"]["batch_composition"] for s in runs.values()} == {"per_task"}
+    mtl = cfg["mtl"]
+    tasks = [t for ts in mtl["tasks"].values() for t in ts]
+    per_task = rows_per_step(mtl, cfg["resources"]["train"]["gpus"]) // len(tasks)
+    rows = [mtl["datasets"][t]["limit_train"] - mtl["validation"]["rows_per_task"] for t in tasks]
+    assert (per_task, rows) == (12, [1936] * 5)
+    assert MTLStudy(cfg).steps_per_epoch == min(n // per_task for n in rows) == 161
+
+
 def test_optimizer_schedule_and_rollouts_are_the_seeds(cfg, runs):
     for s in runs.values():
         t, trl = s["training"], s["trl"]
@@ -56,8 +68,9 @@ def test_optimizer_schedule_and_rollouts_are_the_seeds(cfg, runs):
         assert trl["lr_scheduler"] == "constant"  # warmup_style constant
         assert (trl["num_generations"], trl["temperature"], trl["beta"]) == (16, 1.0, 0.0)
         assert (trl["max_prompt_length"], trl["max_completion_length"]) == (4096, 8192)
-        # 64 prompts per optimizer update (ppo_mini_batch_size) on 2 processes
-        assert rows_per_step(cfg["mtl"], cfg["resources"]["train"]["gpus"]) == 64
+        # 60 prompts per optimizer update on 2 processes (ppo_mini_batch_size 64, less its
+        # remainder over the 5 tasks: per_task batches take 12 of each)
+        assert rows_per_step(cfg["mtl"], cfg["resources"]["train"]["gpus"]) == 60
         assert t["epochs"] == 30
 
 
@@ -83,7 +96,7 @@ def test_the_trainer_gets_the_seeds_optimizer_settings(runs, tmp_path):
     assert (args.learning_rate, args.warmup_steps, args.weight_decay, args.max_grad_norm) == (
         1e-6, 10, 0.1, 1.0)  # fmt: skip
     assert (args.num_generations, args.temperature, args.max_completion_length) == (16, 1.0, 8192)
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 2 == 64 * 16
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 2 == 60 * 16
 
 
 def test_validation_samples_as_the_seeds_val_kwargs(runs):

@@ -1,7 +1,8 @@
 """mtl.trl.task_loss task_mean (seed 000's PCGrad path: each task's loss is its token mean over
 its rows of the step) under gradient accumulation and 2 processes (gloo on CPU, through
 ftlab.launch): the per-task token counts are the step's, over all micro-steps and processes,
-so every job shape gives the update of 1 process holding the whole batch.
+so every job shape gives the update of 1 process holding the whole batch. The runs draw their
+batches as seed 000 (batch_composition per_task): every step the same rows for every shape.
 
 tests/test_mtl_trl_train.py checks one step against hand-built per-task token means; here the
 runs use fixed completions and rewards (tests/mtl_grpo_fixed.py) so that the global batch does
@@ -19,6 +20,7 @@ from test_mtl_grpo_ddp import write_rows
 from test_mtl_trl_train import FORMATS, TASKS, TRAINING, TRL
 
 from ftlab import launch
+from ftlab.io import read_jsonl
 from ftlab.llm import tiny
 
 pytestmark = pytest.mark.slow
@@ -37,7 +39,7 @@ def train(root: Path, base: str, method: str, processes: int, grad_accum: int,
         state_dir=str(root / "state"), threads=1, objective="grpo", model_name=f"{method}_seed3",
         tasks=TASKS, method=method, reduction="mean", base_model=base,
         trl={**TRL, "max_completion_length": 6, "grad_accum": grad_accum,
-             "task_loss": task_loss},
+             "task_loss": task_loss, "batch_composition": "per_task"},
         formats=FORMATS,
         training={**TRAINING, "epochs": 2, "batch_size": 8 // processes // grad_accum},
         validation={"every_epochs": 1, "before_training": False, "metric": "loss",
@@ -94,6 +96,21 @@ def test_task_mean_is_the_same_update_for_every_job_shape(runs, base, method, pr
     for k in one:
         torch.testing.assert_close(other[k], one[k], rtol=0, atol=ATOL, msg=k)
     assert max_diff(one, load_file(f"{base}/model.safetensors")) > 100 * ATOL
+
+
+def test_every_step_holds_each_tasks_share_for_every_job_shape(runs):
+    """batch_composition per_task (the seed's, with task_mean): each step's global batch is 2
+    prompts x 2 completions of each task, the same rows whatever the job shape."""
+    logged = {}
+    for (method, processes, accum), run in ((k, v) for k, v in runs.items() if len(k) == 3):
+        steps: dict[int, list] = {}
+        for r in range(processes):  # rank order = the global batch's order
+            for line in read_jsonl(run / "batches" / f"rank{r}.jsonl"):
+                steps.setdefault(line["step"], []).extend(line["tasks"])
+        assert sorted(steps) == list(range(8))
+        assert all(sorted(tasks) == [0, 0, 0, 0, 1, 1, 1, 1] for tasks in steps.values())
+        logged[method, processes, accum] = steps
+    assert len({str(v) for k, v in logged.items() if k[0] == "pcgrad"}) == 1
 
 
 def test_the_task_loss_and_the_token_all_reduce_matter(runs):

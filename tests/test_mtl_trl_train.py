@@ -25,7 +25,7 @@ TRAINING = {"epochs": 6, "batch_size": 4, "lr": 0.003, "weight_decay": 0.0, "war
 TRL = {"grad_accum": 1, "max_length": 256, "num_generations": 2, "max_prompt_length": 256,
        "max_completion_length": 6, "beta": 0.0, "temperature": 1.0, "format_weight": 0.0,
        "use_vllm": False, "bf16": None, "lr_scheduler": "linear",
-       "task_loss": "batch_share"}  # fmt: skip
+       "task_loss": "batch_share", "batch_composition": "shuffled"}  # fmt: skip
 
 
 def row(i: int, task: str) -> dict:

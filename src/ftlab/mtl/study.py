@@ -9,7 +9,8 @@ run that never stops early saves); the kept ones are listed by the run's mtl_man
 
 Objectives: `world` (the seven geometry tasks with the project's trainer, CPU) and `sft` /
 `grpo` (TRL, GPU; ftlab.mtl.trl). Steps per epoch are known before training: for world from
-the rows per task, for sft/grpo from each training dataset's `limit_train`.
+the rows per task, for sft/grpo from each training dataset's `limit_train` (epoch_steps: with
+mtl.trl.batch_composition per_task, seed 000's min over tasks of its per-task loader's length).
 """
 
 from __future__ import annotations
@@ -79,12 +80,30 @@ def rows_per_step(mtl: dict, gpus: int) -> int:
     return rows
 
 
-def n_train_rows(mtl: dict) -> int:
+def train_rows_per_task(mtl: dict) -> list[int]:
+    """Planned training rows of each task, in training_tasks order."""
     if mtl["objective"] == "world":
-        return mtl["world"]["data"]["pretrain_rows_per_task"] * len(training_tasks(mtl))
+        return [mtl["world"]["data"]["pretrain_rows_per_task"]] * len(training_tasks(mtl))
     # the last rows_per_task rows of each dataset validate (ftlab.mtl.steps.make_llm_mix)
     n_val = mtl["validation"]["rows_per_task"]
-    return sum((mtl["datasets"][t]["limit_train"] or 0) - n_val for t in training_tasks(mtl))
+    return [(mtl["datasets"][t]["limit_train"] or 0) - n_val for t in training_tasks(mtl)]
+
+
+def per_task_batches(mtl: dict) -> bool:
+    """mtl.trl.batch_composition per_task (sft/grpo): every step draws from every task."""
+    return mtl["objective"] != "world" and mtl["trl"]["batch_composition"] == "per_task"
+
+
+def epoch_steps(mtl: dict, gpus: int, task_rows: list[int]) -> int:
+    """Optimizer steps per epoch (task_rows: training rows of each task; the study plans them
+    from the config, the trainer counts its dataset). per_task: seed 000's rule, the shortest
+    task's drop_last loader (min over tasks of rows // its rows per step); shuffled: every row
+    once, the last step partial."""
+    per_step = rows_per_step(mtl, gpus)
+    if per_task_batches(mtl):
+        per_task = per_step // len(task_rows)
+        return min(n // per_task for n in task_rows) if per_task else 0
+    return max(1, math.ceil(sum(task_rows) / per_step))
 
 
 class MTLStudy:
@@ -98,7 +117,7 @@ class MTLStudy:
         self.suite = task_domains(mtl["eval"]["suite"])
         self.domains = list(mtl["eval"]["suite"])
         gpus = cfg["resources"]["train"]["gpus"]
-        self.steps_per_epoch = max(1, math.ceil(n_train_rows(mtl) / rows_per_step(mtl, gpus)))
+        self.steps_per_epoch = max(1, epoch_steps(mtl, gpus, train_rows_per_task(mtl)))
         epochs = mtl["training"]["epochs"]
         v = mtl["validation"]
         self.runs: dict[str, MTLRun] = {}
@@ -152,6 +171,16 @@ class MTLStudy:
             f"{', '.join(self.methods)} x {len(self.seeds)} seeds"
         )
 
+    def _composition(self) -> str:
+        if self.objective == "world":
+            return ""
+        per_step = rows_per_step(self.mtl, self.cfg["resources"]["train"]["gpus"])
+        what = "prompts" if self.objective == "grpo" else "rows"
+        if per_task_batches(self.mtl):
+            return (f" of {per_step} {what} ({per_step // len(self.tasks)} of each task, "
+                    "batch_composition per_task)")  # fmt: skip
+        return f" of {per_step} {what} (tasks shuffled together)"
+
     def plan(self) -> str:
         mtl = self.mtl
         es = mtl["early_stopping"]
@@ -160,7 +189,8 @@ class MTLStudy:
             f"seeds {list(self.seeds)}, {len(self.tasks)} training tasks in "
             f"{len(mtl['tasks'])} domains, eval suite {len(self.suite)} tasks in "
             f"{len(self.domains)} domains",
-            f"up to {mtl['training']['epochs']} epochs x {self.steps_per_epoch} steps; validation "
+            f"up to {mtl['training']['epochs']} epochs x {self.steps_per_epoch} steps"
+            f"{self._composition()}; validation "
             f"every {mtl['validation']['every_epochs']} epochs; early stopping "
             + (
                 f"min {es['min_epochs']} epochs, patience {es['patience']} "
@@ -243,9 +273,40 @@ def check_config(cfg: dict) -> list[str]:
                     f"'mtl.datasets.{t}.limit_train' must be set (it fixes the steps per epoch, "
                     "so the checkpoint grid is known before training)"
                 )
+        problems += _composition_problems(cfg, tasks)
         problems += _eval_engine_problems(mtl["eval"], suite)
     problems += _launch_problems(cfg)
     return problems
+
+
+def _composition_problems(cfg: dict, tasks: list[str]) -> list[str]:
+    """per_task batches: the same count of every task per step (seed 000: train_batch_size //
+    tasks each; here the step's size is fixed, so it must be a multiple of the task count), and
+    every task has that many training rows."""
+    mtl = cfg["mtl"]
+    if not per_task_batches(mtl) or any(
+        mtl["datasets"].get(t, {}).get("limit_train") is None for t in tasks
+    ):
+        return []  # limit_train problems are reported above
+    per_step = rows_per_step(mtl, cfg["resources"]["train"]["gpus"])
+    what = "prompts" if mtl["objective"] == "grpo" else "rows"
+    keys = "'mtl.training.batch_size' x 'mtl.trl.grad_accum' x 'resources.train.gpus'"
+    if mtl["objective"] == "grpo":
+        keys += " / 'mtl.trl.num_generations'"
+    if per_step % len(tasks):
+        return [
+            f"'mtl.trl.batch_composition' per_task draws the same number of {what} from each of "
+            f"the {len(tasks)} training tasks every step, but {keys} = {per_step} {what} per "
+            f"step is not a multiple of {len(tasks)} (or set batch_composition: shuffled)"
+        ]
+    per_task = per_step // len(tasks)
+    return [
+        f"'mtl.datasets.{t}.limit_train' less 'mtl.validation.rows_per_task' leaves {n} "
+        f"training rows, fewer than the {per_task} {what} per task of one step "
+        "('mtl.trl.batch_composition' per_task)"
+        for t, n in zip(tasks, train_rows_per_task(mtl), strict=True)
+        if n < per_task
+    ]
 
 
 def _eval_engine_problems(e: dict, suite: list[str]) -> list[str]:

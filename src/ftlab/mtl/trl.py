@@ -190,6 +190,17 @@ class SurgeryMixin:
         """The rows of one task as compute_loss gets them (GRPO task_mean: its normalizer)."""
         return sub
 
+    # batch_composition per_task: (rows of each task per step, steps per epoch); None = the
+    # trainer's own sampler (shuffled)
+    per_task: tuple[int, int] | None = None
+
+    def _per_task_sampler(self, task_of_row, mini_repeat_count=1, repeat_count=1):
+        from ftlab.mtl.trl_data import PerTaskSampler
+
+        per_task, steps = self.per_task
+        return PerTaskSampler(task_of_row, self.n_tasks, per_task, steps, self.args.seed,
+                              mini_repeat_count, repeat_count)  # fmt: skip
+
     def _task_weight(self, sub: dict | None) -> float:
         """This process's weight of a task in the all-reduce (sub: its rows of the task here,
         None if it has none). SFT's loss is a per-process token mean: its predicted tokens (0
@@ -222,11 +233,19 @@ def surgery_trainer_class(objective: str):
     from trl import GRPOTrainer, SFTTrainer
 
     class SurgerySFTTrainer(SurgeryMixin, SFTTrainer):
-        def __init__(self, *args, surgery: Combiner, n_tasks: int, **kwargs):
+        def __init__(self, *args, surgery: Combiner, n_tasks: int, per_task=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.surgery = surgery
             self.n_tasks = n_tasks
+            self.per_task = per_task
             self.data_collator = TaskCollator(self.data_collator)
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.per_task is None:
+                return super()._get_train_sampler(train_dataset)
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            # an optimizer step = batch_size x grad_accum x processes consecutive indices
+            return self._per_task_sampler(dataset[TASK_IDS])
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
@@ -237,17 +256,34 @@ def surgery_trainer_class(objective: str):
         loss_scaled_for_accumulation = True
 
         def __init__(self, *args, surgery: Combiner, task_index: dict[str, int],
-                     task_loss: str, **kwargs):  # fmt: skip
+                     task_loss: str, per_task=None, **kwargs):  # fmt: skip
+            # what the sampler reads, set before TRL's __init__ (in case it builds a loader)
+            self.per_task, self.task_index, self.n_tasks = per_task, task_index, len(task_index)
             super().__init__(*args, **kwargs)
             if task_loss not in TASK_LOSSES:
                 raise ValueError(f"task_loss must be one of {TASK_LOSSES}, not {task_loss!r}")
             if task_loss == "task_mean":
                 _check_task_mean(self.loss_type, self.args)
             self.surgery = surgery
-            self.task_index = task_index
-            self.n_tasks = len(task_index)
             self.task_loss = task_loss
             self._task_tokens = None  # [windows, T]: each task's tokens per optimizer step
+
+        def _get_train_sampler(self, dataset=None):
+            if self.per_task is None:
+                return super()._get_train_sampler(dataset)
+            dataset = self.train_dataset if dataset is None else dataset
+            prompts = self.args.generation_batch_size // self.num_generations
+            if prompts != self.n_tasks * self.per_task[0]:  # a chunk is one generation batch
+                raise ValueError(
+                    f"batch_composition per_task: a generation batch of {prompts} prompts is "
+                    f"not {self.per_task[0]} of each of the {self.n_tasks} tasks"
+                )
+            index = [self.task_index[t] for t in dataset["task"]]
+            # TRL's RepeatSampler structure: num_generations copies of each prompt in a row,
+            # each generation batch once per micro-step that uses it
+            return self._per_task_sampler(
+                index, self.num_generations, self.num_iterations * self.args.steps_per_generation
+            )
 
         def _prepare_inputs(self, generation_batch):
             before = self._buffered_inputs

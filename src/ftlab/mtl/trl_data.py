@@ -1,5 +1,6 @@
 """Rows of the multi-task mix (ftlab.mtl.steps.make_llm_mix: normalized rows with a "task") as
-TRL datasets with an integer "task_ids" column, and the validation prompts.
+TRL datasets with an integer "task_ids" column, the validation prompts, and the per-task
+sampler of mtl.trl.batch_composition per_task.
 
 Prompts and completions are the llm kind's (ftlab.llm.data): SFT trains on the ground-truth
 solution in the reasoning style, GRPO samples completions of the reasoning prompt and is
@@ -9,6 +10,10 @@ rewarded by ftlab.llm.rewards (the row's format decides how answers are checked)
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
 
 from ftlab.mtl.trl import TASK_IDS
 
@@ -60,3 +65,62 @@ def validation_prompts(rows: list[dict], tasks: list[str]) -> list[dict]:
 
     _check_tasks(rows, task_index(tasks), "validation rows")
     return [{"prompt": prompt_for(r, STYLE), "task": r["task"], "row": r} for r in rows]
+
+
+class PerTaskSampler(torch.utils.data.Sampler):
+    """Seed 000's MTL batches (ray_trainer.py: one shuffled drop_last loader per task, batch
+    train_batch_size // T, each restarting on its own when exhausted): every chunk (a GRPO
+    generation batch, an SFT optimizer step) holds `per_task` rows of EVERY task.
+
+    Task t's rows form an endless stream of permutations (permutation j drawn from (seed, t,
+    j)), cut into per_task-row batches with the incomplete tail dropped; chunk s takes batch s
+    of every task's stream, shuffled together (from (seed, s)). An epoch is `steps` chunks (the
+    seed's min over tasks of len(loader)); set_epoch (the Trainer calls it through accelerate)
+    picks chunks epoch x steps onwards, so a resumed run sees what the uninterrupted run saw.
+    As TRL's RepeatSampler, each index is yielded mini_repeat_count times in a row (GRPO's
+    num_generations) and each chunk repeat_count times (num_iterations x steps_per_generation);
+    every process yields the same global order and accelerate gives each its batches.
+    """
+
+    def __init__(self, task_of_row: Sequence[int], n_tasks: int, per_task: int, steps: int,
+                 seed: int, mini_repeat_count: int = 1, repeat_count: int = 1):  # fmt: skip
+        self.rows = [[i for i, t in enumerate(task_of_row) if t == task] for task in range(n_tasks)]
+        short = [t for t, rows in enumerate(self.rows) if len(rows) < per_task]
+        if per_task < 1 or short:
+            raise ValueError(
+                f"per-task batches of {per_task} rows: tasks {short} have fewer training rows "
+                f"({[len(self.rows[t]) for t in short]})"
+            )
+        self.per_task, self.steps, self.seed = per_task, steps, seed
+        self.mini_repeat_count, self.repeat_count = mini_repeat_count, repeat_count
+        self.epoch = 0
+        self._perms: dict[int, tuple[int, list[int]]] = {}  # task -> (j, its permutation j)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def task_batch(self, task: int, step: int) -> list[int]:
+        """Task's rows in chunk `step` (counted from the run's start)."""
+        rows = self.rows[task]
+        j, b = divmod(step, len(rows) // self.per_task)
+        if self._perms.get(task, (None,))[0] != j:
+            perm = np.random.default_rng([self.seed, 1, task, j]).permutation(len(rows))
+            self._perms[task] = (j, [rows[i] for i in perm])
+        return self._perms[task][1][b * self.per_task : (b + 1) * self.per_task]
+
+    def chunk(self, step: int) -> list[int]:
+        rows = [i for t in range(len(self.rows)) for i in self.task_batch(t, step)]
+        order = np.random.default_rng([self.seed, 2, step]).permutation(len(rows))
+        return [rows[i] for i in order]
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.epoch * self.steps, (self.epoch + 1) * self.steps):
+            chunk = self.chunk(step)
+            for _ in range(self.repeat_count):
+                for index in chunk:
+                    for _ in range(self.mini_repeat_count):
+                        yield index
+
+    def __len__(self) -> int:
+        per_chunk = len(self.rows) * self.per_task * self.mini_repeat_count * self.repeat_count
+        return self.steps * per_chunk

@@ -6,21 +6,22 @@ checkpoint folders stamped last, fingerprinted resume through the Trainer's
 resume_from_checkpoint, rank 0 publishes); ftlab.mtl adds the surgery step (ftlab.mtl.trl),
 the epoch schedule (ftlab.mtl.trl_schedule) and the manifest (ftlab.mtl.manifest).
 
-Steps per epoch: ceil(training rows / rows per step) as ftlab.mtl.study plans them (SFT: rows
-= records, per step batch_size x grad_accum x processes; GRPO: prompts, per step that over
-num_generations). The learning rate warms up for warmup_steps, then stays constant
-(mtl.trl.lr_scheduler constant, seed 000's) or decays linearly to 0 at the maximum epochs
-(linear). Published (out_dir): the kept checkpoints in HF layout (model, tokenizer,
-ftlab_checkpoint.json; no optimizer state), training_log.csv (the Trainer's log history),
-mtl_manifest.json. Resume continues the run through the Trainer (optimizer, scheduler, RNG,
-data position) plus the early-stopping state and PCGrad's generator; it is not guaranteed
-bit-identical (as ftlab.llm.train).
+Rows per step: SFT records, batch_size x grad_accum x processes; GRPO prompts, that over
+num_generations. Steps per epoch as ftlab.mtl.study plans them (epoch_steps): with
+mtl.trl.batch_composition per_task (seed 000's) every step holds rows per step / T rows of each
+task (ftlab.mtl.trl_data.PerTaskSampler) and an epoch is the shortest task's pass, min over
+tasks of its rows // that; shuffled: ceil(training rows / rows per step). The learning rate
+warms up for warmup_steps, then stays constant (mtl.trl.lr_scheduler constant, seed 000's) or
+decays linearly to 0 at the maximum epochs (linear). Published (out_dir): the kept checkpoints
+in HF layout (model, tokenizer, ftlab_checkpoint.json; no optimizer state), training_log.csv
+(the Trainer's log history), mtl_manifest.json. Resume continues the run through the Trainer
+(optimizer, scheduler, RNG, data position) plus the early-stopping state and PCGrad's
+generator; it is not guaranteed bit-identical (as ftlab.llm.train).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -38,11 +39,49 @@ log = logging.getLogger("ftlab.mtl.train")
 FORMAT_VERSION = 1
 
 
-def steps_per_epoch(objective: str, n_rows: int, training: dict, trl: dict, processes: int):
-    from ftlab.mtl.study import rows_per_step
+def steps_per_epoch(objective: str, task_rows: list[int], training: dict, trl: dict,
+                    processes: int) -> int:  # fmt: skip
+    """ftlab.mtl.study.epoch_steps on the dataset's rows of each task (what ftlab plan prints
+    when no prompt is left out for its length)."""
+    from ftlab.mtl.study import epoch_steps
 
     mtl = {"objective": objective, "training": training, "trl": trl}
-    return max(1, math.ceil(n_rows / rows_per_step(mtl, processes)))
+    return max(1, epoch_steps(mtl, processes, task_rows))
+
+
+def per_task_rows(objective: str, task_rows: list[int], training: dict, trl: dict,
+                  processes: int) -> int | None:  # fmt: skip
+    """Rows (GRPO: prompts) of each task per step with batch_composition per_task, else None;
+    the config check's rules (ftlab.mtl.study), again on the rows the dataset kept."""
+    from ftlab.mtl.study import per_task_batches, rows_per_step
+
+    mtl = {"objective": objective, "training": training, "trl": trl}
+    if not per_task_batches(mtl):
+        return None
+    per_step = rows_per_step(mtl, processes)
+    if per_step % len(task_rows):
+        raise ValueError(
+            f"mtl.trl.batch_composition per_task: {per_step} rows per step (mtl.training."
+            f"batch_size x mtl.trl.grad_accum x {processes} processes) is not a multiple of the "
+            f"{len(task_rows)} tasks"
+        )
+    per_task = per_step // len(task_rows)
+    if min(task_rows) < per_task:
+        raise ValueError(
+            f"mtl.trl.batch_composition per_task: {per_task} rows of each task per step, but the "
+            f"tasks have {task_rows} training rows (prompts over mtl.trl.max_prompt_length are "
+            "left out)"
+        )
+    return per_task
+
+
+def _task_rows(objective: str, data: list[dict], tasks: list[str]) -> list[int]:
+    """Training rows of each task in the dataset (task order)."""
+    if objective == "sft":
+        ids = [r["task_ids"] for r in data]
+    else:
+        ids = [tasks.index(r["task"]) for r in data]
+    return [ids.count(t) for t in range(len(tasks))]
 
 
 def make_recipe(objective: str, training: dict, trl: dict, max_steps: int):
@@ -104,7 +143,9 @@ def run_trl_training(
     tok = llm_train._load_tokenizer(base_model, "right" if objective == "sft" else "left")
     rows, val_rows = read_jsonl(train_rows), read_jsonl(validation_rows)
     data = _dataset_rows(objective, rows, tasks, formats, tok, trl)
-    spe = steps_per_epoch(objective, len(data), training, trl, processes)
+    task_rows = _task_rows(objective, data, tasks)
+    spe = steps_per_epoch(objective, task_rows, training, trl, processes)
+    per_task = per_task_rows(objective, task_rows, training, trl, processes)
     inputs = {
         "format": FORMAT_VERSION, "objective": objective, "model_name": model_name,
         "method": method, "reduction": reduction, "tasks": list(tasks), "seed": seed,
@@ -132,7 +173,8 @@ def run_trl_training(
         trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
                            state_dir, combiner, [schedule, *(callbacks or [])],
                            model_dtype=trl.get("model_dtype", "float32"),
-                           task_loss=trl["task_loss"])  # fmt: skip
+                           task_loss=trl["task_loss"],
+                           per_task=None if per_task is None else (per_task, spe))  # fmt: skip
         log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
                  model_name, method, len(tasks), len(data), training["epochs"], spe,
                  processes)  # fmt: skip
@@ -180,23 +222,26 @@ def _validator(tok, val_rows, tasks, formats, validation, trl):
 
 def _trainer(objective, recipe, training, base_model, tok, data, tasks, seed, state_dir,
              combiner, callbacks, reward_funcs=None, model_dtype="float32",
-             task_loss=None):  # fmt: skip
+             task_loss=None, per_task=None):  # fmt: skip
     """reward_funcs (GRPO): None = correctness and format (ftlab.llm.rewards). model_dtype:
     the dtype TRL loads the base model in (`mtl.trl.model_dtype`). task_loss (GRPO, required):
-    the run's mtl.trl.task_loss (ftlab.mtl.settings resolves the baseline's own key)."""
+    the run's mtl.trl.task_loss (ftlab.mtl.settings resolves the baseline's own key).
+    per_task: (rows of each task per step, steps per epoch) for batch_composition per_task
+    (ftlab.mtl.trl_data.PerTaskSampler), None = the trainer's own shuffled sampler."""
     from datasets import Dataset
 
     from ftlab.mtl.trl import surgery_trainer_class
     from ftlab.mtl.trl_data import task_index
 
-    kwargs = {"n_tasks": len(tasks)}
+    kwargs = {"n_tasks": len(tasks), "per_task": per_task}
     if objective == "grpo":
         from ftlab.llm.rewards import correctness_reward, format_reward
 
         if task_loss is None:
             raise ValueError("objective grpo: the run's task_loss (mtl.trl.task_loss) is unset")
         kwargs = {"reward_funcs": reward_funcs or [correctness_reward, format_reward],
-                  "task_index": task_index(tasks), "task_loss": task_loss}  # fmt: skip
+                  "task_index": task_index(tasks), "task_loss": task_loss,
+                  "per_task": per_task}  # fmt: skip
     args = trl_args(recipe, objective, training, state_dir, seed)
     args.model_init_kwargs = {**(args.model_init_kwargs or {}), "dtype": model_dtype}
     trainer = surgery_trainer_class(objective)(
