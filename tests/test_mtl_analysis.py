@@ -204,3 +204,32 @@ def test_seed_overall_sums_the_domain_differences_and_reports_improvement_pct(tm
     assert kept["verdict"] == "" and abs(total - mean3) > 0.05  # the two overall rows differ
     # the seed's rule: a baseline of 0 gives improvement 0 %
     assert analysis.improvement_pct(0.3, 0.0) == 0.0 and analysis.seed_verdict(0.0) == "Mixed"
+
+
+def test_report_lists_each_tasks_own_metric_per_run_at_the_compared_checkpoint():
+    """The task-metrics table: one row per task, one column per run, the value each
+    evaluation reported (e.g. the guru engine's pass@1_(avg4)); a run without the task: -."""
+    from ftlab.mtl import report
+
+    comparison = pd.DataFrame([{"method": "pcgrad", "level": "domain_sum",
+                                "name": "sum_over_domains", "domain": "all",
+                                "baseline_reward": 0.5, "method_reward": 0.6, "diff": 0.1,
+                                "ci_low": -0.1, "ci_high": 0.3, "n_seeds": 1, "n_samples": 4,
+                                "flag": "", "improvement_pct": 20.0,
+                                "verdict": "Positive"}])  # fmt: skip
+    overfit = pd.DataFrame(columns=["method", "domain", "n_seeds", "n_overfit", "overfit_seeds"])
+    metrics = pd.DataFrame([
+        {"model": "baseline_s1", "task": "guru_aime", "domain": "math",
+         "metric": "pass@1_(avg4)", "value": 12.5},
+        {"model": "pcgrad_s1", "task": "guru_aime", "domain": "math",
+         "metric": "pass@1_(avg4)", "value": 25.0},
+        {"model": "baseline_s1", "task": "guru_math", "domain": "math",
+         "metric": "pass@1_(avg1)", "value": 40.0},
+    ])  # fmt: skip
+    text = report.markdown(study="s", manifests={}, comparison=comparison, overfit=overfit,
+                           confidence=0.95, n_resamples=100, validation_metric="score",
+                           plot_name="p", task_metrics=metrics)  # fmt: skip
+    assert "## Task metrics at the last (latest kept, as seed 000) checkpoint" in text
+    assert "| task | domain | metric | baseline_s1 | pcgrad_s1 |" in text
+    assert "| guru_aime | math | pass@1_(avg4) | 12.5 | 25 |" in text
+    assert "| guru_math | math | pass@1_(avg1) | 40 | - |" in text

@@ -73,6 +73,7 @@ def markdown(
     n_resamples: int,
     validation_metric: str,
     plot_name: str,
+    task_metrics: pd.DataFrame | None = None,
 ) -> str:
     level = f"{confidence:.0%}"
     lines = [
@@ -140,6 +141,8 @@ def markdown(
             f"Improvements: {', '.join(ups) or 'none'}.  ",
             f"Regressions: {', '.join(downs) or 'none'}.",
         ]
+    if task_metrics is not None and len(task_metrics):
+        lines += _task_metrics_table(task_metrics, checkpoint)
     lines += [
         "",
         "## Evolution and overfitting",
@@ -172,6 +175,22 @@ def markdown(
                 f"{r['checkpoints_after_peak']} | {'**yes**' if r['overfit'] else 'no'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _task_metrics_table(frame: pd.DataFrame, checkpoint: str) -> list[str]:
+    """Each task's own metric (lm-eval's, or the guru engine's pass@1_(avg k) = main_eval's
+    headline) per run at its compared checkpoint: the figures seed 000's engine reports."""
+    runs = sorted(frame["model"].unique())
+    lines = [
+        "", f"## Task metrics at the {CHECKPOINT_TEXT[checkpoint]} checkpoint", "",
+        "Each task's own metric as its evaluation reports it (not the [0, 1] reward above).",
+        "", f"| task | domain | metric | {' | '.join(runs)} |", "|---" * (3 + len(runs)) + "|",
+    ]  # fmt: skip
+    for (domain, task), g in frame.groupby(["domain", "task"], sort=False):
+        by_run = dict(zip(g["model"], g["value"], strict=True))
+        cells = " | ".join(f"{by_run[r]:.4g}" if r in by_run else "-" for r in runs)
+        lines.append(f"| {task} | {domain} | {g['metric'].iloc[0]} | {cells} |")
+    return lines
 
 
 def write_markdown(out: str | Path, text: str) -> None:

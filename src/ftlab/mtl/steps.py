@@ -169,9 +169,11 @@ def build_report(
     for name, frame in (("scores", scores), ("evolution", evolution), ("comparison", comparison)):
         atomic_write_text(outputs[name], frame.to_csv(index=False))
     report.plot_evolution(evolution, outputs["plot"])
+    at_compared = [compared[m] == step for m, step in zip(scores["model"], scores["step"],
+                                                           strict=True)]  # fmt: skip
     text = report.markdown(
         study=study, manifests=manifests, comparison=comparison, overfit=overfit,
-        overfit_runs=overfit_runs, checkpoint=checkpoint,
+        overfit_runs=overfit_runs, checkpoint=checkpoint, task_metrics=scores[at_compared],
         confidence=confidence, n_resamples=n_resamples, validation_metric=validation_metric,
         plot_name=Path(outputs["plot"]).stem,
     )  # fmt: skip
