@@ -209,12 +209,20 @@ def test_sft_steps_hold_each_tasks_share(base, tmp_path):
         assert sorted(ids) == [0] * 4 + [1] * 4
 
 
-def test_a_run_records_the_seeds_steps_per_epoch(base, tmp_path):
+def test_a_run_records_the_seeds_steps_per_epoch(base, tmp_path, monkeypatch):
     """A whole SFT run with uneven tasks (5 and 3 training rows, 2 of each per step): the
-    manifest's steps per epoch is the seed's min over tasks (1), not ceil(8 / 4) = 2."""
+    manifest's steps per epoch is the seed's min over tasks (1), not ceil(8 / 4) = 2; the
+    Trainer moves the sampler to each epoch (so the 5-row task's second batch is used)."""
     from test_mtl_trl_train import FORMATS, TRAINING
 
     from ftlab.io import write_jsonl
+
+    epochs, chunks = [], []
+    set_epoch, chunk = PerTaskSampler.set_epoch, PerTaskSampler.chunk
+    monkeypatch.setattr(PerTaskSampler, "set_epoch",
+                        lambda self, e: epochs.append(e) or set_epoch(self, e))  # fmt: skip
+    monkeypatch.setattr(PerTaskSampler, "chunk",
+                        lambda self, s: chunks.append(s) or chunk(self, s))  # fmt: skip
 
     train = [row(i, "arith") for i in range(5)] + [row(i, "trivia") for i in range(3)]
     write_jsonl(tmp_path / "train.jsonl", train)
@@ -233,3 +241,4 @@ def test_a_run_records_the_seeds_steps_per_epoch(base, tmp_path):
     )  # fmt: skip
     assert m["steps_per_epoch"] == seed_steps_per_epoch([5, 3], 4) == 1
     assert [c["step"] for c in m["checkpoints"]] == [1, 2]
+    assert sorted(set(epochs)) == [0, 1] and sorted(set(chunks)) == [0, 1]

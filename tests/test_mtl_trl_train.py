@@ -258,7 +258,8 @@ def write_rows(tmp_path: Path):
     return str(tmp_path / "train.jsonl"), str(tmp_path / "val.jsonl")
 
 
-def run_sft(tmp_path, base, name, values, *, callbacks=None, method="pcgrad", epochs=6):
+def run_sft(tmp_path, base, name, values, *, callbacks=None, method="pcgrad", epochs=6,
+            trl=TRL):  # fmt: skip
     """A TRL SFT run whose validation values are scripted (value at each validation)."""
     train, val = write_rows(tmp_path)
     calls = []
@@ -274,7 +275,7 @@ def run_sft(tmp_path, base, name, values, *, callbacks=None, method="pcgrad", ep
     try:
         return trl_train.run_trl_training(
             objective="sft", model_name=name, train_rows=train, validation_rows=val,
-            tasks=TASKS, method=method, reduction="sum", base_model=base, trl=TRL,
+            tasks=TASKS, method=method, reduction="sum", base_model=base, trl=trl,
             formats=FORMATS, training={**TRAINING, "epochs": epochs},
             validation={"every_epochs": 1, "before_training": True, "metric": "loss",
                         "batch_size": 8, "max_new_tokens": None, "temperature": 0.0, "top_p": 1.0},
@@ -321,14 +322,18 @@ class Kill(transformers.TrainerCallback):
         raise KeyboardInterrupt(f"killed after step {state.global_step}")
 
 
-def test_resume_after_a_kill_ends_as_an_uninterrupted_run(base, tmp_path):
-    whole = run_sft(tmp_path / "a", base, "pcgrad_seed3", VALUES)
+@pytest.mark.parametrize("composition", ["shuffled", "per_task"])
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(base, tmp_path, composition):
+    """per_task: the sampler's epochs are a function of (seed, epoch), so the resumed run
+    draws the batches the uninterrupted run drew."""
+    trl = {**TRL, "batch_composition": composition}
+    whole = run_sft(tmp_path / "a", base, "pcgrad_seed3", VALUES, trl=trl)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(tmp_path / "b", base, "pcgrad_seed3", VALUES, callbacks=[Kill()])
+        run_sft(tmp_path / "b", base, "pcgrad_seed3", VALUES, callbacks=[Kill()], trl=trl)
     state = tmp_path / "b" / "pcgrad_seed3_state"
     assert (state / "checkpoint-4" / "mtl_state.json").is_file()
     # the re-run resumes at epoch 2: its validations continue the scripted sequence there
-    resumed = run_sft(tmp_path / "b", base, "pcgrad_seed3", VALUES[3:])
+    resumed = run_sft(tmp_path / "b", base, "pcgrad_seed3", VALUES[3:], trl=trl)
     assert resumed == whole
     for step in (4, 8):
         a = tmp_path / "a" / "pcgrad_seed3_out" / f"checkpoint-{step}" / "model.safetensors"
