@@ -38,6 +38,7 @@ _SCORERS = {
     "cruxeval": "simulation:cruxeval_score",
     "coder1": "codegen:compute_score",
     "ifeval": "ifeval:compute_score",
+    "livebench": "livebench:compute_score",
 }
 PORTED = frozenset(_SCORERS)
 
