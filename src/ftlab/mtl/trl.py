@@ -34,6 +34,10 @@ Each task's loss is the trainer's own loss on that task's rows:
     TRL's own GRPO loss (task t weighted by its token share N_t/N), so the baseline step is
     exactly TRL's step (seed 000's baseline: verl's plain token-mean loss, MTL disabled).
 
+Batch composition (`per_task`, config mtl.trl.batch_composition): per_task replaces the
+trainer's sampler by ftlab.mtl.trl_data.PerTaskSampler (seed 000's per-task loaders: every step
+the same count of each task; GRPO keeps TRL's repeat structure); None (shuffled) keeps it.
+
 Multi-GPU (DDP only): per-task gradients come from torch.autograd.grad, which DDP's reducer
 does not see, so the forward passes run under `no_sync` and the task gradients are all-reduced
 before the projection, weighted by each process's share of the task (SFT: its completion
@@ -288,7 +292,8 @@ def surgery_trainer_class(objective: str):
         def _prepare_inputs(self, generation_batch):
             before = self._buffered_inputs
             inputs = super()._prepare_inputs(generation_batch)
-            if self.model.training and self._buffered_inputs is not before:  # generated now
+            generated = self.model.training and self._buffered_inputs is not before
+            if generated and self.task_loss == "task_mean":  # batch_share needs no counts
                 self._task_tokens = self._step_task_tokens(self._buffered_inputs)
             return inputs
 
