@@ -13,6 +13,13 @@ dict; the seed would fail on None).
 
 A data source the seed cannot score (its NotImplementedError), or whose scorer is not ported
 here yet, raises UnsupportedSource naming the data source and the scorer.
+
+Ported (seed module -> ftlab module): naive_dapo -> naive_dapo (with prime_math's
+normalisation and math_equal -> prime_math), supergpqa/gpqa -> stem, zebra_puzzle/arcagi ->
+logic, tablereason -> table, codeio/cruxeval -> simulation, coder1 -> codegen, ifeval ->
+ifeval, livebench -> livebench: every scorer the 19 GURU evaluation tasks reach. Not ported:
+prime_math's and math_llm_judge's own scorers (math only when extra_info["reward_metric"]
+asks), the LLM judges, and the seed's non-GURU sources (gsm8k, math_dapo, geo3k, ...).
 """
 
 from __future__ import annotations
