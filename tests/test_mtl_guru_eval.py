@@ -488,3 +488,32 @@ def test_the_vllm_backend_passes_the_seeds_sampling(monkeypatch):
     assert made["prompts"] == [{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [3]}]
     assert made["params"] == {"n": 4, "max_tokens": 28672, "skip_special_tokens": True,
                               "temperature": 1.0, "top_p": 0.7, "top_k": -1}  # fmt: skip
+
+
+def test_preflight_names_a_scorers_missing_package_and_nltk_data(monkeypatch):
+    """The packages and nltk data a scorer needs are checked before any job: a missing one is
+    named with its task and scorer (here made missing by hand)."""
+    import importlib.util
+
+    import nltk
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *a):
+        return None if name == "pylatexenc" else real_find_spec(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+    def no_data(resource, *a, **k):
+        raise LookupError(resource)
+
+    monkeypatch.setattr(nltk.data, "find", no_data)
+    assert guru_eval.dependency_problems("guru_math", ["naive_dapo", "naive_dapo"]) == [
+        "task 'guru_math': scorer naive_dapo needs the Python package 'pylatexenc' "
+        "(pip install -e .[llm])"
+    ]
+    assert guru_eval.dependency_problems("guru_ifeval", ["ifeval"]) == [
+        "task 'guru_ifeval': scorer ifeval needs nltk's tokenizers/punkt_tab data (run: "
+        "python -m nltk.downloader punkt_tab)"
+    ]
+    assert guru_eval.dependency_problems("guru_hitab", ["tablereason"]) == []

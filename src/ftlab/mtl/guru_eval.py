@@ -193,9 +193,40 @@ def read_rows(path: str, task: str, limit: int | None = None) -> list[Row]:
     return rows
 
 
+# scorer -> (Python modules, nltk data) it needs when it scores; the preflight names what is
+# missing before any GPU job (the scorers raise at the first response otherwise)
+SCORER_NEEDS = {
+    "naive_dapo": (("pylatexenc", "sympy"), ()),
+    "ifeval": (("lm_eval", "langdetect", "immutabledict", "nltk"), ("tokenizers/punkt_tab",)),
+}
+
+
+def dependency_problems(task: str, scorers) -> list[str]:
+    """One line per module or nltk resource a scorer of `task` needs and this machine lacks."""
+    import importlib.util
+
+    out = []
+    for name in sorted(set(scorers)):
+        modules, resources = SCORER_NEEDS.get(name, ((), ()))
+        for module in modules:
+            if importlib.util.find_spec(module) is None:
+                out.append(f"task {task!r}: scorer {name} needs the Python package {module!r} "
+                           f"(pip install -e .[llm])")  # fmt: skip
+        for resource in resources:
+            import nltk
+
+            try:
+                nltk.data.find(resource)
+            except LookupError:
+                out.append(f"task {task!r}: scorer {name} needs nltk's {resource} data (run: "
+                           f"python -m nltk.downloader {resource.rsplit('/', 1)[-1]})")  # fmt: skip
+    return out
+
+
 def scorer_problems(path: str, task: str) -> list[str]:
     """One line per data source of the file whose scorer ftlab.mtl.guru has not ported (the
-    dispatch may read extra_info, so every row is asked)."""
+    dispatch may read extra_info, so every row is asked), and per package or nltk resource
+    its scorers need and this machine lacks."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -208,15 +239,16 @@ def scorer_problems(path: str, task: str) -> list[str]:
     df = pd.read_parquet(path, columns=[c for c in ("data_source", "extra_info") if c in names])
     extras = df["extra_info"] if "extra_info" in df.columns else [None] * len(df)
     failed: dict[str, str] = {}
+    used: set[str] = set()
     for source, extra in zip(df["data_source"], extras, strict=True):
         if source in failed:
             continue
         try:
-            guru.scorer_name(source, extra)
+            used.add(guru.scorer_name(source, extra))
         except guru.UnsupportedSource as e:
             failed[source] = str(e)
     return [f"task {task!r} ({path}): data source {s!r} has no ported scorer: {why}"
-            for s, why in sorted(failed.items())]  # fmt: skip
+            for s, why in sorted(failed.items())] + dependency_problems(task, used)  # fmt: skip
 
 
 def preflight_problems(folder: str, tasks: list[str]) -> list[str]:
