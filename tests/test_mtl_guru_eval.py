@@ -517,3 +517,263 @@ def test_preflight_names_a_scorers_missing_package_and_nltk_data(monkeypatch):
         "python -m nltk.downloader punkt_tab)"
     ]
     assert guru_eval.dependency_problems("guru_hitab", ["tablereason"]) == []
+
+
+# -- resume after a kill: finished tasks' outputs are kept -------------------------------
+CRUX_TRUTH = json.dumps({"functional": "def f(x):\n    return x * 2"})
+
+
+def add_crux_file(folder: Path) -> None:
+    rows = [{"prompt": [{"role": "user", "content": q}], "data_source": "simulation__cruxeval-o",
+             "reward_model": {"ground_truth": CRUX_TRUTH}, "extra_info": {"index": i}}
+            for i, q in enumerate(["Crux A?", "Crux B?"])]  # fmt: skip
+    write_parquet(folder / "simulation__cruxeval-o_800.parquet", rows)
+
+
+THREE_TASKS = {"math": ["guru_math", "guru_aime"], "simulation": ["guru_cruxeval_o"]}
+THREE_ANSWERS = {
+    "What is 2+2?": [["\\boxed{4}"]], "What is 3*3?": [["\\boxed{8}"]],
+    "What is 1+0?": [["\\boxed{1}"]],
+    "Find x if x+1=6.": [["\\boxed{5}", "\\boxed{0}", "\\boxed{0}", "\\boxed{0}"],
+                         ["\\boxed{5}", "no", "\\boxed{6}", "\\boxed{0}"]],
+    "Find y if 2y=14.": [["\\boxed{7}"] * 4, ["\\boxed{1}"] * 4],
+    "Crux A?": [["```python\nassert f(2) == 4\n```"]],
+    "Crux B?": [["```python\nassert f(2) == 5\n```"]],
+}  # fmt: skip
+
+
+class Crashing(Planted):
+    """Planted, but the job dies (raises) when it asks for task number `crash_at`."""
+
+    def __init__(self, tok, answers, crash_at: int):
+        super().__init__(tok, answers)
+        self.crash_at = crash_at
+
+    def __call__(self, prompts, n, max_tokens):
+        if len(self.calls) + 1 == self.crash_at:
+            raise RuntimeError("killed")
+        return super().__call__(prompts, n, max_tokens)
+
+
+def three_task_config(folder, **guru):
+    add_crux_file(folder)
+    raw = guru_config(folder, **{"max_response_tokens": 32, **guru})
+    raw["mtl"]["eval"]["suite"] = THREE_TASKS
+    return validate_config(raw)
+
+
+def test_a_killed_job_generates_only_its_unfinished_tasks(offline_eval, tiny_chat_model,
+                                                          tmp_path):  # fmt: skip
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model)
+    cfg = three_task_config(offline_eval)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    expected = run_engine(cfg, offline_eval, tiny_chat_model, whole,
+                          generator=Planted(tok, THREE_ANSWERS))  # fmt: skip
+    assert [t["task"] for t in expected[0]["tasks"]] == ["guru_math", "guru_aime",
+                                                         "guru_cruxeval_o"]  # fmt: skip
+    assert [s["reward"] for s in expected[1] if s["task"] == "guru_cruxeval_o"] == [1.0, 0.0]
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="killed"):  # dies asking for task 3 of 3
+        run_engine(cfg, offline_eval, tiny_chat_model, out,
+                   generator=Crashing(tok, THREE_ANSWERS, crash_at=3))  # fmt: skip
+    # the rule's outputs appear only with the whole suite; tasks 1 and 2 are kept
+    assert not (out / "mtl_eval.json").exists() and not (out / "mtl_eval.samples.jsonl").exists()
+    kept = out / "mtl_eval.json.generations"
+    assert sorted(p.name for p in kept.iterdir()) == ["guru_aime.jsonl", "guru_math.jsonl"]
+    again = Planted(tok, {q: a for q, a in THREE_ANSWERS.items() if q.startswith("Crux")})
+    assert run_engine(cfg, offline_eval, tiny_chat_model, out, generator=again) == expected
+    assert again.calls == [(2, 1, 32)]  # only task 3 (cruxeval: 2 prompts, n 1)
+    # a finished job re-run (a scoring-only change) generates nothing
+    nothing = Planted(tok, {})
+    assert run_engine(cfg, offline_eval, tiny_chat_model, out, generator=nothing) == expected
+    assert nothing.calls == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"top_p": 0.9}, {"temperature": 0.5}, {"seed": 1}, {"limit": 1}, {"max_response_tokens": 16},
+     {"backend": "hf"}, "weights", "n_samples", "file"],
+)  # fmt: skip
+def test_a_changed_setting_model_or_plan_generates_again(change, offline_eval, tiny_chat_model,
+                                                         tmp_path, monkeypatch):  # fmt: skip
+    """A change of weights, sampling, seed, backend, limit or lengths changes the key of every
+    task's kept outputs, a task's own plan or file that task's: nothing stale is reused."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from ftlab.mtl import steps
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model)
+    cfg = three_task_config(offline_eval)
+    first = Planted(tok, THREE_ANSWERS)
+    run_engine(cfg, offline_eval, tiny_chat_model, tmp_path, generator=first)
+    assert len(first.calls) == 3
+    model, generator = tiny_chat_model, Planted(tok, THREE_ANSWERS)
+    answers = THREE_ANSWERS
+    if change == "weights":  # the same checkpoint path, other weights
+        import safetensors.torch as st
+
+        model = str(tmp_path / "copy")
+        shutil.copytree(tiny_chat_model, model)
+        weights = Path(model) / "model.safetensors"
+        tensors = st.load_file(weights)
+        name = sorted(tensors)[0]
+        tensors[name] = tensors[name] + 1
+        st.save_file(tensors, weights, metadata={"format": "pt"})
+        # the first run's kept outputs, as if the checkpoint had been retrained in place
+        shutil.copytree(tmp_path / "mtl_eval.json.generations",
+                        tmp_path / "copy_out" / "mtl_eval.json.generations")  # fmt: skip
+        run_engine(cfg, offline_eval, tiny_chat_model, tmp_path / "copy_out", generator=first)
+        assert len(first.calls) == 3  # same weights: all kept
+    elif change == "n_samples":  # the registry's samples per prompt (part of the job's plan)
+        monkeypatch.setitem(guru_eval.LEADERBOARDS, "guru_math",
+                            guru_eval.Leaderboard("math", "math", 2, 4096, 28672))  # fmt: skip
+        answers = {q: [a[0] * 2] if q.startswith("What") else a for q, a in answers.items()}
+        generator = Planted(tok, answers)
+    elif change == "file":  # another file of the task's pattern comes first
+        shutil.copy(
+            offline_eval / "math__math_500.parquet", offline_eval / "math__math_100.parquet"
+        )
+    elif change == {"backend": "hf"}:  # the built backend, not the planted one, generates
+        built = Planted(tok, THREE_ANSWERS)
+        monkeypatch.setattr(guru_eval, "make_backend", lambda *a, **k: built)
+        generator = None
+    else:
+        cfg = three_task_config(offline_eval, **change)
+    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    test_sets = find_task_files(offline_eval, list(s["suite"]))[0]
+    out = tmp_path / ("copy_out" if change == "weights" else "")
+    if generator is not None:
+        s["generator"] = generator
+    steps.evaluate_checkpoint(model, test_sets, str(out / "mtl_eval.json"),
+                              str(out / "mtl_eval.samples.jsonl"), 1, "unused", **s)  # fmt: skip
+    calls = (built if change == {"backend": "hf"} else generator).calls
+    if change in ("n_samples", "file"):  # guru_math's plan only: the other tasks are kept
+        assert calls == [(3, 2 if change == "n_samples" else 1, 32)]
+    else:
+        assert len(calls) == 3, change  # every task generated again
+
+
+def test_the_hf_backend_resumes_as_one_uninterrupted_run(offline_eval, tiny_chat_model, tmp_path,
+                                                         monkeypatch):  # fmt: skip
+    """Sampling (temperature 1) with the tiny model: torch is seeded at every task, so a task
+    generated after a kill draws what it draws in one uninterrupted run."""
+    cfg = validate_config(guru_config(offline_eval, max_response_tokens=5, backend="hf"))
+    (tmp_path / "whole").mkdir()
+    expected = run_engine(cfg, offline_eval, tiny_chat_model, tmp_path / "whole")
+    real_call = guru_eval.HFBackend.__call__
+    tasks_seen = []
+
+    def dies_at_task_2(self, prompts, n, max_tokens):
+        tasks_seen.append(n)
+        if len(tasks_seen) == 2:
+            raise RuntimeError("killed")
+        return real_call(self, prompts, n, max_tokens)
+
+    monkeypatch.setattr(guru_eval.HFBackend, "__call__", dies_at_task_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_engine(cfg, offline_eval, tiny_chat_model, tmp_path)
+    monkeypatch.setattr(guru_eval.HFBackend, "__call__", real_call)
+    result, samples = run_engine(cfg, offline_eval, tiny_chat_model, tmp_path)
+    assert (result, samples) == expected
+    assert len({o for s in samples for o in s["outputs"]}) > 1  # it did sample
+
+
+def test_a_stale_or_foreign_kept_file_is_not_used(tmp_path):
+    path = tmp_path / "guru_math.jsonl"
+    assert guru_eval.kept_outputs(path, "k", 2) is None  # none yet
+    guru_eval.keep_outputs(path, "k", "guru_math", [["a"], ["b"]])
+    assert guru_eval.kept_outputs(path, "k", 2) == [["a"], ["b"]]
+    assert guru_eval.kept_outputs(path, "other", 2) is None
+    assert guru_eval.kept_outputs(path, "k", 3) is None  # another row count
+    path.write_text('{"row": 0, "outputs": ["a"]}\nnot json\n')
+    assert guru_eval.kept_outputs(path, "k", 1) is None
+    # the stamp is the last line: a file cut before it is never taken as whole
+    guru_eval.keep_outputs(path, "k", "guru_math", [["a"], ["b"]])
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:2]))
+    assert guru_eval.kept_outputs(path, "k", 2) is None
+
+
+# -- parallel scoring ---------------------------------------------------------------------
+def code_block(code):
+    return f"```python\n{code}\n```"
+
+
+ADD_TESTS = json.dumps({"functional": "assert add(1, 2) == 3\nassert add(0, 0) == 0"})
+
+
+def planted_scoring_rows():
+    """(rows, outputs, path) over naive_dapo (SIGALRM-limited sympy), coder1 and cruxeval (the
+    sandbox), with right, wrong and unparsable responses."""
+    maths = [("4", ["\\boxed{4}", "\\boxed{2+2}", "\\boxed{\\frac{8}{2}}", "four"]),
+             ("\\frac{1}{2}",
+              ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{\\frac{2}{4}}", "\\boxed{2}"])]  # fmt: skip
+    code = [code_block("def add(a, b):\n    return a + b"),
+            code_block("def add(a, b):\n    return a - b"), "no code",
+            code_block("def add(a, b):\n    raise ValueError")]  # fmt: skip
+    crux = ["```python\nassert f(2) == 4\n```", "```python\nassert f(2) == 5\n```",
+            "assert f(1) == 2", "```python\nassert f(3) == 7\n```"]  # fmt: skip
+    rows, outputs = [], []
+    for truth, texts in maths:
+        rows.append(guru_eval.Row([], "math", truth, {}))
+        outputs.append(texts)
+    rows.append(guru_eval.Row([], "codegen__humaneval", ADD_TESTS, {}))
+    outputs.append(code)
+    rows.append(guru_eval.Row([], "simulation__cruxeval-o", CRUX_TRUTH, {}))
+    outputs.append(crux)
+    return rows, outputs, "x/mixed.parquet"
+
+
+def test_the_pool_scores_as_the_jobs_process(tmp_path):
+    from ftlab.mtl import guru
+    from ftlab.mtl.guru import _limits
+
+    rows, outputs, path = planted_scoring_rows()
+    serial = guru_eval.score_task("t", path, rows, outputs)
+    with guru_eval.score_pool(2) as pool:
+        assert pool is not None
+        # scorers run in a worker's main thread: the SIGALRM limits apply there
+        assert pool.submit(_limits.in_main_thread).result()
+        pooled = guru_eval.score_task("t", path, rows, outputs, pool)
+    assert pooled == serial
+    figures, records = serial
+    # independently: every response scored one by one here
+    for row, texts, rec in zip(rows, outputs, records, strict=True):
+        again = [guru.compute_score(row.data_source, t, row.ground_truth, {})["score"]
+                 for t in texts]  # fmt: skip
+        assert rec["scores"] == again
+    # a mix of right and wrong in every scorer (naive_dapo compares normalised strings)
+    assert [r["scores"] for r in records] == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0],
+                                              [1, 0, 1, 0]]  # fmt: skip
+    with guru_eval.score_pool(1) as none:
+        assert none is None  # 1: in-process, the engine's behaviour before score_workers
+
+
+def test_a_pool_workers_error_names_the_task():
+    rows = [guru_eval.Row([], "nosuch__source", "1", {})]
+    with (
+        guru_eval.score_pool(2) as pool,
+        pytest.raises(ValueError, match=r"task guru_x \(f.parquet\): data_source 'nosuch__source'"),
+    ):
+        guru_eval.score_task("guru_x", "f.parquet", rows, [["x"]], pool)
+
+
+def test_score_workers_give_the_jobs_results(offline_eval, tiny_chat_model, tmp_path):
+    """The job with mtl.eval.guru.score_workers 2 writes what 1 (in-process) writes."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model)
+    results = []
+    for workers in (1, 2):
+        (tmp_path / str(workers)).mkdir()
+        cfg = three_task_config(offline_eval, score_workers=workers)
+        results.append(run_engine(cfg, offline_eval, tiny_chat_model, tmp_path / str(workers),
+                                  generator=Planted(tok, THREE_ANSWERS)))  # fmt: skip
+    assert results[0] == results[1]
+    assert validate_config(guru_config(tmp_path))["mtl"]["eval"]["guru"]["score_workers"] is None

@@ -30,16 +30,34 @@ Per suite task (guru_<leaderboard>, '-' -> '_'):
   rule) and a problem with fewer responses than k adds 0.
 The per-problem mean score is the sample reward of ftlab.mtl.evaluate's contract (the problem
 is the unit of the paired bootstrap).
+
+Resume (ftlab's, not the seed's): each task's generated outputs are kept, as soon as they are
+generated, in <out_json>.generations/<task>.jsonl (atomically, its key stamped on the last
+line); the key is the checkpoint's content hash, the backend and its settings, the sampling
+settings and seed, the task's file, n_samples, lengths, limit and prompt token ids, so a job
+killed at task 15 of 19 generates only tasks 15-19 again, and a changed setting generates
+again. Scores are recomputed (cheap next to generation). The folder is kept after the job (a
+re-run, e.g. after a scoring-only change, only re-scores); deleting it is safe. The hf backend
+seeds torch at the start of every task, as each leaderboard's main_generation process starts
+from the seed, so a resumed task samples what an uninterrupted run samples.
+
+Scoring runs in a pool of `mtl.eval.guru.score_workers` processes (null = the job's threads;
+1 = in the job's process), order and results as in-process; the seed scores with Ray workers
+(main_eval's ray.init). Each worker runs a response's scorer in its main thread, so the SIGALRM
+limits of naive_dapo / zebra_puzzle apply there as in-process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ftlab.io import read_jsonl, sha256_json, write_jsonl
 
 log = logging.getLogger("ftlab.mtl.guru_eval")
 
@@ -350,11 +368,15 @@ class HFBackend:
         if temperature > 0:
             self.sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p,
                              "top_k": max(top_k, 0)}  # fmt: skip
-        torch.manual_seed(seed)
+        self.seed = seed
 
     def __call__(self, prompts: list[list[int]], n: int, max_tokens: int) -> list[list[str]]:
         import torch
         from transformers import GenerationConfig
+
+        # one call per task: every task starts from the seed (main_generation is one process
+        # per leaderboard), so a task resumed after a kill samples as in an uninterrupted run
+        torch.manual_seed(self.seed)
 
         eos = self.model.generation_config.eos_token_id or self.tok.eos_token_id
         cfg = GenerationConfig(max_new_tokens=max_tokens, num_return_sequences=n, use_cache=True,
@@ -396,13 +418,18 @@ class VLLMBackend:
         return [[o.text for o in r.outputs] for r in outs]
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend `backend` (auto / hf / vllm) means on `device` (auto on a CPU: hf)."""
+    from ftlab.tir.generation import pick_backend
+
+    return "hf" if device == "cpu" and backend == "auto" else pick_backend(backend)
+
+
 def make_backend(
     backend: str, model_path: str, *, plan: dict, device: str, gpus: int, batch_size: int,
     seed: int, gpu_memory_utilization: float, sampling: dict,
 ):  # fmt: skip
-    from ftlab.tir.generation import pick_backend
-
-    chosen = "hf" if device == "cpu" and backend == "auto" else pick_backend(backend)
+    chosen = resolve_backend(backend, device)
     log.info("generation backend: %s (asked: %s)", chosen, backend)
     if chosen == "vllm":
         longest = max(p["prompt_length"] + p["response_length"] for p in plan.values())
@@ -412,22 +439,66 @@ def make_backend(
                      **sampling)  # fmt: skip
 
 
-# -- one task ---------------------------------------------------------------------------
-def score_task(task: str, path: str, rows: list[Row], outputs: list[list[str]]) -> tuple:
+# -- scoring --------------------------------------------------------------------------
+def _score_problem(data_source: str, texts: list[str], ground_truth, extra_info) -> list[float]:
+    """One problem's responses scored in order (a pool worker's unit of work)."""
+    from ftlab.mtl import guru
+
+    return [float(guru.compute_score(data_source, t, ground_truth, extra_info)["score"])
+            for t in texts]  # fmt: skip
+
+
+@contextlib.contextmanager
+def score_pool(workers: int):
+    """A process pool of `workers` scorers, or None (in-process) for 1.
+
+    Forked, and at once: here, before the tokenizer and the generation backend start threads
+    (a fork then could copy a held lock). Not spawn or forkserver: those re-run the main
+    module in every worker, and a Snakemake job's main module is its script. Workers are not
+    daemons, so scorers can fork their own time-limited children (_limits.call_limited)."""
+    if workers <= 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import ftlab.mtl.guru  # noqa: F401 - imported once here, inherited by every worker
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        pool.submit(int).result()  # the fork context forks every worker at the first submit
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def score_task(task: str, path: str, rows: list[Row], outputs: list[list[str]],
+               pool=None) -> tuple:  # fmt: skip
     """(main_eval figures, per-problem records) of a task's generated outputs (one list per
-    row); scores by ftlab.mtl.guru.compute_score."""
+    row); scores by ftlab.mtl.guru.compute_score, in `pool` (score_pool) when given."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from ftlab.mtl import guru
 
     problems = problems_of(rows, merges_by_prompt(path))
+    # main_generation's merge keeps each column's first value
+    work = [(rows[idx[0]], [t for i in idx for t in outputs[i]]) for _, idx in problems]
+    args = [(first.data_source, texts, first.ground_truth, first.extra_info)
+            for first, texts in work]  # fmt: skip
+    try:
+        if pool is None:
+            all_scores = [_score_problem(*a) for a in args]
+        else:  # map keeps the order; a worker's exception is raised here
+            all_scores = list(pool.map(_score_problem, *zip(*args, strict=True)))
+    except guru.UnsupportedSource as e:
+        raise ValueError(f"task {task} ({path}): {e}") from e
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"task {task} ({path}): a scoring worker died (killed, out of memory?); "
+            "mtl.eval.guru.score_workers 1 scores in the job's process"
+        ) from e
     scores, sources, records = [], [], []
-    for pid, idx in problems:
-        first = rows[idx[0]]  # main_generation's merge keeps each column's first value
-        texts = [t for i in idx for t in outputs[i]]
-        try:
-            s = [float(guru.compute_score(first.data_source, t, first.ground_truth,
-                                          first.extra_info)["score"]) for t in texts]  # fmt: skip
-        except guru.UnsupportedSource as e:
-            raise ValueError(f"task {task} ({path}): {e}") from e
+    for (pid, _), (first, texts), s in zip(problems, work, all_scores, strict=True):
         bad = [x for x in s if not 0.0 <= x <= 1.0]
         if bad:
             raise ValueError(f"task {task} ({path}) problem {pid}: data source "
@@ -439,14 +510,73 @@ def score_task(task: str, path: str, rows: list[Row], outputs: list[list[str]]) 
     return main_eval_figures(scores, sources), records
 
 
+# -- kept generations (resume) ----------------------------------------------------------
+def generations_dir(out_json: str | Path) -> Path:
+    """The job's folder of finished tasks' outputs, beside its result."""
+    return Path(str(out_json) + ".generations")
+
+
+def kept_outputs(path: Path, key: str, n_rows: int) -> list[list[str]] | None:
+    """A task's outputs from its file when the file is complete and stamped with `key`."""
+    if not path.is_file():
+        return None
+    try:
+        lines = read_jsonl(path)
+    except ValueError as e:  # written atomically, so only a foreign file: generate again
+        log.warning("%s: unreadable (%s); generating again", path, e)
+        return None
+    if len(lines) == n_rows + 1 and lines[-1].get("key") == key:
+        return [line["outputs"] for line in lines[:-1]]
+    log.info("%s: stale (a setting, the model or the data changed); generating again", path)
+    return None
+
+
+def keep_outputs(path: Path, key: str, task: str, outputs: list[list[str]]) -> None:
+    # the key is stamped last: a file that ends with it is whole (and written atomically)
+    write_jsonl(path, [*({"row": i, "outputs": o} for i, o in enumerate(outputs)),
+                       {"key": key, "task": task, "rows": len(outputs)}])  # fmt: skip
+
+
+def generation_identity(model_path: str, backend: str, guru: dict, device: str,
+                        gpus: int) -> dict:  # fmt: skip
+    """What, besides a task's own plan and prompts, decides its generated outputs."""
+    from ftlab.llm.fingerprint import model_fingerprint
+
+    ident = {"model_sha256": model_fingerprint(model_path), "backend": backend,
+             "device": device, "gpus": gpus, "seed": guru["seed"],
+             **{k: guru[k] for k in SAMPLING}}  # fmt: skip
+    if backend == "hf":  # padding within a batch changes the sampled tokens
+        ident["batch_size"] = guru["batch_size"]
+    if backend == "vllm":  # the KV budget changes its batching (preemption)
+        ident["gpu_memory_utilization"] = guru["gpu_memory_utilization"]
+    return ident
+
+
+def task_key(identity: dict, task: str, path: str, plan: dict, limit, ids) -> str:
+    return sha256_json({**identity, "task": task, "file": path, "limit": limit,
+                        **{k: plan[k] for k in ("n_samples", "prompt_length", "response_length")},
+                        "prompt_ids_sha256": sha256_json(ids)})  # fmt: skip
+
+
+# -- the job ----------------------------------------------------------------------------
 def evaluate_guru(
     *, model_path: str, suite: dict[str, str], test_sets: dict[str, str], plan: dict,
     guru: dict, device: str, gpus: int, out_json: str, out_samples: str, meta: dict,
-    generator=None,
+    threads: int = 1, generator=None,
 ) -> None:  # fmt: skip
     """suite: task -> domain; test_sets: task -> its parquet (find_task_files); plan:
-    task_plan; guru: mtl.eval.guru; generator(prompt ids, n, max_tokens) -> n texts per prompt
-    (tests plant one; else make_backend)."""
+    task_plan; guru: mtl.eval.guru; threads: the job's (score_workers' default);
+    generator(prompt ids, n, max_tokens) -> n texts per prompt (tests plant one; else
+    make_backend, built when the first task without kept outputs needs it)."""
+    workers = guru["score_workers"] or threads
+    with score_pool(workers) as pool:  # first: forked before anything starts threads
+        _evaluate(model_path=model_path, suite=suite, test_sets=test_sets, plan=plan, guru=guru,
+                  device=device, gpus=gpus, out_json=out_json, out_samples=out_samples,
+                  meta=meta, generator=generator, pool=pool)  # fmt: skip
+
+
+def _evaluate(*, model_path, suite, test_sets, plan, guru, device, gpus, out_json, out_samples,
+              meta, generator, pool) -> None:  # fmt: skip
     from transformers import AutoTokenizer
 
     from ftlab.mtl.evaluate import write_outcomes
@@ -463,19 +593,39 @@ def evaluate_guru(
             f"{model_path}: the tokenizer has no chat template (the guru engine renders each "
             "prompt's messages with it, as main_generation)"
         )
-    if generator is None:
-        sampling = {k: guru[k] for k in SAMPLING}
-        generator = make_backend(guru["backend"], model_path, plan=plan, device=device,
-                                 gpus=gpus, batch_size=guru["batch_size"], seed=guru["seed"],
-                                 gpu_memory_utilization=guru["gpu_memory_utilization"],
-                                 sampling=sampling)  # fmt: skip
+    backend = "injected" if generator is not None else resolve_backend(guru["backend"], device)
+    identity = generation_identity(model_path, backend, guru, device, gpus)
+    built = [generator] if generator is not None else []
+
+    def generate(ids, n, max_tokens):
+        if not built:  # the model is loaded only when some task is not kept
+            sampling = {k: guru[k] for k in SAMPLING}
+            built.append(make_backend(guru["backend"], model_path, plan=plan, device=device,
+                                      gpus=gpus, batch_size=guru["batch_size"], seed=guru["seed"],
+                                      gpu_memory_utilization=guru["gpu_memory_utilization"],
+                                      sampling=sampling))  # fmt: skip
+        return built[0](ids, n, max_tokens)
+
+    kept_dir = generations_dir(out_json)
     tasks, samples = [], []
     for task, domain in suite.items():
         p, path = plan[task], test_sets[task]
         rows = read_rows(path, task, guru["limit"])
         ids = [prompt_ids(tok, r.chat, p["prompt_length"]) for r in rows]
-        outputs = generator(ids, p["n_samples"], p["response_length"])
-        figures, records = score_task(task, path, rows, outputs)
+        key = task_key(identity, task, path, p, guru["limit"], ids)
+        kept_file = kept_dir / f"{task}.jsonl"
+        outputs = kept_outputs(kept_file, key, len(rows))
+        if outputs is None:
+            outputs = generate(ids, p["n_samples"], p["response_length"])
+            shape = [len(o) for o in outputs]
+            if len(outputs) != len(rows) or any(k != p["n_samples"] for k in shape):
+                raise ValueError(f"task {task}: the generator returned {len(outputs)} lists "
+                                 f"(sizes {sorted(set(shape))}) for {len(rows)} prompts x "
+                                 f"{p['n_samples']} samples")  # fmt: skip
+            keep_outputs(kept_file, key, task, outputs)
+        else:
+            log.info("%s: %d prompts' outputs kept from %s", task, len(rows), kept_file)
+        figures, records = score_task(task, path, rows, outputs, pool)
         max_k = figures["max_k"]
         reward = sum(r["reward"] for r in records) / len(records)
         tasks.append({

@@ -121,7 +121,7 @@ def evaluate_checkpoint(
 
         evaluate_guru(
             model_path=checkpoint, suite=suite, test_sets=test_sets, out_json=out_json,
-            out_samples=out_samples, meta=meta, **settings,
+            out_samples=out_samples, meta=meta, threads=threads, **settings,
         )  # fmt: skip
     else:
         evaluate.evaluate_lm_eval(
