@@ -11,10 +11,12 @@ Behaviour kept on purpose because the seed behaves so:
 - when grade_answer fails and either answer contains "\\pi", the result is 0: the seed calls
   math_equal(..., tiemout=True) there (a typo), the TypeError is caught and nothing is true.
 - math_equal's symbolic step never compares (see ftlab.mtl.guru.prime_math).
-- the sympy comparison is limited to 10 s by SIGALRM; a timeout means "not equal" (the seed's
-  bare except swallows it). Signals only reach the main thread: off it, where the seed would
-  fail (signal.signal raises ValueError), ftlab runs the comparison in a forked child with the
-  same limit (ftlab.mtl.guru._limits.call_limited).
+- the sympy comparison is limited to 10 s; a timeout means "not equal" (the seed's bare
+  except swallows it). The seed runs it in-process under SIGALRM; sympy's parse_expr is an
+  eval of the model's answer, and a signal cannot stop a long C-level computation (9**9**9),
+  so ftlab always runs it in a forked child that is killed at the limit
+  (ftlab.mtl.guru._limits.call_limited): the same result whenever the seed's call returns in
+  time, and it also works off the main thread, where the seed's signal.signal would fail.
 - LaTeX answers are turned into text with pylatexenc (latex2text), which the seed requires;
   it is imported only when an answer holds a backslash, and its absence is an error that
   names the package.
@@ -175,9 +177,7 @@ def _are_equal_under_sympy(ground_truth_normalized: str, given_normalized: str) 
     try:
         if not _should_allow_eval(expr):
             return False
-        if _limits.in_main_thread():
-            with _limits.alarm(SYMPY_SECONDS):
-                return bool(_sympy_difference_is_zero(expr))
+        # a forked child, killed at the limit: parse_expr evals the model's text
         return bool(_limits.call_limited(_sympy_difference_is_zero, SYMPY_SECONDS, expr))
     except Exception:  # noqa: BLE001 - the seed's bare except: timeouts and parse errors
         return False
