@@ -168,7 +168,7 @@ def test_sympy_timeout_is_not_equal(monkeypatch):
 
 def test_sympy_eval_of_a_huge_power_is_killed_at_the_limit(monkeypatch):
     """parse_expr evals the answer: 9**9**9 runs in C, where a signal cannot stop it; the
-    forked child is killed at the limit (in-process under SIGALRM this ran for minutes)."""
+    forked child is killed at the limit."""
     monkeypatch.setattr(naive_dapo, "SYMPY_SECONDS", 1)
     start = time.monotonic()
     assert naive_dapo._are_equal_under_sympy("(sqrt(2))", "(9**9**9)") is False
