@@ -142,3 +142,19 @@ def test_data_parallel_vllm_teacher_is_a_config_error():
     cfg["llm"]["cf_teacher"] = {"parallel": "data", "backend": "vllm"}
     with pytest.raises(ConfigError, match=r"'llm\.cf_teacher\.parallel' is data"):
         validate_config(cfg)
+
+
+def test_static_generation_cache_with_vllm_is_a_config_error():
+    """llm.lm_eval.generation_cache static sets HF generate's cache: refused with vllm by the
+    config check (`ftlab validate`), not first inside the evaluation job."""
+    import yaml
+
+    from ftlab.config import ConfigError, validate_config
+
+    cfg = yaml.safe_load(SEED_003.read_text())
+    cfg["llm"]["lm_eval"] = {**cfg["llm"]["lm_eval"], "generation_cache": "static"}
+    validate_config(cfg)  # hf: accepted
+    cfg["llm"]["lm_eval"]["backend"] = "vllm"
+    with pytest.raises(ConfigError, match=r"'llm\.lm_eval\.generation_cache: static' needs "
+                       r"'llm\.lm_eval\.backend: hf', not 'vllm'"):  # fmt: skip
+        validate_config(cfg)

@@ -255,6 +255,12 @@ def check_config(cfg: dict) -> list[str]:
                 f"'llm.{section}.backend: vllm' splits one model over the GPUs instead "
                 "(parallel: model)"
             )
+    lm_eval = llm["lm_eval"]
+    if lm_eval["generation_cache"] != "dynamic" and lm_eval["backend"] != "hf":
+        problems.append(
+            f"'llm.lm_eval.generation_cache: {lm_eval['generation_cache']}' needs "
+            f"'llm.lm_eval.backend: hf', not {lm_eval['backend']!r} (vllm manages its own KV cache)"
+        )
     for key, over in llm["runs"].items():
         method, _, dataset = key.partition("-")
         if method not in llm["methods"] or dataset not in llm["datasets"]:
