@@ -40,11 +40,19 @@ def test_supergpqa(source, solution, truth, expected):
     assert guru.compute_score(source, solution, truth) == expected
 
 
+@pytest.fixture
+def global_random():
+    """The seed's guess uses Python's global random: its state is put back after the test."""
+    state = random.getstate()
+    yield
+    random.setstate(state)
+
+
 @pytest.mark.parametrize(
     "solution",
     [r"\boxed{b}", "Final Answer: D", "nothing here", r"\boxed{}", r"\boxed{{{{C}}}}"],
 )
-def test_supergpqa_guesses_without_a_letter(solution):
+def test_supergpqa_guesses_without_a_letter(solution, global_random):
     # no uppercase letter A..J found (lower case, no newline after "Final Answer:", an empty
     # box, braces nested too deep for the pattern): the seed draws random.choice(A..J)
     random.seed(11)
