@@ -730,6 +730,22 @@ def planted_scoring_rows():
     return rows, outputs, "x/mixed.parquet"
 
 
+def alarm_fires() -> bool:
+    """In a pool worker: whether _limits.alarm (naive_dapo's / zebra_puzzle's SIGALRM limit)
+    interrupts a call there."""
+    import time
+
+    from ftlab.mtl.guru import _limits
+
+    start = time.monotonic()
+    try:
+        with _limits.alarm(0.2):
+            time.sleep(5)
+    except TimeoutError:
+        return time.monotonic() - start < 2
+    return False
+
+
 def test_the_pool_scores_as_the_jobs_process(tmp_path):
     from ftlab.mtl import guru
     from ftlab.mtl.guru import _limits
@@ -740,6 +756,7 @@ def test_the_pool_scores_as_the_jobs_process(tmp_path):
         assert pool is not None
         # scorers run in a worker's main thread: the SIGALRM limits apply there
         assert pool.submit(_limits.in_main_thread).result()
+        assert pool.submit(alarm_fires).result()
         pooled = guru_eval.score_task("t", path, rows, outputs, pool)
     assert pooled == serial
     figures, records = serial
@@ -777,3 +794,29 @@ def test_score_workers_give_the_jobs_results(offline_eval, tiny_chat_model, tmp_
                                   generator=Planted(tok, THREE_ANSWERS)))  # fmt: skip
     assert results[0] == results[1]
     assert validate_config(guru_config(tmp_path))["mtl"]["eval"]["guru"]["score_workers"] is None
+
+
+@pytest.mark.parametrize(("score_workers", "threads", "expected"), [(None, 3, 3), (2, 3, 2),
+                                                                    (1, 8, 1)])  # fmt: skip
+def test_score_workers_default_to_the_jobs_threads(score_workers, threads, expected,
+                                                   offline_eval, tiny_chat_model, tmp_path,
+                                                   monkeypatch):  # fmt: skip
+    from ftlab.mtl import steps
+
+    made = []
+    real = guru_eval.score_pool
+
+    def recording(workers):
+        made.append(workers)
+        return real(1)
+
+    monkeypatch.setattr(guru_eval, "score_pool", recording)
+    cfg = validate_config(guru_config(offline_eval, score_workers=score_workers))
+    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    s["generator"] = lambda p, n, m: [["\\boxed{1}"] * n for _ in p]
+    test_sets = find_task_files(offline_eval, list(s["suite"]))[0]
+    steps.evaluate_checkpoint(tiny_chat_model, test_sets, str(tmp_path / "e.json"),
+                              str(tmp_path / "e.jsonl"), threads, "unused", **s)  # fmt: skip
+    assert made == [expected]
+    with pytest.raises(ConfigError, match="score_workers"):
+        validate_config(guru_config(offline_eval, score_workers=0))
