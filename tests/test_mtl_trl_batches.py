@@ -153,8 +153,14 @@ def test_a_task_with_fewer_rows_than_its_share_is_a_config_error():
 def test_the_trainer_refuses_what_the_check_refuses():
     training = {"batch_size": 6}
     trl = {**TRL, "batch_composition": "per_task"}
-    with pytest.raises(ValueError, match="6 rows per step .* not a multiple of the 4 tasks"):
+    with pytest.raises(ValueError, match=r"6 rows per step \(.* 1 processes\) is not a "
+                       r"multiple of the 4 tasks"):  # fmt: skip
         trl_train.per_task_rows("sft", [5, 5, 5, 5], training, trl, 1)
+    # GRPO counts prompts: 6 x 4 / 8 generations = 3 per step, over 2 tasks
+    grpo = {**trl, "grad_accum": 4, "num_generations": 8}
+    with pytest.raises(ValueError, match=r"3 prompts per step \(.* / mtl.trl.num_generations\) "
+                       r"is not a multiple of the 2 tasks"):  # fmt: skip
+        trl_train.per_task_rows("grpo", [9, 9], training, grpo, 1)
     with pytest.raises(ValueError, match=r"3 rows of each task per step, but the tasks have "
                        r"\[9, 2\] training rows"):  # fmt: skip
         trl_train.per_task_rows("sft", [9, 2], training, trl, 1)

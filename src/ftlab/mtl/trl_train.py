@@ -60,10 +60,12 @@ def per_task_rows(objective: str, task_rows: list[int], training: dict, trl: dic
         return None
     per_step = rows_per_step(mtl, processes)
     if per_step % len(task_rows):
+        grpo = objective == "grpo"  # GRPO counts prompts
+        what, per = ("prompts", " / mtl.trl.num_generations") if grpo else ("rows", "")
         raise ValueError(
-            f"mtl.trl.batch_composition per_task: {per_step} rows per step (mtl.training."
-            f"batch_size x mtl.trl.grad_accum x {processes} processes) is not a multiple of the "
-            f"{len(task_rows)} tasks"
+            f"mtl.trl.batch_composition per_task: {per_step} {what} per step (mtl.training."
+            f"batch_size x mtl.trl.grad_accum x {processes} processes{per}) is not a multiple "
+            f"of the {len(task_rows)} tasks"
         )
     per_task = per_step // len(task_rows)
     if min(task_rows) < per_task:
