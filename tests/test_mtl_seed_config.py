@@ -160,3 +160,13 @@ def test_the_eval_suite_is_the_engines_leaderboard(cfg):
     assert cfg["mtl"]["eval"]["engine"] == "guru"
     assert cfg["mtl"]["eval"]["metrics"] == {}
     assert MTLStudy(cfg).suite == {t: d for d, ts in expected.items() for t in ts}
+
+
+def test_an_sft_run_has_no_task_loss_in_its_params():
+    """task_loss is GRPO's: an SFT study's run settings (the job's params) leave it out, so
+    editing it re-runs no SFT training; SFT runs still train (trl_train reads it as optional)."""
+    sft = load_config(Path(__file__).resolve().parent / "config_mtl_sft_tiny.yaml")
+    for run in MTLStudy(sft).runs:
+        trl = settings.training(sft, run)["trl"]
+        assert "task_loss" not in trl and "baseline_task_loss" not in trl
+        assert "batch_composition" in trl  # SFT's too

@@ -86,6 +86,8 @@ def training(
         baseline_task_loss = trl.pop("baseline_task_loss")
         if spec.method == "baseline":
             trl["task_loss"] = baseline_task_loss
+        if mtl["objective"] == "sft":  # GRPO's setting: out of SFT's params (no rerun on edit)
+            del trl["task_loss"]
         settings["trl"] = trl
         settings["formats"] = {t: mtl["datasets"][t]["format"] for t in training_tasks(mtl)}
     return settings

@@ -175,7 +175,7 @@ def run_trl_training(
         trainer = _trainer(objective, recipe, training, base_model, tok, data, tasks, seed,
                            state_dir, combiner, [schedule, *(callbacks or [])],
                            model_dtype=trl.get("model_dtype", "float32"),
-                           task_loss=trl["task_loss"],
+                           task_loss=trl.get("task_loss"),  # GRPO only
                            per_task=None if per_task is None else (per_task, spe))  # fmt: skip
         log.info("%s: %s over %d tasks, %d rows, up to %d epochs x %d steps, %d process(es)",
                  model_name, method, len(tasks), len(data), training["epochs"], spe,
