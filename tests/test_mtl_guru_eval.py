@@ -706,11 +706,13 @@ def code_block(code):
 
 
 ADD_TESTS = json.dumps({"functional": "assert add(1, 2) == 3\nassert add(0, 0) == 0"})
+ZEBRA_TRUTH = {"header": ["House", "Name"], "rows": [["1", "Al"], ["2", "Bo"]]}
 
 
 def planted_scoring_rows():
-    """(rows, outputs, path) over naive_dapo (SIGALRM-limited sympy), coder1 and cruxeval (the
-    sandbox), with right, wrong and unparsable responses."""
+    """(rows, outputs, path) over naive_dapo (sympy in a forked, time-limited child),
+    zebra_puzzle (a SIGALRM limit), coder1 and cruxeval (the sandbox), with right, wrong and
+    unparsable responses."""
     maths = [("4", ["\\boxed{4}", "\\boxed{2+2}", "\\boxed{\\frac{8}{2}}", "four"]),
              ("\\frac{1}{2}",
               ["\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{\\frac{2}{4}}", "\\boxed{2}"])]  # fmt: skip
@@ -727,12 +729,16 @@ def planted_scoring_rows():
     outputs.append(code)
     rows.append(guru_eval.Row([], "simulation__cruxeval-o", CRUX_TRUTH, {}))
     outputs.append(crux)
+    rows.append(guru_eval.Row([], "logic__zebra_puzzle_dataset", ZEBRA_TRUTH, {}))
+    outputs.append([f"<answer>{json.dumps(ZEBRA_TRUTH)}</answer>", "no answer",
+                    f"<answer>{json.dumps({**ZEBRA_TRUTH, 'rows': [['1', 'Bo'], ['2', 'Bo']]})}"
+                    "</answer>", "<answer>true</answer>"])  # fmt: skip
     return rows, outputs, "x/mixed.parquet"
 
 
 def alarm_fires() -> bool:
-    """In a pool worker: whether _limits.alarm (naive_dapo's / zebra_puzzle's SIGALRM limit)
-    interrupts a call there."""
+    """In a pool worker: whether _limits.alarm (zebra_puzzle's SIGALRM limit) interrupts a
+    call there."""
     import time
 
     from ftlab.mtl.guru import _limits
@@ -767,9 +773,27 @@ def test_the_pool_scores_as_the_jobs_process(tmp_path):
         assert rec["scores"] == again
     # a mix of right and wrong in every scorer (naive_dapo compares normalised strings)
     assert [r["scores"] for r in records] == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0],
-                                              [1, 0, 1, 0]]  # fmt: skip
+                                              [1, 0, 1, 0], [1, 0, 0.75, 0]]  # fmt: skip
     with guru_eval.score_pool(1) as none:
         assert none is None  # 1: in-process, the engine's behaviour before score_workers
+
+
+def test_a_scorers_time_limit_holds_in_a_pool_worker(monkeypatch):
+    """zebra_puzzle's SIGALRM limit (patched to 0.3 s before the fork) ends a slow scoring in
+    the worker, which scores 0 as in-process."""
+    import time
+
+    from ftlab.mtl.guru import logic
+
+    monkeypatch.setattr(logic, "ZEBRA_SECONDS", 0.3)
+    monkeypatch.setattr(logic, "zebra_accuracy", lambda a, g: time.sleep(5) or 1.0)
+    rows = [guru_eval.Row([], "logic__zebra_puzzle", ZEBRA_TRUTH, {})]
+    outputs = [[f"<answer>{json.dumps(ZEBRA_TRUTH)}</answer>"]]
+    with guru_eval.score_pool(2) as pool:
+        start = time.monotonic()
+        _, (record,) = guru_eval.score_task("guru_zebra_puzzle", "z.parquet", rows, outputs, pool)
+        assert time.monotonic() - start < 3
+    assert record["scores"] == [0.0]
 
 
 def test_a_pool_workers_error_names_the_task():

@@ -43,8 +43,9 @@ from the seed, so a resumed task samples what an uninterrupted run samples.
 
 Scoring runs in a pool of `mtl.eval.guru.score_workers` processes (null = the job's threads;
 1 = in the job's process), order and results as in-process; the seed scores with Ray workers
-(main_eval's ray.init). Each worker runs a response's scorer in its main thread, so the SIGALRM
-limits of naive_dapo / zebra_puzzle apply there as in-process.
+(main_eval's ray.init). Each worker runs a response's scorer in its main thread, so
+zebra_puzzle's SIGALRM limit applies there as in-process, and may fork the time-limited children
+of naive_dapo (_limits.call_limited).
 """
 
 from __future__ import annotations
