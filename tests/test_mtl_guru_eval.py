@@ -236,6 +236,14 @@ def test_config_refuses_what_the_engine_cannot_run(tmp_path):
     raw["mtl"]["eval"]["metrics"] = {"guru_math": "acc"}
     with pytest.raises(ConfigError, match=r"'mtl.eval.metrics' is set, but mtl.eval.engine guru"):
         validate_config(raw)
+    raw = guru_config(tmp_path)  # main_generation: n_samples must be 1 at temperature 0
+    raw["mtl"]["eval"]["guru"]["temperature"] = 0
+    raw["mtl"]["eval"]["suite"]["math"] = ["guru_math"]
+    validate_config(raw)  # guru_math: 1 sample
+    raw["mtl"]["eval"]["suite"]["math"].append("guru_aime")  # 4 samples
+    with pytest.raises(ConfigError, match=r"'mtl.eval.guru.temperature' is 0 \(greedy\), but "
+                       r"\['guru_aime'\] sample several"):  # fmt: skip
+        validate_config(raw)
     world = yaml.safe_load((TESTS / "config_mtl_tiny.yaml").read_text())
     world["mtl"]["eval"]["engine"] = "guru"
     with pytest.raises(ConfigError, match=r"'mtl.eval.engine' guru evaluates sft/grpo"):
@@ -245,7 +253,9 @@ def test_config_refuses_what_the_engine_cannot_run(tmp_path):
 def test_the_jobs_params_carry_the_engine_settings(tmp_path):
     cfg = validate_config(guru_config(tmp_path))
     s = settings.evaluation(cfg, "baseline_seed1", 4)
-    assert s["engine"] == "guru" and s["guru"] == cfg["mtl"]["eval"]["guru"]
+    # every mtl.eval.guru setting but score_workers (how, not what: settings.evaluation_job)
+    guru = {k: v for k, v in cfg["mtl"]["eval"]["guru"].items() if k != "score_workers"}
+    assert s["engine"] == "guru" and s["guru"] == guru
     assert s["plan"]["guru_aime"] == {
         "name": "aime", "domain": "math", "n_samples": 4, "prompt_length": 4096,
         "response_length": 28672, "file_pattern": "math__aime_repeated_8x_[0-9a-zA-Z]*.parquet",
@@ -311,7 +321,7 @@ def run_engine(cfg, folder, model, tmp_path, generator=None, tasks=None):
     """The job's own call: rule params from ftlab.mtl.settings, ftlab.mtl.steps' stage."""
     from ftlab.mtl import steps
 
-    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    s = settings.evaluation_job(settings.evaluation(cfg, "baseline_seed1", 4), cfg)
     test_sets = find_task_files(folder, tasks or list(s["suite"]))[0]
     out = tmp_path / "mtl_eval.json", tmp_path / "mtl_eval.samples.jsonl"
     if generator is not None:
@@ -836,7 +846,9 @@ def test_score_workers_default_to_the_jobs_threads(score_workers, threads, expec
 
     monkeypatch.setattr(guru_eval, "score_pool", recording)
     cfg = validate_config(guru_config(offline_eval, score_workers=score_workers))
-    s = settings.evaluation(cfg, "baseline_seed1", 4)
+    params = settings.evaluation(cfg, "baseline_seed1", 4)
+    assert "score_workers" not in params["guru"]  # how, not what: a change re-runs nothing
+    s = settings.evaluation_job(params, cfg)  # as workflow/scripts/mtl_evaluate.py
     s["generator"] = lambda p, n, m: [["\\boxed{1}"] * n for _ in p]
     test_sets = find_task_files(offline_eval, list(s["suite"]))[0]
     steps.evaluate_checkpoint(tiny_chat_model, test_sets, str(tmp_path / "e.json"),
@@ -844,3 +856,44 @@ def test_score_workers_default_to_the_jobs_threads(score_workers, threads, expec
     assert made == [expected]
     with pytest.raises(ConfigError, match="score_workers"):
         validate_config(guru_config(offline_eval, score_workers=0))
+
+
+def test_scorer_draws_are_reproducible_in_process_and_in_workers():
+    """supergpqa guesses a letter with Python's global random when an answer has none (the
+    seed's code): seeded per problem from (mtl.eval.guru.seed, task, problem), the same scores
+    in the job's process, in pool workers and on a second run; the global state is put back."""
+    import random
+
+    rows = [guru_eval.Row([], "stem__supergpqa", letter, {}) for letter in "ABCDEFGHIJ" * 4]
+    outputs = [["no letter here", "nor here"] for _ in rows]
+    state = random.getstate()
+    first = guru_eval.score_task("guru_supergpqa", "s.parquet", rows, outputs, seed=3)
+    assert random.getstate() == state
+    assert guru_eval.score_task("guru_supergpqa", "s.parquet", rows, outputs, seed=3) == first
+    with guru_eval.score_pool(2) as pool:
+        pooled = guru_eval.score_task("guru_supergpqa", "s.parquet", rows, outputs, pool, seed=3)
+    assert pooled == first
+    scores = [s for r in first[1] for s in r["scores"]]
+    assert 0 < sum(scores) < len(scores)  # guesses: some right, some wrong
+    # independently: problem p's guesses are random.seed("3:guru_supergpqa:p")'s draws
+    for (pid, _), record, row in zip(guru_eval.problems_of(rows, False), first[1], rows,
+                                     strict=True):  # fmt: skip
+        draws = random.Random(f"3:guru_supergpqa:{pid}")
+        assert record["scores"] == [float(draws.choice("ABCDEFGHIJ") == row.ground_truth)
+                                    for _ in range(2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_scorers_own_error_names_task_problem_and_source(monkeypatch, workers):
+    from ftlab.mtl import guru
+
+    def broken(data_source, solution, ground_truth, extra_info=None):
+        raise KeyError("instruction_id_list")
+
+    monkeypatch.setattr(guru, "compute_score", broken)  # before the fork: workers see it
+    rows = [guru_eval.Row([], "ood__ifeval", "", {})] * 2
+    with guru_eval.score_pool(workers) as pool, pytest.raises(
+        RuntimeError, match=r"task guru_ifeval \(i.parquet\): problem 0 \(data source "
+        r"'ood__ifeval'\): KeyError: 'instruction_id_list'"
+    ):  # fmt: skip
+        guru_eval.score_task("guru_ifeval", "i.parquet", rows, [["x"], ["y"]], pool)

@@ -1,7 +1,9 @@
+from ftlab.mtl.settings import evaluation_job
 from ftlab.mtl.steps import evaluate_checkpoint
 from ftlab.runlog import setup_logging
 
 setup_logging(snakemake.log[0])
+settings = evaluation_job(snakemake.params.settings, snakemake.config)
 evaluate_checkpoint(
     snakemake.params.checkpoint,
     dict(snakemake.params.test_sets),
@@ -9,5 +11,5 @@ evaluate_checkpoint(
     snakemake.output.samples,
     snakemake.threads,
     snakemake.params.cache,
-    **snakemake.params.settings,
+    **settings,
 )

@@ -298,15 +298,16 @@ def problems_of(rows: list[Row], merge: bool) -> list[tuple[int, list[int]]]:
 
 
 def unbiased_pass_at_k(n: int, c: int, k: int) -> float:
-    """main_eval's estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), as its product."""
+    """main_eval's estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021): ftlab.tir.passk's,
+    except that c > n gives 1.0, as main_eval's `n - c < k` test does (it takes n from the
+    LAST problem, so another problem may have more correct responses than n)."""
+    from ftlab.tir.passk import pass_at_k
+
     if k > n:
         raise ValueError(f"k = {k} cannot be greater than n = {n}")
     if n - c < k:
         return 1.0
-    prod = 1.0
-    for j in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / j
-    return 1.0 - prod
+    return pass_at_k(n, c, k)
 
 
 def main_eval_figures(scores: list[list[float]], sources: list[str]) -> dict:
@@ -441,12 +442,40 @@ def make_backend(
 
 
 # -- scoring --------------------------------------------------------------------------
-def _score_problem(data_source: str, texts: list[str], ground_truth, extra_info) -> list[float]:
-    """One problem's responses scored in order (a pool worker's unit of work)."""
+def _score_problem(data_source: str, texts: list[str], ground_truth, extra_info,
+                   problem: str = "") -> list[float]:  # fmt: skip
+    """One problem's responses scored in order (a pool worker's unit of work).
+
+    Reproducible: the seed's scorers draw from unseeded generators (supergpqa guesses a letter
+    with Python's global `random`, ifeval's language check uses langdetect), so each problem
+    seeds them from `problem` (mtl.eval.guru.seed, task, problem id): the same scores in the
+    job's process or any worker, on every run; the draws' distributions are the seed's. The
+    global `random` state is put back after. An error other than an unported source is raised
+    again naming the problem and its data source (score_task adds the task and file)."""
+    import random
+
     from ftlab.mtl import guru
 
-    return [float(guru.compute_score(data_source, t, ground_truth, extra_info)["score"])
-            for t in texts]  # fmt: skip
+    state = random.getstate()
+    random.seed(problem)
+    try:
+        from langdetect import DetectorFactory
+
+        DetectorFactory.seed = 0  # langdetect's documented way to a deterministic detect()
+    except ImportError:
+        pass
+    try:
+        return [float(guru.compute_score(data_source, t, ground_truth, extra_info)["score"])
+                for t in texts]  # fmt: skip
+    except guru.UnsupportedSource:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised with where it happened
+        raise RuntimeError(
+            f"problem {problem.rsplit(':', 1)[-1]} (data source "
+            f"{data_source!r}): {type(e).__name__}: {e}"
+        ) from e
+    finally:
+        random.setstate(state)
 
 
 @contextlib.contextmanager
@@ -474,9 +503,10 @@ def score_pool(workers: int):
 
 
 def score_task(task: str, path: str, rows: list[Row], outputs: list[list[str]],
-               pool=None) -> tuple:  # fmt: skip
+               pool=None, seed: int = 0) -> tuple:  # fmt: skip
     """(main_eval figures, per-problem records) of a task's generated outputs (one list per
-    row); scores by ftlab.mtl.guru.compute_score, in `pool` (score_pool) when given."""
+    row); scores by ftlab.mtl.guru.compute_score, in `pool` (score_pool) when given; `seed`
+    (mtl.eval.guru.seed) seeds each problem's scorer draws (_score_problem)."""
     from concurrent.futures.process import BrokenProcessPool
 
     from ftlab.mtl import guru
@@ -484,20 +514,23 @@ def score_task(task: str, path: str, rows: list[Row], outputs: list[list[str]],
     problems = problems_of(rows, merges_by_prompt(path))
     # main_generation's merge keeps each column's first value
     work = [(rows[idx[0]], [t for i in idx for t in outputs[i]]) for _, idx in problems]
-    args = [(first.data_source, texts, first.ground_truth, first.extra_info)
-            for first, texts in work]  # fmt: skip
+    args = [(first.data_source, texts, first.ground_truth, first.extra_info,
+             f"{seed}:{task}:{pid}")
+            for (pid, _), (first, texts) in zip(problems, work, strict=True)]  # fmt: skip
     try:
         if pool is None:
             all_scores = [_score_problem(*a) for a in args]
         else:  # map keeps the order; a worker's exception is raised here
             all_scores = list(pool.map(_score_problem, *zip(*args, strict=True)))
-    except guru.UnsupportedSource as e:
-        raise ValueError(f"task {task} ({path}): {e}") from e
-    except BrokenProcessPool as e:
+    except BrokenProcessPool as e:  # a RuntimeError: before the scorers' own errors
         raise RuntimeError(
             f"task {task} ({path}): a scoring worker died (killed, out of memory?); "
             "mtl.eval.guru.score_workers 1 scores in the job's process"
         ) from e
+    except guru.UnsupportedSource as e:
+        raise ValueError(f"task {task} ({path}): {e}") from e
+    except RuntimeError as e:  # _score_problem's: names the problem and data source
+        raise RuntimeError(f"task {task} ({path}): {e}") from e
     scores, sources, records = [], [], []
     for (pid, _), (first, texts), s in zip(problems, work, all_scores, strict=True):
         bad = [x for x in s if not 0.0 <= x <= 1.0]
@@ -569,7 +602,7 @@ def evaluate_guru(
     task_plan; guru: mtl.eval.guru; threads: the job's (score_workers' default);
     generator(prompt ids, n, max_tokens) -> n texts per prompt (tests plant one; else
     make_backend, built when the first task without kept outputs needs it)."""
-    workers = guru["score_workers"] or threads
+    workers = guru.get("score_workers") or threads
     with score_pool(workers) as pool:  # first: forked before anything starts threads
         _evaluate(model_path=model_path, suite=suite, test_sets=test_sets, plan=plan, guru=guru,
                   device=device, gpus=gpus, out_json=out_json, out_samples=out_samples,
@@ -626,7 +659,7 @@ def _evaluate(*, model_path, suite, test_sets, plan, guru, device, gpus, out_jso
             keep_outputs(kept_file, key, task, outputs)
         else:
             log.info("%s: %d prompts' outputs kept from %s", task, len(rows), kept_file)
-        figures, records = score_task(task, path, rows, outputs, pool)
+        figures, records = score_task(task, path, rows, outputs, pool, guru["seed"])
         max_k = figures["max_k"]
         reward = sum(r["reward"] for r in records) / len(records)
         tasks.append({

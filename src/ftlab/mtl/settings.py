@@ -107,7 +107,9 @@ def evaluation(cfg: dict, run: str, step: int) -> dict:
     if e["engine"] == "guru":
         from ftlab.mtl.guru_eval import task_plan
 
-        guru = dict(e["guru"])
+        # score_workers only spreads the same scoring over processes: out of the params (a
+        # change re-scores nothing); the job script reads it from the config
+        guru = {k: v for k, v in e["guru"].items() if k != "score_workers"}
         # the registry's per-task settings too: a change there re-runs evaluation
         plan = task_plan(common["suite"], guru["max_response_tokens"])
         return {**common, "engine": "guru", "guru": guru, "plan": plan, "device": cfg["device"],
@@ -126,3 +128,14 @@ def report(cfg: dict, study: MTLStudy | None = None) -> dict:
         "study": cfg["study"],
         **mtl["report"],
     }
+
+
+def evaluation_job(params: dict, cfg: dict) -> dict:
+    """The evaluation job's keyword arguments: its params (`evaluation`) plus the settings that
+    change how, not what, it computes - kept out of the params, so a change re-runs nothing
+    (guru: score_workers)."""
+    job = dict(params)
+    if job.get("engine") == "guru":
+        workers = cfg["mtl"]["eval"]["guru"].get("score_workers")
+        job["guru"] = {**job["guru"], "score_workers": workers}
+    return job

@@ -323,6 +323,12 @@ def _eval_engine_problems(e: dict, suite: list[str]) -> list[str]:
     if e["metrics"]:
         problems.append("'mtl.eval.metrics' is set, but mtl.eval.engine guru scores every task "
                         "with its data source's scorer: remove it")  # fmt: skip
+    several = [t for t in suite if t in LEADERBOARDS and LEADERBOARDS[t].n_samples > 1]
+    if e["guru"]["temperature"] == 0 and several:
+        # main_generation: assert n_samples == 1, "When temperature=0, n_samples must be 1."
+        problems.append(f"'mtl.eval.guru.temperature' is 0 (greedy), but {several} sample "
+                        "several responses per prompt (the seed's main_generation refuses "
+                        "it)")  # fmt: skip
     return problems
 
 
