@@ -68,6 +68,9 @@ Multi-task studies (kind: mtl); runs <method>_seed<S> (baseline, pcgrad):
                                                    the selected one, stop reason, validations
   evals/<run>/checkpoint-<step>/mtl_eval.json      per task: domain, metric, value, n, reward
   evals/<run>/checkpoint-<step>/mtl_eval.samples.jsonl   per sample: task, domain, reward
+  evals/<run>/checkpoint-<step>/mtl_eval.json.generations/<task>.jsonl   engine guru: a
+                                                   finished task's outputs (resume; the job's
+                                                   own, ftlab.mtl.guru_eval.generations_dir)
   tables/mtl_scores.csv, tables/mtl_comparison.csv, tables/mtl_evolution.csv
   plots/mtl_evolution.png, reports/mtl_report.md
 """
