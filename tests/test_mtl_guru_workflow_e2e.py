@@ -132,3 +132,21 @@ def test_score_workers_is_not_a_param_but_a_sampling_setting_is(study):
     assert "Nothing to be done" in workers, workers[-2000:]
     text = dry_run_with("top_p", 0.9)
     assert "mtl_evaluate" in text and "mtl_train" not in text, text[-2000:]
+
+
+def test_the_tracker_lists_the_runs_with_provenance_and_pairs_rewards(study, capsys):
+    """Seed 001's tracker over this study: both runs evaluated (mtl_eval.json indexed), trained
+    with provenance (commit, wall time), and the reward paired problem by problem."""
+    from ftlab.cli import main
+
+    workdir, _, s, layout, _ = study
+    results = str(workdir / "results")
+    assert main(["list", "--results", results]) == 0
+    listing = capsys.readouterr().out
+    for run in s.runs:
+        line = next(x for x in listing.splitlines() if x.startswith(run))
+        assert line.split()[3] == line.split()[2]  # every kept checkpoint evaluated
+        assert (workdir / layout.path("train_provenance", model=run)).is_file()
+    assert main(["significance", "--results", results, "baseline_seed1", "pcgrad_seed1",
+                 "--metric", "reward", "--task", "guru_aime"]) == 0  # fmt: skip
+    assert "2 items paired" in capsys.readouterr().out  # the 2 AIME problems

@@ -438,3 +438,45 @@ def test_tir_scored_file_must_match_its_scores(tmp_path):
     with Registry(tmp_path / "results", ["tir"]) as reg:
         with pytest.raises(ResultFileError, match=r"2 per-sample values of pass@2 .* n = 3"):
             views.significance(reg, "a_seed1", "b_seed1", "pass@2", "aime__t1")
+
+
+# -- the multi-task kind's results (mtl_eval.json) -----------------------------------------
+def _mtl_eval(study: Path, model: str, step: int, rewards: dict[str, list[float]]) -> Path:
+    """An mtl_eval.json + samples as ftlab.mtl.evaluate writes them (metric: the guru engine's
+    pass@1_(avg k), a percentage; reward: the per-item outcomes in [0, 1])."""
+    folder = study / "evals" / model / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    tasks, lines = [], []
+    for task, values in rewards.items():
+        mean = sum(values) / len(values)
+        tasks.append({"task": task, "domain": "math", "metric": "pass@1_(avg4)",
+                      "value": 100 * mean, "n": len(values), "reward": mean})  # fmt: skip
+        lines += [json.dumps({"task": task, "domain": "math", "sample": i, "reward": v})
+                  for i, v in enumerate(values)]  # fmt: skip
+    (folder / "mtl_eval.json").write_text(json.dumps({"model": model, "tasks": tasks}))
+    (folder / "mtl_eval.samples.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "mtl_eval.json"
+
+
+def test_mtl_results_are_indexed_and_paired_by_item(tmp_path, capsys):
+    """mtl_eval.json (seed 000's kind) is read: each task's own metric and its reward; the
+    reward is paired item by item (the exact sign-flip test of the per-item differences,
+    scipy here); a task metric has no per-item values and says so."""
+    study = tmp_path / "results" / "m"
+    ra = [1.0, 0.75, 1.0, 0.5, 1.0, 0.25, 1.0, 1.0]
+    rb = [0.5, 0.75, 0.25, 0.5, 0.0, 0.25, 0.75, 0.5]
+    _mtl_eval(study, "pcgrad_seed1", 5, {"guru_aime": ra, "guru_math": [1.0, 0.0]})
+    _mtl_eval(study, "baseline_seed1", 5, {"guru_aime": rb, "guru_math": [0.0, 0.0]})
+    ref = sps.permutation_test((np.array(ra), np.array(rb)), lambda x, y: np.mean(x - y),
+                               permutation_type="samples", n_resamples=np.inf).pvalue  # fmt: skip
+    with Registry(tmp_path / "results", ["m"]) as reg:
+        r = views.significance(reg, "pcgrad_seed1", "baseline_seed1", "reward", "guru_aime",
+                               "permutation")  # fmt: skip
+        assert r["n"] == 8 and r["p_value"] == pytest.approx(ref, rel=1e-9)
+        with pytest.raises(ResultFileError, match=r"'pass@1_\(avg4\)' is a task metric"):
+            views.significance(reg, "pcgrad_seed1", "baseline_seed1", "pass@1_(avg4)",
+                               "guru_aime", "permutation")  # fmt: skip
+    rc, out, _ = cli(capsys, "leaderboard", "--results", str(tmp_path / "results"), "--metric",
+                     "pass@1_(avg4)", "--task", "guru_aime")  # fmt: skip
+    assert rc == 0 and out.index("pcgrad_seed1") < out.index("baseline_seed1")
+    assert f" {100 * sum(ra) / len(ra):.2f} " in out and f" {100 * sum(rb) / len(rb):.2f} " in out

@@ -34,7 +34,7 @@ from ftlab.registry.records import (
     split_model,
 )
 
-SCHEMA_VERSION = 2  # 2: training curves (table training)
+SCHEMA_VERSION = 3  # 2: training curves (table training); 3: mtl_eval.json results read
 BUSY_TIMEOUT_S = 120
 PROVENANCE = "provenance.json"
 CHECKPOINT_META = "ftlab_checkpoint.json"

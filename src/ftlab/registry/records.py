@@ -9,6 +9,11 @@ An evaluation of model M at step S writes ``evals/M/checkpoint-S/<name>.json`` a
 - ``{"benchmarks": [{"task", "metric", "value", "stderr", "n"}]}``: ``lm_eval.json``;
 - ``{"datasets": {dataset: {"accuracy", "partial_accuracy", "format_accuracy", "n"}}}``:
   ``in_domain.json``;
+- ``{"tasks": [{"task", "domain", "metric", "value", "n", "reward"}]}``: the multi-task kind's
+  ``mtl_eval.json`` (each task's own metric, and ``reward``, its per-sample outcomes in [0, 1]
+  averaged); its samples file has one row per item (``task``, ``sample``, ``reward``), so
+  ``reward`` is the metric paired item by item (the task's own metric may be a transform of
+  it: a percentage, an error);
 - ``{"pass_at_k": {k: value}, "accuracy", "n_problems", "n_samples", ...}``: TIR's
   ``<eval_set>/scores.json``, one folder per eval set (metrics ``accuracy`` over samples and
   ``pass@<k>`` over problems; task: the set). Its per-sample file is ``scored.jsonl`` beside
@@ -55,6 +60,8 @@ LOWER_IS_BETTER = frozenset(
         "ter",
     }
 )
+# mtl_eval.json: the per-sample outcome every task has (ftlab.mtl.evaluate's contract)
+MTL_REWARD = "reward"
 # in_domain.json metric -> the per-sample field that holds it
 IN_DOMAIN_FIELDS = {
     "accuracy": "correct",
@@ -113,6 +120,12 @@ def parse_result(path: str | Path) -> list[dict]:
         tasks = _set_tasks(entries, source)
         for e in entries:
             rows.append(_row(path, source, _label(tasks, source, e), e.get("metric"), e))
+    elif _is_mtl(obj):
+        for e in obj["tasks"]:
+            rows.append(_row(path, source, e.get("task"), e.get("metric"), e))
+            if e.get("metric") != MTL_REWARD:
+                rows.append(_row(path, source, e.get("task"), MTL_REWARD,
+                                 {"value": e.get("reward"), "n": e.get("n")}))  # fmt: skip
     elif isinstance(obj.get("benchmarks"), list):
         for e in obj["benchmarks"]:
             rows.append(_row(path, source, e.get("task"), e.get("metric"), e))
@@ -173,6 +186,12 @@ def samples_path(result_path: Path) -> Path:
     return result_path.with_name(result_path.stem + SAMPLES_SUFFIX)
 
 
+def _is_mtl(obj: dict) -> bool:
+    """mtl_eval.json: a list of task entries that carry their `reward`."""
+    tasks = obj.get("tasks")
+    return isinstance(tasks, list) and all(isinstance(e, dict) and "reward" in e for e in tasks)
+
+
 def _is_tir(obj: dict) -> bool:
     return isinstance(obj.get("pass_at_k"), dict) and "n_problems" in obj
 
@@ -230,6 +249,8 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
     obj = _load_json(result_path)
     if _is_tir(obj):  # the set is the task (parse_result)
         return {result_path.parent.name: _tir_problem_values(path, metric)}
+    if _is_mtl(obj):
+        return _mtl_values(path, metric)
     source = result_path.stem
     set_tasks, task_metric = {}, {}
     base_metric, _, filt = metric.partition(",")
@@ -262,6 +283,21 @@ def read_samples(result_path: str | Path, metric: str) -> dict[str, dict[tuple, 
             key = (row.get("prompt"),)
         seen[(label, key)] += 1  # the same prompt twice is two items
         out[label][(*key, seen[(label, key)])] = value
+    return dict(out)
+
+
+def _mtl_values(path: Path, metric: str) -> dict[str, dict[tuple, float]]:
+    """{task: {(sample id,): reward}} of an mtl_eval.samples.jsonl (one row per item). Only
+    `reward` is per item: a task's own metric may be a transform of the rewards."""
+    if metric != MTL_REWARD:
+        raise ResultFileError(f"{path}: per-item outcomes are {MTL_REWARD!r} (in [0, 1]); "
+                              f"{metric!r} is a task metric without per-item values")  # fmt: skip
+    out: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for line_no, row in _json_lines(path):
+        try:
+            out[str(row["task"])][(row["sample"],)] = float(row[MTL_REWARD])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ResultFileError(f"{path}:{line_no}: not a multi-task sample ({err})") from None
     return dict(out)
 
 
