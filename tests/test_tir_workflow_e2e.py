@@ -73,6 +73,9 @@ def test_generations_scores_and_table(run):
         assert info["n_samples"] == len(gens) and info["sandbox"]["network"]
     log = (res / "models/multiturn_seed1/training_log.csv").read_text()
     assert "tir/void_sample_rate" in log and "tir/mean_turns" in log
+    # the tracker's provenance of the run (git, host, wall time), as the other kinds write it
+    prov = json.loads((res / "models/multiturn_seed1/provenance.json").read_text())
+    assert prov["stage"] == "train" and prov["model"] == "multiturn_seed1"
     table = pd.read_csv(res / "tables/tir_scores.csv")
     assert set(table.model) == {"base", "multiturn_seed1"} and set(table.k) == {1, 2, 3}
 
