@@ -210,7 +210,19 @@ def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path,
                   f"(batch-size detection {detect['s']:.1f} s)", flush=True)  # fmt: skip
         detect["s"] = 0.0
         t0 = time.perf_counter()
-        clm.generate_until(gen)
+        static_error = None
+        try:
+            clm.generate_until(gen)
+        except Exception as err:  # noqa: BLE001 - one device call: keep the run's other figures
+            if generation_cache == "dynamic":
+                raise
+            # a static cache that fails to compile or run on this device: say why, and time
+            # lm-eval's dynamic cache instead of losing the phase (the session has one call)
+            static_error = f"{type(err).__name__}: {err}"[:500]
+            print(f"static generation cache failed ({static_error}); timing dynamic", flush=True)
+            generation_cache = clm.generation_cache = "dynamic"
+            t0 = time.perf_counter()
+            clm.generate_until(gen)
         _sync()
         out["ifeval"], detect_s["ifeval"] = (len(gen), time.perf_counter() - t0), detect["s"]
         total = time.perf_counter() - t_all
@@ -220,7 +232,8 @@ def time_project(model, tok, device, max_length, ll, gen, cache_dir: Path,
     return {"per_benchmark": out, "detect_s": detect_s, "total_s": total,
             "loglikelihood_requests_per_s": n_ll / t_ll,
             "generations_per_s": out["ifeval"][0] / (out["ifeval"][1] - detect_s["ifeval"]),
-            "batch_sizes_used": batch_sizes, "generation_cache": generation_cache}  # fmt: skip
+            "batch_sizes_used": batch_sizes, "generation_cache": generation_cache,
+            "static_cache_error": static_error}  # fmt: skip
 
 
 def extrapolate_minutes(proj: dict, counts: dict) -> tuple[float, float]:
