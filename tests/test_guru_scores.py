@@ -209,3 +209,21 @@ def test_prime_normalize_answer():
     assert pm.normalize_answer(r"k = \sqrt3") == r"\sqrt{3}"
     # two unit markers: the seed's assert fails and the stripped input comes back
     assert pm.normalize_answer(r" 1\text{ m}\text{ s} ") == r"1\text{ m}\text{ s}"
+
+
+def test_a_timed_out_child_that_outlives_sigterm_is_killed(monkeypatch):
+    """A child that handles SIGTERM in Python (a handler inherited from the parent) and is in
+    a long call keeps running after terminate(); it is killed, so it neither burns a CPU nor
+    holds the parent's exit (multiprocessing joins live children at exit)."""
+    import multiprocessing
+    import signal
+
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # survives SIGTERM
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            _limits.call_limited(time.sleep, 0.5, 30)
+        assert time.monotonic() - start < 5
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert multiprocessing.active_children() == []

@@ -1,10 +1,11 @@
 """Time limits as the seed's scorers apply them.
 
 `call_limited` mirrors verl/utils/py_functional.py timeout_limit (use_signals=False) @6133d10:
-the call runs in a forked child; past `seconds` the child is terminated and TimeoutError is
-raised; an exception raised in the child is raised again here; a child that died without a
-result raises RuntimeError (non-zero exit) or TimeoutError (exit 0, e.g. an unpicklable
-result). `seconds=True` means 1 second, as in the seed (math_equal(..., timeout=True)).
+the call runs in a forked child; past `seconds` the child is terminated (killed if it outlives
+SIGTERM by 0.5 s) and TimeoutError is raised; an exception raised in the child is raised
+again here; a child that died without a result raises RuntimeError (non-zero exit) or
+TimeoutError (exit 0, e.g. an unpicklable result). `seconds=True` means 1 second, as in the
+seed (math_equal(..., timeout=True)).
 
 `alarm` mirrors the SIGALRM timers of naive_dapo.py (`timeout`) and zebra_puzzle.py
 (`time_limit`); signals only reach the main thread, so elsewhere the caller falls back (see
@@ -42,6 +43,12 @@ def call_limited(func, seconds: float, *args):
     if proc.is_alive():
         proc.terminate()
         proc.join(timeout=0.5)
+        if proc.is_alive():
+            # SIGTERM reaches a Python handler (one installed by the parent is inherited) only
+            # between bytecodes, so a long C-level call (sympy's 9**9**9) ignores it; left alive,
+            # the child would also hold the parent's exit (multiprocessing joins its children)
+            proc.kill()
+            proc.join()
         raise TimeoutError(f"{func.__name__} timed out after {seconds} s")
     try:
         ok, value = out.get(timeout=0.1)
