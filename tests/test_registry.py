@@ -341,6 +341,29 @@ def test_provenance_fields(tmp_path):
     assert conn.execute("SELECT stage FROM provenance").fetchall() == [("evaluate",)]
 
 
+def test_a_snakemake_jobs_provenance_goes_where_the_contract_says(tmp_path, monkeypatch):
+    """write_job_provenance (every training and evaluation script): the file contract's
+    train_provenance / eval_provenance path of the job's wildcards, its stage, model, step."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ftlab.paths import Layout
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("{}\n")
+    config = {"study": "s"}
+    train = SimpleNamespace(config=config, wildcards=SimpleNamespace(model="pcgrad_seed1"))
+    rec = provenance.write_job_provenance(train, "train", [data])
+    path = Path(Layout("s").path("train_provenance", model="pcgrad_seed1"))
+    assert json.loads(path.read_text()) == rec
+    assert (rec["stage"], rec["model"], rec["step"]) == ("train", "pcgrad_seed1", None)
+    ev = SimpleNamespace(config=config, wildcards=SimpleNamespace(model="pcgrad_seed1", step="7"))
+    rec = provenance.write_job_provenance(ev, "evaluate", [data], device="cpu")
+    path = Path(Layout("s").path("eval_provenance", model="pcgrad_seed1", step=7))
+    assert json.loads(path.read_text()) == rec and rec["step"] == 7 and rec["device"] == "cpu"
+
+
 def _writer(args):
     """One 'job': write its result files, then record itself in the index."""
     root, i = args

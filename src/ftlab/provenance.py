@@ -241,6 +241,24 @@ def write_provenance(path: str | os.PathLike, *, index: bool = True, **fields) -
     return record
 
 
+def write_job_provenance(smk, stage: str, data, device: str | None = None) -> dict:
+    """Provenance of a Snakemake training (stage "train") or evaluation ("evaluate") job,
+    written where the file contract puts it (train_provenance / eval_provenance of the job's
+    model and step wildcards) and indexed. `smk`: the script's `snakemake` object; `data`: the
+    input files the result depends on."""
+    from ftlab.paths import Layout
+
+    study = smk.config["study"]
+    model = smk.wildcards.model
+    step = int(smk.wildcards.step) if stage == "evaluate" else None
+    kind, where = (("eval_provenance", {"step": step}) if stage == "evaluate"
+                   else ("train_provenance", {}))  # fmt: skip
+    fields = {"device": device} if device is not None else {}
+    return write_provenance(Layout(study).path(kind, model=model, **where), stage=stage,
+                            study=study, model=model, step=step, config=smk.config,
+                            data=list(data), **fields)  # fmt: skip
+
+
 def read_provenance(path: str | os.PathLike) -> dict | None:
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else None

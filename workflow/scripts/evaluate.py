@@ -14,18 +14,11 @@ evaluate_model(
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.
-from ftlab.paths import Layout  # noqa: E402
-from ftlab.provenance import write_provenance  # noqa: E402
+from ftlab.provenance import write_job_provenance  # noqa: E402
 
-write_provenance(
-    Layout(snakemake.config["study"]).path(
-        "eval_provenance", model=snakemake.wildcards.model, step=snakemake.wildcards.step
-    ),
-    stage="evaluate",
-    study=snakemake.config["study"],
-    model=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
-    config=snakemake.config,
-    data=[snakemake.params.checkpoint, *set_paths],
+write_job_provenance(
+    snakemake,
+    "evaluate",
+    [snakemake.params.checkpoint, *set_paths],
     device=dict(snakemake.params.settings).get("device"),
 )

@@ -30,17 +30,6 @@ run_rule_stage(
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.
-from ftlab.paths import Layout  # noqa: E402
-from ftlab.provenance import write_provenance  # noqa: E402
+from ftlab.provenance import write_job_provenance  # noqa: E402
 
-write_provenance(
-    Layout(snakemake.params.study).path(
-        "eval_provenance", model=snakemake.wildcards.model, step=snakemake.wildcards.step
-    ),
-    stage="evaluate",
-    study=snakemake.params.study,
-    model=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
-    config=snakemake.config,
-    data=[*dict(snakemake.params.test_rows).values()],
-)
+write_job_provenance(snakemake, "evaluate", [*dict(snakemake.params.test_rows).values()])

@@ -15,17 +15,6 @@ evaluate_checkpoint(
 )
 
 # Provenance beside the results (git, host, versions, hashes, wall time); also indexes them.
-from ftlab.paths import Layout  # noqa: E402
-from ftlab.provenance import write_provenance  # noqa: E402
+from ftlab.provenance import write_job_provenance  # noqa: E402
 
-write_provenance(
-    Layout(snakemake.config["study"]).path(
-        "eval_provenance", model=snakemake.wildcards.model, step=snakemake.wildcards.step
-    ),
-    stage="evaluate",
-    study=snakemake.config["study"],
-    model=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
-    config=snakemake.config,
-    data=[*dict(snakemake.params.test_sets).values()],
-)
+write_job_provenance(snakemake, "evaluate", [*dict(snakemake.params.test_sets).values()])

@@ -26,14 +26,6 @@ run_rule_stage(
 
 # Provenance beside the kept checkpoints (git, host, versions, hashes, wall time); also indexes
 # the run for `ftlab list` / `show` (seed 001's tracker), as the other kinds' training does.
-from ftlab.paths import Layout  # noqa: E402
-from ftlab.provenance import write_provenance  # noqa: E402
+from ftlab.provenance import write_job_provenance  # noqa: E402
 
-write_provenance(
-    Layout(snakemake.config["study"]).path("train_provenance", model=snakemake.wildcards.model),
-    stage="train",
-    study=snakemake.config["study"],
-    model=snakemake.wildcards.model,
-    config=snakemake.config,
-    data=[snakemake.input.train, snakemake.input.validation],
-)
+write_job_provenance(snakemake, "train", [snakemake.input.train, snakemake.input.validation])

@@ -21,15 +21,8 @@ run_rule_stage(
 )
 
 # Provenance beside the model (git, host, versions, hashes, wall time); also indexes the run.
-from ftlab.paths import Layout  # noqa: E402
-from ftlab.provenance import write_provenance  # noqa: E402
+from ftlab.provenance import write_job_provenance  # noqa: E402
 
-write_provenance(
-    Layout(snakemake.config["study"]).path("train_provenance", model=snakemake.wildcards.model),
-    stage="train",
-    study=snakemake.config["study"],
-    model=snakemake.wildcards.model,
-    config=snakemake.config,
-    data=[snakemake.input.rows],
-    device=dict(snakemake.params.settings).get("device"),
+write_job_provenance(
+    snakemake, "train", [snakemake.input.rows], device=dict(snakemake.params.settings).get("device")
 )
