@@ -25,26 +25,18 @@ import itertools
 import json
 import re
 
+from ftlab.mtl.guru.prime_math import last_boxed_only_string as _prime_last_boxed
+
 # ---- livebench/util.py ----------------------------------------------------------------------
 
 
 def last_boxed_only_string(string: str) -> str | None:
-    idx = string.rfind("\\boxed")
-    if "\\boxed " in string:
-        return "\\boxed " + string.split("\\boxed ")[-1].split("$")[0]
-    if idx < 0:
-        idx = string.rfind("\\fbox")
-        if idx < 0:
-            return None
-    depth = 0
-    for i in range(idx, len(string)):
-        if string[i] == "{":
-            depth += 1
-        if string[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return string[idx : i + 1].replace("$", "").replace("fbox", "boxed")
-    return None
+    """livebench/util.py's: verl math.py's (prime_math), except that a braced box loses its
+    "$" and reads \\fbox as \\boxed (the "\\boxed " form is returned as is)."""
+    found = _prime_last_boxed(string)
+    if found is None or "\\boxed " in string:
+        return found
+    return found.replace("$", "").replace("fbox", "boxed")
 
 
 def remove_boxed(s: str) -> str:
