@@ -46,9 +46,10 @@ def write_rows(root: Path) -> tuple[str, str]:
 
 
 def train(root: Path, base: str, method: str, processes: int, weighting=None,
-          rollouts="fixed") -> Path:  # fmt: skip
+          rollouts="fixed", **settings) -> Path:  # fmt: skip
     """A 2-epoch GRPO run; the global batch is 8 completions (4 prompts x 2) whatever the
-    process count (batch_size is per process)."""
+    process count (batch_size is per process). settings: run_trl_training arguments that
+    replace these (tests/test_mtl_trl_task_loss_ddp.py)."""
     root.mkdir(parents=True)
     train_rows, val_rows = write_rows(root)
     kwargs = dict(
@@ -64,6 +65,7 @@ def train(root: Path, base: str, method: str, processes: int, weighting=None,
         checkpoints={"save_every_epochs": 1, "keep_last": 2}, seed=3, device="cpu",
         log_dir=str(root / "batches"), weighting=weighting, rollouts=rollouts,
     )  # fmt: skip
+    kwargs.update(settings)
     plan = launch.plan_for("train", {"processes": processes}, threads=1)
     launch.run_stage(plan, "mtl_grpo_fixed:train", kwargs=kwargs,
                      payload_path=root / "launch.json")  # fmt: skip

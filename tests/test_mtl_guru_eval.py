@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_mtl_seed_config import ENGINE_LEADERBOARD  # the script's list, in order
 
 from ftlab.config import ConfigError, validate_config
 from ftlab.mtl import guru_eval, settings
@@ -24,16 +25,6 @@ from ftlab.mtl.guru_eval import (
 )
 
 TESTS = Path(__file__).resolve().parent
-
-# The script's leaderboard_list and domain_mappings, in its order.
-SCRIPT_LEADERBOARDS = [
-    ("aime", "math"), ("math", "math"), ("humaneval", "codegen"), ("mbpp", "codegen"),
-    ("livecodebench", "codegen"), ("gpqa_diamond", "stem"), ("supergpqa", "stem"),
-    ("arcagi", "logic"), ("zebra_puzzle", "logic"), ("codeio", "simulation"),
-    ("cruxeval-i", "simulation"), ("cruxeval-o", "simulation"), ("finqa", "table"),
-    ("hitab", "table"), ("multihier", "table"), ("livebench_reasoning", "ood"),
-    ("livebench_language", "ood"), ("livebench_data_analysis", "ood"), ("ifeval", "ood"),
-]  # fmt: skip
 
 
 def script_n_samples(leaderboard: str) -> int:
@@ -58,7 +49,7 @@ def script_pattern(leaderboard: str, domain: str) -> str:
 
 
 def test_the_registry_is_the_scripts_leaderboards_and_rules():
-    assert [(b.name, b.domain) for b in LEADERBOARDS.values()] == SCRIPT_LEADERBOARDS
+    assert [(b.name, b.domain) for b in LEADERBOARDS.values()] == ENGINE_LEADERBOARD
     for task, b in LEADERBOARDS.items():
         assert task == "guru_" + b.name.replace("-", "_")
         assert b.n_samples == script_n_samples(b.name), b.name

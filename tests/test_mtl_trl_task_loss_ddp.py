@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_mtl_grpo_ddp import write_rows
-from test_mtl_trl_train import FORMATS, TASKS, TRAINING, TRL
+from test_mtl_grpo_ddp import max_diff
+from test_mtl_grpo_ddp import train as grpo_train
+from test_mtl_trl_train import TRAINING, TRL
 
-from ftlab import launch
 from ftlab.io import read_jsonl
 from ftlab.llm import tiny
 
@@ -32,27 +32,13 @@ def train(root: Path, base: str, method: str, processes: int, grad_accum: int,
           task_loss: str = "task_mean", counts=None) -> Path:  # fmt: skip
     """A 2-epoch GRPO run; the global batch is 8 completions (4 prompts x 2) for every job
     shape (batch_size is per process and micro-step)."""
-    root.mkdir(parents=True)
-    train_rows, val_rows = write_rows(root)
-    kwargs = dict(
-        train_rows=train_rows, validation_rows=val_rows, out_dir=str(root / "model"),
-        state_dir=str(root / "state"), threads=1, objective="grpo", model_name=f"{method}_seed3",
-        tasks=TASKS, method=method, reduction="mean", base_model=base,
+    return grpo_train(
+        root, base, method, processes, reduction="mean",
         trl={**TRL, "max_completion_length": 6, "grad_accum": grad_accum,
              "task_loss": task_loss, "batch_composition": "per_task"},
-        formats=FORMATS,
         training={**TRAINING, "epochs": 2, "batch_size": 8 // processes // grad_accum},
-        validation={"every_epochs": 1, "before_training": False, "metric": "loss",
-                    "batch_size": 8, "max_new_tokens": None, "temperature": 0.0, "top_p": 1.0},
-        early_stopping={"enabled": False, "min_epochs": 0, "patience": 1, "min_delta": 0.0,
-                        "mode": "max"},
-        checkpoints={"save_every_epochs": 2, "keep_last": 1}, seed=3, device="cpu",
-        log_dir=str(root / "batches"), counts=counts,
+        checkpoints={"save_every_epochs": 2, "keep_last": 1}, counts=counts,
     )  # fmt: skip
-    plan = launch.plan_for("train", {"processes": processes}, threads=1)
-    launch.run_stage(plan, "mtl_grpo_fixed:train", kwargs=kwargs,
-                     payload_path=root / "launch.json")  # fmt: skip
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +66,6 @@ def runs(base, tmp_path_factory):
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "model/checkpoint-8/model.safetensors")
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
 @pytest.mark.parametrize("method", ["pcgrad", "baseline"])
