@@ -6,13 +6,12 @@ engine's unit tests (tests/test_mtl_guru_eval.py) cannot: the rule's inputs, par
 and that score_workers (not a param) re-runs nothing."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from test_mtl_trl_workflow_e2e import snakemake
 
 from ftlab.config import load_config
 from ftlab.mtl import guru
@@ -25,14 +24,6 @@ TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
 )
-
-
-def snakemake(workdir: Path, config: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(config), *args]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
-    return out.stdout + out.stderr
 
 
 def rows(problems: list[tuple[str, str]], source: str) -> list[dict]:
