@@ -11,14 +11,15 @@
 # GPU_SESSION_WORLD_S the world part's, GPU_SESSION_WORLD_ARGS extra gpu_world.py arguments,
 # GPU_SESSION_LLM_ARGS extra gpu_llm_eval.py arguments.
 # Measured so far: one H100 (2026-11-26) device_tests, pcgrad, world; one H200 (2026-11-27)
-# device_tests, world (fp32, bf16_weights, +compile), launch and llm, complete
+# device_tests, world (fp32, bf16_weights, +compile), launch and llm, complete; one H100
+# (2026-11-27) llm with all of IFEval at the static cache (8.7 min per checkpoint; its batch-1
+# IFEval generation cut at 540 s, then timed by benchmarks/gpu_decode_step.py)
 # (benchmarks/measured/*/). Next session, while the machine stays warm (900 s in all):
 #   GPU_SESSION_PARTS="llm" GPU_SESSION_LLM_S=540
-#   GPU_SESSION_LLM_ARGS="--ifeval-count 541 --generation-cache static --sample-gen 1"
-#     (issue 10: all of IFEval at the KV-cache generation batch, ftlab.llm.genbatch, decoded
-#     with a static KV cache, so compiled into CUDA graphs; the call's timeout_s 580), then, if
-#     time is left, the same with --generation-cache dynamic (lm-eval's cache) for the ratio,
-#     else GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad buffer on CUDA)
+#   GPU_SESSION_LLM_ARGS="--ifeval-count 541 --generation-cache dynamic --sample-gen 1"
+#     (the static cache's gain over lm-eval's dynamic one at full size, not yet measured; the
+#     batch-1 generation needs ~75 s beyond 540 s, gpu_decode_step.py times it alone), then
+#     GPU_SESSION_PARTS="pcgrad" (the in-place PCGrad buffer on CUDA) if time is left
 #   device_tests  tests/test_device.py: the CUDA paths (training, captured decode) vs eager
 #   pcgrad        benchmarks/pcgrad_step.py: PCGrad vs baseline step time, 2/4/7 tasks (issue 11)
 #   world         benchmarks/gpu_world.py: training steps/s, evaluator rows/s (issue 8)
