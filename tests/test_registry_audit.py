@@ -384,6 +384,42 @@ def test_scores_in_an_eval_set_folder_are_indexed(tmp_path, capsys):
     assert index.record_job(ckpt / "provenance.json") == 3  # provenance + 2 sets' scores
 
 
+def test_a_tir_eval_sets_provenance_is_its_own_and_indexes_its_set_only(tmp_path, monkeypatch):
+    """Each eval set of a TIR checkpoint is its own job: write_job_provenance puts its
+    provenance in the set's folder (tir_eval_provenance), `ftlab show` lists one per set, and
+    the finishing job indexes its own set's files, not a sibling set's."""
+    from types import SimpleNamespace
+
+    from ftlab import provenance
+    from ftlab.paths import Layout
+
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "results" / "tir"
+    _tir_scores(study, "grpo_seed1", 8, "aime__greedy", {"p": [1, 0]})
+    _tir_scores(study, "grpo_seed1", 8, "math__greedy", {"q": [1, 1]})
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("{}\n")
+    job = SimpleNamespace(config={"study": "tir"}, wildcards=SimpleNamespace(
+        model="grpo_seed1", step="8", eval_set="aime__greedy"))  # fmt: skip
+    rec = provenance.write_job_provenance(job, "evaluate", [rows])
+    path = Path(Layout("tir").path("tir_eval_provenance", model="grpo_seed1", step=8,
+                                   eval_set="aime__greedy"))  # fmt: skip
+    assert path == Path("results/tir/evals/grpo_seed1/checkpoint-8/aime__greedy/provenance.json")
+    assert json.loads(path.read_text()) == rec and (rec["stage"], rec["step"]) == ("evaluate", 8)
+    assert not (study / "evals/grpo_seed1/checkpoint-8/provenance.json").exists()
+    conn = sqlite3.connect(index.index_path(study))  # what the job itself indexed
+    indexed = sorted(r[0] for r in conn.execute("SELECT path FROM files"))
+    conn.close()
+    assert indexed == ["evals/grpo_seed1/checkpoint-8/aime__greedy/provenance.json",
+                       "evals/grpo_seed1/checkpoint-8/aime__greedy/scores.json"]  # fmt: skip
+    with Registry(tmp_path / "results", ["tir"]) as reg:  # a full refresh finds both sets
+        (ref,) = reg.resolve("grpo_seed1")
+        assert [p["path"] for p in reg.provenance(ref)] == [
+            "evals/grpo_seed1/checkpoint-8/aime__greedy/provenance.json"
+        ]
+        assert {r["task"] for r in reg.results()} == {"aime__greedy", "math__greedy"}
+
+
 def _tir_scored(scores_path, correct_by_problem):
     """scored.jsonl beside a scores.json (ftlab.tir.scoring: one line per sample)."""
     lines = [

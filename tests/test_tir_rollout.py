@@ -114,7 +114,10 @@ def test_tools_off_is_single_turn_and_runs_nothing(sandbox):
     recs, _ = run(sandbox, tools=False)
     by = {r["problem_id"]: r for r in recs}
     assert all(r["n_turns"] == 1 and r["n_tool_calls"] == 0 for r in recs)
-    assert by["a"]["stop_reason"] == "no_tools" and by["b"]["stop_reason"] == "void"
+    # b answers in prose without \boxed: the agent loop's void turn, not SimpleTIR's tool_use
+    # False path, which masks nothing (mask_void_turns would drop it from GRPO's loss)
+    assert by["a"]["stop_reason"] == "no_tools" and by["b"]["stop_reason"] == "no_tools"
+    assert not any(t["void"] for r in recs for t in r["turns"]) and by["b"]["n_void_turns"] == 0
 
 
 def test_scorer_settings_change_the_verdict_not_the_generations(sandbox):

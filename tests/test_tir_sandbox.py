@@ -139,3 +139,13 @@ def test_final_answer_helper(sandbox):
     assert sandbox.run("final_answer('x^2')").stdout == "\\boxed{x^2}\n"
     off = Sandbox(SandboxLimits(final_answer_helper=False, wall_seconds=10)).run("final_answer(2)")
     assert off.status == "error" and off.stderr_last_line.startswith("NameError")
+
+
+def test_a_cells_own_exit_code_is_not_taken_for_a_refusal(sandbox):
+    """The runner's refusal codes (3-6) count only when the runner itself exited with them
+    (its exit marker): a cell that calls os._exit(3) is an error, not a memory refusal."""
+    results = sandbox.run_many([f"import os\nprint(1, flush=True)\nos._exit({c})"
+                                for c in (3, 4, 5, 6)])  # fmt: skip
+    assert [r.status for r in results] == ["error"] * 4
+    assert [r.error for r in results] == [f"exit status {c}" for c in (3, 4, 5, 6)]
+    assert all(r.stdout == "1\n" for r in results)

@@ -71,6 +71,8 @@ def test_generations_scores_and_table(run):
         assert scores["mean_turns"] == pytest.approx(sum(g["n_turns"] for g in gens) / len(gens))
         info = json.loads((ev / "generation_info.json").read_text())
         assert info["n_samples"] == len(gens) and info["sandbox"]["network"]
+        prov = json.loads((ev / "provenance.json").read_text())  # the eval set's own job
+        assert (prov["stage"], prov["model"], prov["step"]) == ("evaluate", model, step)
     log = (res / "models/multiturn_seed1/training_log.csv").read_text()
     assert "tir/void_sample_rate" in log and "tir/mean_turns" in log
     # the tracker's provenance of the run (git, host, wall time), as the other kinds write it

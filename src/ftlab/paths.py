@@ -55,6 +55,8 @@ Tool-integrated reasoning studies (kind: tir); <eval_set> = <dataset>__<sampling
   evals/<model>/checkpoint-<step>/<eval_set>/scores.json   pass@k (every k <= n), turns, tool
                                                    usage, void turns, timing (scoring rule)
   evals/<model>/checkpoint-<step>/<eval_set>/scored.jsonl  per-sample prediction and verdict
+  evals/<model>/checkpoint-<step>/<eval_set>/provenance.json  of that eval set's generation
+                                                   job (each eval set is its own job)
   tables/tir_scores.csv                            one row per point x eval set x k
 
 Multi-task studies (kind: mtl); runs <method>_seed<S> (baseline, pcgrad):
@@ -131,6 +133,7 @@ PATTERNS: dict[str, str] = {
     "tir_generation_info": "evals/{model}/checkpoint-{step}/{eval_set}/generation_info.json",
     "tir_scores": "evals/{model}/checkpoint-{step}/{eval_set}/scores.json",
     "tir_scored": "evals/{model}/checkpoint-{step}/{eval_set}/scored.jsonl",
+    "tir_eval_provenance": "evals/{model}/checkpoint-{step}/{eval_set}/provenance.json",
     "tir_table": "tables/tir_scores.csv",
     # multi-task studies (kind: mtl)
     "mtl_train_rows": "data/mtl/train.jsonl",

@@ -245,14 +245,20 @@ def write_job_provenance(smk, stage: str, data, device: str | None = None) -> di
     """Provenance of a Snakemake training (stage "train") or evaluation ("evaluate") job,
     written where the file contract puts it (train_provenance / eval_provenance of the job's
     model and step wildcards) and indexed. `smk`: the script's `snakemake` object; `data`: the
-    input files the result depends on."""
+    input files the result depends on. A TIR evaluation (an `eval_set` wildcard: one job per
+    eval set of a checkpoint) writes its own, in the eval set's folder."""
     from ftlab.paths import Layout
 
     study = smk.config["study"]
     model = smk.wildcards.model
     step = int(smk.wildcards.step) if stage == "evaluate" else None
-    kind, where = (("eval_provenance", {"step": step}) if stage == "evaluate"
-                   else ("train_provenance", {}))  # fmt: skip
+    eval_set = getattr(smk.wildcards, "eval_set", None) if stage == "evaluate" else None
+    if eval_set is not None:
+        kind, where = "tir_eval_provenance", {"step": step, "eval_set": eval_set}
+    elif stage == "evaluate":
+        kind, where = "eval_provenance", {"step": step}
+    else:
+        kind, where = "train_provenance", {}
     fields = {"device": device} if device is not None else {}
     return write_provenance(Layout(study).path(kind, model=model, **where), stage=stage,
                             study=study, model=model, step=step, config=smk.config,

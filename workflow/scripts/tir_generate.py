@@ -25,3 +25,9 @@ run_rule_stage(
         threads=plan.threads if plan.launched else snakemake.threads,
     ),
 )
+
+# Provenance of this eval set's generation (git, host, versions, device, hashes, wall time) in
+# its folder, as the other kinds' evaluations write theirs; also indexes it.
+from ftlab.provenance import write_job_provenance  # noqa: E402
+
+write_job_provenance(snakemake, "evaluate", [snakemake.input.rows])

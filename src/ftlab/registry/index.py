@@ -155,7 +155,8 @@ SET_RESULT = Path(PATTERNS["tir_scores"]).name
 
 def _checkpoint_files(study_dir: Path, ckpt: Path, model: str, step: int) -> dict[str, tuple]:
     """{relative path: (kind, model, step, mtime_ns, size)} of one evaluated checkpoint's
-    result and provenance files, including each eval set folder's scores.json."""
+    result and provenance files, including each eval set folder's scores.json and
+    provenance.json."""
     found = {}
     with os.scandir(ckpt) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -163,11 +164,12 @@ def _checkpoint_files(study_dir: Path, ckpt: Path, model: str, step: int) -> dic
         if f.name.startswith("."):
             continue
         if f.is_dir():
-            sub = Path(f.path) / SET_RESULT
-            if sub.is_file():
-                st = sub.stat()
-                rel = sub.relative_to(study_dir).as_posix()
-                found[rel] = ("result", model, step, st.st_mtime_ns, st.st_size)
+            for name, kind in ((SET_RESULT, "result"), (PROVENANCE, "provenance")):
+                sub = Path(f.path) / name
+                if sub.is_file():
+                    st = sub.stat()
+                    rel = sub.relative_to(study_dir).as_posix()
+                    found[rel] = (kind, model, step, st.st_mtime_ns, st.st_size)
             continue
         if not f.name.endswith(".json"):
             continue
@@ -384,10 +386,12 @@ def record_job(provenance_path: str | Path) -> int:
     study_dir = study_dir_of(provenance_path)
     folder = provenance_path.parent
     rel_folder = folder.relative_to(study_dir).as_posix()
+    # an eval set's own folder (TIR): its checkpoint's scan, kept to that folder's files
+    scanned = folder.parent if _is_eval_set_folder(study_dir, folder) else folder
     entries = {
         rel: info
-        for rel, info in _scan_folder(study_dir, folder).items()
-        if rel.startswith(rel_folder)
+        for rel, info in _scan_folder(study_dir, scanned).items()
+        if rel == rel_folder or rel.startswith(rel_folder + "/")
     }
     parsed = {rel: _parse(study_dir, rel, *info[:3]) for rel, info in entries.items()}
     with closing(connect(index_path(study_dir))) as conn:
@@ -400,6 +404,12 @@ def record_job(provenance_path: str | Path) -> int:
             conn.execute("ROLLBACK")
             raise
     return len(entries)
+
+
+def _is_eval_set_folder(study_dir: Path, folder: Path) -> bool:
+    """evals/<model>/checkpoint-<step>/<eval_set>/ (ftlab.paths "tir_eval_provenance")."""
+    rel = folder.relative_to(study_dir).parts
+    return len(rel) == 4 and rel[0] == "evals" and bool(CHECKPOINT_RE.match(rel[2]))
 
 
 def _scan_folder(study_dir: Path, folder: Path) -> dict[str, tuple]:

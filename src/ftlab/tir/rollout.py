@@ -18,7 +18,8 @@ preceding_text.strip() + code_block.strip() (the rest is dropped); then
     the last step (max_turns - 1) the observation is not appended to the transcript.
 With tools off the loop is single-turn: one reply, kept whole (not cut after a code block:
 SimpleTIR's tool_use False generates with generate_sequences, no post-processing), nothing
-runs (the single-turn baseline).
+runs (the single-turn baseline); a reply without \\boxed{ stops as "no_tools", never "void"
+(the void turn is the agent loop's, so mask_void_turns masks nothing there).
 `max_context_tokens` stops a transcript that grew too long.
 
 Nothing here scores answers against the ground truth: the loop records everything (every
@@ -193,14 +194,14 @@ def _run_batch(trajs, generate, sandbox, max_turns, tools, count_tokens, max_con
             t.turns.append(record)
             if BOXED in text:  # anywhere, code included; a code block still runs
                 t.stop_reason, t.answer = "answer", last_boxed(text)
-            if code is None:
+            if not tools:  # no agent loop, so no void turn either (nothing masked in GRPO)
+                if not t.done:
+                    t.stop_reason = "no_tools"
+            elif code is None:
                 if not t.done:
                     record["void"] = True
                     t.stop_reason = "void"
                     _observe(record, NO_TOOL_PROMPT, step, turns, count)
-            elif not tools:
-                if not t.done:
-                    t.stop_reason = "no_tools"
             else:
                 to_run.append((t, record, code))
         results = sandbox.run_many([c for _, _, c in to_run]) if to_run else []

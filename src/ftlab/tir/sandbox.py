@@ -198,6 +198,7 @@ class Sandbox:
             cell = workdir / "cell.py"
             cell.write_text(FINAL_ANSWER_HELPER + code if lim.final_answer_helper else code)
             out_path, err_path = workdir / ".stdout", workdir / ".stderr"
+            marker = workdir / ".exit_code"
             spec = {
                 "cell": str(cell),
                 "workdir": str(workdir),
@@ -207,6 +208,7 @@ class Sandbox:
                 "cpu_seconds": lim.cpu_seconds,
                 "file_bytes": lim.file_mb * 2**20,
                 "max_processes": lim.max_processes,
+                "exit_marker": str(marker),
             }
             env = {
                 "PATH": "/usr/bin:/bin",
@@ -235,7 +237,8 @@ class Sandbox:
             elapsed = time.perf_counter() - start
             stdout = _read_head(out_path, lim)
             stderr = _read_head(err_path, lim)
-            status, error = _classify(rc, wall_timeout, stderr, lim)
+            marked = marker.is_file() and marker.read_text() == str(rc)
+            status, error = _classify(rc, wall_timeout, stderr, lim, marked)
             return CellResult(
                 status=status,
                 stdout=truncate(stdout, lim.max_output_chars),
@@ -318,13 +321,19 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _classify(rc, wall_timeout: bool, stderr: str, lim: SandboxLimits) -> tuple[str, str | None]:
+def _classify(
+    rc, wall_timeout: bool, stderr: str, lim: SandboxLimits, marked: bool = True
+) -> tuple[str, str | None]:
+    """(status, error) of a finished cell. `marked`: the runner itself exited with `rc` (its
+    exit marker says so); a cell's own os._exit(3..6) is a plain error, not a refusal."""
     if wall_timeout:
         return "timeout", f"TimeoutError: wall-time limit of {lim.wall_seconds:g} s exceeded"
     if rc == 0:
         return "ok", None
     if rc in (-signal.SIGXCPU, -signal.SIGKILL) and "MemoryError" not in stderr:
         return "timeout", f"TimeoutError: CPU-time limit of {lim.cpu_seconds} s exceeded"
+    if rc in (EXIT_MEMORY, EXIT_NETWORK, EXIT_PROCESS, EXIT_SETUP) and not marked:
+        return "error", _last_line(stderr) or f"exit status {rc}"
     if rc == EXIT_MEMORY or "MemoryError" in _last_line(stderr):
         return "memory", f"MemoryError: memory limit of {lim.memory_mb} MB exceeded"
     if rc == EXIT_NETWORK:
