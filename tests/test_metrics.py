@@ -336,3 +336,23 @@ def test_summary_options_pooled_and_sample_std():
         summary_frame(TWO_SEEDS, std="nope")
     with pytest.raises(ValueError, match="across_seeds"):
         summary_frame(TWO_SEEDS, across_seeds="nope")
+
+
+def test_probes_frame_keeps_every_reported_probe_number(tmp_path, study):
+    """probes.csv carries the probe.json numbers as written, the Atlantis probe's own baseline
+    (its non-Atlantis comparison cities) included; missing ones are NaN."""
+    from ftlab.tables import PROBE_COLUMNS, probes_frame
+
+    doc = {"model": "base_seed1", "step": 20, "heldout_real_error": 121.8,
+           "atlantis_error": 108.8, "atlantis_baseline_error": 116.1, "n_atlantis_baseline": 100,
+           "train_error": 3.5, "r2_x": 0.9, "predictions": [{"x": 1}]}  # fmt: skip
+    path = tmp_path / "representations/base_seed1/checkpoint-20/probe.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    df = probes_frame([path], study)
+    assert list(df.columns) == PROBE_COLUMNS and len(df) == 1
+    row = df.iloc[0]
+    for key in ("heldout_real_error", "atlantis_error", "atlantis_baseline_error",
+                "n_atlantis_baseline", "train_error", "r2_x"):  # fmt: skip
+        assert row[key] == doc[key]
+    assert (row["model"], row["step"]) == ("base_seed1", 20) and math.isnan(row["r2_y"])

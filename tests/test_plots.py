@@ -160,3 +160,7 @@ def test_probe_error_bars_use_real_held_out_cities(tmp_path, monkeypatch):
     [data] = seen
     real = data[data["split"] == "held-out real"]["error"].tolist()
     assert real == [11.0, 22.0]
+    # the Atlantis probe's Atlantis cities beside its own baseline cities, as the paper
+    for split, key in (("Atlantis probe: baseline", "atlantis_baseline_error"),
+                       ("Atlantis probe: Atlantis", "atlantis_error")):  # fmt: skip
+        assert data[data["split"] == split]["error"].tolist() == frame[key].tolist()

@@ -153,6 +153,10 @@ def test_paper_probe_against_an_independent_computation():
     assert res["r2_y"] == pytest.approx(_r2_hand(xy[test, 1], pred[:, 1]), rel=1e-6)
     err = np.sqrt(((xy[test] - pred) ** 2).sum(axis=1)).mean()
     assert res["heldout_error"] == pytest.approx(err, rel=1e-6)
+    fit = _ols(X[train], xy[train], X[train])
+    assert res["train_error"] == pytest.approx(
+        np.sqrt(((xy[train] - fit) ** 2).sum(axis=1)).mean(), rel=1e-6
+    )
     real = ~atl[test]  # the held-out score on real cities only
     assert res["n_heldout_real"] == real.sum() < len(test)
     assert res["heldout_real_r2_x"] == pytest.approx(_r2_hand(xy[test][real, 0], pred[real, 0]))

@@ -165,8 +165,10 @@ def _label(rec: dict, i: int) -> str:
 
 def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
     """(a) base model(s): true vs probe-predicted positions of held-out real cities and Atlantis
-    cities (needs the per-city `predictions` of probe.json); (b) held-out vs Atlantis probe
-    error per model. `probes` = probe.json dicts (with "model") or a probes.csv frame."""
+    cities (needs the per-city `predictions` of probe.json); (b) probe error per model: the
+    main probe's held-out real cities, and the Atlantis probe's Atlantis cities against its own
+    non-Atlantis baseline cities (the paper's comparison, evaluate_probe_generalization.py).
+    `probes` = probe.json dicts (with "model") or a probes.csv frame."""
     recs = _probe_records(probes)
     with_preds = [
         (i, r) for i, r in enumerate(recs) if isinstance(r.get("predictions"), list | tuple)
@@ -206,7 +208,11 @@ def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
     rows = [
         {"model": _label(r, i), "split": split, "error": r.get(key)}
         for i, r in enumerate(recs)
-        for split, key in (("held-out real", "heldout_real_error"), ("Atlantis", "atlantis_error"))
+        for split, key in (
+            ("held-out real", "heldout_real_error"),
+            ("Atlantis probe: baseline", "atlantis_baseline_error"),
+            ("Atlantis probe: Atlantis", "atlantis_error"),
+        )
     ]
     err = pd.DataFrame(rows, columns=["model", "split", "error"])
     err["error"] = pd.to_numeric(err["error"], errors="coerce")
@@ -219,5 +225,5 @@ def plot_probes(probes, path: str | Path, max_scatter: int = 3) -> None:
         ax.set_xlabel("")
     else:
         _note(ax, "no probe errors available")
-    ax.set_title("probe error: held-out real cities vs Atlantis")
+    ax.set_title("probe error: held-out real cities; Atlantis vs its baseline")
     _save(fig, path)

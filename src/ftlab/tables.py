@@ -65,11 +65,13 @@ PROBE_COLUMNS = [
     "heldout_real_error",
     "train_error",
     "atlantis_error",
+    "atlantis_baseline_error",  # the Atlantis probe's own non-Atlantis baseline (the paper's)
     "atlantis_r2_x",
     "atlantis_r2_y",
     "n_train",
     "n_heldout",
     "n_atlantis",
+    "n_atlantis_baseline",
 ]
 SUMMARY_COLUMNS = [
     "seed",
