@@ -207,7 +207,7 @@ def test_kill_and_resume(env, base, monkeypatch):
         monkeypatch.setattr(HFLM, method, spy)
     resumed = ev.run_lm_eval(**kwargs)
     assert (resumed["n_cached"], resumed["n_computed"]) == (12, N_REQUESTS - 12)
-    keys = [request_key(resumed["model_sha256"], r.task_name, r) for r in seen]
+    keys = [request_key(resumed["cache_identity"], r.task_name, r) for r in seen]
     assert len(keys) == len(set(keys)) == N_REQUESTS - 12
     assert not set(keys) & before
     assert resumed["benchmarks"] == base["benchmarks"]

@@ -13,9 +13,11 @@ def model_fingerprint(model: str) -> str:
 
     A local directory: ``checkpoint_sha256`` (weights, config, tokenizer; run metadata
     excluded), so a copied or re-published checkpoint keeps its cached answers. A hub id:
-    sha256 of ``id@commit`` where the commit is the one the offline HF cache resolves ``main``
-    to. Limitation: without a local snapshot the commit is unknown and only the id is hashed,
-    so a hub model updated under the same id would wrongly reuse old answers; pin local dirs.
+    sha256 of ``id@commit``, the commit the local HF cache resolves ``main`` to, else (not
+    downloaded yet, online) the hub's current commit of ``main``, which the download that
+    follows fetches: so a first run that is killed and resumed after the download keeps its
+    key (the cache, the teacher's shards). Limitation: offline and not cached, only the id is
+    hashed (the model cannot load then either); pin local dirs to be exact.
     """
     path = Path(model)
     if path.is_dir():
@@ -29,7 +31,15 @@ def _hub_commit(repo_id: str) -> str | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo_id, local_files_only=True)).name
-    except Exception:  # not cached, offline, not a repo id: fall back to the id alone
+    except Exception:  # not cached, offline, not a repo id: ask the hub below
+        pass
+    try:
+        from huggingface_hub import HfApi, constants
+
+        if constants.HF_HUB_OFFLINE:
+            return None
+        return HfApi().model_info(repo_id, timeout=30).sha
+    except Exception:  # unreachable, not a repo id: the id alone
         return None
 
 
