@@ -311,6 +311,29 @@ def test_profile_keys_are_snakemake_options():
     assert read_profile(REPO / "slurm")["set-resource-scopes"] == {"cpu_slots": "local"}
 
 
+def test_every_rule_that_may_ask_for_gpus_is_a_gpu_rule():
+    """A rule whose resources carry the study's GPU count (gpus(...), job_shape(...), a
+    launch plan's resources or the teacher's) gets the profile's GPU partition, gpu_model and
+    gpu_extra only when listed in gpu_rules: train_tir and tir_generate were left out, so a
+    TIR study's GPU jobs went to the CPU partition. `represent` is left out on purpose (the
+    profile says so: add it when giving it GPUs)."""
+    import yaml
+
+    text = (REPO / "slurm/config.yaml").read_text()
+    listed = set(yaml.safe_load(re.search(r"^  gpu_rules: (.*)$", text, re.M)[1]))
+    asking = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        blocks = r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |\Z)"
+        for name, body in re.findall(blocks, smk.read_text(), re.M | re.S):
+            res = body.split("resources:", 1)[1] if "resources:" in body else ""
+            if re.search(
+                r"gpus\(|job_shape\(|_JOB\[1\]|\w_resources\(", res.split("params:", 1)[0]
+            ):
+                asking.add(name)
+    assert "train_tir" in asking and "tir_generate" in asking and "train_base" in asking
+    assert asking - {"represent"} == listed
+
+
 def test_submit_validates_the_study_config_before_sbatch(tmp_path, capsys):
     """A missing or invalid config is refused at submission, naming the file and the key; not
     found in the head job's log after its time in the queue."""
