@@ -248,3 +248,16 @@ def test_a_run_records_the_seeds_steps_per_epoch(base, tmp_path, monkeypatch):
     assert m["steps_per_epoch"] == seed_steps_per_epoch([5, 3], 4) == 1
     assert [c["step"] for c in m["checkpoints"]] == [1, 2]
     assert sorted(set(epochs)) == [0, 1] and sorted(set(chunks)) == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["train", "validation"])
+def test_a_task_named_like_the_mixed_rows_file_is_a_config_error(name):
+    """data/mtl/<task>.jsonl would be data/mtl/train.jsonl, the mixed rows' file: the config
+    check names the task instead of Snakemake's AmbiguousRuleException."""
+    raw = grpo_cfg()
+    raw["mtl"]["datasets"][name] = raw["mtl"]["datasets"].pop("arith")
+    raw["mtl"]["tasks"] = {d: [name if t == "arith" else t for t in ts]
+                           for d, ts in raw["mtl"]["tasks"].items()}  # fmt: skip
+    expected = rf"'mtl.tasks' names '{name}', the name of the mixed {name} rows' file"
+    with pytest.raises(ConfigError, match=expected + rf" \(data/mtl/{name}.jsonl\): rename"):
+        validate_config(raw)

@@ -215,6 +215,11 @@ class MTLStudy:
         return "\n".join(lines)
 
 
+# data/mtl/<task>.jsonl holds one task's rows (ftlab.paths mtl_task_rows) beside the mixed
+# data/mtl/train.jsonl and validation.jsonl: a task of those names would collide with them.
+RESERVED_TASK_NAMES = frozenset({"train", "validation"})
+
+
 def check_config(cfg: dict) -> list[str]:
     """Cross-key rules of a multi-task config that a JSON schema cannot express."""
     mtl = cfg["mtl"]
@@ -275,6 +280,9 @@ def check_config(cfg: dict) -> list[str]:
                 )
         problems += _composition_problems(cfg, tasks)
         problems += _eval_engine_problems(mtl["eval"], suite)
+    for t in sorted(set(tasks) & RESERVED_TASK_NAMES):
+        problems.append(f"'mtl.tasks' names {t!r}, the name of the mixed {t} rows' file "
+                        f"(data/mtl/{t}.jsonl): rename the task (mtl.datasets.{t})")  # fmt: skip
     problems += _launch_problems(cfg)
     return problems
 
