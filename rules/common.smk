@@ -52,6 +52,41 @@ STUDY = KIND.matrix(config)
 P = Layout(config["study"])
 RES = config["resources"]
 
+
+def check_cluster_caps():
+    """The profile's caps (slurm/config.yaml max_mem_mb / max_gpus -> Snakemake's global
+    resources) bound every job, and Snakemake silently lowers a request above a cap to the
+    cap. Memory: a warning naming the config key. GPUs are the job's shape (its processes,
+    its tensor-parallel model; per node x nodes): fewer cannot run it, so that is an error."""
+    limits = workflow.global_resources
+
+    def cap(name):
+        value = getattr(limits.get(name), "value", limits.get(name))
+        return value if isinstance(value, int) else None
+
+    mem_cap, gpu_cap = cap("mem_mb"), cap("gpu")
+    for family, res in RES.items():
+        if mem_cap is not None and res["mem_mb"] > mem_cap:
+            logger.warning(
+                f"config resources.{family}.mem_mb = {res['mem_mb']} is above the cluster cap "
+                f"{mem_cap} (slurm/config.yaml max_mem_mb): these jobs are submitted with "
+                f"{mem_cap}"
+            )
+        nodes = res.get("nodes", 1)
+        asked = res["gpus"] * nodes
+        if gpu_cap is not None and asked > gpu_cap:
+            key = f"resources.{family}.gpus" + (
+                f" x resources.{family}.nodes" if nodes > 1 else ""
+            )
+            raise WorkflowError(
+                f"config {key} = {asked} GPUs per job is above the cluster cap {gpu_cap} "
+                f"(slurm/config.yaml max_gpus): Snakemake would submit the job with "
+                f"{gpu_cap}, fewer than it runs on; ask for fewer or raise the cap"
+            )
+
+
+check_cluster_caps()
+
 # Building the DAG of a large study allocates millions of objects that all stay alive, and
 # Python's default cyclic-GC thresholds (700, 10, 10) then re-scan them over and over: 11.7 s
 # of a 77 s dry run of 100x the paper matrix (27,047 jobs) was GC; with these thresholds

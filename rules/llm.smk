@@ -74,29 +74,6 @@ def llm_comparisons():
     return [P.path("lm_eval_vs_base", model=m, step=s) for m, s in STUDY.eval_points() if m != BASE]
 
 
-def llm_warn_over_caps():
-    """The profile's caps (slurm/config.yaml max_mem_mb / max_gpus -> Snakemake's global
-    resources) bound every job: Snakemake lowers a request above a cap to the cap. Say so,
-    naming the config key, instead of letting a 96 GB teacher job silently get less."""
-    limits = workflow.global_resources
-    caps = {
-        key: getattr(limits.get(name), "value", limits.get(name))
-        for key, name in (("mem_mb", "mem_mb"), ("gpus", "gpu"))
-    }
-    for family in ("train", "evaluate", "teacher"):
-        for key, cap in caps.items():
-            asked = RES[family][key]
-            if isinstance(cap, int) and asked > cap:
-                logger.warning(
-                    f"config resources.{family}.{key} = {asked} is above the cluster cap {cap} "
-                    f"(slurm/config.yaml max_{'mem_mb' if key == 'mem_mb' else 'gpus'}): "
-                    f"these jobs are submitted with {cap}"
-                )
-
-
-llm_warn_over_caps()
-
-
 # -- job shapes of evaluation and teacher jobs (several GPUs) --------------------------------
 
 
