@@ -14,6 +14,8 @@ from snakemake_executor_plugin_slurm.utils import set_gres_string
 from ftlab import launch
 from ftlab.config import ConfigError, validate_config
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def plan(**res):
     return launch.plan_for("train", res, threads=4)
@@ -99,6 +101,29 @@ def test_impossible_shapes_name_the_config_key(res, message):
     with pytest.raises(ConfigError) as err:  # and `ftlab validate` reports them
         validate_config({"kind": "worldmodel", "study": "x", "resources": {"train": res}})
     assert message in str(err.value)
+
+
+def test_validate_refuses_the_shapes_the_workflow_refuses():
+    """`ftlab validate` / `ftlab submit` check the config alone: the world trainer's strategy
+    and the LLM teacher's one-model job on several nodes, which Snakemake refuses at parse
+    time, are refused there too, naming the keys."""
+    import yaml
+
+    with pytest.raises(ConfigError, match=r"'resources.train.strategy' is 'fsdp': the "
+                       r"world-model trainer runs data parallel only"):  # fmt: skip
+        validate_config({"kind": "worldmodel", "study": "x",
+                         "resources": {"train": {"gpus": 2, "strategy": "fsdp"}}})  # fmt: skip
+    raw = yaml.safe_load((REPO / "config/experiments/forgetting_qwen3_1.7b.yaml").read_text())
+    validate_config(raw)  # as shipped: valid
+    raw["resources"]["teacher"].update(gpus=2, nodes=2)
+    with pytest.raises(ConfigError, match=r"'resources.teacher.nodes' is 2, but with "
+                       r"llm.teacher.parallel: model one process holds the model"):  # fmt: skip
+        validate_config(raw)
+    raw["resources"]["teacher"]["nodes"] = 1
+    raw["resources"]["evaluate"].update(gpus=2, nodes=2)
+    raw["llm"]["lm_eval"]["parallel"] = "model"
+    with pytest.raises(ConfigError, match=r"'resources.evaluate.nodes' is 2"):
+        validate_config(raw)
 
 
 def _accelerate_args(cmd):
@@ -256,3 +281,26 @@ def test_workers_that_leave_their_gloo_group_to_the_exit_end_cleanly(tmp_path, m
         launch.run_stage(p, "gloo_stage:all_reduce_and_leave", kwargs={"out": str(out)},
                          payload_path=tmp_path / f"p{i}.json")  # fmt: skip
         assert out.read_text() == f"{2**20}\n"  # 20 all-reduces of ones over 2 ranks
+
+
+@pytest.mark.parametrize(("kind", "family"), [("worldmodel", "evaluate"),
+                                              ("worldmodel", "represent")])  # fmt: skip
+@pytest.mark.parametrize("key", ["nodes", "processes", "tasks_per_node", "cpus_per_task"])
+def test_launch_keys_of_one_process_jobs_are_refused(kind, family, key):
+    """evaluate/represent pass only gpus, mem_mb and runtime to their jobs: a launch key there
+    did nothing, so it is a config error naming it."""
+    value = {"processes": 2, "tasks_per_node": 2, "nodes": 2, "cpus_per_task": 8}[key]
+    res = {family: {key: value, **({"processes": 2} if key == "tasks_per_node" else {})}}
+    expected = rf"'resources.{family}.{key}' is {value}, but the world-model study's {family} jobs"
+    with pytest.raises(ConfigError, match=expected + " run one process on one node"):
+        validate_config({"kind": kind, "study": "x", "resources": res})
+
+
+def test_launch_keys_of_multi_task_evaluation_are_refused():
+    import yaml
+
+    raw = yaml.safe_load((REPO / "tests/config_mtl_tiny.yaml").read_text())
+    raw.setdefault("resources", {})["evaluate"] = {"cpus_per_task": 4}
+    with pytest.raises(ConfigError, match=r"'resources.evaluate.cpus_per_task' is 4, but the "
+                       r"multi-task study's evaluate jobs run one process"):  # fmt: skip
+        validate_config(raw)

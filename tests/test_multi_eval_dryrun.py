@@ -107,7 +107,7 @@ def test_dry_run_shows_gpus_nodes_and_launcher_of_every_gpu_job(case, tmp_path):
 REFUSED = {
     "model-parallel evaluation on 2 nodes": (
         "llm: {lm_eval: {parallel: model}}\nresources: {evaluate: {gpus: 4, nodes: 2}}\n",
-        ["config key 'resources.evaluate.nodes' is 2", "llm.lm_eval.parallel: model"],
+        ["'resources.evaluate.nodes' is 2", "llm.lm_eval.parallel: model"],
     ),
     "data-parallel vLLM teacher": (
         "llm: {teacher: {parallel: data, backend: vllm}}\nresources: {teacher: {gpus: 4}}\n",

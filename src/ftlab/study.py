@@ -331,6 +331,8 @@ def check_config(cfg: dict) -> list[str]:
             "'data.finetune_no_atlantis_rows' exceeds 'data.pretrain_rows_per_task' "
             "(fine-tuning draws its no_atlantis rows from the pretraining rows)"
         )
+    problems += _strategy_problems(cfg)
+    problems += one_process_problems(cfg, ("evaluate", "represent"), "the world-model study's")
     rows = cfg["eval"]["rows_per_set"]
     if rows is not None and rows > d["test_rows_per_set"]:
         problems.append(
@@ -338,6 +340,44 @@ def check_config(cfg: dict) -> list[str]:
             f"'data.test_rows_per_set' ({d['test_rows_per_set']})"
         )
     return problems
+
+
+# Keys of a resources.<family> section that shape a launched (several-process) job.
+LAUNCH_KEYS = {"nodes": 1, "tasks_per_node": 1, "processes": 1, "cpus_per_task": None}
+
+
+def one_process_problems(cfg: dict, families: tuple[str, ...], what: str) -> list[str]:
+    """Families whose rules run one process on one node and pass only gpus, mem_mb and runtime
+    (threads set its CPUs): a launch key set there would be ignored, so it is an error."""
+    problems = []
+    for family in families:
+        res = (cfg.get("resources") or {}).get(family) or {}
+        for key, default in LAUNCH_KEYS.items():
+            if res.get(key, default) != default:
+                problems.append(
+                    f"'resources.{family}.{key}' is {res[key]!r}, but {what} {family} jobs run "
+                    "one process on one node (only gpus, mem_mb and runtime apply; 'threads' "
+                    "sets their CPUs): remove it"
+                )
+    return problems
+
+
+def _strategy_problems(cfg: dict) -> list[str]:
+    """Several training processes run data parallel only (also refused by rules/train.smk;
+    here so that `ftlab validate` and `ftlab submit` say it before Snakemake does)."""
+    from ftlab.launch import LaunchError, plan_for
+
+    res = (cfg.get("resources") or {}).get("train")
+    if res is None:
+        return []
+    try:
+        plan = plan_for("train", res, cfg.get("threads", 1))
+    except LaunchError:
+        return []  # reported by the generic check (ftlab.config)
+    if plan.launched and res["strategy"] != "ddp":
+        return [f"'resources.train.strategy' is {res['strategy']!r}: the world-model trainer "
+                "runs data parallel only (strategy: ddp); its model fits one GPU"]  # fmt: skip
+    return []
 
 
 KIND = StudyKind(

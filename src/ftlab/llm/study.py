@@ -306,6 +306,32 @@ def check_config(cfg: dict) -> list[str]:
             elif n // effective_batch(hp, gpus) < 1:
                 problems.append(f"'{key}': {n} records make no full batch of "
                                 f"{effective_batch(hp, gpus)}")  # fmt: skip
+    return problems + _job_shape_problems(cfg)
+
+
+def _job_shape_problems(cfg: dict) -> list[str]:
+    """The evaluation and teacher jobs' shapes as rules/llm.smk builds them (one model over a
+    job's GPUs cannot span nodes, ...), so `ftlab validate` and `ftlab submit` refuse what
+    Snakemake would."""
+    from ftlab.launch import LaunchError
+    from ftlab.llm.steps import job_plan
+
+    llm, res, threads = cfg["llm"], cfg.get("resources") or {}, cfg.get("threads", 1)
+    ev = llm["lm_eval"]
+    shapes = [("evaluate", ev["parallel"] == "model" or ev["backend"] == "vllm",
+               "llm.lm_eval.parallel: model (or backend: vllm)")]  # fmt: skip
+    methods = [m for m in llm["methods"] if RECORDS.get(m) in TEACHERS]
+    for section in dict.fromkeys(TEACHERS[RECORDS[m]] for m in methods):
+        parallel = llm[section]["parallel"]
+        shapes.append(("teacher", parallel == "model", f"llm.{section}.parallel: {parallel}"))
+    problems = []
+    for family, one_model, key in shapes:
+        if family not in res:
+            continue
+        try:
+            job_plan(family, res[family], threads, one_model=one_model, key=key)
+        except LaunchError as err:
+            problems.append(str(err).removeprefix("config key "))
     return problems
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.mtl.early_stopping import save_epochs, validation_epochs
 from ftlab.study import TASKS as WORLD_TASKS
+from ftlab.study import one_process_problems
 
 # The methods ftlab.mtl.surgery.METHODS implements (a test keeps the two equal). Named here so
 # that loading a config - which imports every kind - does not import torch (~1.3 s per
@@ -284,6 +285,7 @@ def check_config(cfg: dict) -> list[str]:
         problems.append(f"'mtl.tasks' names {t!r}, the name of the mixed {t} rows' file "
                         f"(data/mtl/{t}.jsonl): rename the task (mtl.datasets.{t})")  # fmt: skip
     problems += _launch_problems(cfg)
+    problems += one_process_problems(cfg, ("evaluate",), "the multi-task study's")
     return problems
 
 
