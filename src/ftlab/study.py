@@ -362,19 +362,25 @@ def one_process_problems(cfg: dict, families: tuple[str, ...], what: str) -> lis
     return problems
 
 
-def _strategy_problems(cfg: dict) -> list[str]:
-    """Several training processes run data parallel only (also refused by rules/train.smk;
-    here so that `ftlab validate` and `ftlab submit` say it before Snakemake does)."""
+def launched_train_section(cfg: dict) -> dict | None:
+    """resources.train when its training job runs several processes, else None (a shape no
+    launcher can run is reported by the generic check, ftlab.config)."""
     from ftlab.launch import LaunchError, plan_for
 
     res = (cfg.get("resources") or {}).get("train")
     if res is None:
-        return []
+        return None
     try:
-        plan = plan_for("train", res, cfg.get("threads", 1))
+        return res if plan_for("train", res, cfg.get("threads", 1)).launched else None
     except LaunchError:
-        return []  # reported by the generic check (ftlab.config)
-    if plan.launched and res["strategy"] != "ddp":
+        return None
+
+
+def _strategy_problems(cfg: dict) -> list[str]:
+    """Several training processes run data parallel only (also refused by rules/train.smk;
+    here so that `ftlab validate` and `ftlab submit` say it before Snakemake does)."""
+    res = launched_train_section(cfg)
+    if res is not None and res["strategy"] != "ddp":
         return [f"'resources.train.strategy' is {res['strategy']!r}: the world-model trainer "
                 "runs data parallel only (strategy: ddp); its model fits one GPU"]  # fmt: skip
     return []

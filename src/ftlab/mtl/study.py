@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ftlab.kinds import StudyKind, lookup_unit
 from ftlab.mtl.early_stopping import save_epochs, validation_epochs
 from ftlab.study import TASKS as WORLD_TASKS
-from ftlab.study import one_process_problems
+from ftlab.study import launched_train_section, one_process_problems
 
 # The methods ftlab.mtl.surgery.METHODS implements (a test keeps the two equal). Named here so
 # that loading a config - which imports every kind - does not import torch (~1.3 s per
@@ -345,16 +345,8 @@ def _eval_engine_problems(e: dict, suite: list[str]) -> list[str]:
 def _launch_problems(cfg: dict) -> list[str]:
     """The training job's shape against the objective (also refused by rules/mtl_train.smk; here
     so that `ftlab validate` says it before Snakemake does)."""
-    from ftlab.launch import LaunchError, plan_for
-
-    res = (cfg.get("resources") or {}).get("train")
+    res = launched_train_section(cfg)
     if res is None:
-        return []
-    try:
-        plan = plan_for("train", res, cfg.get("threads", 1))
-    except LaunchError:
-        return []  # reported by the generic check (ftlab.config)
-    if not plan.launched:
         return []
     if cfg["mtl"]["objective"] == "world":
         return [
