@@ -75,9 +75,7 @@ def check_cluster_caps():
         nodes = res.get("nodes", 1)
         asked = res["gpus"] * nodes
         if gpu_cap is not None and asked > gpu_cap:
-            key = f"resources.{family}.gpus" + (
-                f" x resources.{family}.nodes" if nodes > 1 else ""
-            )
+            key = f"resources.{family}.gpus" + (f" x resources.{family}.nodes" if nodes > 1 else "")
             raise WorkflowError(
                 f"config {key} = {asked} GPUs per job is above the cluster cap {gpu_cap} "
                 f"(slurm/config.yaml max_gpus): Snakemake would submit the job with "
