@@ -2,7 +2,7 @@
 import re
 
 from ftlab.llm.steps import job_plan
-from ftlab.llm.study import BASE, TEACHERS
+from ftlab.llm.study import BASE, TEACHERS, eval_job_spec, teacher_job_spec
 
 TINY_BASE_CHECKPOINT = P.path("checkpoint", model=BASE, step=0)
 LLM_TABLES = STUDY.tables(P)
@@ -92,12 +92,8 @@ def llm_job(family, one_model, key, how="device_map"):
 def llm_teacher_job(source):
     """llm.<teacher>.parallel: model (default; vLLM tensor parallel, else HF device_map) or
     data (one process per GPU, shards split by rank; HF generate)."""
-    section = TEACHERS[source]
-    settings = config["llm"][section]
-    one_model = settings["parallel"] == "model"  # data with vllm: refused by the config check
-    # backend auto picks vLLM at run time when it is installed and a GPU is present
-    how = {"vllm": "vllm_tp", "hf": "device_map"}.get(settings["backend"], "vllm_tp-or-device_map")
-    return llm_job("teacher", one_model, f"llm.{section}.parallel: {settings['parallel']}", how)
+    # data with vllm: refused by the config check
+    return llm_job("teacher", *teacher_job_spec(config["llm"], TEACHERS[source]))
 
 
 def llm_teacher_resources():
@@ -116,10 +112,4 @@ def llm_teacher_resources():
 
 
 # lm_eval.parallel model and the vllm backend: one process, the model over the job's GPUs
-LLM_EVAL_JOB = llm_job(
-    "evaluate",
-    config["llm"]["lm_eval"]["parallel"] == "model"
-    or config["llm"]["lm_eval"]["backend"] == "vllm",
-    "llm.lm_eval.parallel: model (or backend: vllm)",
-    "vllm_tp" if config["llm"]["lm_eval"]["backend"] == "vllm" else "device_map",
-)
+LLM_EVAL_JOB = llm_job("evaluate", *eval_job_spec(config["llm"]))

@@ -2,12 +2,8 @@
 # model's final checkpoint. A killed job resumes from train_state/<model>/ on re-run.
 # gpu_share: one unit per job that may use a GPU; `--resources gpu_share=N` lets N such jobs
 # share one GPU at a time (see config/schema.yaml, device). A job with several processes
-# (resources.train gpus/processes/nodes) trains data-parallel through ftlab.launch.
-if _plan("train").launched and RES["train"]["strategy"] != "ddp":
-    raise WorkflowError(
-        f"config key 'resources.train.strategy' is {RES['train']['strategy']!r}: the "
-        "world-model trainer runs data parallel only (strategy: ddp); its model fits one GPU"
-    )
+# (resources.train gpus/processes/nodes) trains data-parallel through ftlab.launch; another
+# strategy is refused by the config check (ftlab.study, before this file is read).
 
 
 rule train_base:

@@ -309,6 +309,26 @@ def check_config(cfg: dict) -> list[str]:
     return problems + _job_shape_problems(cfg)
 
 
+def eval_job_spec(llm: dict) -> tuple[bool, str, str]:
+    """(one_model, the setting that asks for it, how) of the evaluation jobs (job_plan's
+    arguments): lm_eval.parallel model and the vllm backend run one process, the model over
+    the job's GPUs."""
+    ev = llm["lm_eval"]
+    one_model = ev["parallel"] == "model" or ev["backend"] == "vllm"
+    how = "vllm_tp" if ev["backend"] == "vllm" else "device_map"
+    return one_model, "llm.lm_eval.parallel: model (or backend: vllm)", how
+
+
+def teacher_job_spec(llm: dict, section: str) -> tuple[bool, str, str]:
+    """The same for the teacher jobs of llm.<section> (teacher, cf_teacher): parallel model
+    (vLLM tensor parallel, else HF device_map) or data (one process per GPU)."""
+    settings = llm[section]
+    # backend auto picks vLLM at run time when it is installed and a GPU is present
+    how = {"vllm": "vllm_tp", "hf": "device_map"}.get(settings["backend"], "vllm_tp-or-device_map")
+    key = f"llm.{section}.parallel: {settings['parallel']}"
+    return settings["parallel"] == "model", key, how
+
+
 def _job_shape_problems(cfg: dict) -> list[str]:
     """The evaluation and teacher jobs' shapes as rules/llm.smk builds them (one model over a
     job's GPUs cannot span nodes, ...), so `ftlab validate` and `ftlab submit` refuse what
@@ -317,19 +337,16 @@ def _job_shape_problems(cfg: dict) -> list[str]:
     from ftlab.llm.steps import job_plan
 
     llm, res, threads = cfg["llm"], cfg.get("resources") or {}, cfg.get("threads", 1)
-    ev = llm["lm_eval"]
-    shapes = [("evaluate", ev["parallel"] == "model" or ev["backend"] == "vllm",
-               "llm.lm_eval.parallel: model (or backend: vllm)")]  # fmt: skip
+    shapes = [("evaluate", eval_job_spec(llm))]
     methods = [m for m in llm["methods"] if RECORDS.get(m) in TEACHERS]
     for section in dict.fromkeys(TEACHERS[RECORDS[m]] for m in methods):
-        parallel = llm[section]["parallel"]
-        shapes.append(("teacher", parallel == "model", f"llm.{section}.parallel: {parallel}"))
+        shapes.append(("teacher", teacher_job_spec(llm, section)))
     problems = []
-    for family, one_model, key in shapes:
+    for family, (one_model, key, how) in shapes:
         if family not in res:
             continue
         try:
-            job_plan(family, res[family], threads, one_model=one_model, key=key)
+            job_plan(family, res[family], threads, one_model=one_model, key=key, how=how)
         except LaunchError as err:
             problems.append(str(err).removeprefix("config key "))
     return problems
